@@ -1,0 +1,173 @@
+//! The outputs of the state machine: what gateways, Watch streams and metrics act on.
+
+use crate::ids::{AgentId, ContactId, ConversationId, TeamId, WorkspaceId};
+use crate::model::{AgentStatus, Channel, Strategy};
+use serde::{Deserialize, Serialize};
+
+/// Why a conversation went to an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssignReason {
+    /// The team's strategy chose the agent.
+    Strategy(Strategy),
+    /// The contact's dedicated (VIP) agent.
+    Dedicated,
+    /// The agent who served this returning customer before.
+    Returning,
+    /// A routing rule names the agent.
+    RuleAgent,
+    /// A reopened conversation went back to its agent.
+    Reopened,
+    /// The agent picked it.
+    Claimed,
+    /// A supervisor assigned it.
+    Manual,
+    /// A supervisor transferred it to the agent.
+    Transfer,
+}
+
+/// Why a conversation left its agent without being closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnassignReason {
+    /// The agent went offline and the team requeues.
+    AgentOffline,
+    /// The agent did not reply in time.
+    NoReply,
+    /// A supervisor transferred it.
+    Transfer,
+    /// The agent was removed.
+    AgentRemoved,
+}
+
+/// Something that happened, for the outside world to act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Effect {
+    /// A conversation has an agent: "You are talking to Mary, she usually answers within
+    /// 2 minutes".
+    Assigned {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// The customer.
+        contact: ContactId,
+        /// Its channel.
+        channel: Channel,
+        /// Its team.
+        team: TeamId,
+        /// The agent.
+        agent: AgentId,
+        /// The agent's display name.
+        agent_name: String,
+        /// How long the agent usually takes to answer, in milliseconds.
+        expected_response_ms: u64,
+        /// Why this agent.
+        reason: AssignReason,
+    },
+    /// A conversation left its agent (it is assigned again or queued by a following effect).
+    Unassigned {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// The agent it left.
+        agent: AgentId,
+        /// Why.
+        reason: UnassignReason,
+    },
+    /// Nobody can take the conversation now: it waits ("you are number 4, about 6 minutes").
+    Queued {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its team.
+        team: TeamId,
+        /// One-based position in the team's queue.
+        position: u32,
+        /// Expected wait in milliseconds, when anyone is serving the team.
+        eta_ms: Option<u64>,
+        /// Set when it waits for one particular agent.
+        waiting_for: Option<AgentId>,
+        /// The team's overcapacity message.
+        message: Option<String>,
+    },
+    /// The team is closed; the conversation waits for opening time.
+    OutsideHours {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its team.
+        team: TeamId,
+        /// When the team opens next (UTC milliseconds), if ever.
+        opens_at_ms: Option<i64>,
+        /// The team's away message.
+        message: Option<String>,
+    },
+    /// The team greets the customer.
+    Welcome {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its team.
+        team: TeamId,
+        /// The welcome message.
+        message: String,
+    },
+    /// A closed conversation is open again.
+    Reopened {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// A conversation ended.
+    Closed {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its last agent, if it had one.
+        agent: Option<AgentId>,
+    },
+    /// An agent's presence changed.
+    AgentStatusChanged {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The agent.
+        agent: AgentId,
+        /// The new status.
+        status: AgentStatus,
+    },
+}
+
+impl Effect {
+    /// The last token of the NATS subject `switchboard.effects.<workspace>.<kind>`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Effect::Assigned { .. } => "assigned",
+            Effect::Unassigned { .. } => "unassigned",
+            Effect::Queued { .. } => "queued",
+            Effect::OutsideHours { .. } => "outside_hours",
+            Effect::Welcome { .. } => "welcome",
+            Effect::Reopened { .. } => "reopened",
+            Effect::Closed { .. } => "closed",
+            Effect::AgentStatusChanged { .. } => "agent_status",
+        }
+    }
+
+    /// The workspace the effect belongs to.
+    pub fn workspace(&self) -> &WorkspaceId {
+        match self {
+            Effect::Assigned { workspace, .. }
+            | Effect::Unassigned { workspace, .. }
+            | Effect::Queued { workspace, .. }
+            | Effect::OutsideHours { workspace, .. }
+            | Effect::Welcome { workspace, .. }
+            | Effect::Reopened { workspace, .. }
+            | Effect::Closed { workspace, .. }
+            | Effect::AgentStatusChanged { workspace, .. } => workspace,
+        }
+    }
+}

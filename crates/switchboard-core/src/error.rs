@@ -1,0 +1,123 @@
+//! Why an input was refused.
+//!
+//! Every refusal leaves the state exactly as it was (the event id is still remembered, so a
+//! redelivery is recognised). The variants are grouped by [`ErrorKind`] so that the gRPC edge
+//! can pick a status code without matching every variant.
+
+use crate::ids::{AgentId, ContactId, ConversationId, EventId, TeamId, WorkspaceId};
+use thiserror::Error;
+
+/// The family of an [`ApplyError`], which decides how an edge reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input is malformed: a missing or out-of-range field.
+    InvalidArgument,
+    /// The input names something that does not exist.
+    NotFound,
+    /// The input is well formed but the current state does not allow it.
+    FailedPrecondition,
+    /// The input was already applied (same event id); nothing happened this time.
+    AlreadyApplied,
+}
+
+/// An input that could not be applied.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ApplyError {
+    /// The event id was applied before; this delivery had no effect.
+    #[error("event {event_id} was already applied")]
+    Duplicate {
+        /// The repeated event id.
+        event_id: EventId,
+    },
+    /// A field is missing or out of range.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The offending field, as named in the API.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The workspace was never configured.
+    #[error("unknown workspace {0}")]
+    UnknownWorkspace(WorkspaceId),
+    /// No such agent in the workspace.
+    #[error("unknown agent {0}")]
+    UnknownAgent(AgentId),
+    /// No such team in the workspace.
+    #[error("unknown team {0}")]
+    UnknownTeam(TeamId),
+    /// No such conversation in the workspace.
+    #[error("unknown conversation {0}")]
+    UnknownConversation(ConversationId),
+    /// No such contact in the workspace.
+    #[error("unknown contact {0}")]
+    UnknownContact(ContactId),
+    /// A claim for a conversation that is not waiting in a queue.
+    #[error("conversation {conversation} is not waiting to be picked: it is {state}")]
+    NotClaimable {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its current state, for the message.
+        state: &'static str,
+    },
+    /// The conversation is already open.
+    #[error("conversation {0} is already open")]
+    AlreadyOpen(ConversationId),
+    /// The conversation is closed and the operation needs an open one.
+    #[error("conversation {0} is closed")]
+    Closed(ConversationId),
+    /// The agent has no capacity left for a self-picked conversation.
+    #[error("agent {agent} is at max_open ({max_open}) and cannot claim more conversations")]
+    AgentAtCapacity {
+        /// The agent.
+        agent: AgentId,
+        /// Their limit.
+        max_open: u32,
+    },
+    /// The state forbids the operation for a reason given in full.
+    #[error("{0}")]
+    Precondition(String),
+}
+
+impl ApplyError {
+    /// Shorthand for [`ApplyError::Invalid`].
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid { field, reason: reason.into() }
+    }
+
+    /// The family of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Duplicate { .. } => ErrorKind::AlreadyApplied,
+            Self::Invalid { .. } => ErrorKind::InvalidArgument,
+            Self::UnknownWorkspace(_)
+            | Self::UnknownAgent(_)
+            | Self::UnknownTeam(_)
+            | Self::UnknownConversation(_)
+            | Self::UnknownContact(_) => ErrorKind::NotFound,
+            Self::NotClaimable { .. }
+            | Self::AlreadyOpen(_)
+            | Self::Closed(_)
+            | Self::AgentAtCapacity { .. }
+            | Self::Precondition(_) => ErrorKind::FailedPrecondition,
+        }
+    }
+
+    /// A short stable label for metrics (`reason` label of rejection counters).
+    pub fn reason_label(&self) -> &'static str {
+        match self {
+            Self::Duplicate { .. } => "duplicate",
+            Self::Invalid { .. } => "invalid",
+            Self::UnknownWorkspace(_) => "unknown_workspace",
+            Self::UnknownAgent(_) => "unknown_agent",
+            Self::UnknownTeam(_) => "unknown_team",
+            Self::UnknownConversation(_) => "unknown_conversation",
+            Self::UnknownContact(_) => "unknown_contact",
+            Self::NotClaimable { .. } => "not_claimable",
+            Self::AlreadyOpen(_) => "already_open",
+            Self::Closed(_) => "closed",
+            Self::AgentAtCapacity { .. } => "agent_at_capacity",
+            Self::Precondition(_) => "precondition",
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! A pool is the set of a team's members who satisfy one requirement (skills, language),
+//! indexed for the team's strategy, plus the conversations waiting for that pool.
+//!
+//! Every team has pool 0 (no requirement); a routing rule that asks for skills or a language
+//! adds a pool. The index of a pool answers "who gets the next conversation" in O(log n):
+//! - round-robin and ordered: the set of eligible member positions;
+//! - least-open: the set of `(open, last_assigned, id)` keys of eligible members;
+//! - weighted: a Fenwick tree of integer weights (`daily_limit`, 0 when ineligible).
+//!
+//! Each member's contribution is remembered in a [`Slot`], so that refreshing a member after
+//! its state changed removes exactly what was inserted before, whatever changed.
+
+use crate::fenwick::Fenwick;
+use crate::ids::{AgentId, ConversationId, Language, Skill};
+use crate::line::LineKey;
+use crate::model::{AgentSpec, Channel, Strategy};
+use crate::rng::SplitMix64;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a member must have to belong to a pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct Requirement {
+    /// Skill → minimum level, sorted by skill.
+    pub(crate) skills: Vec<(Skill, u8)>,
+    /// A language the member must speak.
+    pub(crate) language: Option<Language>,
+}
+
+impl Requirement {
+    pub(crate) fn is_met_by(&self, agent: &AgentSpec) -> bool {
+        self.skills.iter().all(|(skill, level)| agent.skills.get(skill).is_some_and(|have| have >= level))
+            && self.language.as_ref().is_none_or(|language| agent.languages.contains(language))
+    }
+}
+
+/// Order of a waiting line: higher priority first, then arrival.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct QueueKey {
+    /// `255 - priority`, so that ascending order serves the highest priority first.
+    pub(crate) priority_rank: u8,
+    /// Arrival sequence number, unique within the workspace.
+    pub(crate) seq: u64,
+}
+
+impl QueueKey {
+    pub(crate) fn new(priority: u8, seq: u64) -> Self {
+        Self { priority_rank: u8::MAX - priority, seq }
+    }
+}
+
+impl LineKey for QueueKey {
+    fn heap_priority(&self) -> u64 {
+        // SplitMix64's finaliser: a bijective mix of the unique sequence number.
+        SplitMix64::from_seed(self.seq ^ (u64::from(self.priority_rank) << 56)).next_u64()
+    }
+}
+
+/// Sort key of the least-open strategy: fewest open, then idle longest, then id.
+pub(crate) type LeastOpenKey = (u32, i64, AgentId, u32);
+
+/// What one member currently contributes to a pool's index.
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    eligible: bool,
+    serving: bool,
+    least_open: Option<LeastOpenKey>,
+    weight: u64,
+}
+
+/// The facts about a member that its slot is computed from.
+pub(crate) struct MemberFacts<'a> {
+    pub(crate) id: &'a AgentId,
+    pub(crate) eligible: bool,
+    pub(crate) serving: bool,
+    pub(crate) open: u32,
+    pub(crate) last_assigned_ms: i64,
+    pub(crate) daily_limit: u32,
+}
+
+/// One pool of a team.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Pool {
+    pub(crate) requirement: Requirement,
+    /// Round-robin cursor: the member who received the last conversation.
+    pub(crate) cursor: Option<AgentId>,
+    #[serde(skip)]
+    strategy: Option<Strategy>,
+    #[serde(skip)]
+    slots: Vec<Option<Slot>>,
+    #[serde(skip)]
+    eligible: BTreeSet<u32>,
+    #[serde(skip)]
+    least_open: BTreeSet<LeastOpenKey>,
+    #[serde(skip)]
+    weights: Fenwick,
+    /// Members who satisfy the requirement and have an allowed status (capacity aside); the
+    /// divisor of the ETA.
+    #[serde(skip)]
+    pub(crate) serving: u32,
+    /// Conversations waiting for this pool, one ordered map per channel so that a full
+    /// channel never hides another channel's head.
+    #[serde(skip)]
+    queues: [BTreeMap<QueueKey, ConversationId>; Channel::ALL.len()],
+    #[serde(skip)]
+    queued: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(requirement: Requirement) -> Self {
+        Self {
+            requirement,
+            cursor: None,
+            strategy: None,
+            slots: Vec::new(),
+            eligible: BTreeSet::new(),
+            least_open: BTreeSet::new(),
+            weights: Fenwick::default(),
+            serving: 0,
+            queues: Default::default(),
+            queued: 0,
+        }
+    }
+
+    /// Clears the index for a team of `members` members using `strategy` (queues are kept).
+    pub(crate) fn reset_index(&mut self, strategy: Strategy, members: usize) {
+        self.strategy = Some(strategy);
+        self.slots = vec![None; members];
+        self.eligible.clear();
+        self.least_open.clear();
+        self.weights = Fenwick::with_len(if strategy == Strategy::Weighted { members } else { 0 });
+        self.serving = 0;
+    }
+
+    fn strategy(&self) -> Strategy {
+        self.strategy.unwrap_or(Strategy::Manual)
+    }
+
+    /// Replaces member `position`'s contribution; `facts` is `None` when the member does not
+    /// satisfy the requirement.
+    pub(crate) fn refresh(&mut self, position: u32, facts: Option<MemberFacts<'_>>) {
+        let index = position as usize;
+        if let Some(old) = self.slots[index].take() {
+            if old.eligible {
+                self.eligible.remove(&position);
+            }
+            if let Some(key) = old.least_open {
+                self.least_open.remove(&key);
+            }
+            if old.weight > 0 {
+                self.weights.set(index, 0);
+            }
+            if old.serving {
+                self.serving -= 1;
+            }
+        }
+        let Some(facts) = facts else { return };
+        let strategy = self.strategy();
+        let eligible = facts.eligible && (strategy != Strategy::Weighted || facts.daily_limit > 0);
+        let mut slot = Slot { eligible, serving: facts.serving, least_open: None, weight: 0 };
+        if eligible {
+            self.eligible.insert(position);
+            match strategy {
+                Strategy::LeastOpen => {
+                    let key = (facts.open, facts.last_assigned_ms, facts.id.clone(), position);
+                    self.least_open.insert(key.clone());
+                    slot.least_open = Some(key);
+                }
+                Strategy::Weighted => {
+                    slot.weight = u64::from(facts.daily_limit);
+                    self.weights.set(index, slot.weight);
+                }
+                Strategy::RoundRobin | Strategy::Ordered | Strategy::Manual => {}
+            }
+        }
+        if slot.serving {
+            self.serving += 1;
+        }
+        self.slots[index] = Some(slot);
+    }
+
+    /// Whether any member could take a conversation now (channel limits aside).
+    pub(crate) fn has_eligible(&self) -> bool {
+        self.strategy() != Strategy::Manual && !self.eligible.is_empty()
+    }
+
+    /// Chooses a member position by the strategy among eligible members that `accept`s.
+    /// `cursor_position` is the round-robin cursor resolved to a member position.
+    pub(crate) fn pick(
+        &mut self,
+        cursor_position: Option<u32>,
+        rng: &mut SplitMix64,
+        mut accept: impl FnMut(u32) -> bool,
+    ) -> Option<u32> {
+        match self.strategy() {
+            Strategy::Manual => None,
+            Strategy::Ordered => self.eligible.iter().copied().find(|&p| accept(p)),
+            Strategy::RoundRobin => match cursor_position {
+                None => self.eligible.iter().copied().find(|&p| accept(p)),
+                Some(cursor) => self
+                    .eligible
+                    .range(cursor + 1..)
+                    .chain(self.eligible.range(..=cursor))
+                    .copied()
+                    .find(|&p| accept(p)),
+            },
+            Strategy::LeastOpen => self.least_open.iter().map(|key| key.3).find(|&p| accept(p)),
+            Strategy::Weighted => {
+                // Draw; a drawn member that refuses this conversation (channel limit,
+                // excluded) is set aside and the draw is repeated among the others.
+                let mut set_aside: Vec<(usize, u64)> = Vec::new();
+                let mut chosen = None;
+                loop {
+                    let total = self.weights.total();
+                    if total == 0 {
+                        break;
+                    }
+                    let index = self.weights.find(rng.below(total));
+                    if accept(index as u32) {
+                        chosen = Some(index as u32);
+                        break;
+                    }
+                    set_aside.push((index, self.weights.get(index)));
+                    self.weights.set(index, 0);
+                }
+                for (index, weight) in set_aside {
+                    self.weights.set(index, weight);
+                }
+                chosen
+            }
+        }
+    }
+
+    pub(crate) fn enqueue(&mut self, channel: Channel, key: QueueKey, conversation: ConversationId) {
+        if self.queues[channel.index()].insert(key, conversation).is_none() {
+            self.queued += 1;
+        }
+    }
+
+    pub(crate) fn dequeue(&mut self, channel: Channel, key: &QueueKey) {
+        if self.queues[channel.index()].remove(key).is_some() {
+            self.queued -= 1;
+        }
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// The head of each channel's queue, best first.
+    pub(crate) fn heads(&self) -> Vec<(QueueKey, ConversationId)> {
+        let mut heads: Vec<(QueueKey, ConversationId)> = self
+            .queues
+            .iter()
+            .filter_map(|queue| queue.first_key_value().map(|(key, id)| (*key, id.clone())))
+            .collect();
+        heads.sort_unstable_by_key(|(key, _)| *key);
+        heads
+    }
+}

@@ -1,0 +1,231 @@
+//! The whole replicated state: every workspace, the timer wheel and the clock, with the one
+//! entry point [`State::apply`], snapshots and the state digest.
+
+use crate::command::{Command, Event, Input};
+use crate::dedupe::Dedupe;
+use crate::effect::Effect;
+use crate::error::ApplyError;
+use crate::ids::{AgentId, ConversationId, TeamId, WorkspaceId};
+use crate::timers::{Ctx, Timers};
+use crate::view::{AgentView, ConversationView, QueuedView};
+use crate::workspace::Workspace;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// First bytes of every snapshot.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SWBS";
+/// Format version written by this build; bump it when the serialised layout changes.
+pub const SNAPSHOT_VERSION: u16 = 1;
+
+/// What applying one entry produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Effects in the order they happened: timers that fell due first, then the command's.
+    pub effects: Vec<Effect>,
+    /// Whether the command itself was applied. On `Err` the command changed nothing (timer
+    /// effects above still happened).
+    pub result: Result<(), ApplyError>,
+}
+
+/// A snapshot that cannot be restored.
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    /// The bytes do not start with the snapshot magic.
+    #[error("not a Switchboard snapshot (bad magic bytes)")]
+    BadMagic,
+    /// Written by an incompatible version.
+    #[error("snapshot format version {found} is not supported (this build reads {SNAPSHOT_VERSION})")]
+    UnsupportedVersion {
+        /// The version in the snapshot.
+        found: u16,
+    },
+    /// The payload does not decode.
+    #[error("snapshot payload does not decode: {0}")]
+    Decode(String),
+    /// The payload decodes but describes an impossible state.
+    #[error("snapshot describes an invalid state: {0}")]
+    Invalid(ApplyError),
+}
+
+/// The assigner state machine.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Latest entry time seen: time never goes backwards, whatever the entries say.
+    now_ms: i64,
+    /// Entries applied so far.
+    applied_entries: u64,
+    workspaces: BTreeMap<WorkspaceId, Workspace>,
+    timers: Timers,
+}
+
+impl State {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one committed entry stamped `at_ms` (UTC milliseconds, written by the leader).
+    ///
+    /// Deterministic: the same sequence of `(at_ms, input)` gives the same outcomes and the
+    /// same state on every replica.
+    pub fn apply(&mut self, at_ms: i64, input: &Input) -> Outcome {
+        self.now_ms = self.now_ms.max(at_ms);
+        self.applied_entries += 1;
+        let mut effects = Vec::new();
+        while let Some((workspace_id, timer)) = self.timers.pop_due(self.now_ms) {
+            if let Some(workspace) = self.workspaces.get_mut(&workspace_id) {
+                let mut cx = Ctx { now_ms: self.now_ms, timers: &mut self.timers, effects: &mut effects };
+                workspace.fire(&mut cx, timer);
+            }
+        }
+        let result = match input {
+            Input::Tick => Ok(()),
+            Input::Event(event) => self.apply_event(event, &mut effects),
+        };
+        Outcome { effects, result }
+    }
+
+    fn apply_event(&mut self, event: &Event, effects: &mut Vec<Effect>) -> Result<(), ApplyError> {
+        let now_ms = self.now_ms;
+        if event.workspace.as_str().is_empty() || event.workspace.as_str().len() > crate::ids::ID_MAX_BYTES {
+            return Err(ApplyError::invalid("workspace", "must be 1 to 128 bytes"));
+        }
+        let creating = !self.workspaces.contains_key(&event.workspace);
+        if creating {
+            let Command::ConfigureWorkspace(settings) = &event.command else {
+                return Err(ApplyError::UnknownWorkspace(event.workspace.clone()));
+            };
+            let mut workspace = Workspace::new(event.workspace.clone(), settings.clone());
+            workspace.configure(settings.clone())?;
+            self.workspaces.insert(event.workspace.clone(), workspace);
+        }
+        let workspace = self.workspaces.get_mut(&event.workspace).expect("present or just created");
+        if let Some(event_id) = &event.event_id {
+            if event_id.as_str().is_empty() || event_id.as_str().len() > crate::ids::ID_MAX_BYTES {
+                return Err(ApplyError::invalid("event_id", "must be 1 to 128 bytes"));
+            }
+            let window_ms = i64::from(workspace.settings.dedupe_window_s) * 1000;
+            let max_events = workspace.settings.dedupe_max_events as usize;
+            if !workspace.dedupe.insert(Dedupe::hash(event_id.as_str()), now_ms, window_ms, max_events) {
+                return Err(ApplyError::Duplicate { event_id: event_id.clone() });
+            }
+        }
+        if creating {
+            return Ok(());
+        }
+        let mut cx = Ctx { now_ms, timers: &mut self.timers, effects };
+        match &event.command {
+            Command::ConfigureWorkspace(settings) => workspace.configure(settings.clone()),
+            Command::UpsertAgent(spec) => workspace.upsert_agent(&mut cx, spec.clone()),
+            Command::RemoveAgent { agent } => workspace.remove_agent(&mut cx, agent),
+            Command::UpsertTeam(spec) => workspace.upsert_team(&mut cx, spec.clone()),
+            Command::RemoveTeam { team } => workspace.remove_team(team),
+            Command::SetRoutingRules(rules) => workspace.set_rules(rules.clone()),
+            Command::UpsertContact(spec) => workspace.upsert_contact(spec.clone()),
+            Command::SetAgentStatus { agent, status } => workspace.set_agent_status(&mut cx, agent, *status),
+            Command::OpenConversation(open) => workspace.open_conversation(&mut cx, open.clone()),
+            Command::CustomerMessage { conversation } => workspace.customer_message(&mut cx, conversation),
+            Command::AgentReplied { conversation, agent } => workspace.agent_replied(&mut cx, conversation, agent),
+            Command::CloseConversation { conversation } => workspace.close(&mut cx, conversation),
+            Command::Claim { conversation, agent } => workspace.claim(&mut cx, conversation, agent),
+            Command::Assign { conversation, agent } => workspace.assign_manually(&mut cx, conversation, agent),
+            Command::Transfer { conversation, target } => workspace.transfer(&mut cx, conversation, target.clone()),
+        }
+    }
+
+    /// The state's clock: the latest entry time applied.
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
+    /// Number of entries applied.
+    pub fn applied_entries(&self) -> u64 {
+        self.applied_entries
+    }
+
+    /// Number of pending timers.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Workspaces, in id order.
+    pub fn workspace_ids(&self) -> impl Iterator<Item = &WorkspaceId> {
+        self.workspaces.keys()
+    }
+
+    /// A conversation, with its queue position while queued.
+    pub fn conversation(&self, workspace: &WorkspaceId, id: &ConversationId) -> Option<ConversationView> {
+        self.workspaces.get(workspace)?.conversation_view(id)
+    }
+
+    /// Number of conversations a workspace holds (open and recently closed).
+    pub fn conversation_count(&self, workspace: &WorkspaceId) -> usize {
+        self.workspaces.get(workspace).map_or(0, Workspace::conversation_count)
+    }
+
+    /// An agent with presence and counters.
+    pub fn agent(&self, workspace: &WorkspaceId, id: &AgentId) -> Option<AgentView> {
+        self.workspaces.get(workspace)?.agent_view(id)
+    }
+
+    /// Every agent id of a workspace, in id order.
+    pub fn agent_ids(&self, workspace: &WorkspaceId) -> Vec<AgentId> {
+        self.workspaces.get(workspace).map(|w| w.agent_ids().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Every team id of a workspace, in id order.
+    pub fn team_ids(&self, workspace: &WorkspaceId) -> Vec<TeamId> {
+        self.workspaces.get(workspace).map(|w| w.team_ids().cloned().collect()).unwrap_or_default()
+    }
+
+    /// A page of a team's queue, in service order.
+    pub fn team_queue(&self, workspace: &WorkspaceId, team: &TeamId, offset: usize, limit: usize) -> Option<Vec<QueuedView>> {
+        self.workspaces.get(workspace)?.team_queue(team, offset, limit)
+    }
+
+    /// Number of conversations waiting in a team's queue.
+    pub fn queue_depth(&self, workspace: &WorkspaceId, team: &TeamId) -> Option<usize> {
+        self.workspaces.get(workspace)?.queue_depth(team)
+    }
+
+    /// Checks the structural invariants and invariant 5 (nobody waits while an eligible agent
+    /// has capacity). For tests and debugging: it walks the whole state.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (id, workspace) in &self.workspaces {
+            workspace.check_invariants().map_err(|error| format!("workspace {id}: {error}"))?;
+        }
+        Ok(())
+    }
+
+    /// Serialises the whole state: magic, format version, then the postcard encoding of the
+    /// source-of-truth fields (indexes are rebuilt on restore).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(1024);
+        bytes.extend_from_slice(SNAPSHOT_MAGIC);
+        bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        postcard::to_io(self, &mut bytes).expect("writing to a Vec cannot fail");
+        bytes
+    }
+
+    /// Restores a state written by [`State::snapshot`].
+    pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else { return Err(SnapshotError::BadMagic) };
+        let (version, payload) = rest.split_at_checked(2).ok_or(SnapshotError::BadMagic)?;
+        let found = u16::from_le_bytes([version[0], version[1]]);
+        if found != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion { found });
+        }
+        let mut state: State = postcard::from_bytes(payload).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        for workspace in state.workspaces.values_mut() {
+            workspace.rebuild().map_err(SnapshotError::Invalid)?;
+        }
+        Ok(state)
+    }
+
+    /// A digest of the whole state (XXH3-128 of the snapshot, hex). Two replicas that applied
+    /// the same log have the same digest.
+    pub fn state_digest(&self) -> String {
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.snapshot()))
+    }
+}
