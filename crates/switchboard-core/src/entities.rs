@@ -126,7 +126,10 @@ pub(crate) enum Placement {
     /// In its pool's queue, for the strategy.
     Pool,
     /// For one agent (dedicated, rule target, or its agent after a reopen).
-    Personal { agent: AgentId, reason: AssignReason },
+    Personal {
+        agent: AgentId,
+        reason: AssignReason,
+    },
     /// In the claimable queue until the team's activation delay ends.
     Delayed,
     /// Until the team's business hours begin.

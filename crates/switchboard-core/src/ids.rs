@@ -43,6 +43,12 @@ macro_rules! id_type {
             }
         }
 
+        impl From<String> for $name {
+            fn from(value: String) -> Self {
+                Self(CompactString::from(value))
+            }
+        }
+
         impl std::borrow::Borrow<str> for $name {
             fn borrow(&self) -> &str {
                 self.0.as_str()
