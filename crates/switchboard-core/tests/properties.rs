@@ -1,0 +1,358 @@
+//! Property tests: random workspaces and random interleavings of conversations, presence,
+//! replies, claims, transfers, reopenings and time, checked against DESIGN.md §5:
+//! 1. no conversation has two assignees; nobody exceeds `max_open` automatically;
+//! 2. with default options nobody who is not ONLINE receives an automatic assignment;
+//! 3. same log → same effects and same `state_digest`, across snapshot and restore;
+//! 5. nothing waits in a queue while an eligible agent has capacity.
+
+mod common;
+
+use common::MONDAY_10_UTC;
+use proptest::prelude::{
+    Just, ProptestConfig, Strategy, any, prop_assert, prop_assert_eq, prop_assume, prop_oneof,
+    proptest,
+};
+use std::collections::BTreeMap;
+use switchboard_core::Strategy as Assignment;
+use switchboard_core::{
+    AgentId, AgentSpec, AgentStatus, AssignReason, BusinessHours, Channel, Command, ContactId,
+    ContactSpec, ConversationId, Effect, Event, Input, OpenConversation, OpeningInterval,
+    RoutingRule, RuleConditions, RuleId, RuleTarget, Skill, State, TeamId, TeamSpec,
+    TransferTarget, WorkspaceId, WorkspaceSettings,
+};
+
+const AGENTS: [&str; 5] = ["a0", "a1", "a2", "a3", "a4"];
+const WS: &str = "prop";
+
+#[derive(Clone, Debug)]
+struct AgentConfig {
+    max_open: u32,
+    daily_limit: u32,
+    skilled: bool,
+    email_cap: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+struct TeamConfig {
+    strategy: Assignment,
+    requeue_on_offline: bool,
+    no_reply: bool,
+    hard_cap: bool,
+    delay: bool,
+    keep_returning: bool,
+    reassign_reopened: bool,
+    office_hours: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Open {
+        channel: u8,
+        priority: u8,
+        contact: u8,
+    },
+    Close {
+        pick: usize,
+    },
+    Status {
+        agent: usize,
+        status: u8,
+    },
+    Reply {
+        pick: usize,
+    },
+    Claim {
+        pick: usize,
+        agent: usize,
+    },
+    Message {
+        pick: usize,
+    },
+    TransferToTeam {
+        pick: usize,
+        team: usize,
+    },
+    Advance {
+        seconds: u32,
+    },
+}
+
+fn strategy() -> impl Strategy<Value = Assignment> {
+    prop_oneof![
+        Just(Assignment::RoundRobin),
+        Just(Assignment::LeastOpen),
+        Just(Assignment::Weighted),
+        Just(Assignment::Ordered),
+        Just(Assignment::Manual),
+    ]
+}
+
+fn agent_config() -> impl Strategy<Value = AgentConfig> {
+    (
+        1u32..4,
+        0u32..4,
+        any::<bool>(),
+        proptest::option::of(1u32..3),
+    )
+        .prop_map(|(max_open, daily_limit, skilled, email_cap)| AgentConfig {
+            max_open,
+            daily_limit,
+            skilled,
+            email_cap,
+        })
+}
+
+fn team_config() -> impl Strategy<Value = TeamConfig> {
+    (strategy(), any::<[bool; 7]>()).prop_map(|(strategy, flags)| TeamConfig {
+        strategy,
+        requeue_on_offline: flags[0],
+        no_reply: flags[1],
+        hard_cap: flags[2],
+        delay: flags[3] && flags[4],
+        keep_returning: flags[4],
+        reassign_reopened: flags[5],
+        office_hours: flags[6],
+    })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..3, 0u8..3, 0u8..6).prop_map(|(channel, priority, contact)| Op::Open { channel, priority, contact }),
+        3 => any::<usize>().prop_map(|pick| Op::Close { pick }),
+        3 => (0..AGENTS.len(), 0u8..4).prop_map(|(agent, status)| Op::Status { agent, status }),
+        1 => any::<usize>().prop_map(|pick| Op::Reply { pick }),
+        1 => (any::<usize>(), 0..AGENTS.len()).prop_map(|(pick, agent)| Op::Claim { pick, agent }),
+        1 => any::<usize>().prop_map(|pick| Op::Message { pick }),
+        1 => (any::<usize>(), 0usize..2).prop_map(|(pick, team)| Op::TransferToTeam { pick, team }),
+        2 => (0u32..7200).prop_map(|seconds| Op::Advance { seconds }),
+    ]
+}
+
+fn event(command: Command) -> Input {
+    Input::Event(Event {
+        workspace: WorkspaceId::new(WS),
+        event_id: None,
+        command,
+    })
+}
+
+/// The entries that configure a workspace: two teams, a skills rule for e-mail.
+fn setup(agents: &[AgentConfig], teams: &[TeamConfig], seed: u64) -> Vec<Input> {
+    let mut inputs = vec![event(Command::ConfigureWorkspace(WorkspaceSettings {
+        rng_seed: seed,
+        ..WorkspaceSettings::default()
+    }))];
+    for (index, config) in agents.iter().enumerate() {
+        let mut spec = AgentSpec::new(AGENTS[index], AGENTS[index].to_uppercase());
+        spec.max_open = config.max_open;
+        spec.daily_limit = config.daily_limit;
+        if config.skilled {
+            spec.skills.insert(Skill::new("billing"), 2);
+        }
+        if let Some(cap) = config.email_cap {
+            spec.max_open_per_channel.insert(Channel::Email, cap);
+        }
+        inputs.push(event(Command::UpsertAgent(spec)));
+    }
+    for (index, config) in teams.iter().enumerate() {
+        // Team 0 has everyone; team 1 the last three, in reverse order.
+        let members: Vec<&str> = if index == 0 {
+            AGENTS.to_vec()
+        } else {
+            vec!["a4", "a3", "a2"]
+        };
+        let mut spec = TeamSpec::new(format!("t{index}"), config.strategy, &members);
+        spec.options.requeue_on_offline = config.requeue_on_offline;
+        spec.options.no_reply_timeout_s = if config.no_reply { 300 } else { 0 };
+        spec.options.daily_limit_hard_cap = config.hard_cap;
+        spec.options.assign_delay_s = if config.delay { 20 } else { 0 };
+        spec.options.keep_returning_customers = config.keep_returning;
+        spec.options.reassign_reopened_if_unavailable = config.reassign_reopened;
+        if config.office_hours {
+            spec.business_hours = Some(BusinessHours {
+                weekly: (0..7)
+                    .map(|weekday| OpeningInterval {
+                        weekday,
+                        open_minute: 600,
+                        close_minute: 840,
+                    })
+                    .collect(),
+                holidays: vec![],
+            });
+        }
+        inputs.push(event(Command::UpsertTeam(spec)));
+    }
+    inputs.push(event(Command::ConfigureWorkspace(WorkspaceSettings {
+        default_team: Some(TeamId::new("t0")),
+        rng_seed: seed,
+        ..WorkspaceSettings::default()
+    })));
+    inputs.push(event(Command::SetRoutingRules(vec![RoutingRule {
+        id: RuleId::new("billing-email"),
+        conditions: RuleConditions {
+            channels: vec![Channel::Email],
+            ..RuleConditions::default()
+        },
+        target: RuleTarget::Team {
+            team: TeamId::new("t1"),
+            required_skills: [(Skill::new("billing"), 1)].into(),
+            required_language: None,
+        },
+    }])));
+    inputs.push(event(Command::UpsertContact(ContactSpec {
+        id: ContactId::new("k0"),
+        tier: Some("vip".into()),
+        dedicated_agent: Some(AgentId::new("a1")),
+    })));
+    inputs
+}
+
+/// Turns abstract operations into timestamped entries.
+fn entries(
+    agents: &[AgentConfig],
+    teams: &[TeamConfig],
+    seed: u64,
+    ops: &[Op],
+) -> Vec<(i64, Input)> {
+    let mut now = MONDAY_10_UTC;
+    let mut out: Vec<(i64, Input)> = setup(agents, teams, seed)
+        .into_iter()
+        .map(|input| (now, input))
+        .collect();
+    let mut opened: Vec<String> = Vec::new();
+    let conversation = |opened: &Vec<String>, pick: usize| -> ConversationId {
+        if opened.is_empty() {
+            ConversationId::new("none")
+        } else {
+            ConversationId::new(&opened[pick % opened.len()])
+        }
+    };
+    let agent_count = agents.len();
+    for op in ops {
+        let command = match op {
+            Op::Open {
+                channel,
+                priority,
+                contact,
+            } => {
+                let id = format!("c{}", opened.len());
+                opened.push(id.clone());
+                let channel =
+                    [Channel::WhatsApp, Channel::Email, Channel::WebChat][*channel as usize];
+                let mut open = OpenConversation::new(id, format!("k{contact}"), channel);
+                open.priority = *priority;
+                Command::OpenConversation(open)
+            }
+            Op::Close { pick } => Command::CloseConversation {
+                conversation: conversation(&opened, *pick),
+            },
+            Op::Status { agent, status } => Command::SetAgentStatus {
+                agent: AgentId::new(AGENTS[agent % agent_count]),
+                status: [
+                    AgentStatus::Online,
+                    AgentStatus::Busy,
+                    AgentStatus::Away,
+                    AgentStatus::Offline,
+                ][*status as usize],
+            },
+            Op::Reply { pick } => Command::AgentReplied {
+                conversation: conversation(&opened, *pick),
+                agent: AgentId::new(AGENTS[pick % agent_count]),
+            },
+            Op::Claim { pick, agent } => Command::Claim {
+                conversation: conversation(&opened, *pick),
+                agent: AgentId::new(AGENTS[agent % agent_count]),
+            },
+            Op::Message { pick } => Command::CustomerMessage {
+                conversation: conversation(&opened, *pick),
+            },
+            Op::TransferToTeam { pick, team } => Command::Transfer {
+                conversation: conversation(&opened, *pick),
+                target: TransferTarget::Team(TeamId::new(format!("t{team}"))),
+            },
+            Op::Advance { seconds } => {
+                now += i64::from(*seconds) * 1000;
+                out.push((now, Input::Tick));
+                continue;
+            }
+        };
+        out.push((now, event(command)));
+    }
+    out
+}
+
+fn scenario() -> impl Strategy<Value = (Vec<AgentConfig>, Vec<TeamConfig>, u64, Vec<Op>)> {
+    (
+        proptest::collection::vec(agent_config(), AGENTS.len()),
+        proptest::collection::vec(team_config(), 2),
+        any::<u64>(),
+        proptest::collection::vec(op(), 1..160),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_under_random_interleavings((agents, teams, seed, ops) in scenario()) {
+        let mut state = State::new();
+        let workspace = WorkspaceId::new(WS);
+        let mut assignments = 0usize;
+        for (at, input) in entries(&agents, &teams, seed, &ops) {
+            let outcome = state.apply(at, &input);
+            if let Err(problem) = state.check_invariants() {
+                prop_assert!(false, "after {input:?}: {problem}");
+            }
+            let mut assigned_now: BTreeMap<ConversationId, AgentId> = BTreeMap::new();
+            for effect in &outcome.effects {
+                match effect {
+                    Effect::Assigned { conversation, agent, reason, .. } => {
+                        assignments += 1;
+                        // Invariant 1: one assignee at a time, even within one apply.
+                        prop_assert!(assigned_now.insert(conversation.clone(), agent.clone()).is_none() ||
+                            outcome.effects.iter().any(|e| matches!(e, Effect::Unassigned { conversation: c, .. } if c == conversation)),
+                            "{conversation} assigned twice in one apply");
+                        if !matches!(reason, AssignReason::Claimed | AssignReason::Manual | AssignReason::Transfer) {
+                            // Invariant 2 (the teams here keep the default: ONLINE only).
+                            let view = state.agent(&workspace, agent).expect("agent exists");
+                            prop_assert_eq!(view.status, AgentStatus::Online, "{} got {} automatically", agent, conversation);
+                        }
+                    }
+                    Effect::Unassigned { conversation, .. } => { assigned_now.remove(conversation); }
+                    _ => {}
+                }
+            }
+            // Invariant 1: nobody exceeds max_open (no manual assignment is generated here).
+            for (index, config) in agents.iter().enumerate() {
+                let Some(view) = state.agent(&workspace, &AgentId::new(AGENTS[index])) else { continue };
+                prop_assert!(view.open <= config.max_open, "{} has {} open, max {}", AGENTS[index], view.open, config.max_open);
+            }
+        }
+        // Keep the generator honest: most runs should assign something.
+        prop_assume!(assignments > 0 || ops.len() < 10);
+    }
+
+    #[test]
+    fn replicas_agree_across_snapshot_and_restore((agents, teams, seed, ops) in scenario(), cut in 0.0f64..1.0) {
+        let log = entries(&agents, &teams, seed, &ops);
+        let cut = ((log.len() as f64) * cut) as usize;
+        let mut leader = State::new();
+        let mut follower = State::new();
+        let mut leader_effects = Vec::new();
+        let mut follower_effects = Vec::new();
+        for (index, (at, input)) in log.iter().enumerate() {
+            if index == cut {
+                // The follower is rebuilt from a snapshot, as after a crash or an install.
+                let bytes = follower.snapshot();
+                follower = State::restore(&bytes).expect("snapshot restores");
+                prop_assert_eq!(follower.state_digest(), leader.state_digest());
+            }
+            leader_effects.push(leader.apply(*at, input));
+            follower_effects.push(follower.apply(*at, input));
+        }
+        prop_assert_eq!(&leader_effects, &follower_effects);
+        prop_assert_eq!(leader.state_digest(), follower.state_digest());
+        // Byte-identical snapshots, not just equal digests.
+        prop_assert_eq!(leader.snapshot(), follower.snapshot());
+    }
+}
