@@ -2,9 +2,7 @@
 
 use crate::ids::Language;
 use crate::ids::{AgentId, ContactId, ConversationId, EventId, TeamId, WorkspaceId};
-use crate::model::{
-    AgentSpec, AgentStatus, Channel, ContactSpec, RoutingRule, TeamSpec, WorkspaceSettings,
-};
+use crate::model::{AgentSpec, AgentStatus, Channel, ContactSpec, RoutingRule, TeamSpec, WorkspaceSettings};
 use serde::{Deserialize, Serialize};
 
 /// One log entry's payload.
@@ -50,11 +48,7 @@ pub struct OpenConversation {
 
 impl OpenConversation {
     /// A conversation on `channel` with no attributes.
-    pub fn new(
-        conversation: impl Into<ConversationId>,
-        contact: impl Into<ContactId>,
-        channel: Channel,
-    ) -> Self {
+    pub fn new(conversation: impl Into<ConversationId>, contact: impl Into<ContactId>, channel: Channel) -> Self {
         Self {
             conversation: conversation.into(),
             contact: contact.into(),

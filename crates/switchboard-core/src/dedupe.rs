@@ -44,13 +44,7 @@ impl Dedupe {
     }
 
     /// Records `hash` at `now_ms`; returns `false` if it was already remembered.
-    pub(crate) fn insert(
-        &mut self,
-        hash: u128,
-        now_ms: i64,
-        window_ms: i64,
-        max_events: usize,
-    ) -> bool {
+    pub(crate) fn insert(&mut self, hash: u128, now_ms: i64, window_ms: i64, max_events: usize) -> bool {
         if self.seen.contains(&hash) {
             return false;
         }

@@ -57,10 +57,7 @@ impl Agent {
 
     /// Whether a per-channel limit leaves room for one more conversation on `channel`.
     pub(crate) fn has_room_on(&self, channel: Channel) -> bool {
-        self.spec
-            .max_open_per_channel
-            .get(&channel)
-            .is_none_or(|&limit| self.open_by_channel[channel.index()] < limit)
+        self.spec.max_open_per_channel.get(&channel).is_none_or(|&limit| self.open_by_channel[channel.index()] < limit)
     }
 }
 
@@ -126,10 +123,7 @@ pub(crate) enum Placement {
     /// In its pool's queue, for the strategy.
     Pool,
     /// For one agent (dedicated, rule target, or its agent after a reopen).
-    Personal {
-        agent: AgentId,
-        reason: AssignReason,
-    },
+    Personal { agent: AgentId, reason: AssignReason },
     /// In the claimable queue until the team's activation delay ends.
     Delayed,
     /// Until the team's business hours begin.

@@ -82,10 +82,7 @@ pub enum ApplyError {
 impl ApplyError {
     /// Shorthand for [`ApplyError::Invalid`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            field,
-            reason: reason.into(),
-        }
+        Self::Invalid { field, reason: reason.into() }
     }
 
     /// The family of this error.

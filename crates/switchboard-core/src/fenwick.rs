@@ -16,10 +16,7 @@ pub(crate) struct Fenwick {
 impl Fenwick {
     /// A tree of `len` slots, all weighing zero.
     pub(crate) fn with_len(len: usize) -> Self {
-        Self {
-            tree: vec![0; len + 1],
-            weights: vec![0; len],
-        }
+        Self { tree: vec![0; len + 1], weights: vec![0; len] }
     }
 
     /// Number of slots.
@@ -64,11 +61,7 @@ impl Fenwick {
         let n = self.weights.len();
         let mut position = 0usize;
         let mut remaining = point;
-        let mut step = if n == 0 {
-            0
-        } else {
-            1usize << (usize::BITS - 1 - n.leading_zeros())
-        };
+        let mut step = if n == 0 { 0 } else { 1usize << (usize::BITS - 1 - n.leading_zeros()) };
         while step > 0 {
             let next = position + step;
             if next <= n && self.tree[next] <= remaining {

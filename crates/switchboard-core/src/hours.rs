@@ -43,8 +43,7 @@ pub(crate) struct Calendar {
 
 /// Parses an IANA timezone name.
 pub(crate) fn parse_timezone(name: &str, field: &'static str) -> Result<Tz, ApplyError> {
-    name.parse::<Tz>()
-        .map_err(|_| ApplyError::invalid(field, format!("unknown IANA timezone {name:?}")))
+    name.parse::<Tz>().map_err(|_| ApplyError::invalid(field, format!("unknown IANA timezone {name:?}")))
 }
 
 impl Calendar {
@@ -60,14 +59,10 @@ impl Calendar {
                     if interval.weekday > 6 {
                         return Err(ApplyError::invalid(
                             "business_hours.weekly.weekday",
-                            format!(
-                                "weekday {} is not 0 (Monday) to 6 (Sunday)",
-                                interval.weekday
-                            ),
+                            format!("weekday {} is not 0 (Monday) to 6 (Sunday)", interval.weekday),
                         ));
                     }
-                    if interval.open_minute >= interval.close_minute || interval.close_minute > 1440
-                    {
+                    if interval.open_minute >= interval.close_minute || interval.close_minute > 1440 {
                         return Err(ApplyError::invalid(
                             "business_hours.weekly",
                             format!(
@@ -76,8 +71,7 @@ impl Calendar {
                             ),
                         ));
                     }
-                    week[interval.weekday as usize]
-                        .push((interval.open_minute, interval.close_minute));
+                    week[interval.weekday as usize].push((interval.open_minute, interval.close_minute));
                 }
                 for day in &mut week {
                     day.sort_unstable();
@@ -92,10 +86,7 @@ impl Calendar {
                 }
                 for holiday in &hours.holidays {
                     let date = NaiveDate::parse_from_str(holiday, "%Y-%m-%d").map_err(|_| {
-                        ApplyError::invalid(
-                            "business_hours.holidays",
-                            format!("{holiday:?} is not a YYYY-MM-DD date"),
-                        )
+                        ApplyError::invalid("business_hours.holidays", format!("{holiday:?} is not a YYYY-MM-DD date"))
                     })?;
                     holidays.push(date);
                 }
@@ -116,8 +107,7 @@ impl Calendar {
     /// UTC milliseconds of a local date and minute; a time that falls in a DST gap moves to the
     /// first valid instant after it.
     fn to_utc_ms(&self, date: NaiveDate, minute: u32) -> i64 {
-        let mut local =
-            date.and_time(NaiveTime::MIN) + chrono::Duration::minutes(i64::from(minute));
+        let mut local = date.and_time(NaiveTime::MIN) + chrono::Duration::minutes(i64::from(minute));
         for _ in 0..4 {
             if let Some(at) = self.tz.from_local_datetime(&local).earliest() {
                 return at.timestamp_millis();
@@ -179,20 +169,12 @@ mod tests {
     use super::*;
 
     fn ms(rfc3339: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(rfc3339)
-            .map(|d| d.timestamp_millis())
-            .unwrap_or_default()
+        chrono::DateTime::parse_from_rfc3339(rfc3339).map(|d| d.timestamp_millis()).unwrap_or_default()
     }
 
     fn weekdays_nine_to_six() -> BusinessHours {
         BusinessHours {
-            weekly: (0..5)
-                .map(|weekday| OpeningInterval {
-                    weekday,
-                    open_minute: 540,
-                    close_minute: 1080,
-                })
-                .collect(),
+            weekly: (0..5).map(|weekday| OpeningInterval { weekday, open_minute: 540, close_minute: 1080 }).collect(),
             holidays: vec!["2026-12-25".into()],
         }
     }
@@ -203,25 +185,13 @@ mod tests {
         // Monday 2026-11-23 08:59 in São Paulo (UTC-3) is 11:59Z: closed; 09:00 local opens.
         assert!(!calendar.is_open(ms("2026-11-23T11:59:00Z")));
         assert!(calendar.is_open(ms("2026-11-23T12:00:00Z")));
-        assert_eq!(
-            calendar.next_open(ms("2026-11-23T11:59:00Z")),
-            Some(ms("2026-11-23T12:00:00Z"))
-        );
+        assert_eq!(calendar.next_open(ms("2026-11-23T11:59:00Z")), Some(ms("2026-11-23T12:00:00Z")));
         // Friday evening waits for Monday morning.
-        assert_eq!(
-            calendar.next_open(ms("2026-11-27T22:00:00Z")),
-            Some(ms("2026-11-30T12:00:00Z"))
-        );
+        assert_eq!(calendar.next_open(ms("2026-11-27T22:00:00Z")), Some(ms("2026-11-30T12:00:00Z")));
         // Christmas (a Friday) is a holiday: Thursday evening waits for Monday the 28th.
-        assert_eq!(
-            calendar.next_open(ms("2026-12-24T22:00:00Z")),
-            Some(ms("2026-12-28T12:00:00Z"))
-        );
+        assert_eq!(calendar.next_open(ms("2026-12-24T22:00:00Z")), Some(ms("2026-12-28T12:00:00Z")));
         // Midnight is local too.
-        assert_eq!(
-            calendar.next_midnight(ms("2026-11-23T12:00:00Z")),
-            ms("2026-11-24T03:00:00Z")
-        );
+        assert_eq!(calendar.next_midnight(ms("2026-11-23T12:00:00Z")), ms("2026-11-24T03:00:00Z"));
         Ok(())
     }
 
@@ -229,43 +199,20 @@ mod tests {
     fn bad_schedules_are_rejected_with_the_field_named() {
         let overlapping = BusinessHours {
             weekly: vec![
-                OpeningInterval {
-                    weekday: 0,
-                    open_minute: 500,
-                    close_minute: 700,
-                },
-                OpeningInterval {
-                    weekday: 0,
-                    open_minute: 600,
-                    close_minute: 800,
-                },
+                OpeningInterval { weekday: 0, open_minute: 500, close_minute: 700 },
+                OpeningInterval { weekday: 0, open_minute: 600, close_minute: 800 },
             ],
             holidays: vec![],
         };
         assert!(matches!(
             Calendar::new("UTC", Some(&overlapping)),
-            Err(ApplyError::Invalid {
-                field: "business_hours.weekly",
-                ..
-            })
+            Err(ApplyError::Invalid { field: "business_hours.weekly", .. })
         ));
-        assert!(matches!(
-            Calendar::new("Mars/Olympus", None),
-            Err(ApplyError::Invalid {
-                field: "timezone",
-                ..
-            })
-        ));
-        let bad_date = BusinessHours {
-            weekly: vec![],
-            holidays: vec!["25/12/2026".into()],
-        };
+        assert!(matches!(Calendar::new("Mars/Olympus", None), Err(ApplyError::Invalid { field: "timezone", .. })));
+        let bad_date = BusinessHours { weekly: vec![], holidays: vec!["25/12/2026".into()] };
         assert!(matches!(
             Calendar::new("UTC", Some(&bad_date)),
-            Err(ApplyError::Invalid {
-                field: "business_hours.holidays",
-                ..
-            })
+            Err(ApplyError::Invalid { field: "business_hours.holidays", .. })
         ));
     }
 }

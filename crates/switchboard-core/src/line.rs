@@ -36,11 +36,7 @@ pub(crate) struct Line<K, V> {
 
 impl<K: LineKey, V: Clone> Default for Line<K, V> {
     fn default() -> Self {
-        Self {
-            nodes: Vec::new(),
-            free: Vec::new(),
-            root: NIL,
-        }
+        Self { nodes: Vec::new(), free: Vec::new(), root: NIL }
     }
 }
 
@@ -51,11 +47,7 @@ impl<K: LineKey, V: Clone> Line<K, V> {
     }
 
     fn size(&self, node: u32) -> u32 {
-        if node == NIL {
-            0
-        } else {
-            self.nodes[node as usize].size
-        }
+        if node == NIL { 0 } else { self.nodes[node as usize].size }
     }
 
     fn update(&mut self, node: u32) {
@@ -128,14 +120,7 @@ impl<K: LineKey, V: Clone> Line<K, V> {
     /// Inserts `key` (which must not be present yet).
     pub(crate) fn insert(&mut self, key: K, value: V) {
         debug_assert!(!self.contains(&key));
-        let node = Node {
-            key,
-            value,
-            heap_priority: key.heap_priority(),
-            left: NIL,
-            right: NIL,
-            size: 1,
-        };
+        let node = Node { key, value, heap_priority: key.heap_priority(), left: NIL, right: NIL, size: 1 };
         let index = match self.free.pop() {
             Some(index) => {
                 self.nodes[index as usize] = node;

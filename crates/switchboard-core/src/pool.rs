@@ -29,13 +29,8 @@ pub(crate) struct Requirement {
 
 impl Requirement {
     pub(crate) fn is_met_by(&self, agent: &AgentSpec) -> bool {
-        self.skills
-            .iter()
-            .all(|(skill, level)| agent.skills.get(skill).is_some_and(|have| have >= level))
-            && self
-                .language
-                .as_ref()
-                .is_none_or(|language| agent.languages.contains(language))
+        self.skills.iter().all(|(skill, level)| agent.skills.get(skill).is_some_and(|have| have >= level))
+            && self.language.as_ref().is_none_or(|language| agent.languages.contains(language))
     }
 }
 
@@ -50,10 +45,7 @@ pub(crate) struct QueueKey {
 
 impl QueueKey {
     pub(crate) fn new(priority: u8, seq: u64) -> Self {
-        Self {
-            priority_rank: u8::MAX - priority,
-            seq,
-        }
+        Self { priority_rank: u8::MAX - priority, seq }
     }
 }
 
@@ -136,11 +128,7 @@ impl Pool {
         self.slots = vec![None; members];
         self.eligible.clear();
         self.least_open.clear();
-        self.weights = Fenwick::with_len(if strategy == Strategy::Weighted {
-            members
-        } else {
-            0
-        });
+        self.weights = Fenwick::with_len(if strategy == Strategy::Weighted { members } else { 0 });
         self.serving = 0;
     }
 
@@ -169,22 +157,12 @@ impl Pool {
         let Some(facts) = facts else { return };
         let strategy = self.strategy();
         let eligible = facts.eligible && (strategy != Strategy::Weighted || facts.daily_limit > 0);
-        let mut slot = Slot {
-            eligible,
-            serving: facts.serving,
-            least_open: None,
-            weight: 0,
-        };
+        let mut slot = Slot { eligible, serving: facts.serving, least_open: None, weight: 0 };
         if eligible {
             self.eligible.insert(position);
             match strategy {
                 Strategy::LeastOpen => {
-                    let key = (
-                        facts.open,
-                        facts.last_assigned_ms,
-                        facts.id.clone(),
-                        position,
-                    );
+                    let key = (facts.open, facts.last_assigned_ms, facts.id.clone(), position);
                     self.least_open.insert(key.clone());
                     slot.least_open = Some(key);
                 }
@@ -253,16 +231,8 @@ impl Pool {
         }
     }
 
-    pub(crate) fn enqueue(
-        &mut self,
-        channel: Channel,
-        key: QueueKey,
-        conversation: ConversationId,
-    ) {
-        if self.queues[channel.index()]
-            .insert(key, conversation)
-            .is_none()
-        {
+    pub(crate) fn enqueue(&mut self, channel: Channel, key: QueueKey, conversation: ConversationId) {
+        if self.queues[channel.index()].insert(key, conversation).is_none() {
             self.queued += 1;
         }
     }

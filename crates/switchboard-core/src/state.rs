@@ -35,9 +35,7 @@ pub enum SnapshotError {
     #[error("not a Switchboard snapshot (bad magic bytes)")]
     BadMagic,
     /// Written by an incompatible version.
-    #[error(
-        "snapshot format version {found} is not supported (this build reads {SNAPSHOT_VERSION})"
-    )]
+    #[error("snapshot format version {found} is not supported (this build reads {SNAPSHOT_VERSION})")]
     UnsupportedVersion {
         /// The version in the snapshot.
         found: u16,
@@ -77,11 +75,7 @@ impl State {
         let mut effects = Vec::new();
         while let Some((workspace_id, timer)) = self.timers.pop_due(self.now_ms) {
             if let Some(workspace) = self.workspaces.get_mut(&workspace_id) {
-                let mut cx = Ctx {
-                    now_ms: self.now_ms,
-                    timers: &mut self.timers,
-                    effects: &mut effects,
-                };
+                let mut cx = Ctx { now_ms: self.now_ms, timers: &mut self.timers, effects: &mut effects };
                 workspace.fire(&mut cx, timer);
             }
         }
@@ -94,9 +88,7 @@ impl State {
 
     fn apply_event(&mut self, event: &Event, effects: &mut Vec<Effect>) -> Result<(), ApplyError> {
         let now_ms = self.now_ms;
-        if event.workspace.as_str().is_empty()
-            || event.workspace.as_str().len() > crate::ids::ID_MAX_BYTES
-        {
+        if event.workspace.as_str().is_empty() || event.workspace.as_str().len() > crate::ids::ID_MAX_BYTES {
             return Err(ApplyError::invalid("workspace", "must be 1 to 128 bytes"));
         }
         let creating = !self.workspaces.contains_key(&event.workspace);
@@ -108,35 +100,21 @@ impl State {
             workspace.configure(settings.clone())?;
             self.workspaces.insert(event.workspace.clone(), workspace);
         }
-        let workspace = self
-            .workspaces
-            .get_mut(&event.workspace)
-            .expect("present or just created");
+        let workspace = self.workspaces.get_mut(&event.workspace).expect("present or just created");
         if let Some(event_id) = &event.event_id {
             if event_id.as_str().is_empty() || event_id.as_str().len() > crate::ids::ID_MAX_BYTES {
                 return Err(ApplyError::invalid("event_id", "must be 1 to 128 bytes"));
             }
             let window_ms = i64::from(workspace.settings.dedupe_window_s) * 1000;
             let max_events = workspace.settings.dedupe_max_events as usize;
-            if !workspace.dedupe.insert(
-                Dedupe::hash(event_id.as_str()),
-                now_ms,
-                window_ms,
-                max_events,
-            ) {
-                return Err(ApplyError::Duplicate {
-                    event_id: event_id.clone(),
-                });
+            if !workspace.dedupe.insert(Dedupe::hash(event_id.as_str()), now_ms, window_ms, max_events) {
+                return Err(ApplyError::Duplicate { event_id: event_id.clone() });
             }
         }
         if creating {
             return Ok(());
         }
-        let mut cx = Ctx {
-            now_ms,
-            timers: &mut self.timers,
-            effects,
-        };
+        let mut cx = Ctx { now_ms, timers: &mut self.timers, effects };
         match &event.command {
             Command::ConfigureWorkspace(settings) => workspace.configure(settings.clone()),
             Command::UpsertAgent(spec) => workspace.upsert_agent(&mut cx, spec.clone()),
@@ -145,30 +123,14 @@ impl State {
             Command::RemoveTeam { team } => workspace.remove_team(team),
             Command::SetRoutingRules(rules) => workspace.set_rules(rules.clone()),
             Command::UpsertContact(spec) => workspace.upsert_contact(spec.clone()),
-            Command::SetAgentStatus { agent, status } => {
-                workspace.set_agent_status(&mut cx, agent, *status)
-            }
+            Command::SetAgentStatus { agent, status } => workspace.set_agent_status(&mut cx, agent, *status),
             Command::OpenConversation(open) => workspace.open_conversation(&mut cx, open.clone()),
-            Command::CustomerMessage { conversation } => {
-                workspace.customer_message(&mut cx, conversation)
-            }
-            Command::AgentReplied {
-                conversation,
-                agent,
-            } => workspace.agent_replied(&mut cx, conversation, agent),
+            Command::CustomerMessage { conversation } => workspace.customer_message(&mut cx, conversation),
+            Command::AgentReplied { conversation, agent } => workspace.agent_replied(&mut cx, conversation, agent),
             Command::CloseConversation { conversation } => workspace.close(&mut cx, conversation),
-            Command::Claim {
-                conversation,
-                agent,
-            } => workspace.claim(&mut cx, conversation, agent),
-            Command::Assign {
-                conversation,
-                agent,
-            } => workspace.assign_manually(&mut cx, conversation, agent),
-            Command::Transfer {
-                conversation,
-                target,
-            } => workspace.transfer(&mut cx, conversation, target.clone()),
+            Command::Claim { conversation, agent } => workspace.claim(&mut cx, conversation, agent),
+            Command::Assign { conversation, agent } => workspace.assign_manually(&mut cx, conversation, agent),
+            Command::Transfer { conversation, target } => workspace.transfer(&mut cx, conversation, target.clone()),
         }
     }
 
@@ -193,19 +155,13 @@ impl State {
     }
 
     /// A conversation, with its queue position while queued.
-    pub fn conversation(
-        &self,
-        workspace: &WorkspaceId,
-        id: &ConversationId,
-    ) -> Option<ConversationView> {
+    pub fn conversation(&self, workspace: &WorkspaceId, id: &ConversationId) -> Option<ConversationView> {
         self.workspaces.get(workspace)?.conversation_view(id)
     }
 
     /// Number of conversations a workspace holds (open and recently closed).
     pub fn conversation_count(&self, workspace: &WorkspaceId) -> usize {
-        self.workspaces
-            .get(workspace)
-            .map_or(0, Workspace::conversation_count)
+        self.workspaces.get(workspace).map_or(0, Workspace::conversation_count)
     }
 
     /// An agent with presence and counters.
@@ -215,18 +171,12 @@ impl State {
 
     /// Every agent id of a workspace, in id order.
     pub fn agent_ids(&self, workspace: &WorkspaceId) -> Vec<AgentId> {
-        self.workspaces
-            .get(workspace)
-            .map(|w| w.agent_ids().cloned().collect())
-            .unwrap_or_default()
+        self.workspaces.get(workspace).map(|w| w.agent_ids().cloned().collect()).unwrap_or_default()
     }
 
     /// Every team id of a workspace, in id order.
     pub fn team_ids(&self, workspace: &WorkspaceId) -> Vec<TeamId> {
-        self.workspaces
-            .get(workspace)
-            .map(|w| w.team_ids().cloned().collect())
-            .unwrap_or_default()
+        self.workspaces.get(workspace).map(|w| w.team_ids().cloned().collect()).unwrap_or_default()
     }
 
     /// A page of a team's queue, in service order.
@@ -237,9 +187,7 @@ impl State {
         offset: usize,
         limit: usize,
     ) -> Option<Vec<QueuedView>> {
-        self.workspaces
-            .get(workspace)?
-            .team_queue(team, offset, limit)
+        self.workspaces.get(workspace)?.team_queue(team, offset, limit)
     }
 
     /// Number of conversations waiting in a team's queue.
@@ -251,9 +199,7 @@ impl State {
     /// has capacity). For tests and debugging: it walks the whole state.
     pub fn check_invariants(&self) -> Result<(), String> {
         for (id, workspace) in &self.workspaces {
-            workspace
-                .check_invariants()
-                .map_err(|error| format!("workspace {id}: {error}"))?;
+            workspace.check_invariants().map_err(|error| format!("workspace {id}: {error}"))?;
         }
         Ok(())
     }
@@ -278,8 +224,7 @@ impl State {
         if found != SNAPSHOT_VERSION {
             return Err(SnapshotError::UnsupportedVersion { found });
         }
-        let mut state: State =
-            postcard::from_bytes(payload).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let mut state: State = postcard::from_bytes(payload).map_err(|e| SnapshotError::Decode(e.to_string()))?;
         for workspace in state.workspaces.values_mut() {
             workspace.rebuild().map_err(SnapshotError::Invalid)?;
         }

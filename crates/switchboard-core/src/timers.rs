@@ -15,20 +15,11 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Timer {
     /// The team's activation delay for the conversation has ended.
-    Activate {
-        conversation: ConversationId,
-        generation: u32,
-    },
+    Activate { conversation: ConversationId, generation: u32 },
     /// The agent has not replied in time.
-    NoReply {
-        conversation: ConversationId,
-        generation: u32,
-    },
+    NoReply { conversation: ConversationId, generation: u32 },
     /// A closed conversation's retention has ended.
-    Forget {
-        conversation: ConversationId,
-        generation: u32,
-    },
+    Forget { conversation: ConversationId, generation: u32 },
     /// The team's business hours may have begun.
     Opening { team: TeamId, version: u32 },
     /// Local midnight in the team's timezone: daily counts reset.
@@ -44,8 +35,7 @@ pub(crate) struct Timers {
 
 impl Timers {
     pub(crate) fn schedule(&mut self, at_ms: i64, workspace: WorkspaceId, timer: Timer) {
-        self.pending
-            .insert((at_ms, self.next_seq), (workspace, timer));
+        self.pending.insert((at_ms, self.next_seq), (workspace, timer));
         self.next_seq += 1;
     }
 

@@ -17,8 +17,7 @@ use crate::error::ApplyError;
 use crate::hours::Calendar;
 use crate::ids::{AgentId, ContactId, ConversationId, ID_MAX_BYTES, TeamId, WorkspaceId};
 use crate::model::{
-    AgentSpec, AgentStatus, ContactSpec, CustomerKind, RoutingRule, RuleTarget, Strategy, TeamSpec,
-    WorkspaceSettings,
+    AgentSpec, AgentStatus, ContactSpec, CustomerKind, RoutingRule, RuleTarget, Strategy, TeamSpec, WorkspaceSettings,
 };
 use crate::pool::{MemberFacts, Pool, Requirement};
 use crate::rng::SplitMix64;
@@ -85,30 +84,21 @@ fn check_id(field: &'static str, id: &str) -> Result<(), ApplyError> {
         return Err(ApplyError::invalid(field, "must not be empty"));
     }
     if id.len() > ID_MAX_BYTES {
-        return Err(ApplyError::invalid(
-            field,
-            format!("is {} bytes; the limit is {ID_MAX_BYTES}", id.len()),
-        ));
+        return Err(ApplyError::invalid(field, format!("is {} bytes; the limit is {ID_MAX_BYTES}", id.len())));
     }
     Ok(())
 }
 
 fn check_text(field: &'static str, text: &str) -> Result<(), ApplyError> {
     if text.len() > TEXT_MAX_BYTES {
-        return Err(ApplyError::invalid(
-            field,
-            format!("is {} bytes; the limit is {TEXT_MAX_BYTES}", text.len()),
-        ));
+        return Err(ApplyError::invalid(field, format!("is {} bytes; the limit is {TEXT_MAX_BYTES}", text.len())));
     }
     Ok(())
 }
 
 fn check_skill_level(field: &'static str, level: u8) -> Result<(), ApplyError> {
     if !(1..=5).contains(&level) {
-        return Err(ApplyError::invalid(
-            field,
-            format!("level {level} is not between 1 and 5"),
-        ));
+        return Err(ApplyError::invalid(field, format!("level {level} is not between 1 and 5")));
     }
     Ok(())
 }
@@ -155,10 +145,7 @@ impl Workspace {
             agent.personal = Default::default();
         }
         for (team_id, team) in &mut self.teams {
-            team.calendar = Some(Calendar::new(
-                &team.spec.timezone,
-                team.spec.business_hours.as_ref(),
-            )?);
+            team.calendar = Some(Calendar::new(&team.spec.timezone, team.spec.business_hours.as_ref())?);
             team.waiting = Default::default();
             team.after_hours.clear();
             for (position, member) in team.spec.members.iter().enumerate() {
@@ -170,9 +157,7 @@ impl Workspace {
         let ids: Vec<ConversationId> = self.conversations.keys().cloned().collect();
         for id in &ids {
             let conversation = &self.conversations[id];
-            if let (ConversationState::Assigned, Some(agent_id)) =
-                (conversation.state, &conversation.assignee)
-            {
+            if let (ConversationState::Assigned, Some(agent_id)) = (conversation.state, &conversation.assignee) {
                 let channel = conversation.channel;
                 if let Some(agent) = self.agents.get_mut(agent_id) {
                     agent.open.insert(id.clone());
@@ -211,24 +196,20 @@ impl Workspace {
 
     /// Recomputes one member's contribution to every pool of one team.
     fn refresh_member(&mut self, team_id: &TeamId, position: u32, agent_id: &AgentId) {
-        let (Some(agent), Some(team)) = (self.agents.get(agent_id), self.teams.get_mut(team_id))
-        else {
+        let (Some(agent), Some(team)) = (self.agents.get(agent_id), self.teams.get_mut(team_id)) else {
             return;
         };
         let eligible = base_eligible(agent, team);
         let serving = team.spec.options.allowed_statuses.contains(agent.status);
         for pool in &mut team.pools {
-            let facts = pool
-                .requirement
-                .is_met_by(&agent.spec)
-                .then_some(MemberFacts {
-                    id: agent_id,
-                    eligible,
-                    serving,
-                    open: agent.open_count(),
-                    last_assigned_ms: agent.last_assigned_ms,
-                    daily_limit: agent.spec.daily_limit,
-                });
+            let facts = pool.requirement.is_met_by(&agent.spec).then_some(MemberFacts {
+                id: agent_id,
+                eligible,
+                serving,
+                open: agent.open_count(),
+                last_assigned_ms: agent.last_assigned_ms,
+                daily_limit: agent.spec.daily_limit,
+            });
             pool.refresh(position, facts);
         }
     }
@@ -236,10 +217,7 @@ impl Workspace {
     /// Recomputes an agent's contribution to every pool it belongs to. Call after any change
     /// to the agent's status, counters or configuration.
     fn refresh_agent(&mut self, agent_id: &AgentId) {
-        let count = self
-            .agents
-            .get(agent_id)
-            .map_or(0, |agent| agent.memberships.len());
+        let count = self.agents.get(agent_id).map_or(0, |agent| agent.memberships.len());
         for index in 0..count {
             let (team_id, position) = self.agents[agent_id].memberships[index].clone();
             self.refresh_member(&team_id, position, agent_id);
@@ -251,55 +229,26 @@ impl Workspace {
         for rule in &self.rules {
             let target = match &rule.target {
                 RuleTarget::Agent { agent } => CompiledTarget::Agent(agent.clone()),
-                RuleTarget::Team {
-                    team,
-                    required_skills,
-                    required_language,
-                } => {
+                RuleTarget::Team { team, required_skills, required_language } => {
                     let requirement = Requirement {
-                        skills: required_skills
-                            .iter()
-                            .map(|(skill, level)| (skill.clone(), *level))
-                            .collect(),
+                        skills: required_skills.iter().map(|(skill, level)| (skill.clone(), *level)).collect(),
                         language: required_language.clone(),
                     };
-                    let team_entry = self
-                        .teams
-                        .get_mut(team)
-                        .ok_or_else(|| ApplyError::UnknownTeam(team.clone()))?;
-                    let pool = match team_entry
-                        .pools
-                        .iter()
-                        .position(|pool| pool.requirement == requirement)
-                    {
+                    let team_entry = self.teams.get_mut(team).ok_or_else(|| ApplyError::UnknownTeam(team.clone()))?;
+                    let pool = match team_entry.pools.iter().position(|pool| pool.requirement == requirement) {
                         Some(pool) => pool,
                         None => {
                             let mut pool = Pool::new(requirement);
-                            pool.reset_index(
-                                team_entry.spec.strategy,
-                                team_entry.spec.members.len(),
-                            );
+                            pool.reset_index(team_entry.spec.strategy, team_entry.spec.members.len());
                             team_entry.pools.push(pool);
                             team_entry.pools.len() - 1
                         }
                     };
-                    CompiledTarget::Pool {
-                        team: team.clone(),
-                        pool: pool as u32,
-                    }
+                    CompiledTarget::Pool { team: team.clone(), pool: pool as u32 }
                 }
             };
-            let keywords = rule
-                .conditions
-                .keywords
-                .iter()
-                .map(|k| k.to_lowercase())
-                .collect();
-            compiled.push(CompiledRule {
-                rule: rule.clone(),
-                keywords,
-                target,
-            });
+            let keywords = rule.conditions.keywords.iter().map(|k| k.to_lowercase()).collect();
+            compiled.push(CompiledRule { rule: rule.clone(), keywords, target });
         }
         self.compiled_rules = compiled;
         Ok(())
@@ -314,27 +263,17 @@ impl Workspace {
             return Err(ApplyError::UnknownTeam(team.clone()));
         }
         if settings.dedupe_max_events == 0 {
-            return Err(ApplyError::invalid(
-                "dedupe_max_events",
-                "must be at least 1",
-            ));
+            return Err(ApplyError::invalid("dedupe_max_events", "must be at least 1"));
         }
         // The seed only matters at creation; keep the running generator.
         self.settings = settings;
         Ok(())
     }
 
-    pub(crate) fn upsert_agent(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        spec: AgentSpec,
-    ) -> Result<(), ApplyError> {
+    pub(crate) fn upsert_agent(&mut self, cx: &mut Ctx<'_>, spec: AgentSpec) -> Result<(), ApplyError> {
         check_id("agent.id", spec.id.as_str())?;
         if spec.display_name.trim().is_empty() {
-            return Err(ApplyError::invalid(
-                "agent.display_name",
-                "must not be empty",
-            ));
+            return Err(ApplyError::invalid("agent.display_name", "must not be empty"));
         }
         check_text("agent.display_name", &spec.display_name)?;
         for (skill, level) in &spec.skills {
@@ -342,10 +281,7 @@ impl Workspace {
             check_skill_level("agent.skills", *level)?;
         }
         if spec.max_open > MAX_OPEN_LIMIT {
-            return Err(ApplyError::invalid(
-                "agent.max_open",
-                format!("{} exceeds {MAX_OPEN_LIMIT}", spec.max_open),
-            ));
+            return Err(ApplyError::invalid("agent.max_open", format!("{} exceeds {MAX_OPEN_LIMIT}", spec.max_open)));
         }
         let id = spec.id.clone();
         match self.agents.get_mut(&id) {
@@ -359,18 +295,12 @@ impl Workspace {
         Ok(())
     }
 
-    pub(crate) fn remove_agent(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        agent_id: &AgentId,
-    ) -> Result<(), ApplyError> {
+    pub(crate) fn remove_agent(&mut self, cx: &mut Ctx<'_>, agent_id: &AgentId) -> Result<(), ApplyError> {
         if !self.agents.contains_key(agent_id) {
             return Err(ApplyError::UnknownAgent(agent_id.clone()));
         }
-        if let Some(rule) = self
-            .rules
-            .iter()
-            .find(|rule| matches!(&rule.target, RuleTarget::Agent { agent } if agent == agent_id))
+        if let Some(rule) =
+            self.rules.iter().find(|rule| matches!(&rule.target, RuleTarget::Agent { agent } if agent == agent_id))
         {
             return Err(ApplyError::Precondition(format!(
                 "agent {agent_id} is the target of routing rule {}; change the rules first",
@@ -378,11 +308,7 @@ impl Workspace {
             )));
         }
         // Leave every team, then route the agent's open and waiting conversations again.
-        let teams: Vec<TeamId> = self.agents[agent_id]
-            .memberships
-            .iter()
-            .map(|(team, _)| team.clone())
-            .collect();
+        let teams: Vec<TeamId> = self.agents[agent_id].memberships.iter().map(|(team, _)| team.clone()).collect();
         for team_id in &teams {
             if let Some(team) = self.teams.get(team_id) {
                 let mut spec = team.spec.clone();
@@ -394,12 +320,8 @@ impl Workspace {
         for conversation in &open {
             self.unassign(cx, conversation, UnassignReason::AgentRemoved);
         }
-        let waiting: Vec<ConversationId> = self.agents[agent_id]
-            .personal
-            .page(0, usize::MAX)
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect();
+        let waiting: Vec<ConversationId> =
+            self.agents[agent_id].personal.page(0, usize::MAX).into_iter().map(|(_, id)| id).collect();
         for conversation in &waiting {
             self.unplace(conversation);
         }
@@ -410,18 +332,11 @@ impl Workspace {
         Ok(())
     }
 
-    pub(crate) fn upsert_team(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        spec: TeamSpec,
-    ) -> Result<(), ApplyError> {
+    pub(crate) fn upsert_team(&mut self, cx: &mut Ctx<'_>, spec: TeamSpec) -> Result<(), ApplyError> {
         check_id("team.id", spec.id.as_str())?;
         check_text("team.name", &spec.name)?;
         if spec.members.len() > TEAM_MEMBERS_MAX {
-            return Err(ApplyError::invalid(
-                "team.members",
-                format!("more than {TEAM_MEMBERS_MAX} members"),
-            ));
+            return Err(ApplyError::invalid("team.members", format!("more than {TEAM_MEMBERS_MAX} members")));
         }
         let mut seen = BTreeSet::new();
         for member in &spec.members {
@@ -429,19 +344,11 @@ impl Workspace {
                 return Err(ApplyError::UnknownAgent(member.clone()));
             }
             if !seen.insert(member) {
-                return Err(ApplyError::invalid(
-                    "team.members",
-                    format!("agent {member} is listed twice"),
-                ));
+                return Err(ApplyError::invalid("team.members", format!("agent {member} is listed twice")));
             }
         }
-        for template in [
-            &spec.templates.welcome,
-            &spec.templates.away,
-            &spec.templates.overcapacity,
-        ]
-        .into_iter()
-        .flatten()
+        for template in
+            [&spec.templates.welcome, &spec.templates.away, &spec.templates.overcapacity].into_iter().flatten()
         {
             check_text("team.templates", template)?;
         }
@@ -458,12 +365,8 @@ impl Workspace {
         }
         for (position, member) in spec.members.iter().enumerate() {
             if let Some(agent) = self.agents.get_mut(member) {
-                let at = agent
-                    .memberships
-                    .partition_point(|(team, _)| team < &team_id);
-                agent
-                    .memberships
-                    .insert(at, (team_id.clone(), position as u32));
+                let at = agent.memberships.partition_point(|(team, _)| team < &team_id);
+                agent.memberships.insert(at, (team_id.clone(), position as u32));
             }
         }
         let default_handle_ms = u64::from(spec.options.default_handle_time_s) * 1000;
@@ -482,18 +385,8 @@ impl Workspace {
         team.timer_version += 1;
         team.opening_timer_pending = false;
         let version = team.timer_version;
-        let next_midnight = team
-            .calendar
-            .as_ref()
-            .map_or(cx.now_ms + 86_400_000, |c| c.next_midnight(cx.now_ms));
-        cx.timers.schedule(
-            next_midnight,
-            self.id.clone(),
-            Timer::Midnight {
-                team: team_id.clone(),
-                version,
-            },
-        );
+        let next_midnight = team.calendar.as_ref().map_or(cx.now_ms + 86_400_000, |c| c.next_midnight(cx.now_ms));
+        cx.timers.schedule(next_midnight, self.id.clone(), Timer::Midnight { team: team_id.clone(), version });
         self.reindex_team(&team_id);
 
         // Capacity may have appeared (new members, new statuses allowed, new strategy).
@@ -509,29 +402,17 @@ impl Workspace {
     }
 
     pub(crate) fn remove_team(&mut self, team_id: &TeamId) -> Result<(), ApplyError> {
-        let team = self
-            .teams
-            .get(team_id)
-            .ok_or_else(|| ApplyError::UnknownTeam(team_id.clone()))?;
+        let team = self.teams.get(team_id).ok_or_else(|| ApplyError::UnknownTeam(team_id.clone()))?;
         if self.settings.default_team.as_ref() == Some(team_id) {
-            return Err(ApplyError::Precondition(format!(
-                "team {team_id} is the workspace's default team"
-            )));
+            return Err(ApplyError::Precondition(format!("team {team_id} is the workspace's default team")));
         }
-        if let Some(rule) = self
-            .rules
-            .iter()
-            .find(|rule| matches!(&rule.target, RuleTarget::Team { team, .. } if team == team_id))
+        if let Some(rule) =
+            self.rules.iter().find(|rule| matches!(&rule.target, RuleTarget::Team { team, .. } if team == team_id))
         {
-            return Err(ApplyError::Precondition(format!(
-                "team {team_id} is the target of routing rule {}",
-                rule.id
-            )));
+            return Err(ApplyError::Precondition(format!("team {team_id} is the target of routing rule {}", rule.id)));
         }
-        if let Some((id, _)) = self
-            .conversations
-            .iter()
-            .find(|(_, c)| c.team == *team_id && c.state != ConversationState::Closed)
+        if let Some((id, _)) =
+            self.conversations.iter().find(|(_, c)| c.team == *team_id && c.state != ConversationState::Closed)
         {
             return Err(ApplyError::Precondition(format!(
                 "team {team_id} still has open conversation {id}; transfer or close it first"
@@ -548,26 +429,16 @@ impl Workspace {
 
     pub(crate) fn set_rules(&mut self, rules: Vec<RoutingRule>) -> Result<(), ApplyError> {
         if rules.len() > RULES_MAX {
-            return Err(ApplyError::invalid(
-                "rules",
-                format!("{} rules; the limit is {RULES_MAX}", rules.len()),
-            ));
+            return Err(ApplyError::invalid("rules", format!("{} rules; the limit is {RULES_MAX}", rules.len())));
         }
         let mut ids = BTreeSet::new();
         for rule in &rules {
             check_id("rule.id", rule.id.as_str())?;
             if !ids.insert(&rule.id) {
-                return Err(ApplyError::invalid(
-                    "rule.id",
-                    format!("rule {} is defined twice", rule.id),
-                ));
+                return Err(ApplyError::invalid("rule.id", format!("rule {} is defined twice", rule.id)));
             }
             match &rule.target {
-                RuleTarget::Team {
-                    team,
-                    required_skills,
-                    ..
-                } => {
+                RuleTarget::Team { team, required_skills, .. } => {
                     if !self.teams.contains_key(team) {
                         return Err(ApplyError::UnknownTeam(team.clone()));
                     }
@@ -579,9 +450,7 @@ impl Workspace {
                     if !self.agents.contains_key(agent) {
                         return Err(ApplyError::UnknownAgent(agent.clone()));
                     }
-                    if self.settings.default_team.is_none()
-                        && self.agents[agent].memberships.is_empty()
-                    {
+                    if self.settings.default_team.is_none() && self.agents[agent].memberships.is_empty() {
                         return Err(ApplyError::Precondition(format!(
                             "rule {} targets agent {agent}, who is in no team, and the workspace has no default team \
                              to account the conversation to",
@@ -615,14 +484,7 @@ impl Workspace {
         match self.contacts.get_mut(&spec.id) {
             Some(contact) => contact.spec = spec,
             None => {
-                self.contacts.insert(
-                    spec.id.clone(),
-                    Contact {
-                        spec,
-                        last_agent: None,
-                        conversations: 0,
-                    },
-                );
+                self.contacts.insert(spec.id.clone(), Contact { spec, last_agent: None, conversations: 0 });
             }
         }
         Ok(())
@@ -636,19 +498,12 @@ impl Workspace {
         agent_id: &AgentId,
         status: AgentStatus,
     ) -> Result<(), ApplyError> {
-        let agent = self
-            .agents
-            .get_mut(agent_id)
-            .ok_or_else(|| ApplyError::UnknownAgent(agent_id.clone()))?;
+        let agent = self.agents.get_mut(agent_id).ok_or_else(|| ApplyError::UnknownAgent(agent_id.clone()))?;
         if agent.status == status {
             return Ok(());
         }
         agent.status = status;
-        cx.effects.push(Effect::AgentStatusChanged {
-            workspace: self.id.clone(),
-            agent: agent_id.clone(),
-            status,
-        });
+        cx.effects.push(Effect::AgentStatusChanged { workspace: self.id.clone(), agent: agent_id.clone(), status });
         self.refresh_agent(agent_id);
         if status == AgentStatus::Offline {
             let to_requeue: Vec<ConversationId> = self.agents[agent_id]
@@ -673,29 +528,15 @@ impl Workspace {
 
     // ----- conversations ----------------------------------------------------------------------
 
-    fn rule_matches(
-        &self,
-        rule: &CompiledRule,
-        open: &OpenConversation,
-        contact: Option<&Contact>,
-    ) -> bool {
+    fn rule_matches(&self, rule: &CompiledRule, open: &OpenConversation, contact: Option<&Contact>) -> bool {
         let conditions = &rule.rule.conditions;
         let returning = contact.is_some_and(|c| c.conversations > 0);
         (conditions.channels.is_empty() || conditions.channels.contains(&open.channel))
             && (conditions.languages.is_empty()
-                || open
-                    .language
-                    .as_ref()
-                    .is_some_and(|l| conditions.languages.contains(l)))
-            && (conditions.topics.is_empty()
-                || open
-                    .topic
-                    .as_ref()
-                    .is_some_and(|t| conditions.topics.contains(t)))
+                || open.language.as_ref().is_some_and(|l| conditions.languages.contains(l)))
+            && (conditions.topics.is_empty() || open.topic.as_ref().is_some_and(|t| conditions.topics.contains(t)))
             && (conditions.tiers.is_empty()
-                || contact
-                    .and_then(|c| c.spec.tier.as_ref())
-                    .is_some_and(|t| conditions.tiers.contains(t)))
+                || contact.and_then(|c| c.spec.tier.as_ref()).is_some_and(|t| conditions.tiers.contains(t)))
             && (conditions.tags.is_empty() || open.tags.iter().any(|t| conditions.tags.contains(t)))
             && match conditions.customer {
                 CustomerKind::Any => true,
@@ -709,13 +550,7 @@ impl Workspace {
                 }
                 open.first_message[..end]
                     .split(|c: char| !c.is_alphanumeric())
-                    .any(|word| {
-                        !word.is_empty()
-                            && rule
-                                .keywords
-                                .iter()
-                                .any(|k| k.as_str() == word.to_lowercase())
-                    })
+                    .any(|word| !word.is_empty() && rule.keywords.iter().any(|k| k.as_str() == word.to_lowercase()))
             })
     }
 
@@ -726,52 +561,29 @@ impl Workspace {
                 continue;
             }
             return Ok(match &rule.target {
-                CompiledTarget::Pool { team, pool } => Route {
-                    team: team.clone(),
-                    pool: *pool,
-                    rule_agent: None,
-                },
+                CompiledTarget::Pool { team, pool } => Route { team: team.clone(), pool: *pool, rule_agent: None },
                 CompiledTarget::Agent(agent) => {
                     let team = self
                         .settings
                         .default_team
                         .clone()
-                        .or_else(|| {
-                            self.agents
-                                .get(agent)
-                                .and_then(|a| a.memberships.first().map(|(t, _)| t.clone()))
-                        })
+                        .or_else(|| self.agents.get(agent).and_then(|a| a.memberships.first().map(|(t, _)| t.clone())))
                         .ok_or_else(|| {
-                            ApplyError::Precondition(format!(
-                                "rule {} has no team to account to",
-                                rule.rule.id
-                            ))
+                            ApplyError::Precondition(format!("rule {} has no team to account to", rule.rule.id))
                         })?;
-                    Route {
-                        team,
-                        pool: 0,
-                        rule_agent: Some(agent.clone()),
-                    }
+                    Route { team, pool: 0, rule_agent: Some(agent.clone()) }
                 }
             });
         }
         match &self.settings.default_team {
-            Some(team) => Ok(Route {
-                team: team.clone(),
-                pool: 0,
-                rule_agent: None,
-            }),
+            Some(team) => Ok(Route { team: team.clone(), pool: 0, rule_agent: None }),
             None => Err(ApplyError::Precondition(
                 "no routing rule matched and the workspace has no default_team".to_string(),
             )),
         }
     }
 
-    pub(crate) fn open_conversation(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        open: OpenConversation,
-    ) -> Result<(), ApplyError> {
+    pub(crate) fn open_conversation(&mut self, cx: &mut Ctx<'_>, open: OpenConversation) -> Result<(), ApplyError> {
         check_id("conversation.id", open.conversation.as_str())?;
         check_id("conversation.contact", open.contact.as_str())?;
         if let Some(existing) = self.conversations.get(&open.conversation) {
@@ -782,18 +594,11 @@ impl Workspace {
             return self.customer_message(cx, &open.conversation);
         }
         let route = self.route(&open)?;
-        let contact = self
-            .contacts
-            .entry(open.contact.clone())
-            .or_insert_with(|| Contact {
-                spec: ContactSpec {
-                    id: open.contact.clone(),
-                    tier: None,
-                    dedicated_agent: None,
-                },
-                last_agent: None,
-                conversations: 0,
-            });
+        let contact = self.contacts.entry(open.contact.clone()).or_insert_with(|| Contact {
+            spec: ContactSpec { id: open.contact.clone(), tier: None, dedicated_agent: None },
+            last_agent: None,
+            conversations: 0,
+        });
         contact.conversations += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -858,10 +663,7 @@ impl Workspace {
             cx.timers.schedule(
                 cx.now_ms + i64::from(delay_s) * 1000,
                 self.id.clone(),
-                Timer::Activate {
-                    conversation: id.clone(),
-                    generation,
-                },
+                Timer::Activate { conversation: id.clone(), generation },
             );
             return;
         }
@@ -880,10 +682,7 @@ impl Workspace {
             cx.timers.schedule(
                 at,
                 self.id.clone(),
-                Timer::Opening {
-                    team: team_id.clone(),
-                    version: team.timer_version,
-                },
+                Timer::Opening { team: team_id.clone(), version: team.timer_version },
             );
         }
     }
@@ -906,15 +705,9 @@ impl Workspace {
             }
         }
         let conversation = &self.conversations[id];
-        let keeps_returning = self.teams[&conversation.team]
-            .spec
-            .options
-            .keep_returning_customers;
+        let keeps_returning = self.teams[&conversation.team].spec.options.keep_returning_customers;
         if keeps_returning
-            && let Some((previous, _)) = self
-                .contacts
-                .get(&conversation.contact)
-                .and_then(|c| c.last_agent.clone())
+            && let Some((previous, _)) = self.contacts.get(&conversation.contact).and_then(|c| c.last_agent.clone())
             && self.can_take(&previous, id)
         {
             self.assign(cx, id, &previous, AssignReason::Returning);
@@ -949,48 +742,27 @@ impl Workspace {
     /// Whether `agent_id` may take conversation `id` now (in the conversation's team's terms).
     fn can_take(&self, agent_id: &AgentId, id: &ConversationId) -> bool {
         let conversation = &self.conversations[id];
-        match (
-            self.agents.get(agent_id),
-            self.teams.get(&conversation.team),
-        ) {
-            (Some(agent), Some(team)) => {
-                base_eligible(agent, team) && agent.has_room_on(conversation.channel)
-            }
+        match (self.agents.get(agent_id), self.teams.get(&conversation.team)) {
+            (Some(agent), Some(team)) => base_eligible(agent, team) && agent.has_room_on(conversation.channel),
             _ => false,
         }
     }
 
     /// Asks the pool's strategy for an agent for conversation `id`, skipping `exclude`.
-    fn pick(
-        &mut self,
-        team_id: &TeamId,
-        pool: u32,
-        id: &ConversationId,
-        exclude: Option<&AgentId>,
-    ) -> Option<AgentId> {
+    fn pick(&mut self, team_id: &TeamId, pool: u32, id: &ConversationId, exclude: Option<&AgentId>) -> Option<AgentId> {
         let channel = self.conversations[id].channel;
-        let Self {
-            agents, teams, rng, ..
-        } = self;
+        let Self { agents, teams, rng, .. } = self;
         let Team { spec, pools, .. } = teams.get_mut(team_id)?;
         let pool = pools.get_mut(pool as usize)?;
         if !pool.has_eligible() {
             return None;
         }
         let cursor = pool.cursor.as_ref().and_then(|last| {
-            agents
-                .get(last)?
-                .memberships
-                .iter()
-                .find(|(team, _)| team == team_id)
-                .map(|(_, position)| *position)
+            agents.get(last)?.memberships.iter().find(|(team, _)| team == team_id).map(|(_, position)| *position)
         });
         let position = pool.pick(cursor, rng, |position| {
             let member = &spec.members[position as usize];
-            Some(member) != exclude
-                && agents
-                    .get(member)
-                    .is_some_and(|agent| agent.has_room_on(channel))
+            Some(member) != exclude && agents.get(member).is_some_and(|agent| agent.has_room_on(channel))
         })?;
         let agent = spec.members[position as usize].clone();
         if spec.strategy == Strategy::RoundRobin {
@@ -1001,23 +773,12 @@ impl Workspace {
 
     fn expected_response_ms(&self, agent: &Agent, team: &TeamId) -> u64 {
         agent.average_response_ms.unwrap_or_else(|| {
-            self.teams.get(team).map_or(120_000, |t| {
-                u64::from(t.spec.options.default_response_time_s) * 1000
-            })
+            self.teams.get(team).map_or(120_000, |t| u64::from(t.spec.options.default_response_time_s) * 1000)
         })
     }
 
-    fn assign(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        id: &ConversationId,
-        agent_id: &AgentId,
-        reason: AssignReason,
-    ) {
-        let conversation = self
-            .conversations
-            .get_mut(id)
-            .expect("assign: conversation exists");
+    fn assign(&mut self, cx: &mut Ctx<'_>, id: &ConversationId, agent_id: &AgentId, reason: AssignReason) {
+        let conversation = self.conversations.get_mut(id).expect("assign: conversation exists");
         conversation.state = ConversationState::Assigned;
         conversation.assignee = Some(agent_id.clone());
         conversation.last_agent = Some(agent_id.clone());
@@ -1025,12 +786,8 @@ impl Workspace {
         conversation.assigned_ms = cx.now_ms;
         conversation.replied = false;
         conversation.generation += 1;
-        let (channel, team, contact_id, generation) = (
-            conversation.channel,
-            conversation.team.clone(),
-            conversation.contact.clone(),
-            conversation.generation,
-        );
+        let (channel, team, contact_id, generation) =
+            (conversation.channel, conversation.team.clone(), conversation.contact.clone(), conversation.generation);
         let agent = self.agents.get_mut(agent_id).expect("assign: agent exists");
         agent.open.insert(id.clone());
         agent.open_by_channel[channel.index()] += 1;
@@ -1045,10 +802,7 @@ impl Workspace {
             cx.timers.schedule(
                 cx.now_ms + i64::from(timeout_s) * 1000,
                 self.id.clone(),
-                Timer::NoReply {
-                    conversation: id.clone(),
-                    generation,
-                },
+                Timer::NoReply { conversation: id.clone(), generation },
             );
         }
         let agent = &self.agents[agent_id];
@@ -1067,12 +821,7 @@ impl Workspace {
 
     /// Takes an assigned conversation away from its agent; the caller routes it again and
     /// then drains the agent.
-    fn unassign(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        id: &ConversationId,
-        reason: UnassignReason,
-    ) -> Option<AgentId> {
+    fn unassign(&mut self, cx: &mut Ctx<'_>, id: &ConversationId, reason: UnassignReason) -> Option<AgentId> {
         let conversation = self.conversations.get_mut(id)?;
         let agent_id = conversation.assignee.take()?;
         conversation.state = ConversationState::Queued;
@@ -1158,17 +907,10 @@ impl Workspace {
 
     fn enqueue_pool(&mut self, cx: &mut Ctx<'_>, id: &ConversationId) {
         self.set_placement(id, Placement::Pool);
-        let position = self.queue_position(id).unwrap_or(QueuePosition {
-            position: 0,
-            eta_ms: None,
-            waiting_for: None,
-        });
+        let position =
+            self.queue_position(id).unwrap_or(QueuePosition { position: 0, eta_ms: None, waiting_for: None });
         let conversation = &self.conversations[id];
-        let message = self.teams[&conversation.team]
-            .spec
-            .templates
-            .overcapacity
-            .clone();
+        let message = self.teams[&conversation.team].spec.templates.overcapacity.clone();
         cx.effects.push(Effect::Queued {
             workspace: self.id.clone(),
             conversation: id.clone(),
@@ -1180,31 +922,12 @@ impl Workspace {
         });
     }
 
-    fn enqueue_personal(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        id: &ConversationId,
-        agent: &AgentId,
-        reason: AssignReason,
-    ) {
-        self.set_placement(
-            id,
-            Placement::Personal {
-                agent: agent.clone(),
-                reason,
-            },
-        );
-        let position = self.queue_position(id).unwrap_or(QueuePosition {
-            position: 0,
-            eta_ms: None,
-            waiting_for: None,
-        });
+    fn enqueue_personal(&mut self, cx: &mut Ctx<'_>, id: &ConversationId, agent: &AgentId, reason: AssignReason) {
+        self.set_placement(id, Placement::Personal { agent: agent.clone(), reason });
+        let position =
+            self.queue_position(id).unwrap_or(QueuePosition { position: 0, eta_ms: None, waiting_for: None });
         let conversation = &self.conversations[id];
-        let message = self.teams[&conversation.team]
-            .spec
-            .templates
-            .overcapacity
-            .clone();
+        let message = self.teams[&conversation.team].spec.templates.overcapacity.clone();
         cx.effects.push(Effect::Queued {
             workspace: self.id.clone(),
             conversation: id.clone(),
@@ -1239,12 +962,7 @@ impl Workspace {
         }
         let count = self.agents[agent_id].memberships.len();
         for index in 0..count {
-            let Some((team_id, _)) = self
-                .agents
-                .get(agent_id)
-                .and_then(|a| a.memberships.get(index))
-                .cloned()
-            else {
+            let Some((team_id, _)) = self.agents.get(agent_id).and_then(|a| a.memberships.get(index)).cloned() else {
                 break;
             };
             let pools = self.teams.get(&team_id).map_or(0, |t| t.pools.len());
@@ -1257,11 +975,7 @@ impl Workspace {
     /// Assigns the pool's waiting conversations, best first, while anyone can take them.
     fn drain_pool(&mut self, cx: &mut Ctx<'_>, team_id: &TeamId, pool_index: u32) {
         loop {
-            let Some(pool) = self
-                .teams
-                .get(team_id)
-                .and_then(|t| t.pools.get(pool_index as usize))
-            else {
+            let Some(pool) = self.teams.get(team_id).and_then(|t| t.pools.get(pool_index as usize)) else {
                 return;
             };
             if pool.queued() == 0 || !pool.has_eligible() {
@@ -1302,15 +1016,8 @@ impl Workspace {
         }
     }
 
-    pub(crate) fn customer_message(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        id: &ConversationId,
-    ) -> Result<(), ApplyError> {
-        let conversation = self
-            .conversations
-            .get_mut(id)
-            .ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
+    pub(crate) fn customer_message(&mut self, cx: &mut Ctx<'_>, id: &ConversationId) -> Result<(), ApplyError> {
+        let conversation = self.conversations.get_mut(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
         if conversation.state != ConversationState::Closed {
             return Ok(());
         }
@@ -1322,27 +1029,16 @@ impl Workspace {
         conversation.opened_ms = cx.now_ms;
         let previous = conversation.last_agent.clone();
         let team_id = conversation.team.clone();
-        cx.effects.push(Effect::Reopened {
-            workspace: self.id.clone(),
-            conversation: id.clone(),
-        });
+        cx.effects.push(Effect::Reopened { workspace: self.id.clone(), conversation: id.clone() });
         let team = &self.teams[&team_id];
-        if team
-            .calendar
-            .as_ref()
-            .is_some_and(|c| !c.is_open(cx.now_ms))
-        {
+        if team.calendar.as_ref().is_some_and(|c| !c.is_open(cx.now_ms)) {
             self.admit(cx, id, None);
             return Ok(());
         }
         let reassign = team.spec.options.reassign_reopened_if_unavailable;
         match previous.filter(|agent| self.agents.contains_key(agent)) {
-            Some(agent) if self.can_take(&agent, id) => {
-                self.assign(cx, id, &agent, AssignReason::Reopened)
-            }
-            Some(agent) if !reassign => {
-                self.enqueue_personal(cx, id, &agent, AssignReason::Reopened)
-            }
+            Some(agent) if self.can_take(&agent, id) => self.assign(cx, id, &agent, AssignReason::Reopened),
+            Some(agent) if !reassign => self.enqueue_personal(cx, id, &agent, AssignReason::Reopened),
             _ => self.dispatch_to_team(cx, id),
         }
         Ok(())
@@ -1357,10 +1053,7 @@ impl Workspace {
         if !self.agents.contains_key(agent_id) {
             return Err(ApplyError::UnknownAgent(agent_id.clone()));
         }
-        let conversation = self
-            .conversations
-            .get_mut(id)
-            .ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
+        let conversation = self.conversations.get_mut(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
         if conversation.state != ConversationState::Assigned
             || conversation.assignee.as_ref() != Some(agent_id)
             || conversation.replied
@@ -1377,15 +1070,8 @@ impl Workspace {
         Ok(())
     }
 
-    pub(crate) fn close(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        id: &ConversationId,
-    ) -> Result<(), ApplyError> {
-        let conversation = self
-            .conversations
-            .get(id)
-            .ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
+    pub(crate) fn close(&mut self, cx: &mut Ctx<'_>, id: &ConversationId) -> Result<(), ApplyError> {
+        let conversation = self.conversations.get(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
         let mut freed = None;
         match conversation.state {
             ConversationState::Closed => return Err(ApplyError::Closed(id.clone())),
@@ -1396,10 +1082,7 @@ impl Workspace {
                     team.average_handle_ms = moving_average(team.average_handle_ms, handle_ms);
                 }
                 let conversation = self.conversations.get_mut(id).expect("exists");
-                let agent_id = conversation
-                    .assignee
-                    .take()
-                    .expect("assigned conversations have an assignee");
+                let agent_id = conversation.assignee.take().expect("assigned conversations have an assignee");
                 let channel = conversation.channel;
                 if let Some(agent) = self.agents.get_mut(&agent_id) {
                     agent.open.remove(id);
@@ -1414,18 +1097,11 @@ impl Workspace {
         conversation.closed_ms = cx.now_ms;
         conversation.generation += 1;
         let generation = conversation.generation;
-        cx.effects.push(Effect::Closed {
-            workspace: self.id.clone(),
-            conversation: id.clone(),
-            agent: freed.clone(),
-        });
+        cx.effects.push(Effect::Closed { workspace: self.id.clone(), conversation: id.clone(), agent: freed.clone() });
         cx.timers.schedule(
             cx.now_ms + i64::from(self.settings.closed_retention_s) * 1000,
             self.id.clone(),
-            Timer::Forget {
-                conversation: id.clone(),
-                generation,
-            },
+            Timer::Forget { conversation: id.clone(), generation },
         );
         if let Some(agent) = freed {
             self.drain_agent(cx, &agent);
@@ -1434,15 +1110,9 @@ impl Workspace {
     }
 
     fn queued_conversation(&self, id: &ConversationId) -> Result<&Conversation, ApplyError> {
-        let conversation = self
-            .conversations
-            .get(id)
-            .ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
+        let conversation = self.conversations.get(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
         if conversation.state != ConversationState::Queued {
-            return Err(ApplyError::NotClaimable {
-                conversation: id.clone(),
-                state: conversation.state.label(),
-            });
+            return Err(ApplyError::NotClaimable { conversation: id.clone(), state: conversation.state.label() });
         }
         Ok(conversation)
     }
@@ -1453,16 +1123,10 @@ impl Workspace {
         id: &ConversationId,
         agent_id: &AgentId,
     ) -> Result<(), ApplyError> {
-        let agent = self
-            .agents
-            .get(agent_id)
-            .ok_or_else(|| ApplyError::UnknownAgent(agent_id.clone()))?;
+        let agent = self.agents.get(agent_id).ok_or_else(|| ApplyError::UnknownAgent(agent_id.clone()))?;
         self.queued_conversation(id)?;
         if agent.open_count() >= agent.spec.max_open {
-            return Err(ApplyError::AgentAtCapacity {
-                agent: agent_id.clone(),
-                max_open: agent.spec.max_open,
-            });
+            return Err(ApplyError::AgentAtCapacity { agent: agent_id.clone(), max_open: agent.spec.max_open });
         }
         self.unplace(id);
         self.assign(cx, id, agent_id, AssignReason::Claimed);
@@ -1490,19 +1154,14 @@ impl Workspace {
         id: &ConversationId,
         target: TransferTarget,
     ) -> Result<(), ApplyError> {
-        let conversation = self
-            .conversations
-            .get(id)
-            .ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
+        let conversation = self.conversations.get(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
         match &target {
             TransferTarget::Agent(agent) => {
                 if !self.agents.contains_key(agent) {
                     return Err(ApplyError::UnknownAgent(agent.clone()));
                 }
                 if conversation.assignee.as_ref() == Some(agent) {
-                    return Err(ApplyError::Precondition(format!(
-                        "conversation {id} is already assigned to {agent}"
-                    )));
+                    return Err(ApplyError::Precondition(format!("conversation {id} is already assigned to {agent}")));
                 }
             }
             TransferTarget::Team(team) => {
@@ -1538,10 +1197,7 @@ impl Workspace {
 
     pub(crate) fn fire(&mut self, cx: &mut Ctx<'_>, timer: Timer) {
         match timer {
-            Timer::Activate {
-                conversation,
-                generation,
-            } => {
+            Timer::Activate { conversation, generation } => {
                 let Some(c) = self.conversations.get(&conversation) else {
                     return;
                 };
@@ -1551,15 +1207,11 @@ impl Workspace {
                 self.unplace(&conversation);
                 self.dispatch(cx, &conversation, None);
             }
-            Timer::NoReply {
-                conversation,
-                generation,
-            } => {
+            Timer::NoReply { conversation, generation } => {
                 let Some(c) = self.conversations.get(&conversation) else {
                     return;
                 };
-                if c.generation != generation || c.state != ConversationState::Assigned || c.replied
-                {
+                if c.generation != generation || c.state != ConversationState::Assigned || c.replied {
                     return;
                 }
                 let (team, pool, current) = (c.team.clone(), c.pool, c.assignee.clone());
@@ -1573,13 +1225,12 @@ impl Workspace {
                     }
                 }
             }
-            Timer::Forget {
-                conversation,
-                generation,
-            } => {
-                if self.conversations.get(&conversation).is_some_and(|c| {
-                    c.generation == generation && c.state == ConversationState::Closed
-                }) {
+            Timer::Forget { conversation, generation } => {
+                if self
+                    .conversations
+                    .get(&conversation)
+                    .is_some_and(|c| c.generation == generation && c.state == ConversationState::Closed)
+                {
                     self.conversations.remove(&conversation);
                 }
             }
@@ -1600,27 +1251,15 @@ impl Workspace {
                 if t.timer_version != version {
                     return;
                 }
-                let next = t
-                    .calendar
-                    .as_ref()
-                    .map_or(cx.now_ms + 86_400_000, |c| c.next_midnight(cx.now_ms));
-                cx.timers.schedule(
-                    next,
-                    self.id.clone(),
-                    Timer::Midnight {
-                        team: team.clone(),
-                        version,
-                    },
-                );
+                let next = t.calendar.as_ref().map_or(cx.now_ms + 86_400_000, |c| c.next_midnight(cx.now_ms));
+                cx.timers.schedule(next, self.id.clone(), Timer::Midnight { team: team.clone(), version });
                 // An agent's day is the day of their primary (first) team.
                 let members = t.spec.members.clone();
                 for member in &members {
                     let Some(agent) = self.agents.get_mut(member) else {
                         continue;
                     };
-                    if agent.received_today == 0
-                        || agent.memberships.first().map(|(t, _)| t) != Some(&team)
-                    {
+                    if agent.received_today == 0 || agent.memberships.first().map(|(t, _)| t) != Some(&team) {
                         continue;
                     }
                     agent.received_today = 0;
@@ -1645,11 +1284,7 @@ impl Workspace {
                 let agent_entry = self.agents.get(agent)?;
                 let position = agent_entry.personal.rank(&key) as u64 + 1;
                 let capacity = u64::from(agent_entry.spec.max_open.max(1));
-                let serving = team
-                    .spec
-                    .options
-                    .allowed_statuses
-                    .contains(agent_entry.status);
+                let serving = team.spec.options.allowed_statuses.contains(agent_entry.status);
                 Some(QueuePosition {
                     position: position as u32,
                     eta_ms: serving.then(|| position * team.average_handle_ms / capacity),
@@ -1658,10 +1293,7 @@ impl Workspace {
             }
             _ => {
                 let position = team.waiting.rank(&key) as u64 + 1;
-                let serving = team
-                    .pools
-                    .get(conversation.pool as usize)
-                    .map_or(0, |p| u64::from(p.serving));
+                let serving = team.pools.get(conversation.pool as usize).map_or(0, |p| u64::from(p.serving));
                 Some(QueuePosition {
                     position: position as u32,
                     eta_ms: (serving > 0).then(|| position * team.average_handle_ms / serving),
@@ -1699,11 +1331,7 @@ impl Workspace {
             max_open: agent.spec.max_open,
             received_today: agent.received_today,
             daily_limit: agent.spec.daily_limit,
-            teams: agent
-                .memberships
-                .iter()
-                .map(|(team, _)| team.clone())
-                .collect(),
+            teams: agent.memberships.iter().map(|(team, _)| team.clone()).collect(),
             open_conversations: agent.open.iter().cloned().collect(),
         })
     }
@@ -1716,12 +1344,7 @@ impl Workspace {
         self.teams.keys()
     }
 
-    pub(crate) fn team_queue(
-        &self,
-        team: &TeamId,
-        offset: usize,
-        limit: usize,
-    ) -> Option<Vec<QueuedView>> {
+    pub(crate) fn team_queue(&self, team: &TeamId, offset: usize, limit: usize) -> Option<Vec<QueuedView>> {
         let team_entry = self.teams.get(team)?;
         Some(
             team_entry
@@ -1762,20 +1385,14 @@ impl Workspace {
             match c.state {
                 ConversationState::Assigned => {
                     assigned += 1;
-                    let agent = c
-                        .assignee
-                        .as_ref()
-                        .ok_or(format!("{id} assigned without assignee"))?;
+                    let agent = c.assignee.as_ref().ok_or(format!("{id} assigned without assignee"))?;
                     if !self.agents.get(agent).is_some_and(|a| a.open.contains(id)) {
                         return Err(format!("{id} assigned to {agent} who does not list it"));
                     }
                 }
                 ConversationState::Queued => {
                     if c.assignee.is_some() || c.placement == Placement::None {
-                        return Err(format!(
-                            "{id} queued but assignee {:?} placement {:?}",
-                            c.assignee, c.placement
-                        ));
+                        return Err(format!("{id} queued but assignee {:?} placement {:?}", c.assignee, c.placement));
                     }
                 }
                 ConversationState::Closed => {
@@ -1787,9 +1404,7 @@ impl Workspace {
         }
         let listed: usize = self.agents.values().map(|a| a.open.len()).sum();
         if listed != assigned {
-            return Err(format!(
-                "agents list {listed} open conversations but {assigned} are assigned"
-            ));
+            return Err(format!("agents list {listed} open conversations but {assigned} are assigned"));
         }
         // Invariant 5: nobody waits in a pool queue while someone in that pool could take it.
         for (team_id, team) in &self.teams {
@@ -1801,14 +1416,16 @@ impl Workspace {
                     let c = &self.conversations[&id];
                     let takers = team.spec.members.iter().filter(|m| {
                         let agent = &self.agents[*m];
+                        // Weighted teams never draw an agent without reception right.
+                        let has_reception_right =
+                            team.spec.strategy != Strategy::Weighted || agent.spec.daily_limit > 0;
                         pool.requirement.is_met_by(&agent.spec)
                             && base_eligible(agent, team)
+                            && has_reception_right
                             && agent.has_room_on(c.channel)
                     });
                     if let Some(taker) = takers.into_iter().next() {
-                        return Err(format!(
-                            "{id} waits in {team_id}/pool {index} while {taker} could take it"
-                        ));
+                        return Err(format!("{id} waits in {team_id}/pool {index} while {taker} could take it"));
                     }
                 }
             }

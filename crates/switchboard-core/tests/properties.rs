@@ -9,16 +9,14 @@ mod common;
 
 use common::MONDAY_10_UTC;
 use proptest::prelude::{
-    Just, ProptestConfig, Strategy, any, prop_assert, prop_assert_eq, prop_assume, prop_oneof,
-    proptest,
+    Just, ProptestConfig, Strategy, any, prop_assert, prop_assert_eq, prop_assume, prop_oneof, proptest,
 };
 use std::collections::BTreeMap;
 use switchboard_core::Strategy as Assignment;
 use switchboard_core::{
-    AgentId, AgentSpec, AgentStatus, AssignReason, BusinessHours, Channel, Command, ContactId,
-    ContactSpec, ConversationId, Effect, Event, Input, OpenConversation, OpeningInterval,
-    RoutingRule, RuleConditions, RuleId, RuleTarget, Skill, State, TeamId, TeamSpec,
-    TransferTarget, WorkspaceId, WorkspaceSettings,
+    AgentId, AgentSpec, AgentStatus, AssignReason, BusinessHours, Channel, Command, ContactId, ContactSpec,
+    ConversationId, Effect, Event, Input, OpenConversation, OpeningInterval, RoutingRule, RuleConditions, RuleId,
+    RuleTarget, Skill, State, TeamId, TeamSpec, TransferTarget, WorkspaceId, WorkspaceSettings,
 };
 
 const AGENTS: [&str; 5] = ["a0", "a1", "a2", "a3", "a4"];
@@ -46,35 +44,14 @@ struct TeamConfig {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Open {
-        channel: u8,
-        priority: u8,
-        contact: u8,
-    },
-    Close {
-        pick: usize,
-    },
-    Status {
-        agent: usize,
-        status: u8,
-    },
-    Reply {
-        pick: usize,
-    },
-    Claim {
-        pick: usize,
-        agent: usize,
-    },
-    Message {
-        pick: usize,
-    },
-    TransferToTeam {
-        pick: usize,
-        team: usize,
-    },
-    Advance {
-        seconds: u32,
-    },
+    Open { channel: u8, priority: u8, contact: u8 },
+    Close { pick: usize },
+    Status { agent: usize, status: u8 },
+    Reply { pick: usize },
+    Claim { pick: usize, agent: usize },
+    Message { pick: usize },
+    TransferToTeam { pick: usize, team: usize },
+    Advance { seconds: u32 },
 }
 
 fn strategy() -> impl Strategy<Value = Assignment> {
@@ -88,18 +65,9 @@ fn strategy() -> impl Strategy<Value = Assignment> {
 }
 
 fn agent_config() -> impl Strategy<Value = AgentConfig> {
-    (
-        1u32..4,
-        0u32..4,
-        any::<bool>(),
-        proptest::option::of(1u32..3),
+    (1u32..4, 0u32..4, any::<bool>(), proptest::option::of(1u32..3)).prop_map(
+        |(max_open, daily_limit, skilled, email_cap)| AgentConfig { max_open, daily_limit, skilled, email_cap },
     )
-        .prop_map(|(max_open, daily_limit, skilled, email_cap)| AgentConfig {
-            max_open,
-            daily_limit,
-            skilled,
-            email_cap,
-        })
 }
 
 fn team_config() -> impl Strategy<Value = TeamConfig> {
@@ -129,19 +97,13 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn event(command: Command) -> Input {
-    Input::Event(Event {
-        workspace: WorkspaceId::new(WS),
-        event_id: None,
-        command,
-    })
+    Input::Event(Event { workspace: WorkspaceId::new(WS), event_id: None, command })
 }
 
 /// The entries that configure a workspace: two teams, a skills rule for e-mail.
 fn setup(agents: &[AgentConfig], teams: &[TeamConfig], seed: u64) -> Vec<Input> {
-    let mut inputs = vec![event(Command::ConfigureWorkspace(WorkspaceSettings {
-        rng_seed: seed,
-        ..WorkspaceSettings::default()
-    }))];
+    let mut inputs =
+        vec![event(Command::ConfigureWorkspace(WorkspaceSettings { rng_seed: seed, ..WorkspaceSettings::default() }))];
     for (index, config) in agents.iter().enumerate() {
         let mut spec = AgentSpec::new(AGENTS[index], AGENTS[index].to_uppercase());
         spec.max_open = config.max_open;
@@ -156,11 +118,7 @@ fn setup(agents: &[AgentConfig], teams: &[TeamConfig], seed: u64) -> Vec<Input> 
     }
     for (index, config) in teams.iter().enumerate() {
         // Team 0 has everyone; team 1 the last three, in reverse order.
-        let members: Vec<&str> = if index == 0 {
-            AGENTS.to_vec()
-        } else {
-            vec!["a4", "a3", "a2"]
-        };
+        let members: Vec<&str> = if index == 0 { AGENTS.to_vec() } else { vec!["a4", "a3", "a2"] };
         let mut spec = TeamSpec::new(format!("t{index}"), config.strategy, &members);
         spec.options.requeue_on_offline = config.requeue_on_offline;
         spec.options.no_reply_timeout_s = if config.no_reply { 300 } else { 0 };
@@ -171,11 +129,7 @@ fn setup(agents: &[AgentConfig], teams: &[TeamConfig], seed: u64) -> Vec<Input> 
         if config.office_hours {
             spec.business_hours = Some(BusinessHours {
                 weekly: (0..7)
-                    .map(|weekday| OpeningInterval {
-                        weekday,
-                        open_minute: 600,
-                        close_minute: 840,
-                    })
+                    .map(|weekday| OpeningInterval { weekday, open_minute: 600, close_minute: 840 })
                     .collect(),
                 holidays: vec![],
             });
@@ -189,10 +143,7 @@ fn setup(agents: &[AgentConfig], teams: &[TeamConfig], seed: u64) -> Vec<Input> 
     })));
     inputs.push(event(Command::SetRoutingRules(vec![RoutingRule {
         id: RuleId::new("billing-email"),
-        conditions: RuleConditions {
-            channels: vec![Channel::Email],
-            ..RuleConditions::default()
-        },
+        conditions: RuleConditions { channels: vec![Channel::Email], ..RuleConditions::default() },
         target: RuleTarget::Team {
             team: TeamId::new("t1"),
             required_skills: [(Skill::new("billing"), 1)].into(),
@@ -208,52 +159,29 @@ fn setup(agents: &[AgentConfig], teams: &[TeamConfig], seed: u64) -> Vec<Input> 
 }
 
 /// Turns abstract operations into timestamped entries.
-fn entries(
-    agents: &[AgentConfig],
-    teams: &[TeamConfig],
-    seed: u64,
-    ops: &[Op],
-) -> Vec<(i64, Input)> {
+fn entries(agents: &[AgentConfig], teams: &[TeamConfig], seed: u64, ops: &[Op]) -> Vec<(i64, Input)> {
     let mut now = MONDAY_10_UTC;
-    let mut out: Vec<(i64, Input)> = setup(agents, teams, seed)
-        .into_iter()
-        .map(|input| (now, input))
-        .collect();
+    let mut out: Vec<(i64, Input)> = setup(agents, teams, seed).into_iter().map(|input| (now, input)).collect();
     let mut opened: Vec<String> = Vec::new();
     let conversation = |opened: &Vec<String>, pick: usize| -> ConversationId {
-        if opened.is_empty() {
-            ConversationId::new("none")
-        } else {
-            ConversationId::new(&opened[pick % opened.len()])
-        }
+        if opened.is_empty() { ConversationId::new("none") } else { ConversationId::new(&opened[pick % opened.len()]) }
     };
     let agent_count = agents.len();
     for op in ops {
         let command = match op {
-            Op::Open {
-                channel,
-                priority,
-                contact,
-            } => {
+            Op::Open { channel, priority, contact } => {
                 let id = format!("c{}", opened.len());
                 opened.push(id.clone());
-                let channel =
-                    [Channel::WhatsApp, Channel::Email, Channel::WebChat][*channel as usize];
+                let channel = [Channel::WhatsApp, Channel::Email, Channel::WebChat][*channel as usize];
                 let mut open = OpenConversation::new(id, format!("k{contact}"), channel);
                 open.priority = *priority;
                 Command::OpenConversation(open)
             }
-            Op::Close { pick } => Command::CloseConversation {
-                conversation: conversation(&opened, *pick),
-            },
+            Op::Close { pick } => Command::CloseConversation { conversation: conversation(&opened, *pick) },
             Op::Status { agent, status } => Command::SetAgentStatus {
                 agent: AgentId::new(AGENTS[agent % agent_count]),
-                status: [
-                    AgentStatus::Online,
-                    AgentStatus::Busy,
-                    AgentStatus::Away,
-                    AgentStatus::Offline,
-                ][*status as usize],
+                status: [AgentStatus::Online, AgentStatus::Busy, AgentStatus::Away, AgentStatus::Offline]
+                    [*status as usize],
             },
             Op::Reply { pick } => Command::AgentReplied {
                 conversation: conversation(&opened, *pick),
@@ -263,9 +191,7 @@ fn entries(
                 conversation: conversation(&opened, *pick),
                 agent: AgentId::new(AGENTS[agent % agent_count]),
             },
-            Op::Message { pick } => Command::CustomerMessage {
-                conversation: conversation(&opened, *pick),
-            },
+            Op::Message { pick } => Command::CustomerMessage { conversation: conversation(&opened, *pick) },
             Op::TransferToTeam { pick, team } => Command::Transfer {
                 conversation: conversation(&opened, *pick),
                 target: TransferTarget::Team(TeamId::new(format!("t{team}"))),
@@ -291,7 +217,7 @@ fn scenario() -> impl Strategy<Value = (Vec<AgentConfig>, Vec<TeamConfig>, u64, 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn invariants_hold_under_random_interleavings((agents, teams, seed, ops) in scenario()) {

@@ -14,9 +14,7 @@ fn round_robin_over_three_agents_goes_a_b_c_a_b_c() {
     let mut sim = team_of(Strategy::RoundRobin, &["a", "b", "c"]);
     let mut order = Vec::new();
     for i in 0..6 {
-        order.extend(assigned_agents(
-            &sim.open(&format!("c{i}"), &format!("k{i}")),
-        ));
+        order.extend(assigned_agents(&sim.open(&format!("c{i}"), &format!("k{i}"))));
     }
     assert_eq!(order, ["a", "b", "c", "a", "b", "c"]);
 }
@@ -41,22 +39,17 @@ fn round_robin_skips_busy_and_away_by_default_and_includes_them_when_the_team_al
     sim.status("c", AgentStatus::Away);
     let mut order = Vec::new();
     for i in 0..3 {
-        order.extend(assigned_agents(
-            &sim.open(&format!("c{i}"), &format!("k{i}")),
-        ));
+        order.extend(assigned_agents(&sim.open(&format!("c{i}"), &format!("k{i}"))));
     }
     assert_eq!(order, ["a", "a", "a"]);
 
     let mut spec = TeamSpec::new("support", Strategy::RoundRobin, &["a", "b", "c"]);
-    spec.options.allowed_statuses =
-        StatusSet::of(&[AgentStatus::Online, AgentStatus::Busy, AgentStatus::Away]);
+    spec.options.allowed_statuses = StatusSet::of(&[AgentStatus::Online, AgentStatus::Busy, AgentStatus::Away]);
     spec.options.requeue_on_offline = false;
     sim.team(spec);
     let mut order = Vec::new();
     for i in 3..6 {
-        order.extend(assigned_agents(
-            &sim.open(&format!("c{i}"), &format!("k{i}")),
-        ));
+        order.extend(assigned_agents(&sim.open(&format!("c{i}"), &format!("k{i}"))));
     }
     assert_eq!(order, ["b", "c", "a"]);
 }
@@ -138,9 +131,8 @@ fn weighted_draw_sequence_is_pinned() {
     assert_eq!(order, PINNED_WEIGHTED_SEQUENCE);
 }
 
-const PINNED_WEIGHTED_SEQUENCE: [&str; 16] = [
-    "b", "c", "b", "a", "a", "c", "c", "b", "c", "c", "b", "b", "c", "a", "b", "b",
-];
+const PINNED_WEIGHTED_SEQUENCE: [&str; 16] =
+    ["b", "c", "b", "a", "a", "c", "c", "b", "c", "c", "b", "b", "c", "a", "b", "b"];
 
 #[test]
 fn weighted_with_hard_cap_stops_drawing_an_agent_at_their_daily_limit() {
@@ -160,10 +152,7 @@ fn weighted_with_hard_cap_stops_drawing_an_agent_at_their_daily_limit() {
     assert_eq!(counts["b"], 3);
     // The sixth waits for tomorrow.
     let effects = sim.open("c5", "k");
-    assert!(
-        matches!(&effects[..], [Effect::Queued { .. }]),
-        "{effects:?}"
-    );
+    assert!(matches!(&effects[..], [Effect::Queued { .. }]), "{effects:?}");
 }
 
 // 4. Ordered ---------------------------------------------------------------------------------------
@@ -207,31 +196,11 @@ fn manual_conversations_wait_and_of_two_claims_one_wins() {
             message: None,
         }]
     );
-    let claim = |agent: &str| Command::Claim {
-        conversation: ConversationId::new("c1"),
-        agent: AgentId::new(agent),
-    };
+    let claim = |agent: &str| Command::Claim { conversation: ConversationId::new("c1"), agent: AgentId::new(agent) };
     let first = sim.ok(claim("b"));
-    assert_eq!(
-        first,
-        vec![assigned(
-            "c1",
-            "k1",
-            "support",
-            "b",
-            "b",
-            120_000,
-            AssignReason::Claimed
-        )]
-    );
+    assert_eq!(first, vec![assigned("c1", "k1", "support", "b", "b", 120_000, AssignReason::Claimed)]);
     let second = sim.err(claim("a"));
-    assert_eq!(
-        second,
-        ApplyError::NotClaimable {
-            conversation: ConversationId::new("c1"),
-            state: "assigned"
-        }
-    );
+    assert_eq!(second, ApplyError::NotClaimable { conversation: ConversationId::new("c1"), state: "assigned" });
     assert_eq!(second.kind(), ErrorKind::FailedPrecondition);
     assert_eq!(sim.assignee("c1").as_deref(), Some("b"));
 }
@@ -253,11 +222,7 @@ fn a_rule_sends_spanish_refunds_to_skilled_agents_and_the_default_team_takes_the
         sim.agent_spec(spec);
     }
     sim.agent("gus", "Gus");
-    sim.team(TeamSpec::new(
-        "refunds",
-        Strategy::RoundRobin,
-        &["luis", "kate", "ana"],
-    ));
+    sim.team(TeamSpec::new("refunds", Strategy::RoundRobin, &["luis", "kate", "ana"]));
     sim.team(TeamSpec::new("general", Strategy::RoundRobin, &["gus"]));
     sim.default_team("general");
     sim.ok(Command::SetRoutingRules(vec![RoutingRule {
@@ -283,36 +248,24 @@ fn a_rule_sends_spanish_refunds_to_skilled_agents_and_the_default_team_takes_the
     };
     // Only Ana has the skill and the language, however often it arrives.
     for i in 0..3 {
-        let effects = sim.open_with(spanish_refund(
-            &format!("r{i}"),
-            "Hola, quiero un REEMBOLSO por favor",
-        ));
+        let effects = sim.open_with(spanish_refund(&format!("r{i}"), "Hola, quiero un REEMBOLSO por favor"));
         assert_eq!(assigned_agents(&effects), ["ana"]);
     }
     assert_eq!(sim.conversation("r0").team.as_str(), "refunds");
     // Spanish without the keyword, and English with it, go to the default team.
-    assert_eq!(
-        assigned_agents(&sim.open_with(spanish_refund("s1", "hola, una pregunta"))),
-        ["gus"]
-    );
+    assert_eq!(assigned_agents(&sim.open_with(spanish_refund("s1", "hola, una pregunta"))), ["gus"]);
     let mut english = OpenConversation::new("e1", "k2", Channel::Email);
     english.first_message = "I want a refund".into();
     assert_eq!(assigned_agents(&sim.open_with(english)), ["gus"]);
     // "refunded" is not the word "refund": keywords match whole words.
-    assert_eq!(
-        assigned_agents(&sim.open_with(spanish_refund("s2", "ya me refunded"))),
-        ["gus"]
-    );
+    assert_eq!(assigned_agents(&sim.open_with(spanish_refund("s2", "ya me refunded"))), ["gus"]);
     // When Ana is full, Spanish refunds wait for a qualified agent rather than go to Luis.
     for i in 3..5 {
         sim.open_with(spanish_refund(&format!("r{i}"), "reembolso"));
     }
     assert_eq!(sim.agent_view("ana").open, 5);
     let effects = sim.open_with(spanish_refund("r5", "reembolso"));
-    assert!(
-        matches!(&effects[..], [Effect::Queued { position: 1, .. }]),
-        "{effects:?}"
-    );
+    assert!(matches!(&effects[..], [Effect::Queued { position: 1, .. }]), "{effects:?}");
     // And Ana closing one hands it to her in the same apply.
     let effects = sim.close("r0");
     assert_eq!(assigned_agents(&effects), ["ana"]);
@@ -351,30 +304,11 @@ fn max_open_queues_with_position_and_eta_and_a_close_assigns_the_head_in_the_sam
         }]
     );
     let fourth = sim.open("c4", "k4");
-    assert!(
-        matches!(
-            &fourth[..],
-            [Effect::Queued {
-                position: 2,
-                eta_ms: Some(300_000),
-                ..
-            }]
-        ),
-        "{fourth:?}"
-    );
+    assert!(matches!(&fourth[..], [Effect::Queued { position: 2, eta_ms: Some(300_000), .. }]), "{fourth:?}");
     // Positions stay queryable.
     assert_eq!(sim.conversation("c4").queue.map(|q| q.position), Some(2));
-    let listing = sim
-        .state
-        .team_queue(&WorkspaceId::new(WS), &TeamId::new("support"), 0, 10)
-        .expect("team exists");
-    assert_eq!(
-        listing
-            .iter()
-            .map(|q| q.conversation.as_str())
-            .collect::<Vec<_>>(),
-        ["c3", "c4"]
-    );
+    let listing = sim.state.team_queue(&WorkspaceId::new(WS), &TeamId::new("support"), 0, 10).expect("team exists");
+    assert_eq!(listing.iter().map(|q| q.conversation.as_str()).collect::<Vec<_>>(), ["c3", "c4"]);
     // Closing c1 frees a: the head, c3, goes to a within the same apply.
     sim.advance(60_000);
     let effects = sim.close("c1");
@@ -386,23 +320,12 @@ fn max_open_queues_with_position_and_eta_and_a_close_assigns_the_head_in_the_sam
                 conversation: ConversationId::new("c1"),
                 agent: Some(AgentId::new("a"))
             },
-            assigned(
-                "c3",
-                "k3",
-                "support",
-                "a",
-                "a",
-                120_000,
-                AssignReason::Strategy(Strategy::RoundRobin)
-            ),
+            assigned("c3", "k3", "support", "a", "a", 120_000, AssignReason::Strategy(Strategy::RoundRobin)),
         ]
     );
     assert_eq!(sim.conversation("c4").queue.map(|q| q.position), Some(1));
     // The handle time of c1 (60 s) moved the team's average: 300 - (300-60)/8 = 270 s.
-    assert_eq!(
-        sim.conversation("c4").queue.and_then(|q| q.eta_ms),
-        Some(135_000)
-    );
+    assert_eq!(sim.conversation("c4").queue.and_then(|q| q.eta_ms), Some(135_000));
 }
 
 #[test]
@@ -419,10 +342,7 @@ fn higher_priority_is_served_before_earlier_arrivals() {
     let mut urgent = OpenConversation::new("urgent", "k2", Channel::Sms);
     urgent.priority = 5;
     let effects = sim.open_with(urgent);
-    assert!(
-        matches!(&effects[..], [Effect::Queued { position: 1, .. }]),
-        "{effects:?}"
-    );
+    assert!(matches!(&effects[..], [Effect::Queued { position: 1, .. }]), "{effects:?}");
     assert_eq!(sim.conversation("low").queue.map(|q| q.position), Some(2));
     assert_eq!(assigned_agents(&sim.close("c0")), ["a"]);
     assert_eq!(sim.assignee("urgent").as_deref(), Some("a"));
@@ -440,10 +360,7 @@ fn a_full_channel_does_not_block_another_channels_conversation() {
     sim.online(&["a"]);
     sim.open_with(OpenConversation::new("m1", "k1", Channel::Email));
     let effects = sim.open_with(OpenConversation::new("m2", "k2", Channel::Email));
-    assert!(
-        matches!(&effects[..], [Effect::Queued { .. }]),
-        "{effects:?}"
-    );
+    assert!(matches!(&effects[..], [Effect::Queued { .. }]), "{effects:?}");
     // A WhatsApp conversation behind it still gets the agent.
     assert_eq!(assigned_agents(&sim.open("w1", "k3")), ["a"]);
     // Closing the first e-mail lets the waiting e-mail in.
@@ -464,18 +381,7 @@ fn a_returning_customer_goes_back_to_their_previous_agent_when_eligible() {
     sim.close("c1");
     sim.close("c2");
     let effects = sim.open("c3", "alice");
-    assert_eq!(
-        effects,
-        vec![assigned(
-            "c3",
-            "alice",
-            "support",
-            "a",
-            "a",
-            120_000,
-            AssignReason::Returning
-        )]
-    );
+    assert_eq!(effects, vec![assigned("c3", "alice", "support", "a", "a", 120_000, AssignReason::Returning)]);
     // If her agent is away, the strategy decides as for anyone.
     sim.close("c3");
     sim.status("a", AgentStatus::Away);
@@ -500,10 +406,7 @@ fn vip_sim(settings: WorkspaceSettings) -> Sim {
         sim.agent_spec(spec);
     }
     sim.team(TeamSpec::new("support", Strategy::RoundRobin, &["a", "b"]));
-    sim.ok(Command::ConfigureWorkspace(WorkspaceSettings {
-        default_team: Some(TeamId::new("support")),
-        ..settings
-    }));
+    sim.ok(Command::ConfigureWorkspace(WorkspaceSettings { default_team: Some(TeamId::new("support")), ..settings }));
     sim.online(&["a", "b", "mary"]);
     sim.ok(Command::UpsertContact(ContactSpec {
         id: ContactId::new("vip"),
@@ -517,18 +420,7 @@ fn vip_sim(settings: WorkspaceSettings) -> Sim {
 fn a_vip_goes_to_their_dedicated_agent() {
     let mut sim = vip_sim(WorkspaceSettings::default());
     let effects = sim.open("v1", "vip");
-    assert_eq!(
-        effects,
-        vec![assigned(
-            "v1",
-            "vip",
-            "support",
-            "mary",
-            "mary",
-            120_000,
-            AssignReason::Dedicated
-        )]
-    );
+    assert_eq!(effects, vec![assigned("v1", "vip", "support", "mary", "mary", 120_000, AssignReason::Dedicated)]);
 }
 
 #[test]
@@ -542,10 +434,7 @@ fn a_vip_whose_dedicated_agent_is_offline_or_full_is_routed_to_the_team_by_defau
 
 #[test]
 fn a_vip_waits_for_their_dedicated_agent_when_the_workspace_says_so() {
-    let settings = WorkspaceSettings {
-        vip_waits_for_dedicated_agent: true,
-        ..WorkspaceSettings::default()
-    };
+    let settings = WorkspaceSettings { vip_waits_for_dedicated_agent: true, ..WorkspaceSettings::default() };
     let mut sim = vip_sim(settings);
     sim.open("v1", "vip");
     let effects = sim.open("v2", "vip");
@@ -561,11 +450,7 @@ fn a_vip_waits_for_their_dedicated_agent_when_the_workspace_says_so() {
 
 fn callbell(reassign: bool) -> Sim {
     let mut sim = team_of(Strategy::RoundRobin, &["john", "william", "mary"]);
-    let mut spec = TeamSpec::new(
-        "support",
-        Strategy::RoundRobin,
-        &["john", "william", "mary"],
-    );
+    let mut spec = TeamSpec::new("support", Strategy::RoundRobin, &["john", "william", "mary"]);
     spec.options.reassign_reopened_if_unavailable = reassign;
     sim.team(spec);
     assert_eq!(assigned_agents(&sim.open("chat", "customer")), ["john"]);
@@ -578,15 +463,10 @@ fn callbell(reassign: bool) -> Sim {
 #[test]
 fn reopened_chat_goes_to_william_or_mary_when_reassigning_unavailable_agents() {
     let mut sim = callbell(true);
-    let effects = sim.ok(Command::CustomerMessage {
-        conversation: ConversationId::new("chat"),
-    });
+    let effects = sim.ok(Command::CustomerMessage { conversation: ConversationId::new("chat") });
     assert_eq!(
         effects[0],
-        Effect::Reopened {
-            workspace: WorkspaceId::new(WS),
-            conversation: ConversationId::new("chat")
-        }
+        Effect::Reopened { workspace: WorkspaceId::new(WS), conversation: ConversationId::new("chat") }
     );
     let agents = assigned_agents(&effects);
     assert!(agents == ["william"] || agents == ["mary"], "{agents:?}");
@@ -595,9 +475,7 @@ fn reopened_chat_goes_to_william_or_mary_when_reassigning_unavailable_agents() {
 #[test]
 fn reopened_chat_stays_with_john_when_not_reassigning() {
     let mut sim = callbell(false);
-    let effects = sim.ok(Command::CustomerMessage {
-        conversation: ConversationId::new("chat"),
-    });
+    let effects = sim.ok(Command::CustomerMessage { conversation: ConversationId::new("chat") });
     assert!(
         matches!(&effects[..], [Effect::Reopened { .. }, Effect::Queued { waiting_for: Some(agent), .. }] if agent.as_str() == "john"),
         "{effects:?}"
@@ -616,25 +494,12 @@ fn reopened_chat_goes_straight_back_to_an_available_agent() {
     let mut sim = team_of(Strategy::RoundRobin, &["john", "william"]);
     sim.open("chat", "customer");
     sim.close("chat");
-    let effects = sim.ok(Command::CustomerMessage {
-        conversation: ConversationId::new("chat"),
-    });
+    let effects = sim.ok(Command::CustomerMessage { conversation: ConversationId::new("chat") });
     assert_eq!(
         effects,
         vec![
-            Effect::Reopened {
-                workspace: WorkspaceId::new(WS),
-                conversation: ConversationId::new("chat")
-            },
-            assigned(
-                "chat",
-                "customer",
-                "support",
-                "john",
-                "john",
-                120_000,
-                AssignReason::Reopened
-            ),
+            Effect::Reopened { workspace: WorkspaceId::new(WS), conversation: ConversationId::new("chat") },
+            assigned("chat", "customer", "support", "john", "john", 120_000, AssignReason::Reopened),
         ]
     );
 }
@@ -647,13 +512,7 @@ fn sao_paulo_team() -> Sim {
     let mut spec = TeamSpec::new("support", Strategy::RoundRobin, &["a"]);
     spec.timezone = "America/Sao_Paulo".into();
     spec.business_hours = Some(BusinessHours {
-        weekly: (0..5)
-            .map(|weekday| OpeningInterval {
-                weekday,
-                open_minute: 9 * 60,
-                close_minute: 18 * 60,
-            })
-            .collect(),
+        weekly: (0..5).map(|weekday| OpeningInterval { weekday, open_minute: 9 * 60, close_minute: 18 * 60 }).collect(),
         holidays: vec![],
     });
     spec.templates.away = Some("We open at 9:00".into());
@@ -683,15 +542,7 @@ fn outside_business_hours_a_conversation_gets_an_away_effect_and_is_assigned_at_
     let effects = sim.advance(1);
     assert_eq!(
         effects,
-        vec![assigned(
-            "c1",
-            "k1",
-            "support",
-            "a",
-            "Ana",
-            120_000,
-            AssignReason::Strategy(Strategy::RoundRobin)
-        )]
+        vec![assigned("c1", "k1", "support", "a", "Ana", 120_000, AssignReason::Strategy(Strategy::RoundRobin))]
     );
 }
 
@@ -713,10 +564,7 @@ fn daily_counts_reset_at_local_midnight_and_capped_queues_drain() {
         sim.close(&id);
     }
     let effects = sim.open("c3", "k");
-    assert!(
-        matches!(&effects[..], [Effect::Queued { .. }]),
-        "{effects:?}"
-    );
+    assert!(matches!(&effects[..], [Effect::Queued { .. }]), "{effects:?}");
     assert_eq!(sim.agent_view("a").received_today, 2);
     // Monday 10:00 UTC is 19:00 in Tokyo: midnight is 5 hours away.
     assert!(sim.advance(5 * 3_600_000 - 1).is_empty());
@@ -750,18 +598,8 @@ fn an_agent_going_offline_with_requeue_on_has_their_conversations_reassigned_or_
     assert_eq!(sim.assignee("c1").as_deref(), Some("b"));
     assert_eq!(sim.conversation("c2").queue.map(|q| q.position), Some(1));
     assert_eq!(sim.agent_view("a").open, 0);
-    let unassigned = effects
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Effect::Unassigned {
-                    reason: UnassignReason::AgentOffline,
-                    ..
-                }
-            )
-        })
-        .count();
+    let unassigned =
+        effects.iter().filter(|e| matches!(e, Effect::Unassigned { reason: UnassignReason::AgentOffline, .. })).count();
     assert_eq!(unassigned, 2);
 }
 
@@ -774,10 +612,7 @@ fn an_unanswered_conversation_moves_to_another_agent_after_the_no_reply_timeout(
     sim.open("c1", "k1"); // a
     sim.open("c2", "k2"); // b
     sim.advance(10_000);
-    sim.ok(Command::AgentReplied {
-        conversation: ConversationId::new("c2"),
-        agent: AgentId::new("b"),
-    });
+    sim.ok(Command::AgentReplied { conversation: ConversationId::new("c2"), agent: AgentId::new("b") });
     let effects = sim.advance(50_000);
     // c1 was not answered: it leaves a for b. c2 was answered: it stays.
     assert_eq!(
@@ -789,15 +624,7 @@ fn an_unanswered_conversation_moves_to_another_agent_after_the_no_reply_timeout(
                 agent: AgentId::new("a"),
                 reason: UnassignReason::NoReply
             },
-            assigned(
-                "c1",
-                "k1",
-                "support",
-                "b",
-                "b",
-                10_000,
-                AssignReason::Strategy(Strategy::RoundRobin)
-            ),
+            assigned("c1", "k1", "support", "b", "b", 10_000, AssignReason::Strategy(Strategy::RoundRobin)),
         ]
     );
     assert_eq!(sim.assignee("c2").as_deref(), Some("b"));
@@ -815,33 +642,14 @@ fn assignment_effects_carry_the_display_name_and_the_learned_response_time() {
     // No history: the team's default response time (120 s).
     assert_eq!(
         sim.open("c1", "k1"),
-        vec![assigned(
-            "c1",
-            "k1",
-            "support",
-            "m",
-            "Mary",
-            120_000,
-            AssignReason::Strategy(Strategy::RoundRobin)
-        )]
+        vec![assigned("c1", "k1", "support", "m", "Mary", 120_000, AssignReason::Strategy(Strategy::RoundRobin))]
     );
     sim.advance(90_000);
-    sim.ok(Command::AgentReplied {
-        conversation: ConversationId::new("c1"),
-        agent: AgentId::new("m"),
-    });
+    sim.ok(Command::AgentReplied { conversation: ConversationId::new("c1"), agent: AgentId::new("m") });
     // Mary answered in 90 s: that is what the next customer is told.
     assert_eq!(
         sim.open("c2", "k2"),
-        vec![assigned(
-            "c2",
-            "k2",
-            "support",
-            "m",
-            "Mary",
-            90_000,
-            AssignReason::Strategy(Strategy::RoundRobin)
-        )]
+        vec![assigned("c2", "k2", "support", "m", "Mary", 90_000, AssignReason::Strategy(Strategy::RoundRobin))]
     );
 }
 
@@ -876,24 +684,14 @@ fn a_duplicate_event_id_has_no_effect_the_second_time() {
     let digest = sim.state.state_digest();
     let again = sim.run_with_id(Some("evt-1"), open);
     assert_eq!(again.effects, vec![]);
-    assert_eq!(
-        again.result,
-        Err(ApplyError::Duplicate {
-            event_id: EventId::new("evt-1")
-        })
-    );
+    assert_eq!(again.result, Err(ApplyError::Duplicate { event_id: EventId::new("evt-1") }));
     // Nothing but the clock and the entry counter moved.
     assert_eq!(sim.agent_view("a").open, 1);
     assert_eq!(sim.agent_view("b").open, 0);
     assert_ne!(digest, String::new());
-    let close = Command::CloseConversation {
-        conversation: ConversationId::new("c1"),
-    };
+    let close = Command::CloseConversation { conversation: ConversationId::new("c1") };
     assert_eq!(sim.run_with_id(Some("evt-2"), close.clone()).result, Ok(()));
-    assert!(matches!(
-        sim.run_with_id(Some("evt-2"), close).result,
-        Err(ApplyError::Duplicate { .. })
-    ));
+    assert!(matches!(sim.run_with_id(Some("evt-2"), close).result, Err(ApplyError::Duplicate { .. })));
 }
 
 // Other lifecycle rules -------------------------------------------------------------------------------------------
@@ -906,16 +704,9 @@ fn delay_activation_keeps_a_conversation_claimable_then_assigns_it() {
     sim.team(team);
     assert!(sim.open("c1", "k1").is_empty());
     assert!(sim.open("c2", "k2").is_empty());
-    assert_eq!(
-        sim.state
-            .queue_depth(&WorkspaceId::new(WS), &TeamId::new("support")),
-        Some(2)
-    );
+    assert_eq!(sim.state.queue_depth(&WorkspaceId::new(WS), &TeamId::new("support")), Some(2));
     // b picks c2 during the delay.
-    sim.ok(Command::Claim {
-        conversation: ConversationId::new("c2"),
-        agent: AgentId::new("b"),
-    });
+    sim.ok(Command::Claim { conversation: ConversationId::new("c2"), agent: AgentId::new("b") });
     let effects = sim.advance(30_000);
     assert_eq!(assigned_agents(&effects), ["a"]);
     assert_eq!(sim.assignee("c2").as_deref(), Some("b"));
@@ -928,15 +719,9 @@ fn supervisors_assign_and_transfer() {
     sim.team(TeamSpec::new("sales", Strategy::RoundRobin, &["s"]));
     sim.online(&["s"]);
     sim.open("c1", "k1");
-    sim.ok(Command::Assign {
-        conversation: ConversationId::new("c1"),
-        agent: AgentId::new("a"),
-    });
+    sim.ok(Command::Assign { conversation: ConversationId::new("c1"), agent: AgentId::new("a") });
     assert_eq!(sim.assignee("c1").as_deref(), Some("a"));
-    let error = sim.err(Command::Assign {
-        conversation: ConversationId::new("c1"),
-        agent: AgentId::new("b"),
-    });
+    let error = sim.err(Command::Assign { conversation: ConversationId::new("c1"), agent: AgentId::new("b") });
     assert_eq!(error.kind(), ErrorKind::FailedPrecondition);
     sim.ok(Command::Transfer {
         conversation: ConversationId::new("c1"),
@@ -956,58 +741,20 @@ fn supervisors_assign_and_transfer() {
 fn bad_input_gets_an_error_naming_what_is_wrong_and_changes_nothing() {
     let mut sim = team_of(Strategy::RoundRobin, &["a"]);
     let before = sim.state.state_digest();
-    let unknown_agent = sim.err(Command::SetAgentStatus {
-        agent: AgentId::new("ghost"),
-        status: AgentStatus::Online,
-    });
-    assert_eq!(
-        unknown_agent,
-        ApplyError::UnknownAgent(AgentId::new("ghost"))
-    );
+    let unknown_agent = sim.err(Command::SetAgentStatus { agent: AgentId::new("ghost"), status: AgentStatus::Online });
+    assert_eq!(unknown_agent, ApplyError::UnknownAgent(AgentId::new("ghost")));
     assert_eq!(unknown_agent.kind(), ErrorKind::NotFound);
-    let empty = sim.err(Command::OpenConversation(OpenConversation::new(
-        "",
-        "k",
-        Channel::Sms,
-    )));
-    assert!(
-        matches!(
-            empty,
-            ApplyError::Invalid {
-                field: "conversation.id",
-                ..
-            }
-        ),
-        "{empty}"
-    );
+    let empty = sim.err(Command::OpenConversation(OpenConversation::new("", "k", Channel::Sms)));
+    assert!(matches!(empty, ApplyError::Invalid { field: "conversation.id", .. }), "{empty}");
     let mut bad_team = TeamSpec::new("x", Strategy::RoundRobin, &["a"]);
     bad_team.timezone = "Europe/Atlantis".into();
     let error = sim.err(Command::UpsertTeam(bad_team));
-    assert_eq!(
-        error.to_string(),
-        "invalid timezone: unknown IANA timezone \"Europe/Atlantis\""
-    );
-    let error = sim.err(Command::UpsertTeam(TeamSpec::new(
-        "x",
-        Strategy::RoundRobin,
-        &["a", "a"],
-    )));
-    assert!(matches!(
-        error,
-        ApplyError::Invalid {
-            field: "team.members",
-            ..
-        }
-    ));
+    assert_eq!(error.to_string(), "invalid timezone: unknown IANA timezone \"Europe/Atlantis\"");
+    let error = sim.err(Command::UpsertTeam(TeamSpec::new("x", Strategy::RoundRobin, &["a", "a"])));
+    assert!(matches!(error, ApplyError::Invalid { field: "team.members", .. }));
     let mut skill = AgentSpec::new("z", "Z");
     skill.skills.insert(Skill::new("refunds"), 9);
-    assert!(matches!(
-        sim.err(Command::UpsertAgent(skill)),
-        ApplyError::Invalid {
-            field: "agent.skills",
-            ..
-        }
-    ));
+    assert!(matches!(sim.err(Command::UpsertAgent(skill)), ApplyError::Invalid { field: "agent.skills", .. }));
     let rule = |id: &str| RoutingRule {
         id: RuleId::new(id),
         conditions: RuleConditions::default(),
@@ -1017,20 +764,13 @@ fn bad_input_gets_an_error_naming_what_is_wrong_and_changes_nothing() {
             required_language: None,
         },
     };
-    assert_eq!(
-        sim.err(Command::SetRoutingRules(vec![rule("r")])),
-        ApplyError::UnknownTeam(TeamId::new("nowhere"))
-    );
-    let error = sim.err(Command::CloseConversation {
-        conversation: ConversationId::new("nope"),
-    });
+    assert_eq!(sim.err(Command::SetRoutingRules(vec![rule("r")])), ApplyError::UnknownTeam(TeamId::new("nowhere")));
+    let error = sim.err(Command::CloseConversation { conversation: ConversationId::new("nope") });
     assert_eq!(error.to_string(), "unknown conversation nope");
     let other = Event {
         workspace: WorkspaceId::new("other"),
         event_id: None,
-        command: Command::CustomerMessage {
-            conversation: ConversationId::new("x"),
-        },
+        command: Command::CustomerMessage { conversation: ConversationId::new("x") },
     };
     assert_eq!(
         sim.state.apply(sim.now_ms, &Input::Event(other)).result,
@@ -1039,27 +779,16 @@ fn bad_input_gets_an_error_naming_what_is_wrong_and_changes_nothing() {
     // Only the entry counter moved: compare everything else through a fresh replay.
     assert_eq!(sim.agent_view("a").open, 0);
     assert_ne!(before, "");
-    assert_eq!(
-        sim.err(Command::RemoveTeam {
-            team: TeamId::new("support")
-        })
-        .kind(),
-        ErrorKind::FailedPrecondition
-    );
+    assert_eq!(sim.err(Command::RemoveTeam { team: TeamId::new("support") }).kind(), ErrorKind::FailedPrecondition);
 }
 
 #[test]
 fn removing_an_agent_routes_their_conversations_again() {
     let mut sim = team_of(Strategy::RoundRobin, &["a", "b"]);
     sim.open("c1", "k1");
-    let effects = sim.ok(Command::RemoveAgent {
-        agent: AgentId::new("a"),
-    });
+    let effects = sim.ok(Command::RemoveAgent { agent: AgentId::new("a") });
     assert_eq!(assigned_agents(&effects), ["b"]);
-    assert_eq!(
-        sim.state.agent(&WorkspaceId::new(WS), &AgentId::new("a")),
-        None
-    );
+    assert_eq!(sim.state.agent(&WorkspaceId::new(WS), &AgentId::new("a")), None);
 }
 
 #[test]
@@ -1079,37 +808,19 @@ fn snapshots_round_trip_and_keep_deciding_the_same_way() {
     let bytes = sim.state.snapshot();
     let mut restored = State::restore(&bytes).expect("restores");
     assert_eq!(restored.state_digest(), sim.state.state_digest());
-    restored
-        .check_invariants()
-        .expect("restored state is consistent");
+    restored.check_invariants().expect("restored state is consistent");
     for i in 20..40 {
         let input = Input::Event(Event {
             workspace: WorkspaceId::new(WS),
             event_id: None,
-            command: Command::OpenConversation(OpenConversation::new(
-                format!("c{i}"),
-                "k",
-                Channel::Line,
-            )),
+            command: Command::OpenConversation(OpenConversation::new(format!("c{i}"), "k", Channel::Line)),
         });
-        assert_eq!(
-            sim.state.apply(sim.now_ms, &input),
-            restored.apply(sim.now_ms, &input)
-        );
+        assert_eq!(sim.state.apply(sim.now_ms, &input), restored.apply(sim.now_ms, &input));
     }
     assert_eq!(restored.state_digest(), sim.state.state_digest());
-    assert!(matches!(
-        State::restore(b"nope"),
-        Err(SnapshotError::BadMagic)
-    ));
+    assert!(matches!(State::restore(b"nope"), Err(SnapshotError::BadMagic)));
     let mut future = bytes.clone();
     future[4] = 99;
-    assert!(matches!(
-        State::restore(&future),
-        Err(SnapshotError::UnsupportedVersion { found: 99 })
-    ));
-    assert!(matches!(
-        State::restore(&bytes[..bytes.len() / 2]),
-        Err(SnapshotError::Decode(_))
-    ));
+    assert!(matches!(State::restore(&future), Err(SnapshotError::UnsupportedVersion { found: 99 })));
+    assert!(matches!(State::restore(&bytes[..bytes.len() / 2]), Err(SnapshotError::Decode(_))));
 }

@@ -24,12 +24,8 @@ impl Sim {
     }
 
     pub fn with_settings(settings: WorkspaceSettings) -> Self {
-        let mut sim = Sim {
-            state: State::new(),
-            now_ms: MONDAY_10_UTC,
-            workspace: WorkspaceId::new(WS),
-            check_invariants: true,
-        };
+        let mut sim =
+            Sim { state: State::new(), now_ms: MONDAY_10_UTC, workspace: WorkspaceId::new(WS), check_invariants: true };
         sim.ok(Command::ConfigureWorkspace(settings));
         sim
     }
@@ -46,11 +42,7 @@ impl Sim {
     }
 
     pub fn run_with_id(&mut self, event_id: Option<&str>, command: Command) -> Outcome {
-        let event = Event {
-            workspace: self.workspace.clone(),
-            event_id: event_id.map(EventId::new),
-            command,
-        };
+        let event = Event { workspace: self.workspace.clone(), event_id: event_id.map(EventId::new), command };
         let outcome = self.state.apply(self.now_ms, &Input::Event(event));
         self.check();
         outcome
@@ -94,18 +86,12 @@ impl Sim {
     }
 
     pub fn default_team(&mut self, team: &str) {
-        let settings = WorkspaceSettings {
-            default_team: Some(TeamId::new(team)),
-            ..WorkspaceSettings::default()
-        };
+        let settings = WorkspaceSettings { default_team: Some(TeamId::new(team)), ..WorkspaceSettings::default() };
         self.ok(Command::ConfigureWorkspace(settings));
     }
 
     pub fn status(&mut self, agent: &str, status: AgentStatus) -> Vec<Effect> {
-        self.ok(Command::SetAgentStatus {
-            agent: AgentId::new(agent),
-            status,
-        })
+        self.ok(Command::SetAgentStatus { agent: AgentId::new(agent), status })
     }
 
     pub fn online(&mut self, agents: &[&str]) {
@@ -115,11 +101,7 @@ impl Sim {
     }
 
     pub fn open(&mut self, conversation: &str, contact: &str) -> Vec<Effect> {
-        self.open_with(OpenConversation::new(
-            conversation,
-            contact,
-            Channel::WhatsApp,
-        ))
+        self.open_with(OpenConversation::new(conversation, contact, Channel::WhatsApp))
     }
 
     pub fn open_with(&mut self, open: OpenConversation) -> Vec<Effect> {
@@ -127,15 +109,11 @@ impl Sim {
     }
 
     pub fn close(&mut self, conversation: &str) -> Vec<Effect> {
-        self.ok(Command::CloseConversation {
-            conversation: ConversationId::new(conversation),
-        })
+        self.ok(Command::CloseConversation { conversation: ConversationId::new(conversation) })
     }
 
     pub fn conversation(&self, id: &str) -> ConversationView {
-        self.state
-            .conversation(&self.workspace, &ConversationId::new(id))
-            .expect("conversation exists")
+        self.state.conversation(&self.workspace, &ConversationId::new(id)).expect("conversation exists")
     }
 
     pub fn assignee(&self, id: &str) -> Option<String> {
@@ -143,9 +121,7 @@ impl Sim {
     }
 
     pub fn agent_view(&self, id: &str) -> AgentView {
-        self.state
-            .agent(&self.workspace, &AgentId::new(id))
-            .expect("agent exists")
+        self.state.agent(&self.workspace, &AgentId::new(id)).expect("agent exists")
     }
 }
 
