@@ -26,6 +26,7 @@ mod fenwick;
 pub mod hours;
 pub mod ids;
 mod line;
+mod map;
 pub mod model;
 mod pool;
 pub mod rng;

@@ -171,12 +171,12 @@ impl State {
 
     /// Every agent id of a workspace, in id order.
     pub fn agent_ids(&self, workspace: &WorkspaceId) -> Vec<AgentId> {
-        self.workspaces.get(workspace).map(|w| w.agent_ids().cloned().collect()).unwrap_or_default()
+        self.workspaces.get(workspace).map(Workspace::agent_ids).unwrap_or_default()
     }
 
     /// Every team id of a workspace, in id order.
     pub fn team_ids(&self, workspace: &WorkspaceId) -> Vec<TeamId> {
-        self.workspaces.get(workspace).map(|w| w.team_ids().cloned().collect()).unwrap_or_default()
+        self.workspaces.get(workspace).map(Workspace::team_ids).unwrap_or_default()
     }
 
     /// A page of a team's queue, in service order.

@@ -16,6 +16,7 @@ use crate::entities::{Agent, Contact, Conversation, ConversationState, Placement
 use crate::error::ApplyError;
 use crate::hours::Calendar;
 use crate::ids::{AgentId, ContactId, ConversationId, ID_MAX_BYTES, TeamId, WorkspaceId};
+use crate::map::{Map, sorted_keys};
 use crate::model::{
     AgentSpec, AgentStatus, ContactSpec, CustomerKind, RoutingRule, RuleTarget, Strategy, TeamSpec, WorkspaceSettings,
 };
@@ -69,11 +70,15 @@ pub(crate) struct Workspace {
     rng: SplitMix64,
     /// Next arrival sequence number.
     next_seq: u64,
-    agents: BTreeMap<AgentId, Agent>,
-    teams: BTreeMap<TeamId, Team>,
+    #[serde(with = "crate::map::sorted")]
+    agents: Map<AgentId, Agent>,
+    #[serde(with = "crate::map::sorted")]
+    teams: Map<TeamId, Team>,
     rules: Vec<RoutingRule>,
-    contacts: BTreeMap<ContactId, Contact>,
-    conversations: BTreeMap<ConversationId, Conversation>,
+    #[serde(with = "crate::map::sorted")]
+    contacts: Map<ContactId, Contact>,
+    #[serde(with = "crate::map::sorted")]
+    conversations: Map<ConversationId, Conversation>,
     pub(crate) dedupe: Dedupe,
     #[serde(skip)]
     compiled_rules: Vec<CompiledRule>,
@@ -124,11 +129,11 @@ impl Workspace {
             id,
             settings,
             next_seq: 0,
-            agents: BTreeMap::new(),
-            teams: BTreeMap::new(),
+            agents: Map::default(),
+            teams: Map::default(),
             rules: Vec::new(),
-            contacts: BTreeMap::new(),
-            conversations: BTreeMap::new(),
+            contacts: Map::default(),
+            conversations: Map::default(),
             dedupe: Dedupe::default(),
             compiled_rules: Vec::new(),
         }
@@ -144,7 +149,9 @@ impl Workspace {
             agent.open_by_channel = Default::default();
             agent.personal = Default::default();
         }
-        for (team_id, team) in &mut self.teams {
+        // Memberships are pushed in team-id order, as upsert_team keeps them.
+        for team_id in sorted_keys(&self.teams) {
+            let team = self.teams.get_mut(&team_id).expect("key from the map");
             team.calendar = Some(Calendar::new(&team.spec.timezone, team.spec.business_hours.as_ref())?);
             team.waiting = Default::default();
             team.after_hours.clear();
@@ -154,7 +161,7 @@ impl Workspace {
                 }
             }
         }
-        let ids: Vec<ConversationId> = self.conversations.keys().cloned().collect();
+        let ids = sorted_keys(&self.conversations);
         for id in &ids {
             let conversation = &self.conversations[id];
             if let (ConversationState::Assigned, Some(agent_id)) = (conversation.state, &conversation.assignee) {
@@ -165,7 +172,7 @@ impl Workspace {
                 }
             }
         }
-        let team_ids: Vec<TeamId> = self.teams.keys().cloned().collect();
+        let team_ids = sorted_keys(&self.teams);
         for team_id in &team_ids {
             self.reindex_team(team_id);
         }
@@ -411,8 +418,13 @@ impl Workspace {
         {
             return Err(ApplyError::Precondition(format!("team {team_id} is the target of routing rule {}", rule.id)));
         }
-        if let Some((id, _)) =
-            self.conversations.iter().find(|(_, c)| c.team == *team_id && c.state != ConversationState::Closed)
+        // The smallest id, so that every replica words the error the same way.
+        if let Some(id) = self
+            .conversations
+            .iter()
+            .filter(|(_, c)| c.team == *team_id && c.state != ConversationState::Closed)
+            .map(|(id, _)| id)
+            .min()
         {
             return Err(ApplyError::Precondition(format!(
                 "team {team_id} still has open conversation {id}; transfer or close it first"
@@ -467,7 +479,7 @@ impl Workspace {
             return Err(error);
         }
         // New pools start empty; fill them with the members that qualify.
-        let team_ids: Vec<TeamId> = self.teams.keys().cloned().collect();
+        let team_ids = sorted_keys(&self.teams);
         for team_id in &team_ids {
             self.reindex_team(team_id);
         }
@@ -1336,12 +1348,12 @@ impl Workspace {
         })
     }
 
-    pub(crate) fn agent_ids(&self) -> impl Iterator<Item = &AgentId> {
-        self.agents.keys()
+    pub(crate) fn agent_ids(&self) -> Vec<AgentId> {
+        sorted_keys(&self.agents)
     }
 
-    pub(crate) fn team_ids(&self) -> impl Iterator<Item = &TeamId> {
-        self.teams.keys()
+    pub(crate) fn team_ids(&self) -> Vec<TeamId> {
+        sorted_keys(&self.teams)
     }
 
     pub(crate) fn team_queue(&self, team: &TeamId, offset: usize, limit: usize) -> Option<Vec<QueuedView>> {
@@ -1381,12 +1393,13 @@ impl Workspace {
     /// Invariants that must hold after every apply; used by tests.
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         let mut assigned = 0usize;
-        for (id, c) in &self.conversations {
+        for id in sorted_keys(&self.conversations) {
+            let c = &self.conversations[&id];
             match c.state {
                 ConversationState::Assigned => {
                     assigned += 1;
                     let agent = c.assignee.as_ref().ok_or(format!("{id} assigned without assignee"))?;
-                    if !self.agents.get(agent).is_some_and(|a| a.open.contains(id)) {
+                    if !self.agents.get(agent).is_some_and(|a| a.open.contains(&id)) {
                         return Err(format!("{id} assigned to {agent} who does not list it"));
                     }
                 }
@@ -1407,7 +1420,8 @@ impl Workspace {
             return Err(format!("agents list {listed} open conversations but {assigned} are assigned"));
         }
         // Invariant 5: nobody waits in a pool queue while someone in that pool could take it.
-        for (team_id, team) in &self.teams {
+        for team_id in sorted_keys(&self.teams) {
+            let team = &self.teams[&team_id];
             for (index, pool) in team.pools.iter().enumerate() {
                 if pool.queued() == 0 || !pool.has_eligible() {
                     continue;
@@ -1430,9 +1444,10 @@ impl Workspace {
                 }
             }
         }
-        for (agent_id, agent) in &self.agents {
+        for agent_id in sorted_keys(&self.agents) {
+            let agent = &self.agents[&agent_id];
             if let Some((_, head)) = agent.personal.first()
-                && self.can_take(agent_id, head)
+                && self.can_take(&agent_id, head)
             {
                 return Err(format!("{head} waits for {agent_id} who could take it"));
             }

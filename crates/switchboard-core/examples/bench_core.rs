@@ -1,0 +1,123 @@
+//! `make bench-core`: one line per configuration of the core benchmark, then the snapshot
+//! figures for 100,000 agents and 1,000,000 open conversations.
+//!
+//! ```text
+//! cargo run --release -p switchboard-core --example bench_core [-- --events N] [--quick]
+//! ```
+
+#![allow(missing_docs)]
+
+#[path = "../benches/workload.rs"]
+mod workload;
+
+use std::time::Instant;
+use switchboard_core::{State, Strategy};
+use workload::{STRATEGIES, Workload};
+
+fn resident_bytes() -> u64 {
+    // Second field of /proc/self/statm: resident pages. Linux only; 0 elsewhere.
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let events = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(if quick { 50_000 } else { 500_000 });
+    let agent_counts: &[usize] = if quick { &[1_000, 100_000] } else { &[1_000, 10_000, 100_000] };
+
+    for strategy in STRATEGIES {
+        for &agents in agent_counts {
+            for queued in [0usize, 100_000] {
+                let mut workload = Workload::new(strategy, agents, queued);
+                // Warm up caches and the allocator, then measure.
+                let warm = workload.batch(events / 10);
+                workload.apply_all(&warm);
+                let inputs = workload.batch(events);
+                let start = Instant::now();
+                let failed = workload.apply_all(&inputs);
+                let seconds = start.elapsed().as_secs_f64();
+                assert_eq!(failed, 0, "the workload produced failing events");
+                println!(
+                    "core apply: strategy={} agents={agents} queued={queued} events_per_s={:.0} queue_after={}",
+                    strategy.label(),
+                    events as f64 / seconds,
+                    workload.queue_depth(),
+                );
+            }
+        }
+    }
+
+    // Snapshot of 100,000 agents with 1,000,000 open conversations (10 each).
+    let before = resident_bytes();
+    let conversations = if quick { 200_000 } else { 1_000_000 };
+    let state = build_large_state(100_000, conversations);
+    let after = resident_bytes();
+    let start = Instant::now();
+    let bytes = state.snapshot();
+    let serialize_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let start = Instant::now();
+    let restored = State::restore(&bytes).expect("snapshot restores");
+    let restore_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let start = Instant::now();
+    let digest = restored.state_digest();
+    let digest_ms = start.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(digest, state.state_digest(), "restored state differs");
+    println!(
+        "core snapshot: agents=100000 conversations={conversations} bytes={} serialize_ms={serialize_ms:.0} \
+         restore_ms={restore_ms:.0} digest_ms={digest_ms:.0} rss_bytes_per_conversation={:.0}",
+        bytes.len(),
+        after.saturating_sub(before) as f64 / conversations as f64,
+    );
+}
+
+fn build_large_state(agents: usize, conversations: usize) -> State {
+    use switchboard_core::*;
+    let workspace = WorkspaceId::new("big");
+    let mut state = State::new();
+    let now = 1_795_428_000_000;
+    let mut apply = |state: &mut State, command: Command| {
+        let input = Input::Event(Event { workspace: workspace.clone(), event_id: None, command });
+        assert_eq!(state.apply(now, &input).result, Ok(()));
+    };
+    apply(&mut state, Command::ConfigureWorkspace(WorkspaceSettings::default()));
+    let per_agent = conversations.div_ceil(agents) as u32;
+    let mut ids = Vec::with_capacity(agents);
+    for index in 0..agents {
+        let id = format!("agent-{index:06}");
+        let mut spec = AgentSpec::new(id.as_str(), format!("Agent {index}"));
+        spec.max_open = per_agent;
+        apply(&mut state, Command::UpsertAgent(spec));
+        ids.push(id);
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    apply(&mut state, Command::UpsertTeam(TeamSpec::new("support", Strategy::LeastOpen, &refs)));
+    apply(
+        &mut state,
+        Command::ConfigureWorkspace(WorkspaceSettings {
+            default_team: Some(TeamId::new("support")),
+            ..WorkspaceSettings::default()
+        }),
+    );
+    for id in &ids {
+        apply(&mut state, Command::SetAgentStatus { agent: AgentId::new(id), status: AgentStatus::Online });
+    }
+    for n in 0..conversations {
+        let mut open = OpenConversation::new(format!("conv-{n:010}"), format!("contact-{n:08}"), Channel::ALL[n % 8]);
+        open.language = Some(Language::new("en"));
+        apply(&mut state, Command::OpenConversation(open));
+    }
+    state
+}
+
+#[allow(dead_code)]
+fn _strategies_are_all_benchmarked(strategy: Strategy) -> bool {
+    STRATEGIES.contains(&strategy)
+}
