@@ -41,7 +41,7 @@ impl Workload {
         let workspace = WorkspaceId::new("bench");
         let mut state = State::new();
         let now_ms = 1_795_428_000_000;
-        let mut apply = |state: &mut State, command: Command| {
+        let apply = |state: &mut State, command: Command| {
             let outcome = state.apply(now_ms, &event(&workspace, command));
             assert_eq!(outcome.result, Ok(()), "set-up command failed");
         };

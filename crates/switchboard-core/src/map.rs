@@ -1,40 +1,47 @@
-//! The entity map: O(1) lookups by id, deterministic everywhere it matters.
+//! The entity map: O(1) lookups by id, and an iteration order every replica shares.
 //!
 //! Entities are looked up by string id several times per event; in a `BTreeMap` every lookup
-//! is a chain of string comparisons (half the CPU time in the benchmark before this map).
-//! [`Map`] hashes with FxHash, which has no random seed, so even its iteration order is the
-//! same on every replica of the same build. Still, nothing in a decision iterates it: code
-//! that walks entities does so through [`sorted_keys`], and snapshots store entries sorted by
-//! key (`sorted` below), so the snapshot bytes do not depend on the hasher at all.
+//! is a chain of string comparisons (half the CPU time of the benchmark when it was one).
+//! [`Map`] is an `IndexMap`: a hash index over a vector of entries kept in insertion order.
+//! Its iteration order is a pure function of the sequence of inserts and `swap_remove`s —
+//! never of the hasher — so replicas that apply the same log iterate, and serialise, their
+//! entities in the same order, and a state restored from a snapshot (which re-inserts in
+//! stored order) continues exactly like the original. Removal must therefore always be
+//! `swap_remove` (O(1) and deterministic); `shift_remove` would be O(n).
 
 use rustc_hash::FxBuildHasher;
-use std::collections::HashMap;
 
-/// A hash map with the deterministic FxHash hasher.
-pub(crate) type Map<K, V> = HashMap<K, V, FxBuildHasher>;
+/// An insertion-ordered hash map with the seedless FxHash hasher.
+pub(crate) type Map<K, V> = indexmap::IndexMap<K, V, FxBuildHasher>;
 
-/// The keys of `map`, sorted.
+/// The keys of `map`, sorted (for listings shown to people).
 pub(crate) fn sorted_keys<K: Ord + Clone, V>(map: &Map<K, V>) -> Vec<K> {
     let mut keys: Vec<K> = map.keys().cloned().collect();
     keys.sort_unstable();
     keys
 }
 
-/// Serde adapter: a [`Map`] as a sequence of `(key, value)` pairs sorted by key.
-pub(crate) mod sorted {
+/// Serde adapter that deserialises a [`Map`] with its exact length reserved up front.
+///
+/// Serde's default map visitor reserves at most about a megabyte and then grows by
+/// doubling, which for a million conversations means copying hundreds of megabytes during a
+/// restore. Postcard states the length before the entries, so the map is allocated once.
+pub(crate) mod exact {
     use super::Map;
+    use serde::de::{MapAccess, Visitor};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::fmt;
     use std::hash::Hash;
+    use std::marker::PhantomData;
 
-    pub(crate) fn serialize<K, V, S>(map: &Map<K, V>, serializer: S) -> Result<S::Ok, S::Error>
-    where
-        K: Ord + Serialize,
-        V: Serialize,
-        S: Serializer,
-    {
-        let mut entries: Vec<(&K, &V)> = map.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        serializer.collect_seq(entries)
+    /// Most entries reserved before any is read: a bound on what a corrupt length can cost.
+    const RESERVE_MAX_ENTRIES: usize = 1 << 24;
+
+    pub(crate) fn serialize<K: Serialize + Hash + Eq, V: Serialize, S: Serializer>(
+        map: &Map<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.serialize(serializer)
     }
 
     pub(crate) fn deserialize<'de, K, V, D>(deserializer: D) -> Result<Map<K, V>, D::Error>
@@ -43,7 +50,25 @@ pub(crate) mod sorted {
         V: Deserialize<'de>,
         D: Deserializer<'de>,
     {
-        let entries: Vec<(K, V)> = Vec::deserialize(deserializer)?;
-        Ok(entries.into_iter().collect())
+        struct ExactVisitor<K, V>(PhantomData<(K, V)>);
+
+        impl<'de, K: Eq + Hash + Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for ExactVisitor<K, V> {
+            type Value = Map<K, V>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a map")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                let reserve = access.size_hint().unwrap_or(0).min(RESERVE_MAX_ENTRIES);
+                let mut map = Map::with_capacity_and_hasher(reserve, Default::default());
+                while let Some((key, value)) = access.next_entry()? {
+                    map.insert(key, value);
+                }
+                Ok(map)
+            }
+        }
+
+        deserializer.deserialize_map(ExactVisitor(PhantomData))
     }
 }

@@ -70,14 +70,14 @@ pub(crate) struct Workspace {
     rng: SplitMix64,
     /// Next arrival sequence number.
     next_seq: u64,
-    #[serde(with = "crate::map::sorted")]
+    #[serde(with = "crate::map::exact")]
     agents: Map<AgentId, Agent>,
-    #[serde(with = "crate::map::sorted")]
+    #[serde(with = "crate::map::exact")]
     teams: Map<TeamId, Team>,
     rules: Vec<RoutingRule>,
-    #[serde(with = "crate::map::sorted")]
+    #[serde(with = "crate::map::exact")]
     contacts: Map<ContactId, Contact>,
-    #[serde(with = "crate::map::sorted")]
+    #[serde(with = "crate::map::exact")]
     conversations: Map<ConversationId, Conversation>,
     pub(crate) dedupe: Dedupe,
     #[serde(skip)]
@@ -149,7 +149,7 @@ impl Workspace {
             agent.open_by_channel = Default::default();
             agent.personal = Default::default();
         }
-        // Memberships are pushed in team-id order, as upsert_team keeps them.
+        // Memberships are kept in team-id order (as upsert_team keeps them).
         for team_id in sorted_keys(&self.teams) {
             let team = self.teams.get_mut(&team_id).expect("key from the map");
             team.calendar = Some(Calendar::new(&team.spec.timezone, team.spec.business_hours.as_ref())?);
@@ -161,25 +161,25 @@ impl Workspace {
                 }
             }
         }
-        let ids = sorted_keys(&self.conversations);
-        for id in &ids {
-            let conversation = &self.conversations[id];
-            if let (ConversationState::Assigned, Some(agent_id)) = (conversation.state, &conversation.assignee) {
-                let channel = conversation.channel;
-                if let Some(agent) = self.agents.get_mut(agent_id) {
-                    agent.open.insert(id.clone());
-                    agent.open_by_channel[channel.index()] += 1;
+        let mut queued = Vec::new();
+        for (id, conversation) in &self.conversations {
+            match (conversation.state, &conversation.assignee) {
+                (ConversationState::Assigned, Some(agent_id)) => {
+                    if let Some(agent) = self.agents.get_mut(agent_id) {
+                        agent.open.insert(id.clone());
+                        agent.open_by_channel[conversation.channel.index()] += 1;
+                    }
                 }
+                (ConversationState::Queued, _) => queued.push(id.clone()),
+                _ => {}
             }
         }
-        let team_ids = sorted_keys(&self.teams);
+        let team_ids: Vec<TeamId> = self.teams.keys().cloned().collect();
         for team_id in &team_ids {
             self.reindex_team(team_id);
         }
-        for id in &ids {
-            if self.conversations[id].state == ConversationState::Queued {
-                self.place(id);
-            }
+        for id in &queued {
+            self.place(id);
         }
         self.compile_rules()?;
         self.dedupe.rebuild();
@@ -332,7 +332,7 @@ impl Workspace {
         for conversation in &waiting {
             self.unplace(conversation);
         }
-        self.agents.remove(agent_id);
+        self.agents.swap_remove(agent_id);
         for conversation in open.iter().chain(&waiting) {
             self.dispatch_to_team(cx, conversation);
         }
@@ -435,7 +435,7 @@ impl Workspace {
                 agent.memberships.retain(|(team, _)| team != team_id);
             }
         }
-        self.teams.remove(team_id);
+        self.teams.swap_remove(team_id);
         Ok(())
     }
 
@@ -479,7 +479,7 @@ impl Workspace {
             return Err(error);
         }
         // New pools start empty; fill them with the members that qualify.
-        let team_ids = sorted_keys(&self.teams);
+        let team_ids: Vec<TeamId> = self.teams.keys().cloned().collect();
         for team_id in &team_ids {
             self.reindex_team(team_id);
         }
@@ -1243,7 +1243,7 @@ impl Workspace {
                     .get(&conversation)
                     .is_some_and(|c| c.generation == generation && c.state == ConversationState::Closed)
                 {
-                    self.conversations.remove(&conversation);
+                    self.conversations.swap_remove(&conversation);
                 }
             }
             Timer::Opening { team, version } => {
@@ -1393,13 +1393,12 @@ impl Workspace {
     /// Invariants that must hold after every apply; used by tests.
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         let mut assigned = 0usize;
-        for id in sorted_keys(&self.conversations) {
-            let c = &self.conversations[&id];
+        for (id, c) in &self.conversations {
             match c.state {
                 ConversationState::Assigned => {
                     assigned += 1;
                     let agent = c.assignee.as_ref().ok_or(format!("{id} assigned without assignee"))?;
-                    if !self.agents.get(agent).is_some_and(|a| a.open.contains(&id)) {
+                    if !self.agents.get(agent).is_some_and(|a| a.open.contains(id)) {
                         return Err(format!("{id} assigned to {agent} who does not list it"));
                     }
                 }
@@ -1420,8 +1419,7 @@ impl Workspace {
             return Err(format!("agents list {listed} open conversations but {assigned} are assigned"));
         }
         // Invariant 5: nobody waits in a pool queue while someone in that pool could take it.
-        for team_id in sorted_keys(&self.teams) {
-            let team = &self.teams[&team_id];
+        for (team_id, team) in &self.teams {
             for (index, pool) in team.pools.iter().enumerate() {
                 if pool.queued() == 0 || !pool.has_eligible() {
                     continue;
@@ -1444,10 +1442,9 @@ impl Workspace {
                 }
             }
         }
-        for agent_id in sorted_keys(&self.agents) {
-            let agent = &self.agents[&agent_id];
+        for (agent_id, agent) in &self.agents {
             if let Some((_, head)) = agent.personal.first()
-                && self.can_take(&agent_id, head)
+                && self.can_take(agent_id, head)
             {
                 return Err(format!("{head} waits for {agent_id} who could take it"));
             }
