@@ -1,10 +1,10 @@
-//! Criterion benchmark of `State::apply` on the workload of `workload.rs`, for every
+//! Criterion benchmark of `State::apply` on the workload of `support/workload.rs`, for every
 //! strategy, 1,000 / 10,000 / 100,000 agents, with an empty queue and with 100,000 queued.
 //! `make bench` runs it; `make bench-core` prints one line per configuration instead.
 
 #![allow(missing_docs)]
 
-#[path = "workload.rs"]
+#[path = "support/workload.rs"]
 mod workload;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

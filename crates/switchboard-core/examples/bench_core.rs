@@ -7,7 +7,7 @@
 
 #![allow(missing_docs)]
 
-#[path = "../benches/workload.rs"]
+#[path = "../benches/support/workload.rs"]
 mod workload;
 
 use std::time::Instant;

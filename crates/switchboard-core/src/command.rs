@@ -6,6 +6,9 @@ use crate::model::{AgentSpec, AgentStatus, Channel, ContactSpec, RoutingRule, Te
 use serde::{Deserialize, Serialize};
 
 /// One log entry's payload.
+// Nearly every entry is an `Event`; boxing it to shrink the rare `Tick` would cost an
+// allocation per entry for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Input {
     /// Only advances time so that timers fire (the leader proposes one about once a second).

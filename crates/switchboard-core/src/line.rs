@@ -254,8 +254,8 @@ mod tests {
             let mut model = BTreeMap::new();
             for (insert, key) in ops {
                 if insert {
-                    if !model.contains_key(&key) {
-                        model.insert(key, key * 10);
+                    if let std::collections::btree_map::Entry::Vacant(entry) = model.entry(key) {
+                        entry.insert(key * 10);
                         line.insert(key, key * 10);
                     }
                 } else {

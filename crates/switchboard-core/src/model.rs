@@ -239,7 +239,7 @@ impl TeamSpec {
         Self {
             name: id.to_string(),
             id,
-            members: members.iter().map(|m| AgentId::new(m)).collect(),
+            members: members.iter().map(AgentId::new).collect(),
             strategy,
             options: TeamOptions::default(),
             timezone: "UTC".to_string(),
