@@ -13,11 +13,12 @@ run:
 
 ## Runs every test of the workspace.
 test:
+# Benchmarks are not tests: `bench-check` compiles and runs them once, optimised.
 ifeq ($(TEST_RUNNER),nextest)
-	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+	$(CARGO) nextest run --workspace --lib --bins --tests --examples --no-fail-fast
 	$(CARGO) test --workspace --doc
 else
-	$(CARGO) test --workspace --all-targets --no-fail-fast
+	$(CARGO) test --workspace --lib --bins --tests --examples --no-fail-fast
 	$(CARGO) test --workspace --doc
 endif
 

@@ -18,9 +18,11 @@ fn apply(c: &mut Criterion) {
     for strategy in STRATEGIES {
         for agents in [1_000usize, 10_000, 100_000] {
             for queued in [0usize, 100_000] {
-                let mut workload = Workload::new(strategy, agents, queued);
+                // Built on first use, so that a filtered run builds only what it measures.
+                let mut workload: Option<Workload> = None;
                 let name = format!("{}/agents={agents}/queued={queued}", strategy.label());
                 group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                    let workload = workload.get_or_insert_with(|| Workload::new(strategy, agents, queued));
                     b.iter_custom(|iterations| {
                         let inputs = workload.batch(iterations as usize);
                         let start = Instant::now();
