@@ -60,8 +60,8 @@ fn main() {
         for &agents in &agent_counts {
             for &queued in &queue_sizes {
                 let mut workload = Workload::new(strategy, agents, queued);
-                // Warm up caches and the allocator, then measure.
-                let warm = workload.batch(events / 10);
+                // Warm up past the retention horizon (steady state), then measure.
+                let warm = workload.batch(events / 10 + workload::CLOSED_RETENTION_S as usize * 1000 * 2);
                 workload.apply_all(&warm);
                 let inputs = workload.batch(events);
                 let start = Instant::now();

@@ -2,6 +2,7 @@
 
 use crate::ids::{AgentId, ContactId, ConversationId, TeamId, WorkspaceId};
 use crate::model::{AgentStatus, Channel, Strategy};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// Why a conversation went to an agent.
@@ -56,8 +57,8 @@ pub enum Effect {
         team: TeamId,
         /// The agent.
         agent: AgentId,
-        /// The agent's display name.
-        agent_name: String,
+        /// The agent's display name (inline, without allocation, up to 24 bytes).
+        agent_name: CompactString,
         /// How long the agent usually takes to answer, in milliseconds.
         expected_response_ms: u64,
         /// Why this agent.

@@ -6,6 +6,34 @@
 //! hash-map iteration in any decision, so every replica that applies the same log reaches
 //! the same state, byte for byte ([`State::state_digest`]).
 //!
+//! ```
+//! use switchboard_core::*;
+//!
+//! let mut state = State::new();
+//! let now = 1_795_428_000_000; // the entry's timestamp (UTC ms), written by the Raft leader
+//! let workspace = WorkspaceId::new("acme");
+//! let run = |state: &mut State, command: Command| {
+//!     let event = Event { workspace: workspace.clone(), event_id: None, command };
+//!     state.apply(now, &Input::Event(event))
+//! };
+//! run(&mut state, Command::ConfigureWorkspace(WorkspaceSettings::default()));
+//! run(&mut state, Command::UpsertAgent(AgentSpec::new("mary", "Mary")));
+//! run(&mut state, Command::UpsertTeam(TeamSpec::new("support", Strategy::RoundRobin, &["mary"])));
+//! let settings = WorkspaceSettings { default_team: Some(TeamId::new("support")), ..WorkspaceSettings::default() };
+//! run(&mut state, Command::ConfigureWorkspace(settings));
+//! run(&mut state, Command::SetAgentStatus { agent: AgentId::new("mary"), status: AgentStatus::Online });
+//!
+//! let open = OpenConversation::new("conv-1", "+5511999990000", Channel::WhatsApp);
+//! let outcome = run(&mut state, Command::OpenConversation(open));
+//! assert_eq!(outcome.result, Ok(()));
+//! match &outcome.effects[..] {
+//!     [Effect::Assigned { agent, agent_name, expected_response_ms, .. }] => {
+//!         assert_eq!((agent.as_str(), agent_name.as_str(), *expected_response_ms), ("mary", "Mary", 120_000));
+//!     }
+//!     other => panic!("expected one assignment, got {other:?}"),
+//! }
+//! ```
+//!
 //! Layout:
 //! - [`State`] (`state.rs`): the entry point [`State::apply`], snapshots, digest, queries.
 //! - `workspace.rs`: one tenant's agents, teams, rules, contacts, conversations, and every

@@ -60,7 +60,7 @@ impl LineKey for QueueKey {
 pub(crate) type LeastOpenKey = (u32, i64, AgentId, u32);
 
 /// What one member currently contributes to a pool's index.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Slot {
     eligible: bool,
     serving: bool,
@@ -140,6 +140,22 @@ impl Pool {
     /// satisfy the requirement.
     pub(crate) fn refresh(&mut self, position: u32, facts: Option<MemberFacts<'_>>) {
         let index = position as usize;
+        let strategy = self.strategy();
+        let new = facts.map(|facts| {
+            let eligible = facts.eligible && (strategy != Strategy::Weighted || facts.daily_limit > 0);
+            Slot {
+                eligible,
+                serving: facts.serving,
+                least_open: (eligible && strategy == Strategy::LeastOpen)
+                    .then(|| (facts.open, facts.last_assigned_ms, facts.id.clone(), position)),
+                weight: if eligible && strategy == Strategy::Weighted { u64::from(facts.daily_limit) } else { 0 },
+            }
+        });
+        // Most refreshes change nothing this pool indexes (an agent who takes one more
+        // conversation and stays eligible): skip the removal and re-insertion.
+        if self.slots[index] == new {
+            return;
+        }
         if let Some(old) = self.slots[index].take() {
             if old.eligible {
                 self.eligible.remove(&position);
@@ -154,24 +170,15 @@ impl Pool {
                 self.serving -= 1;
             }
         }
-        let Some(facts) = facts else { return };
-        let strategy = self.strategy();
-        let eligible = facts.eligible && (strategy != Strategy::Weighted || facts.daily_limit > 0);
-        let mut slot = Slot { eligible, serving: facts.serving, least_open: None, weight: 0 };
-        if eligible {
+        let Some(slot) = new else { return };
+        if slot.eligible {
             self.eligible.insert(position);
-            match strategy {
-                Strategy::LeastOpen => {
-                    let key = (facts.open, facts.last_assigned_ms, facts.id.clone(), position);
-                    self.least_open.insert(key.clone());
-                    slot.least_open = Some(key);
-                }
-                Strategy::Weighted => {
-                    slot.weight = u64::from(facts.daily_limit);
-                    self.weights.set(index, slot.weight);
-                }
-                Strategy::RoundRobin | Strategy::Ordered | Strategy::Manual => {}
-            }
+        }
+        if let Some(key) = &slot.least_open {
+            self.least_open.insert(key.clone());
+        }
+        if slot.weight > 0 {
+            self.weights.set(index, slot.weight);
         }
         if slot.serving {
             self.serving += 1;

@@ -62,6 +62,12 @@ struct Route {
     rule_agent: Option<AgentId>,
 }
 
+/// The position of a conversation in the conversation map. Valid within one apply: only the
+/// retention timer removes conversations (`swap_remove`), and no `Ix` is held across it. It
+/// spares the hot path from hashing the same id again at every step of a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ix(usize);
+
 /// One workspace's whole state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Workspace {
@@ -139,6 +145,19 @@ impl Workspace {
         }
     }
 
+    fn ix(&self, id: &ConversationId) -> Result<Ix, ApplyError> {
+        self.conversations.get_index_of(id).map(Ix).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))
+    }
+
+    /// The index of a conversation known to exist.
+    fn ixu(&self, id: &ConversationId) -> Ix {
+        Ix(self.conversations.get_index_of(id).expect("conversation exists"))
+    }
+
+    fn cid(&self, ix: Ix) -> ConversationId {
+        self.conversations.get_index(ix.0).map(|(id, _)| id.clone()).expect("a valid conversation index")
+    }
+
     // ----- derived indexes -------------------------------------------------------------
 
     /// Rebuilds every index from the source-of-truth fields (after a snapshot restore).
@@ -179,7 +198,7 @@ impl Workspace {
             self.reindex_team(team_id);
         }
         for id in &queued {
-            self.place(id);
+            self.place(self.ixu(id));
         }
         self.compile_rules()?;
         self.dedupe.rebuild();
@@ -325,16 +344,16 @@ impl Workspace {
         }
         let open: Vec<ConversationId> = self.agents[agent_id].open.iter().cloned().collect();
         for conversation in &open {
-            self.unassign(cx, conversation, UnassignReason::AgentRemoved);
+            self.unassign(cx, self.ixu(conversation), UnassignReason::AgentRemoved);
         }
         let waiting: Vec<ConversationId> =
             self.agents[agent_id].personal.page(0, usize::MAX).into_iter().map(|(_, id)| id).collect();
         for conversation in &waiting {
-            self.unplace(conversation);
+            self.unplace(self.ixu(conversation));
         }
         self.agents.swap_remove(agent_id);
         for conversation in open.iter().chain(&waiting) {
-            self.dispatch_to_team(cx, conversation);
+            self.dispatch_to_team(cx, self.ixu(conversation));
         }
         Ok(())
     }
@@ -530,8 +549,8 @@ impl Workspace {
                 .cloned()
                 .collect();
             for conversation in &to_requeue {
-                self.unassign(cx, conversation, UnassignReason::AgentOffline);
-                self.dispatch_to_team(cx, conversation);
+                self.unassign(cx, self.ixu(conversation), UnassignReason::AgentOffline);
+                self.dispatch_to_team(cx, self.ixu(conversation));
             }
         }
         self.drain_agent(cx, agent_id);
@@ -615,7 +634,7 @@ impl Workspace {
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = open.conversation;
-        self.conversations.insert(
+        let (index, _) = self.conversations.insert_full(
             id.clone(),
             Conversation {
                 contact: open.contact,
@@ -645,22 +664,22 @@ impl Workspace {
                 message,
             });
         }
-        self.admit(cx, &id, route.rule_agent);
+        self.admit(cx, Ix(index), route.rule_agent);
         Ok(())
     }
 
     /// Checks business hours and the activation delay, then routes.
-    fn admit(&mut self, cx: &mut Ctx<'_>, id: &ConversationId, rule_agent: Option<AgentId>) {
-        let team_id = self.conversations[id].team.clone();
+    fn admit(&mut self, cx: &mut Ctx<'_>, ix: Ix, rule_agent: Option<AgentId>) {
+        let team_id = self.conversations[ix.0].team.clone();
         let team = &self.teams[&team_id];
         let calendar = team.calendar.as_ref();
         if calendar.is_some_and(|c| !c.is_open(cx.now_ms)) {
             let opens_at_ms = calendar.and_then(|c| c.next_open(cx.now_ms));
             let message = team.spec.templates.away.clone();
-            self.set_placement(id, Placement::AfterHours);
+            self.set_placement(ix, Placement::AfterHours);
             cx.effects.push(Effect::OutsideHours {
                 workspace: self.id.clone(),
-                conversation: id.clone(),
+                conversation: self.cid(ix),
                 team: team_id.clone(),
                 opens_at_ms,
                 message,
@@ -670,16 +689,16 @@ impl Workspace {
         }
         let delay_s = team.spec.options.assign_delay_s;
         if delay_s > 0 {
-            self.set_placement(id, Placement::Delayed);
-            let generation = self.conversations[id].generation;
+            self.set_placement(ix, Placement::Delayed);
+            let generation = self.conversations[ix.0].generation;
             cx.timers.schedule(
                 cx.now_ms + i64::from(delay_s) * 1000,
                 self.id.clone(),
-                Timer::Activate { conversation: id.clone(), generation },
+                Timer::Activate { conversation: self.cid(ix), generation },
             );
             return;
         }
-        self.dispatch(cx, id, rule_agent);
+        self.dispatch(cx, ix, rule_agent);
     }
 
     fn schedule_opening(&mut self, cx: &mut Ctx<'_>, team_id: &TeamId) {
@@ -701,59 +720,59 @@ impl Workspace {
 
     /// Routes a conversation that is ready for an agent: dedicated agent, returning
     /// customer's agent, rule's agent, then the team's strategy, else the queue.
-    fn dispatch(&mut self, cx: &mut Ctx<'_>, id: &ConversationId, rule_agent: Option<AgentId>) {
-        let conversation = &self.conversations[id];
+    fn dispatch(&mut self, cx: &mut Ctx<'_>, ix: Ix, rule_agent: Option<AgentId>) {
+        let conversation = &self.conversations[ix.0];
         let contact = self.contacts.get(&conversation.contact);
         if let Some(dedicated) = contact.and_then(|c| c.spec.dedicated_agent.clone())
             && self.agents.contains_key(&dedicated)
         {
-            if self.can_take(&dedicated, id) {
-                self.assign(cx, id, &dedicated, AssignReason::Dedicated);
+            if self.can_take(&dedicated, ix) {
+                self.assign(cx, ix, &dedicated, AssignReason::Dedicated);
                 return;
             }
             if self.settings.vip_waits_for_dedicated_agent {
-                self.enqueue_personal(cx, id, &dedicated, AssignReason::Dedicated);
+                self.enqueue_personal(cx, ix, &dedicated, AssignReason::Dedicated);
                 return;
             }
         }
-        let conversation = &self.conversations[id];
+        let conversation = &self.conversations[ix.0];
         let keeps_returning = self.teams[&conversation.team].spec.options.keep_returning_customers;
         if keeps_returning
             && let Some((previous, _)) = self.contacts.get(&conversation.contact).and_then(|c| c.last_agent.clone())
-            && self.can_take(&previous, id)
+            && self.can_take(&previous, ix)
         {
-            self.assign(cx, id, &previous, AssignReason::Returning);
+            self.assign(cx, ix, &previous, AssignReason::Returning);
             return;
         }
         if let Some(agent) = rule_agent {
-            if self.can_take(&agent, id) {
-                self.assign(cx, id, &agent, AssignReason::RuleAgent);
+            if self.can_take(&agent, ix) {
+                self.assign(cx, ix, &agent, AssignReason::RuleAgent);
             } else {
-                self.enqueue_personal(cx, id, &agent, AssignReason::RuleAgent);
+                self.enqueue_personal(cx, ix, &agent, AssignReason::RuleAgent);
             }
             return;
         }
-        self.dispatch_to_team(cx, id);
+        self.dispatch_to_team(cx, ix);
     }
 
     /// The team strategy, else the pool's queue.
-    fn dispatch_to_team(&mut self, cx: &mut Ctx<'_>, id: &ConversationId) {
+    fn dispatch_to_team(&mut self, cx: &mut Ctx<'_>, ix: Ix) {
         let (team, pool) = {
-            let c = &self.conversations[id];
+            let c = &self.conversations[ix.0];
             (c.team.clone(), c.pool)
         };
-        match self.pick(&team, pool, id, None) {
+        match self.pick(&team, pool, ix, None) {
             Some(agent) => {
                 let strategy = self.teams[&team].spec.strategy;
-                self.assign(cx, id, &agent, AssignReason::Strategy(strategy));
+                self.assign(cx, ix, &agent, AssignReason::Strategy(strategy));
             }
-            None => self.enqueue_pool(cx, id),
+            None => self.enqueue_pool(cx, ix),
         }
     }
 
     /// Whether `agent_id` may take conversation `id` now (in the conversation's team's terms).
-    fn can_take(&self, agent_id: &AgentId, id: &ConversationId) -> bool {
-        let conversation = &self.conversations[id];
+    fn can_take(&self, agent_id: &AgentId, ix: Ix) -> bool {
+        let conversation = &self.conversations[ix.0];
         match (self.agents.get(agent_id), self.teams.get(&conversation.team)) {
             (Some(agent), Some(team)) => base_eligible(agent, team) && agent.has_room_on(conversation.channel),
             _ => false,
@@ -761,8 +780,8 @@ impl Workspace {
     }
 
     /// Asks the pool's strategy for an agent for conversation `id`, skipping `exclude`.
-    fn pick(&mut self, team_id: &TeamId, pool: u32, id: &ConversationId, exclude: Option<&AgentId>) -> Option<AgentId> {
-        let channel = self.conversations[id].channel;
+    fn pick(&mut self, team_id: &TeamId, pool: u32, ix: Ix, exclude: Option<&AgentId>) -> Option<AgentId> {
+        let channel = self.conversations[ix.0].channel;
         let Self { agents, teams, rng, .. } = self;
         let Team { spec, pools, .. } = teams.get_mut(team_id)?;
         let pool = pools.get_mut(pool as usize)?;
@@ -789,8 +808,9 @@ impl Workspace {
         })
     }
 
-    fn assign(&mut self, cx: &mut Ctx<'_>, id: &ConversationId, agent_id: &AgentId, reason: AssignReason) {
-        let conversation = self.conversations.get_mut(id).expect("assign: conversation exists");
+    fn assign(&mut self, cx: &mut Ctx<'_>, ix: Ix, agent_id: &AgentId, reason: AssignReason) {
+        let (id, conversation) = self.conversations.get_index_mut(ix.0).expect("assign: conversation exists");
+        let id = id.clone();
         conversation.state = ConversationState::Assigned;
         conversation.assignee = Some(agent_id.clone());
         conversation.last_agent = Some(agent_id.clone());
@@ -820,49 +840,52 @@ impl Workspace {
         let agent = &self.agents[agent_id];
         cx.effects.push(Effect::Assigned {
             workspace: self.id.clone(),
-            conversation: id.clone(),
+            conversation: id,
             contact: contact_id,
             channel,
             expected_response_ms: self.expected_response_ms(agent, &team),
             team,
             agent: agent_id.clone(),
-            agent_name: agent.spec.display_name.clone(),
+            agent_name: agent.spec.display_name.as_str().into(),
             reason,
         });
     }
 
     /// Takes an assigned conversation away from its agent; the caller routes it again and
     /// then drains the agent.
-    fn unassign(&mut self, cx: &mut Ctx<'_>, id: &ConversationId, reason: UnassignReason) -> Option<AgentId> {
-        let conversation = self.conversations.get_mut(id)?;
+    fn unassign(&mut self, cx: &mut Ctx<'_>, ix: Ix, reason: UnassignReason) -> Option<AgentId> {
+        let (id, conversation) = self.conversations.get_index_mut(ix.0)?;
+        let id = id.clone();
         let agent_id = conversation.assignee.take()?;
         conversation.state = ConversationState::Queued;
         conversation.generation += 1;
         let channel = conversation.channel;
         if let Some(agent) = self.agents.get_mut(&agent_id) {
-            agent.open.remove(id);
+            agent.open.remove(&id);
             agent.open_by_channel[channel.index()] -= 1;
         }
         self.refresh_agent(&agent_id);
         cx.effects.push(Effect::Unassigned {
             workspace: self.id.clone(),
-            conversation: id.clone(),
+            conversation: id,
             agent: agent_id.clone(),
             reason,
         });
         Some(agent_id)
     }
 
-    fn set_placement(&mut self, id: &ConversationId, placement: Placement) {
-        if let Some(conversation) = self.conversations.get_mut(id) {
+    fn set_placement(&mut self, ix: Ix, placement: Placement) {
+        if let Some(conversation) = self.conversations.get_index_mut(ix.0).map(|(_, c)| c) {
             conversation.placement = placement;
         }
-        self.place(id);
+        self.place(ix);
     }
 
     /// Inserts a queued conversation into the structures its placement names.
-    fn place(&mut self, id: &ConversationId) {
-        let conversation = &self.conversations[id];
+    fn place(&mut self, ix: Ix) {
+        let Some((id, conversation)) = self.conversations.get_index(ix.0) else {
+            return;
+        };
         let key = conversation.queue_key();
         let Some(team) = self.teams.get_mut(&conversation.team) else {
             return;
@@ -888,8 +911,8 @@ impl Workspace {
     }
 
     /// Removes a queued conversation from every queue structure.
-    fn unplace(&mut self, id: &ConversationId) {
-        let Some(conversation) = self.conversations.get_mut(id) else {
+    fn unplace(&mut self, ix: Ix) {
+        let Some(conversation) = self.conversations.get_index_mut(ix.0).map(|(_, c)| c) else {
             return;
         };
         let placement = std::mem::replace(&mut conversation.placement, Placement::None);
@@ -917,15 +940,14 @@ impl Workspace {
         team.waiting.remove(&key);
     }
 
-    fn enqueue_pool(&mut self, cx: &mut Ctx<'_>, id: &ConversationId) {
-        self.set_placement(id, Placement::Pool);
-        let position =
-            self.queue_position(id).unwrap_or(QueuePosition { position: 0, eta_ms: None, waiting_for: None });
-        let conversation = &self.conversations[id];
+    fn enqueue_pool(&mut self, cx: &mut Ctx<'_>, ix: Ix) {
+        self.set_placement(ix, Placement::Pool);
+        let position = self.position_of(ix).unwrap_or(QueuePosition { position: 0, eta_ms: None, waiting_for: None });
+        let conversation = &self.conversations[ix.0];
         let message = self.teams[&conversation.team].spec.templates.overcapacity.clone();
         cx.effects.push(Effect::Queued {
             workspace: self.id.clone(),
-            conversation: id.clone(),
+            conversation: self.cid(ix),
             team: conversation.team.clone(),
             position: position.position,
             eta_ms: position.eta_ms,
@@ -934,15 +956,14 @@ impl Workspace {
         });
     }
 
-    fn enqueue_personal(&mut self, cx: &mut Ctx<'_>, id: &ConversationId, agent: &AgentId, reason: AssignReason) {
-        self.set_placement(id, Placement::Personal { agent: agent.clone(), reason });
-        let position =
-            self.queue_position(id).unwrap_or(QueuePosition { position: 0, eta_ms: None, waiting_for: None });
-        let conversation = &self.conversations[id];
+    fn enqueue_personal(&mut self, cx: &mut Ctx<'_>, ix: Ix, agent: &AgentId, reason: AssignReason) {
+        self.set_placement(ix, Placement::Personal { agent: agent.clone(), reason });
+        let position = self.position_of(ix).unwrap_or(QueuePosition { position: 0, eta_ms: None, waiting_for: None });
+        let conversation = &self.conversations[ix.0];
         let message = self.teams[&conversation.team].spec.templates.overcapacity.clone();
         cx.effects.push(Effect::Queued {
             workspace: self.id.clone(),
-            conversation: id.clone(),
+            conversation: self.cid(ix),
             team: conversation.team.clone(),
             position: position.position,
             eta_ms: position.eta_ms,
@@ -962,15 +983,16 @@ impl Workspace {
                 break;
             };
             let head = head.clone();
-            if !self.can_take(agent_id, &head) {
+            let ix = self.ixu(&head);
+            if !self.can_take(agent_id, ix) {
                 break;
             }
             let reason = match &self.conversations[&head].placement {
                 Placement::Personal { reason, .. } => *reason,
                 _ => AssignReason::Manual,
             };
-            self.unplace(&head);
-            self.assign(cx, &head, agent_id, reason);
+            self.unplace(ix);
+            self.assign(cx, ix, agent_id, reason);
         }
         let count = self.agents[agent_id].memberships.len();
         for index in 0..count {
@@ -995,10 +1017,11 @@ impl Workspace {
             }
             let mut placed = false;
             for (_, id) in pool.heads() {
-                if let Some(agent) = self.pick(team_id, pool_index, &id, None) {
-                    self.unplace(&id);
+                let ix = self.ixu(&id);
+                if let Some(agent) = self.pick(team_id, pool_index, ix, None) {
+                    self.unplace(ix);
                     let strategy = self.teams[team_id].spec.strategy;
-                    self.assign(cx, &id, &agent, AssignReason::Strategy(strategy));
+                    self.assign(cx, ix, &agent, AssignReason::Strategy(strategy));
                     placed = true;
                     break;
                 }
@@ -1023,8 +1046,9 @@ impl Workspace {
         }
         let waiting: Vec<ConversationId> = team.after_hours.values().cloned().collect();
         for id in &waiting {
-            self.unplace(id);
-            self.admit(cx, id, None);
+            let ix = self.ixu(id);
+            self.unplace(ix);
+            self.admit(cx, ix, None);
         }
     }
 
@@ -1044,14 +1068,16 @@ impl Workspace {
         cx.effects.push(Effect::Reopened { workspace: self.id.clone(), conversation: id.clone() });
         let team = &self.teams[&team_id];
         if team.calendar.as_ref().is_some_and(|c| !c.is_open(cx.now_ms)) {
-            self.admit(cx, id, None);
+            self.admit(cx, self.ixu(id), None);
             return Ok(());
         }
         let reassign = team.spec.options.reassign_reopened_if_unavailable;
         match previous.filter(|agent| self.agents.contains_key(agent)) {
-            Some(agent) if self.can_take(&agent, id) => self.assign(cx, id, &agent, AssignReason::Reopened),
-            Some(agent) if !reassign => self.enqueue_personal(cx, id, &agent, AssignReason::Reopened),
-            _ => self.dispatch_to_team(cx, id),
+            Some(agent) if self.can_take(&agent, self.ixu(id)) => {
+                self.assign(cx, self.ixu(id), &agent, AssignReason::Reopened)
+            }
+            Some(agent) if !reassign => self.enqueue_personal(cx, self.ixu(id), &agent, AssignReason::Reopened),
+            _ => self.dispatch_to_team(cx, self.ixu(id)),
         }
         Ok(())
     }
@@ -1083,17 +1109,18 @@ impl Workspace {
     }
 
     pub(crate) fn close(&mut self, cx: &mut Ctx<'_>, id: &ConversationId) -> Result<(), ApplyError> {
-        let conversation = self.conversations.get(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
+        let ix = self.ix(id)?;
+        let conversation = &self.conversations[ix.0];
         let mut freed = None;
         match conversation.state {
             ConversationState::Closed => return Err(ApplyError::Closed(id.clone())),
-            ConversationState::Queued => self.unplace(id),
+            ConversationState::Queued => self.unplace(ix),
             ConversationState::Assigned => {
                 let handle_ms = (cx.now_ms - conversation.assigned_ms).max(0) as u64;
                 if let Some(team) = self.teams.get_mut(&conversation.team) {
                     team.average_handle_ms = moving_average(team.average_handle_ms, handle_ms);
                 }
-                let conversation = self.conversations.get_mut(id).expect("exists");
+                let conversation = &mut self.conversations[ix.0];
                 let agent_id = conversation.assignee.take().expect("assigned conversations have an assignee");
                 let channel = conversation.channel;
                 if let Some(agent) = self.agents.get_mut(&agent_id) {
@@ -1104,7 +1131,7 @@ impl Workspace {
                 freed = Some(agent_id);
             }
         }
-        let conversation = self.conversations.get_mut(id).expect("exists");
+        let conversation = &mut self.conversations[ix.0];
         conversation.state = ConversationState::Closed;
         conversation.closed_ms = cx.now_ms;
         conversation.generation += 1;
@@ -1140,8 +1167,9 @@ impl Workspace {
         if agent.open_count() >= agent.spec.max_open {
             return Err(ApplyError::AgentAtCapacity { agent: agent_id.clone(), max_open: agent.spec.max_open });
         }
-        self.unplace(id);
-        self.assign(cx, id, agent_id, AssignReason::Claimed);
+        let ix = self.ixu(id);
+        self.unplace(ix);
+        self.assign(cx, ix, agent_id, AssignReason::Claimed);
         Ok(())
     }
 
@@ -1155,8 +1183,9 @@ impl Workspace {
             return Err(ApplyError::UnknownAgent(agent_id.clone()));
         }
         self.queued_conversation(id)?;
-        self.unplace(id);
-        self.assign(cx, id, agent_id, AssignReason::Manual);
+        let ix = self.ixu(id);
+        self.unplace(ix);
+        self.assign(cx, ix, agent_id, AssignReason::Manual);
         Ok(())
     }
 
@@ -1185,18 +1214,18 @@ impl Workspace {
         let freed = match conversation.state {
             ConversationState::Closed => return Err(ApplyError::Closed(id.clone())),
             ConversationState::Queued => {
-                self.unplace(id);
+                self.unplace(self.ixu(id));
                 None
             }
-            ConversationState::Assigned => self.unassign(cx, id, UnassignReason::Transfer),
+            ConversationState::Assigned => self.unassign(cx, self.ixu(id), UnassignReason::Transfer),
         };
         match target {
-            TransferTarget::Agent(agent) => self.assign(cx, id, &agent, AssignReason::Transfer),
+            TransferTarget::Agent(agent) => self.assign(cx, self.ixu(id), &agent, AssignReason::Transfer),
             TransferTarget::Team(team) => {
                 let conversation = self.conversations.get_mut(id).expect("exists");
                 conversation.team = team;
                 conversation.pool = 0;
-                self.dispatch_to_team(cx, id);
+                self.dispatch_to_team(cx, self.ixu(id));
             }
         }
         if let Some(agent) = freed {
@@ -1216,8 +1245,8 @@ impl Workspace {
                 if c.generation != generation || c.placement != Placement::Delayed {
                     return;
                 }
-                self.unplace(&conversation);
-                self.dispatch(cx, &conversation, None);
+                self.unplace(self.ixu(&conversation));
+                self.dispatch(cx, self.ixu(&conversation), None);
             }
             Timer::NoReply { conversation, generation } => {
                 let Some(c) = self.conversations.get(&conversation) else {
@@ -1228,10 +1257,10 @@ impl Workspace {
                 }
                 let (team, pool, current) = (c.team.clone(), c.pool, c.assignee.clone());
                 // Move it only if someone else can take it; otherwise its agent keeps it.
-                if let Some(next) = self.pick(&team, pool, &conversation, current.as_ref()) {
-                    let previous = self.unassign(cx, &conversation, UnassignReason::NoReply);
+                if let Some(next) = self.pick(&team, pool, self.ixu(&conversation), current.as_ref()) {
+                    let previous = self.unassign(cx, self.ixu(&conversation), UnassignReason::NoReply);
                     let strategy = self.teams[&team].spec.strategy;
-                    self.assign(cx, &conversation, &next, AssignReason::Strategy(strategy));
+                    self.assign(cx, self.ixu(&conversation), &next, AssignReason::Strategy(strategy));
                     if let Some(previous) = previous {
                         self.drain_agent(cx, &previous);
                     }
@@ -1285,7 +1314,11 @@ impl Workspace {
     // ----- queries -----------------------------------------------------------------------------
 
     pub(crate) fn queue_position(&self, id: &ConversationId) -> Option<QueuePosition> {
-        let conversation = self.conversations.get(id)?;
+        self.position_of(self.ix(id).ok()?)
+    }
+
+    fn position_of(&self, ix: Ix) -> Option<QueuePosition> {
+        let conversation = &self.conversations[ix.0];
         if conversation.state != ConversationState::Queued {
             return None;
         }
@@ -1444,7 +1477,7 @@ impl Workspace {
         }
         for (agent_id, agent) in &self.agents {
             if let Some((_, head)) = agent.personal.first()
-                && self.can_take(agent_id, head)
+                && self.can_take(agent_id, self.ixu(head))
             {
                 return Err(format!("{head} waits for {agent_id} who could take it"));
             }

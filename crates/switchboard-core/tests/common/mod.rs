@@ -153,7 +153,7 @@ pub fn assigned(
         channel: Channel::WhatsApp,
         team: TeamId::new(team),
         agent: AgentId::new(agent),
-        agent_name: name.to_string(),
+        agent_name: name.into(),
         expected_response_ms,
         reason,
     }
