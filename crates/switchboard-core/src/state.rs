@@ -124,7 +124,7 @@ impl State {
             Command::SetRoutingRules(rules) => workspace.set_rules(rules.clone()),
             Command::UpsertContact(spec) => workspace.upsert_contact(spec.clone()),
             Command::SetAgentStatus { agent, status } => workspace.set_agent_status(&mut cx, agent, *status),
-            Command::OpenConversation(open) => workspace.open_conversation(&mut cx, open.clone()),
+            Command::OpenConversation(open) => workspace.open_conversation(&mut cx, open),
             Command::CustomerMessage { conversation } => workspace.customer_message(&mut cx, conversation),
             Command::AgentReplied { conversation, agent } => workspace.agent_replied(&mut cx, conversation, agent),
             Command::CloseConversation { conversation } => workspace.close(&mut cx, conversation),

@@ -614,7 +614,9 @@ impl Workspace {
         }
     }
 
-    pub(crate) fn open_conversation(&mut self, cx: &mut Ctx<'_>, open: OpenConversation) -> Result<(), ApplyError> {
+    /// Opens a conversation. Takes the event by reference: the first message and tags are only
+    /// read by rules, never stored, so they are not copied.
+    pub(crate) fn open_conversation(&mut self, cx: &mut Ctx<'_>, open: &OpenConversation) -> Result<(), ApplyError> {
         check_id("conversation.id", open.conversation.as_str())?;
         check_id("conversation.contact", open.contact.as_str())?;
         if let Some(existing) = self.conversations.get(&open.conversation) {
@@ -624,7 +626,7 @@ impl Workspace {
             // A gateway that opens a closed conversation again means the customer is back.
             return self.customer_message(cx, &open.conversation);
         }
-        let route = self.route(&open)?;
+        let route = self.route(open)?;
         let contact = self.contacts.entry(open.contact.clone()).or_insert_with(|| Contact {
             spec: ContactSpec { id: open.contact.clone(), tier: None, dedicated_agent: None },
             last_agent: None,
@@ -633,14 +635,14 @@ impl Workspace {
         contact.conversations += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let id = open.conversation;
+        let id = open.conversation.clone();
         let (index, _) = self.conversations.insert_full(
             id.clone(),
             Conversation {
-                contact: open.contact,
+                contact: open.contact.clone(),
                 channel: open.channel,
-                language: open.language,
-                topic: open.topic,
+                language: open.language.clone(),
+                topic: open.topic.clone(),
                 priority: open.priority,
                 state: ConversationState::Queued,
                 team: route.team.clone(),
