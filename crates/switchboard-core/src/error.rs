@@ -5,10 +5,11 @@
 //! can pick a status code without matching every variant.
 
 use crate::ids::{AgentId, ContactId, ConversationId, EventId, TeamId, WorkspaceId};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The family of an [`ApplyError`], which decides how an edge reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {
     /// The input is malformed: a missing or out-of-range field.
     InvalidArgument,

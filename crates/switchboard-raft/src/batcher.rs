@@ -1,0 +1,148 @@
+//! Proposal batching on the leader.
+//!
+//! Writers hand their inputs to one task. It forms a Raft entry from everything waiting (up to
+//! `max_batch_inputs`, lingering up to `batch_linger` for more), stamps it with the leader's
+//! clock and submits it. At most `max_in_flight` entries are uncommitted at once; while they are,
+//! new inputs pile up and the next entry carries all of them. Throughput therefore grows with
+//! the number of writers instead of being capped at one fsync per event, and a lone writer
+//! still goes straight through.
+//!
+//! Entries are submitted to openraft in the order they were formed, so inputs keep the order in
+//! which they reached the batcher.
+
+use crate::error::{LeaderHint, ProposeError};
+use crate::types::{Applied, NodeId, NodeInfo, Proposal, Raft, TypeConfig};
+use openraft::error::ClientWriteError;
+use openraft::raft::ClientWriteResponse;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use switchboard_core::Input;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// The inputs of one write and where its outcome goes.
+pub(crate) struct Submission {
+    pub(crate) inputs: Vec<Input>,
+    pub(crate) reply: Option<oneshot::Sender<Result<crate::Committed, ProposeError>>>,
+}
+
+/// Batching limits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchLimits {
+    pub(crate) max_batch_inputs: usize,
+    pub(crate) linger: Duration,
+    pub(crate) max_in_flight: usize,
+}
+
+/// UTC milliseconds by the wall clock: the only clock read in the write path, on the leader.
+pub(crate) fn wall_clock_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Runs the batcher until every sender is gone.
+pub(crate) async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Submission>,
+    limits: BatchLimits,
+    last_proposed_ms: Arc<AtomicI64>,
+) {
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    loop {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut count = first.inputs.len();
+        let mut batch = vec![first];
+        while count < limits.max_batch_inputs {
+            match rx.try_recv() {
+                Ok(next) => {
+                    count += next.inputs.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        if count < limits.max_batch_inputs && !limits.linger.is_zero() {
+            let deadline = tokio::time::Instant::now() + limits.linger;
+            while count < limits.max_batch_inputs {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(next)) => {
+                        count += next.inputs.len();
+                        batch.push(next);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        let at_ms = wall_clock_ms();
+        last_proposed_ms.store(at_ms, Ordering::Relaxed);
+        let mut inputs = Vec::with_capacity(count);
+        let mut waiters = Vec::with_capacity(batch.len());
+        for submission in batch {
+            waiters.push((submission.inputs.len(), submission.reply));
+            inputs.extend(submission.inputs);
+        }
+        match raft.client_write_ff(Proposal { at_ms, inputs }).await {
+            Err(fatal) => {
+                let error = ProposeError::Unavailable { reason: format!("raft stopped: {fatal}") };
+                answer_all(waiters, &Err(error));
+                return;
+            }
+            Ok(receiver) => {
+                tokio::spawn(async move {
+                    let result = match receiver.await {
+                        Ok(Ok(response)) => Ok(response),
+                        Ok(Err(error)) => Err(write_error(error)),
+                        Err(_) => {
+                            Err(ProposeError::Uncertain { reason: "the leader stopped before answering".to_owned() })
+                        }
+                    };
+                    drop(permit);
+                    distribute(waiters, result);
+                });
+            }
+        }
+    }
+}
+
+type Waiters = Vec<(usize, Option<oneshot::Sender<Result<crate::Committed, ProposeError>>>)>;
+
+fn answer_all(waiters: Waiters, result: &Result<crate::Committed, ProposeError>) {
+    for (_, reply) in waiters {
+        if let Some(reply) = reply {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+fn distribute(waiters: Waiters, result: Result<ClientWriteResponse<TypeConfig>, ProposeError>) {
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => return answer_all(waiters, &Err(error)),
+    };
+    let index = response.log_id.index;
+    let Applied { outcomes } = response.data;
+    let mut outcomes = outcomes.into_iter();
+    for (n, reply) in waiters {
+        let mine: Vec<_> = outcomes.by_ref().take(n).collect();
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(crate::Committed { index, outcomes: mine }));
+        }
+    }
+}
+
+/// Maps openraft's write error. A `ForwardToLeader` answer does not prove the entry was not
+/// applied (the leader may have appended it before stepping down), so it is `Uncertain`.
+fn write_error(error: ClientWriteError<NodeId, NodeInfo>) -> ProposeError {
+    match error {
+        ClientWriteError::ForwardToLeader(forward) => ProposeError::Uncertain {
+            reason: match (forward.leader_id, forward.leader_node) {
+                (Some(id), Some(node)) => {
+                    format!("leadership moved to {} while the write was in flight", LeaderHint { id, node })
+                }
+                _ => "leadership was lost while the write was in flight".to_owned(),
+            },
+        },
+        ClientWriteError::ChangeMembershipError(e) => ProposeError::Invalid(e.to_string()),
+    }
+}

@@ -1,0 +1,35 @@
+//! The Switchboard assigner replicated with openraft.
+//!
+//! - [`LogStore`]: the Raft log and vote in redb, one durable write transaction per append.
+//! - [`StateMachineStore`]: applies committed entries to [`switchboard_core::State`], builds and
+//!   installs snapshots atomically.
+//! - [`network`]: the peer transport over tonic (`proto/raft/v1/raft.proto`).
+//! - [`RaftNode`]: a running replica with a library API for writes (batched on the leader,
+//!   forwarded from followers), linearizable and local reads, status and membership.
+//!
+//! Time in the state machine comes only from the leader: each entry carries the leader's clock
+//! ([`Proposal::at_ms`]) and the leader proposes a `Tick` when idle, so `apply` never reads a
+//! clock and every replica makes the same decisions.
+
+// openraft's `StorageError` (224 bytes) is the error type its storage traits require; boxing it
+// at every internal helper would only add allocations on the error path.
+#![allow(clippy::result_large_err)]
+
+mod batcher;
+mod error;
+mod log_store;
+pub mod network;
+mod node;
+mod service;
+mod state_machine;
+mod types;
+
+pub use error::{LeaderHint, MembershipError, ProposeError, ReadError};
+pub use log_store::{LogStore, OpenLogError};
+pub use network::{Fate, FaultPlan, MAX_PEER_MESSAGE_BYTES, PeerRpc};
+pub use node::{ClusterStatus, Committed, MAX_INPUTS_PER_PROPOSAL, RaftNode, RaftNodeConfig, Read, StartError, Tuning};
+pub use state_machine::{Replica, SnapshotBuilder, SnapshotFileError, StateChange, StateMachineStore};
+pub use types::{
+    Applied, Entry, InputOutcome, LogId, NodeId, NodeInfo, Proposal, Raft, Rejection, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
+};

@@ -1,0 +1,681 @@
+//! A running replica: openraft plus storage, peer server, batcher and ticker, behind one
+//! library API for writes, reads, status and membership.
+
+use crate::batcher::{self, BatchLimits, Submission, wall_clock_ms};
+use crate::error::{LeaderHint, MembershipError, ProposeError, ReadError};
+use crate::log_store::{LogStore, OpenLogError};
+use crate::network::{PeerCallError, PeerNetwork, PeerPool, PeerRpc, decode, encode};
+use crate::service::PeerService;
+use crate::state_machine::{Shared, SnapshotFileError, StateChange, StateMachineStore};
+use crate::types::{InputOutcome, NodeId, NodeInfo, Raft};
+use crate::{FaultPlan, MAX_PEER_MESSAGE_BYTES};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+use switchboard_core::{Input, State};
+use switchboard_proto::raft::v1::raft_peer_server::RaftPeerServer;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The most inputs one write may carry.
+pub const MAX_INPUTS_PER_PROPOSAL: usize = 4096;
+
+/// Timing and batching knobs. The defaults suit a LAN or loopback cluster.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Leader heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for a random time in this range starts an election.
+    pub election_timeout: (Duration, Duration),
+    /// Build a snapshot (and purge the log behind it) every this many entries.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind a snapshot, so slightly lagging followers need no snapshot.
+    pub keep_entries_after_snapshot: u64,
+    /// Most inputs coalesced into one Raft entry.
+    pub max_batch_inputs: usize,
+    /// How long the batcher waits for more inputs before submitting a partial entry. Zero
+    /// submits at once; batches still form while earlier entries are being committed.
+    pub batch_linger: Duration,
+    /// Most entries uncommitted at once.
+    pub max_in_flight: usize,
+    /// The leader proposes a `Tick` when nothing else was proposed for this long.
+    pub tick_interval: Duration,
+    /// Connect timeout for peer channels.
+    pub connect_timeout: Duration,
+    /// How long a write or a read may wait for a leader, including forwarding and retries.
+    pub request_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            snapshot_every_entries: 20_000,
+            keep_entries_after_snapshot: 2_000,
+            max_batch_inputs: 1024,
+            batch_linger: Duration::ZERO,
+            max_in_flight: 8,
+            tick_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How to start a node.
+#[derive(Clone, Debug)]
+pub struct RaftNodeConfig {
+    /// This node's id; unique in the cluster and stable across restarts.
+    pub id: NodeId,
+    /// Where the log (`raft.redb`) and snapshots (`state/`) live.
+    pub data_dir: PathBuf,
+    /// Where the peer service listens; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The peer address other nodes should use, if not the bound address.
+    pub advertise: Option<String>,
+    /// The public API address recorded in the membership, for leader hints.
+    pub api_addr: String,
+    /// Timing and batching.
+    pub tuning: Tuning,
+    /// A fault plan for tests; `None` in production.
+    pub faults: Option<Arc<dyn FaultPlan>>,
+}
+
+impl RaftNodeConfig {
+    /// A node with default tuning, listening on `listen`.
+    pub fn new(id: NodeId, data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        Self {
+            id,
+            data_dir: data_dir.into(),
+            listen,
+            advertise: None,
+            api_addr: String::new(),
+            tuning: Tuning::default(),
+            faults: None,
+        }
+    }
+}
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log database could not be opened.
+    #[error(transparent)]
+    Log(#[from] OpenLogError),
+    /// The snapshot on disk could not be read.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotFileError),
+    /// The peer address could not be bound.
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// openraft refused the configuration or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A write that was committed and applied.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Committed {
+    /// The log index of the entry that carried it.
+    pub index: u64,
+    /// One outcome per input, in order.
+    pub outcomes: Vec<InputOutcome>,
+}
+
+/// A value read from the state, with the log index it reflects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Read<T> {
+    /// What the read returned.
+    pub value: T,
+    /// The last log index applied when it was read.
+    pub applied_index: u64,
+}
+
+/// A node's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node.
+    pub id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: &'static str,
+    /// The current term.
+    pub term: u64,
+    /// The leader, if known.
+    pub leader: Option<NodeId>,
+    /// Voting members.
+    pub voters: BTreeMap<NodeId, NodeInfo>,
+    /// Non-voting members.
+    pub learners: BTreeMap<NodeId, NodeInfo>,
+    /// Index of the last entry in this node's log.
+    pub last_log_index: u64,
+    /// The highest index this node knows to be committed.
+    pub commit_index: u64,
+    /// The last index applied to the state machine.
+    pub applied_index: u64,
+    /// The last index covered by this node's snapshot.
+    pub snapshot_index: u64,
+    /// Hex digest of the applied state; equal on replicas at the same applied index.
+    pub state_digest: String,
+}
+
+/// Shared by the node handle, the peer service and the background tasks.
+pub(crate) struct Inner {
+    pub(crate) id: NodeId,
+    pub(crate) raft: Raft,
+    sm: Arc<Shared>,
+    batcher: mpsc::Sender<Submission>,
+    pool: PeerPool,
+    tuning: Tuning,
+    stopped: AtomicBool,
+    committed: Arc<AtomicU64>,
+}
+
+/// A running Switchboard replica.
+pub struct RaftNode {
+    inner: Arc<Inner>,
+    info: NodeInfo,
+    running: std::sync::Mutex<Running>,
+}
+
+/// The background tasks of a running node, taken on shutdown.
+#[derive(Default)]
+struct Running {
+    tasks: Vec<JoinHandle<()>>,
+    server_stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode").field("id", &self.inner.id).field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+/// Opens the log, waiting while a previous incarnation of this node in the same process is
+/// still releasing it (a restart right after a shutdown).
+async fn open_log(path: PathBuf) -> Result<LogStore, OpenLogError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match LogStore::open(&path) {
+            Err(e) if e.is_already_open() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl RaftNode {
+    /// Opens the node's storage, starts Raft and the peer service. A new node waits to be
+    /// initialised ([`RaftNode::initialize`]) or added by a leader; a restarted one rejoins.
+    pub async fn start(config: RaftNodeConfig) -> Result<Self, StartError> {
+        let RaftNodeConfig { id, data_dir, listen, advertise, api_addr, tuning, faults } = config;
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
+        let log = open_log(data_dir.join("raft.redb")).await?;
+        let committed = log.committed_index();
+        let sm = StateMachineStore::open(&data_dir.join("state"))?;
+        let listener = TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Listen { addr: listen, source })?;
+        let info = NodeInfo { raft_addr: advertise.unwrap_or_else(|| bound.to_string()), api_addr };
+
+        let raft_config = openraft::Config {
+            cluster_name: "switchboard".to_owned(),
+            heartbeat_interval: millis(tuning.heartbeat_interval),
+            election_timeout_min: millis(tuning.election_timeout.0),
+            election_timeout_max: millis(tuning.election_timeout.1),
+            install_snapshot_timeout: 10_000,
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            max_payload_entries: 64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: tuning.keep_entries_after_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let pool = PeerPool::new(id, faults, tuning.connect_timeout);
+        let shared = Arc::clone(sm.shared());
+        let raft = Raft::new(id, Arc::new(raft_config), PeerNetwork::new(pool.clone()), log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let (batch_tx, batch_rx) = mpsc::channel(tuning.max_batch_inputs.max(1) * 16);
+        let last_proposed_ms = Arc::new(AtomicI64::new(0));
+        let inner = Arc::new(Inner {
+            id,
+            raft: raft.clone(),
+            sm: shared,
+            batcher: batch_tx,
+            pool,
+            tuning: tuning.clone(),
+            stopped: AtomicBool::new(false),
+            committed,
+        });
+        let limits = BatchLimits {
+            max_batch_inputs: tuning.max_batch_inputs.max(1),
+            linger: tuning.batch_linger,
+            max_in_flight: tuning.max_in_flight,
+        };
+        let batcher = tokio::spawn(batcher::run(raft, batch_rx, limits, Arc::clone(&last_proposed_ms)));
+        let ticker = tokio::spawn(tick(Arc::clone(&inner), last_proposed_ms));
+
+        let service = RaftPeerServer::new(PeerService { inner: Arc::clone(&inner) })
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let (server_stop, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::error!(node = id, %error, "peer service stopped");
+            }
+        });
+        tracing::info!(node = id, raft_addr = %info.raft_addr, "raft node started");
+        let running = Running { tasks: vec![batcher, ticker], server_stop: Some(server_stop), server: Some(server) };
+        Ok(Self { inner, info, running: std::sync::Mutex::new(running) })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Where this node can be reached.
+    pub fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    /// The openraft handle, for metrics and advanced control.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// Turns this node into a cluster of `members` (which must include it). Call on exactly one
+    /// node of a new cluster; the others learn the membership from it.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<(), MembershipError> {
+        let mut members = members;
+        members.entry(self.inner.id).or_insert_with(|| self.info.clone());
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(MembershipError::AlreadyInitialized),
+            Err(e) => Err(MembershipError::Failed(e.to_string())),
+        }
+    }
+
+    /// Adds a non-voting member and, with `wait`, returns once it has caught up with the log
+    /// (receiving a snapshot if the log was compacted). Call on the leader.
+    pub async fn add_learner(&self, id: NodeId, node: NodeInfo, wait: bool) -> Result<u64, MembershipError> {
+        if node.raft_addr.is_empty() {
+            return Err(MembershipError::Invalid(format!("node {id} has an empty raft address")));
+        }
+        self.inner.raft.add_learner(id, node, wait).await.map(|r| r.log_id.index).map_err(|e| self.membership_error(e))
+    }
+
+    /// Makes `voters` the voting members (through joint consensus). Voters not listed are
+    /// removed from the cluster; new voters must have been added as learners first.
+    pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<u64, MembershipError> {
+        if voters.is_empty() {
+            return Err(MembershipError::Invalid("the voter set cannot be empty".to_owned()));
+        }
+        self.inner
+            .raft
+            .change_membership(voters, false)
+            .await
+            .map(|r| r.log_id.index)
+            .map_err(|e| self.membership_error(e))
+    }
+
+    /// Removes learners from the cluster (voters are removed with [`Self::change_membership`]).
+    pub async fn remove_learners(&self, ids: BTreeSet<NodeId>) -> Result<u64, MembershipError> {
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map(|r| r.log_id.index)
+            .map_err(|e| self.membership_error(e))
+    }
+
+    fn membership_error(&self, error: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> MembershipError {
+        match error {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                MembershipError::NotLeader { leader: self.inner.leader() }
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => MembershipError::Invalid(e.to_string()),
+            RaftError::Fatal(e) => MembershipError::Failed(e.to_string()),
+        }
+    }
+
+    /// Commits `inputs` as one unit (they may share an entry with other writers' inputs) and
+    /// returns their outcomes. Works on any node: a follower forwards to the leader. Retries
+    /// across leader changes until the request timeout, but retries a write whose outcome is
+    /// unknown only when every input carries an event id (the state machine drops repeats).
+    pub async fn propose(&self, inputs: Vec<Input>) -> Result<Committed, ProposeError> {
+        if inputs.is_empty() {
+            return Err(ProposeError::Invalid("a write needs at least one input".to_owned()));
+        }
+        if inputs.len() > MAX_INPUTS_PER_PROPOSAL {
+            return Err(ProposeError::Invalid(format!(
+                "{} inputs in one write; the limit is {MAX_INPUTS_PER_PROPOSAL}",
+                inputs.len()
+            )));
+        }
+        let idempotent = inputs.iter().all(|input| matches!(input, Input::Event(event) if event.event_id.is_some()));
+        let deadline = Instant::now() + self.inner.tuning.request_timeout;
+        loop {
+            let attempt = match self.inner.leader() {
+                Some(leader) if leader.id == self.inner.id => self.inner.propose_as_leader(inputs.clone()).await,
+                Some(leader) => self.inner.forward_propose(&leader, inputs.clone(), deadline).await,
+                None => Err(ProposeError::NotLeader { leader: None }),
+            };
+            let error = match attempt {
+                Ok(committed) => return Ok(committed),
+                Err(ProposeError::Uncertain { reason }) if !idempotent => {
+                    return Err(ProposeError::Uncertain { reason });
+                }
+                Err(e @ (ProposeError::Invalid(_) | ProposeError::ShuttingDown)) => return Err(e),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline || self.inner.stopped.load(Ordering::Relaxed) {
+                return Err(match error {
+                    ProposeError::NotLeader { .. } => {
+                        ProposeError::Unavailable { reason: "no leader was elected in time".to_owned() }
+                    }
+                    other => other,
+                });
+            }
+            tracing::debug!(node = self.inner.id, %error, "retrying write");
+            self.inner.wait_for_leader_change(deadline).await;
+        }
+    }
+
+    /// Runs `f` on the state after a linearizable read barrier: the result reflects every write
+    /// acknowledged before the call. Works on any node (a follower asks the leader for the read
+    /// index, then waits until it has applied that far).
+    pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<Read<T>, ReadError> {
+        let deadline = Instant::now() + self.inner.tuning.request_timeout;
+        let index = loop {
+            let attempt = match self.inner.leader() {
+                Some(leader) if leader.id == self.inner.id => self.inner.read_index_as_leader().await,
+                Some(leader) => self.inner.forward_read_index(&leader, deadline).await,
+                None => Err(ReadError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Ok(index) => break index,
+                Err(ReadError::ShuttingDown) => return Err(ReadError::ShuttingDown),
+                Err(error) if Instant::now() >= deadline => {
+                    return Err(match error {
+                        ReadError::NotLeader { .. } => {
+                            ReadError::Unavailable { reason: "no leader was elected in time".to_owned() }
+                        }
+                        other => other,
+                    });
+                }
+                Err(_) => self.inner.wait_for_leader_change(deadline).await,
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| ReadError::Unavailable { reason: format!("not caught up with index {index}: {e}") })?;
+        Ok(self.read_local(f))
+    }
+
+    /// Runs `f` on this node's state as applied so far, without contacting anyone; the result
+    /// may lag the leader by the returned index.
+    pub fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> Read<T> {
+        let replica = self.inner.sm.read();
+        Read { value: f(&replica.state), applied_index: replica.last_applied.map_or(0, |id| id.index) }
+    }
+
+    /// A stream of applied entries and snapshot installs, in log order. A subscriber that falls
+    /// more than 4096 changes behind gets `Lagged` and should re-read.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.inner.sm.subscribe()
+    }
+
+    /// Whether this node currently believes it is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.inner.is_leader()
+    }
+
+    /// The current leader, if known.
+    pub fn leader(&self) -> Option<LeaderHint> {
+        self.inner.leader()
+    }
+
+    /// Waits until some node is known as leader, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<LeaderHint> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.inner.leader() {
+                return Some(leader);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            self.inner.wait_for_leader_change(deadline).await;
+        }
+    }
+
+    /// This node's view of the cluster, with the digest of its applied state.
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut voters = BTreeMap::new();
+        let mut learners = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            if voter_ids.contains(id) {
+                voters.insert(*id, node.clone());
+            } else {
+                learners.insert(*id, node.clone());
+            }
+        }
+        let (applied_index, state_digest) = {
+            let replica = self.inner.sm.read();
+            (replica.last_applied.map_or(0, |id| id.index), replica.state.state_digest())
+        };
+        ClusterStatus {
+            id: self.inner.id,
+            role: match metrics.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            voters,
+            learners,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            commit_index: self.inner.commit_index(applied_index),
+            applied_index,
+            snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
+            state_digest,
+        }
+    }
+
+    /// Stops the node abruptly, as a crash would: the peer service closes, pending writes fail
+    /// and Raft stops. Everything acknowledged is already on disk; a node started again from
+    /// the same directory rejoins.
+    /// Calling it again does nothing.
+    pub async fn shutdown(&self) {
+        if self.inner.stopped.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for task in running.tasks {
+            task.abort();
+        }
+        if let Some(stop) = running.server_stop {
+            let _ = stop.send(());
+        }
+        if let Err(error) = self.inner.raft.shutdown().await {
+            tracing::warn!(node = self.inner.id, %error, "raft did not stop cleanly");
+        }
+        if let Some(server) = running.server {
+            server.abort();
+            let _ = server.await;
+        }
+        tracing::info!(node = self.inner.id, "raft node stopped");
+    }
+}
+
+impl Drop for RaftNode {
+    fn drop(&mut self) {
+        let running = self.running.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for task in &running.tasks {
+            task.abort();
+        }
+        if let Some(server) = &running.server {
+            server.abort();
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Inner {
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    pub(crate) fn leader(&self) -> Option<LeaderHint> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&id)?.clone();
+        Some(LeaderHint { id, node })
+    }
+
+    /// The commit index: what the log store last saved, never below what was applied.
+    fn commit_index(&self, applied: u64) -> u64 {
+        self.committed.load(Ordering::Relaxed).max(applied)
+    }
+
+    async fn wait_for_leader_change(&self, deadline: Instant) {
+        let mut metrics: watch::Receiver<_> = self.raft.metrics();
+        let pause = Instant::now() + Duration::from_millis(50);
+        let until = pause.min(deadline);
+        let _ = tokio::time::timeout_at(until, metrics.changed()).await;
+        // Give a fresh leader a moment to commit its first entry before hammering it.
+        tokio::time::sleep_until(until).await;
+    }
+
+    /// Submits `inputs` to this node's batcher if it is the leader; never forwards.
+    pub(crate) async fn propose_as_leader(&self, inputs: Vec<Input>) -> Result<Committed, ProposeError> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return Err(ProposeError::ShuttingDown);
+        }
+        if inputs.is_empty() || inputs.len() > MAX_INPUTS_PER_PROPOSAL {
+            return Err(ProposeError::Invalid(format!(
+                "a write carries 1 to {MAX_INPUTS_PER_PROPOSAL} inputs, not {}",
+                inputs.len()
+            )));
+        }
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader { leader: self.leader() });
+        }
+        let (reply, outcome) = oneshot::channel();
+        self.batcher.send(Submission { inputs, reply: Some(reply) }).await.map_err(|_| ProposeError::ShuttingDown)?;
+        outcome.await.unwrap_or_else(|_| {
+            Err(ProposeError::Uncertain { reason: "the node stopped before the write was answered".to_owned() })
+        })
+    }
+
+    async fn forward_propose(
+        &self,
+        leader: &LeaderHint,
+        inputs: Vec<Input>,
+        deadline: Instant,
+    ) -> Result<Committed, ProposeError> {
+        let payload = encode(&inputs).map_err(|e| ProposeError::Invalid(e.to_string()))?;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let reply = self
+            .pool
+            .call(leader.id, &leader.node.raft_addr, PeerRpc::Propose, payload, timeout)
+            .await
+            .map_err(|e| ProposeError::Uncertain { reason: format!("forwarding to the leader failed: {e}") })?;
+        decode::<Result<Committed, ProposeError>>(&reply)
+            .map_err(|e| ProposeError::Uncertain { reason: format!("unreadable answer from the leader: {e}") })?
+    }
+
+    /// Confirms leadership with a quorum and returns the index a linearizable read must wait for.
+    pub(crate) async fn read_index_as_leader(&self) -> Result<u64, ReadError> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return Err(ReadError::ShuttingDown);
+        }
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(read.map_or(0, |id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(ReadError::NotLeader { leader: self.leader() })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(ReadError::Unavailable { reason: e.to_string() })
+            }
+            Err(RaftError::Fatal(_)) => Err(ReadError::ShuttingDown),
+        }
+    }
+
+    async fn forward_read_index(&self, leader: &LeaderHint, deadline: Instant) -> Result<u64, ReadError> {
+        let payload = encode(&()).map_err(|e| ReadError::Unavailable { reason: e.to_string() })?;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let reply = self
+            .pool
+            .call(leader.id, &leader.node.raft_addr, PeerRpc::ReadIndex, payload, timeout)
+            .await
+            .map_err(|e: PeerCallError| ReadError::Unavailable { reason: e.to_string() })?;
+        decode::<Result<u64, ReadError>>(&reply).map_err(|e| ReadError::Unavailable { reason: e.to_string() })?
+    }
+}
+
+/// Proposes a `Tick` whenever the leader has proposed nothing for a tick interval, so that
+/// timers (delays, no-reply timeouts, day rollovers, opening hours) fire on an idle cluster.
+async fn tick(inner: Arc<Inner>, last_proposed_ms: Arc<AtomicI64>) {
+    let interval = inner.tuning.tick_interval.max(Duration::from_millis(10));
+    let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+    let mut timer = tokio::time::interval(interval / 4);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        if !inner.is_leader() || wall_clock_ms() - last_proposed_ms.load(Ordering::Relaxed) < interval_ms {
+            continue;
+        }
+        // A full batcher is busy proposing anyway; skipping this tick loses nothing.
+        let _ = inner.batcher.try_send(Submission { inputs: vec![Input::Tick], reply: None });
+    }
+}

@@ -1,0 +1,351 @@
+//! The openraft state-machine adapter around [`switchboard_core::State`].
+//!
+//! The assigner state lives in memory. Durability comes from the log plus snapshots: a snapshot
+//! is written to `snapshot.bin` in the node's directory (write to a temporary file, fsync,
+//! rename, fsync the directory), so a crash at any point leaves either the old snapshot or the
+//! new one, never half of one. At start-up the node restores the snapshot and openraft replays
+//! the committed entries after it.
+//!
+//! A snapshot file is:
+//!
+//! ```text
+//! b"SWRS" | u16 LE format version | u32 LE meta length | postcard(SnapshotMeta) | core snapshot
+//! ```
+//!
+//! where the core snapshot is [`State::snapshot`] (which carries its own magic and version).
+//! The same bytes are what a leader streams to a follower, so installing means checking the
+//! bytes, restoring the core state from them (a bad snapshot is refused and the old state kept),
+//! writing the file and only then swapping the in-memory state.
+
+use crate::types::{Applied, Entry, InputOutcome, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use switchboard_core::State;
+use tokio::sync::broadcast;
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SWRS";
+const SNAPSHOT_FORMAT: u16 = 1;
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// The applied state of one replica: the assigner plus what openraft needs to know about it.
+#[derive(Debug, Default)]
+pub struct Replica {
+    /// The assigner.
+    pub state: State,
+    /// The last log entry applied to `state`.
+    pub last_applied: Option<LogId>,
+    /// The last membership configuration applied.
+    pub last_membership: StoredMembership,
+}
+
+/// Something that happened to the applied state, in log order; what Watch streams and effect
+/// publishers subscribe to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateChange {
+    /// An application entry was applied.
+    Entry {
+        /// Its log index.
+        index: u64,
+        /// The leader's timestamp on it.
+        at_ms: i64,
+        /// One outcome per input.
+        outcomes: Arc<Vec<InputOutcome>>,
+    },
+    /// A snapshot replaced the state (this replica was behind). Changes up to `index` were not
+    /// delivered one by one; a subscriber should re-read what it cares about.
+    SnapshotInstalled {
+        /// The last log index the snapshot covers.
+        index: u64,
+    },
+}
+
+/// State shared between the adapter, its snapshot builders and readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    replica: RwLock<Replica>,
+    dir: PathBuf,
+    changes: broadcast::Sender<StateChange>,
+    snapshots_built: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Replica> {
+        self.replica.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Replica> {
+        self.replica.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.changes.subscribe()
+    }
+}
+
+/// The state-machine half of the openraft storage. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+/// Why a snapshot could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFileError {
+    /// Reading or writing the file failed.
+    #[error("snapshot file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a Switchboard snapshot of a format this build reads.
+    #[error("not a readable snapshot: {0}")]
+    Format(String),
+}
+
+/// Encodes a snapshot file from its metadata and the core snapshot bytes.
+fn encode_snapshot(meta: &SnapshotMeta, core: &[u8]) -> Result<Vec<u8>, SnapshotFileError> {
+    let meta_bytes = postcard::to_allocvec(meta).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
+    let meta_len =
+        u32::try_from(meta_bytes.len()).map_err(|_| SnapshotFileError::Format("metadata too large".into()))?;
+    let mut out = Vec::with_capacity(10 + meta_bytes.len() + core.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
+    out.extend_from_slice(&meta_len.to_le_bytes());
+    out.extend_from_slice(&meta_bytes);
+    out.extend_from_slice(core);
+    Ok(out)
+}
+
+/// Splits a snapshot file into its metadata and the core snapshot bytes.
+fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), SnapshotFileError> {
+    let format = |m: &str| SnapshotFileError::Format(m.to_owned());
+    if bytes.len() < 10 || &bytes[..4] != SNAPSHOT_MAGIC {
+        return Err(format("missing SWRS header"));
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != SNAPSHOT_FORMAT {
+        return Err(SnapshotFileError::Format(format!("format version {version}, this build reads {SNAPSHOT_FORMAT}")));
+    }
+    let meta_len = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
+    let rest = &bytes[10..];
+    if rest.len() < meta_len {
+        return Err(format("truncated metadata"));
+    }
+    let meta = postcard::from_bytes(&rest[..meta_len]).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
+    Ok((meta, &rest[meta_len..]))
+}
+
+/// Writes `bytes` to `dir/name` so that a crash leaves either the old file or the new one.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl StateMachineStore {
+    /// Opens the state machine kept in `dir`, restoring the snapshot there if there is one.
+    pub fn open(dir: &Path) -> Result<Self, SnapshotFileError> {
+        let io = |source| SnapshotFileError::Io { path: dir.display().to_string(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let path = dir.join(SNAPSHOT_FILE);
+        let replica = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let (meta, core) = decode_snapshot(&bytes)?;
+                let state = State::restore(core).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
+                Replica { state, last_applied: meta.last_log_id, last_membership: meta.last_membership }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Replica::default(),
+            Err(source) => return Err(SnapshotFileError::Io { path: path.display().to_string(), source }),
+        };
+        let (changes, _) = broadcast::channel(4096);
+        let shared =
+            Shared { replica: RwLock::new(replica), dir: dir.to_owned(), changes, snapshots_built: AtomicU64::new(0) };
+        Ok(Self { shared: Arc::new(shared) })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn read_current_snapshot(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, SnapshotFileError> {
+        let path = dir.join(SNAPSHOT_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let (meta, _) = decode_snapshot(&bytes)?;
+                Ok(Some((meta, bytes)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(SnapshotFileError::Io { path: path.display().to_string(), source }),
+        }
+    }
+}
+
+fn snapshot_error(meta: Option<&SnapshotMeta>, e: &(dyn std::error::Error + 'static)) -> StorageError {
+    StorageIOError::write_snapshot(meta.map(SnapshotMeta::signature), AnyError::from_dyn(e, None)).into()
+}
+
+/// Builds snapshots of a [`StateMachineStore`].
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let shared = Arc::clone(&self.shared);
+        let built = tokio::task::spawn_blocking(move || {
+            let (meta, core) = {
+                let replica = shared.read();
+                let n = shared.snapshots_built.fetch_add(1, Ordering::Relaxed);
+                let last = replica.last_applied;
+                let snapshot_id = match last {
+                    Some(id) => format!("{}-{}-{}-{n}", id.leader_id.term, id.leader_id.node_id, id.index),
+                    None => format!("0-0-0-{n}"),
+                };
+                let meta =
+                    SnapshotMeta { last_log_id: last, last_membership: replica.last_membership.clone(), snapshot_id };
+                (meta, replica.state.snapshot())
+            };
+            let bytes = encode_snapshot(&meta, &core).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
+            Ok::<_, StorageError>(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        })
+        .await
+        .map_err(|e| snapshot_error(None, &e))??;
+        Ok(built)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let replica = self.shared.read();
+        Ok((replica.last_applied, replica.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        let mut changes = Vec::new();
+        let announce = self.shared.changes.receiver_count() > 0;
+        {
+            let mut replica = self.shared.write();
+            for entry in entries {
+                replica.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => responses.push(Applied::default()),
+                    EntryPayload::Membership(membership) => {
+                        replica.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                        responses.push(Applied::default());
+                    }
+                    EntryPayload::Normal(proposal) => {
+                        let outcomes: Vec<InputOutcome> = proposal
+                            .inputs
+                            .iter()
+                            .map(|input| InputOutcome::from(replica.state.apply(proposal.at_ms, input)))
+                            .collect();
+                        if announce {
+                            changes.push(StateChange::Entry {
+                                index: entry.log_id.index,
+                                at_ms: proposal.at_ms,
+                                outcomes: Arc::new(outcomes.clone()),
+                            });
+                        }
+                        responses.push(Applied { outcomes });
+                    }
+                }
+            }
+        }
+        for change in changes {
+            // No receiver left is fine: nobody is watching.
+            let _ = self.shared.changes.send(change);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { shared: Arc::clone(&self.shared) }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let shared = Arc::clone(&self.shared);
+        let meta = meta.clone();
+        let bytes = snapshot.into_inner();
+        tokio::task::spawn_blocking(move || {
+            let (embedded, core) = decode_snapshot(&bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            if embedded.last_log_id != meta.last_log_id {
+                let e = SnapshotFileError::Format(format!(
+                    "snapshot covers {:?} but was announced as covering {:?}",
+                    embedded.last_log_id, meta.last_log_id
+                ));
+                return Err(snapshot_error(Some(&meta), &e));
+            }
+            let state = State::restore(core).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            let index = meta.last_log_id.map_or(0, |id| id.index);
+            {
+                let mut replica = shared.write();
+                *replica =
+                    Replica { state, last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
+            }
+            tracing::info!(snapshot = %meta.snapshot_id, index, "snapshot installed");
+            let _ = shared.changes.send(StateChange::SnapshotInstalled { index });
+            Ok(())
+        })
+        .await
+        .map_err(|e| snapshot_error(None, &e))?
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let dir = self.shared.dir.clone();
+        let current = tokio::task::spawn_blocking(move || Self::read_current_snapshot(&dir))
+            .await
+            .map_err(|e| snapshot_error(None, &e))?
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e))))?;
+        Ok(current.map(|(meta, bytes)| Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_header_round_trips_and_refuses_garbage() {
+        let meta = SnapshotMeta::default();
+        let bytes = encode_snapshot(&meta, b"core").expect("encodes");
+        let (decoded, core) = decode_snapshot(&bytes).expect("decodes");
+        assert_eq!(decoded, meta);
+        assert_eq!(core, b"core");
+        assert!(decode_snapshot(b"SWRS").is_err());
+        let mut wrong_version = bytes.clone();
+        wrong_version[4] = 9;
+        let error = decode_snapshot(&wrong_version).expect_err("refused").to_string();
+        assert!(error.contains("format version 9"), "{error}");
+    }
+}

@@ -1,0 +1,111 @@
+//! The types openraft is instantiated with, and what travels in a log entry.
+
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use switchboard_core::{ApplyError, Effect, ErrorKind, Input, Outcome};
+
+/// A node's id inside the cluster. Chosen by the operator; never reused for another machine.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Switchboard's instantiation of openraft.
+    pub TypeConfig:
+        D = Proposal,
+        R = Applied,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A log entry as openraft stores it.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// The id of a log entry: leader term, leader node and index.
+pub type LogId = openraft::LogId<NodeId>;
+/// openraft's storage error for this configuration.
+pub type StorageError = openraft::StorageError<NodeId>;
+/// The Raft handle for this configuration.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// Membership as recorded in the log and the state machine.
+pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
+/// Metadata of a snapshot.
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;
+
+/// Where a cluster member can be reached.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// `host:port` of the peer-only Raft service (`raft.v1.RaftPeer`).
+    pub raft_addr: String,
+    /// `host:port` of the public gRPC API (`switchboard.v1`), so that clients can be pointed at
+    /// the leader. Empty when the node serves no public API (library use, tests).
+    pub api_addr: String,
+}
+
+impl NodeInfo {
+    /// A node reachable for peers at `raft_addr` and for clients at `api_addr`.
+    pub fn new(raft_addr: impl Into<String>, api_addr: impl Into<String>) -> Self {
+        Self { raft_addr: raft_addr.into(), api_addr: api_addr.into() }
+    }
+}
+
+/// The payload of one application log entry: inputs stamped with the leader's clock.
+///
+/// The leader writes `at_ms` when it forms the entry; replicas never read a clock while
+/// applying. Several concurrent writers share one entry (see the batcher), so one fsync commits
+/// all of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// UTC milliseconds on the leader when the entry was formed.
+    pub at_ms: i64,
+    /// The inputs, applied in order.
+    pub inputs: Vec<Input>,
+}
+
+/// What applying one log entry produced: one outcome per input, in order. Blank and membership
+/// entries produce none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// One outcome per input of the entry.
+    pub outcomes: Vec<InputOutcome>,
+}
+
+/// What one input did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputOutcome {
+    /// Effects in order: timers that fell due first, then the input's own.
+    pub effects: Vec<Effect>,
+    /// Why the input itself was refused, if it was. A refused input changed nothing (timer
+    /// effects above still happened).
+    pub rejection: Option<Rejection>,
+}
+
+impl From<Outcome> for InputOutcome {
+    fn from(outcome: Outcome) -> Self {
+        Self { effects: outcome.effects, rejection: outcome.result.err().map(|e| Rejection::from(&e)) }
+    }
+}
+
+/// A refused input, in a form that survives serialization: the family for choosing a status
+/// code, a stable label for metrics and the full message for a person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The error family (maps to a gRPC code).
+    pub kind: ErrorKind,
+    /// A short stable label, e.g. `unknown_agent`.
+    pub reason: String,
+    /// The message, naming the field or entity at fault.
+    pub message: String,
+}
+
+impl From<&ApplyError> for Rejection {
+    fn from(error: &ApplyError) -> Self {
+        Self { kind: error.kind(), reason: error.reason_label().to_owned(), message: error.to_string() }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}

@@ -1,0 +1,263 @@
+//! Real clusters of real nodes on 127.0.0.1: replication, leader crash, snapshot catch-up,
+//! membership changes and whole-cluster restart.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+use switchboard_core::{ConversationId, Effect, WorkspaceId};
+use switchboard_raft::{ProposeError, RaftNode, StateChange};
+use tokio::time::Instant;
+
+/// Proposes one input through `node`, asserting it was applied.
+async fn write(node: &RaftNode, input: switchboard_core::Input) -> switchboard_raft::Committed {
+    let committed = node.propose(vec![input]).await.expect("write committed");
+    assert_eq!(committed.outcomes[0].rejection, None, "write refused");
+    committed
+}
+
+async fn setup(node: &RaftNode) {
+    let committed = node.propose(workspace_setup()).await.expect("setup committed");
+    for outcome in &committed.outcomes {
+        assert_eq!(outcome.rejection, None);
+    }
+}
+
+fn conversation_count(node: &RaftNode) -> usize {
+    node.read_local(|state| state.conversation_count(&WorkspaceId::new(WS))).value
+}
+
+/// Collects every `Assigned` effect a node applies, per conversation.
+fn count_assignments(node: &RaftNode) -> Arc<Mutex<BTreeMap<String, usize>>> {
+    let counts = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut changes = node.subscribe();
+    let sink = Arc::clone(&counts);
+    tokio::spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(StateChange::Entry { outcomes, .. }) => {
+                    let mut counts = sink.lock().expect("lock");
+                    for outcome in outcomes.iter() {
+                        for conversation in assigned_conversations(&outcome.effects) {
+                            *counts.entry(conversation).or_insert(0) += 1;
+                        }
+                    }
+                }
+                Ok(StateChange::SnapshotInstalled { index }) => panic!("observer fell behind: snapshot at {index}"),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(error) => panic!("observer lost changes: {error}"),
+            }
+        }
+    });
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_reach_every_node_and_digests_agree() {
+    init_tracing();
+    let mut cluster = Cluster::start(3, test_tuning(), None).await;
+    let leader = cluster.leader().await;
+    setup(&cluster.node(leader)).await;
+
+    // Writes through every node: followers forward to the leader.
+    let ids: Vec<_> = cluster.running.keys().copied().collect();
+    for i in 0..90 {
+        let node = cluster.node(ids[i as usize % ids.len()]);
+        let committed = write(&node, open(i)).await;
+        let assigned = assigned_conversations(&committed.outcomes[0].effects);
+        assert_eq!(assigned, vec![format!("c-{i}")]);
+    }
+
+    let status = cluster.converged().await;
+    assert_eq!(status.voters.len(), 3);
+    for node in cluster.running.values() {
+        assert_eq!(conversation_count(node), 90, "node {}", node.id());
+        // A linearizable read on any node sees every acknowledged write.
+        let read = node.read(|state| state.conversation_count(&WorkspaceId::new(WS))).await.expect("read");
+        assert_eq!(read.value, 90);
+        assert!(read.applied_index >= status.applied_index.min(read.applied_index));
+    }
+    for id in ids {
+        cluster.kill(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_leader_loses_no_acknowledged_write_and_doubles_none() {
+    init_tracing();
+    let mut cluster = Cluster::start(3, test_tuning(), None).await;
+    let first_leader = cluster.leader().await;
+    setup(&cluster.node(first_leader)).await;
+    let observer_id = *cluster.running.keys().find(|id| **id != first_leader).expect("a follower");
+    let observed = count_assignments(&cluster.node(observer_id));
+
+    const WRITERS: u64 = 8;
+    const PER_WRITER: u64 = 150;
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let nodes: Vec<Arc<RaftNode>> = cluster.running.values().cloned().collect();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let nodes = nodes.clone();
+        let acked = Arc::clone(&acked);
+        writers.push(tokio::spawn(async move {
+            let mut next_node = w as usize;
+            for k in 0..PER_WRITER {
+                let i = w * PER_WRITER + k;
+                // Retry through any node until the write is acknowledged; every input carries
+                // an event id, so a retry of a write that did apply is recognised.
+                loop {
+                    let node = &nodes[next_node % nodes.len()];
+                    match node.propose(vec![open(i)]).await {
+                        Ok(committed) => {
+                            let outcome = &committed.outcomes[0];
+                            let applied_now = outcome.rejection.is_none();
+                            let applied_before = outcome.rejection.as_ref().is_some_and(|r| r.reason == "duplicate");
+                            assert!(applied_now || applied_before, "write {i} refused: {:?}", outcome.rejection);
+                            acked.lock().expect("lock").insert(i);
+                            break;
+                        }
+                        Err(
+                            ProposeError::ShuttingDown
+                            | ProposeError::Unavailable { .. }
+                            | ProposeError::Uncertain { .. },
+                        ) => {
+                            next_node += 1;
+                        }
+                        Err(error) => panic!("write {i}: {error}"),
+                    }
+                }
+            }
+        }));
+    }
+
+    // Kill the leader once a third of the writes are acknowledged.
+    while acked.lock().expect("lock").len() < (WRITERS * PER_WRITER / 3) as usize {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.kill(first_leader).await;
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, first_leader);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+
+    cluster.start_node(first_leader).await;
+    let status = cluster.converged().await;
+    assert_eq!(status.voters.len(), 3);
+
+    let acked: BTreeSet<u64> = acked.lock().expect("lock").clone();
+    assert_eq!(acked.len() as u64, WRITERS * PER_WRITER);
+    let observed = observed.lock().expect("lock").clone();
+    for i in &acked {
+        assert_eq!(observed.get(&format!("c-{i}")), Some(&1), "conversation c-{i} assigned once");
+    }
+    assert!(observed.values().all(|n| *n == 1), "a conversation was assigned twice");
+    for node in cluster.running.values() {
+        assert_eq!(conversation_count(node), acked.len(), "node {}", node.id());
+        for i in [0, 599, 1199] {
+            let found = node.read_local(|s| {
+                s.conversation(&WorkspaceId::new(WS), &ConversationId::new(format!("c-{i}"))).is_some()
+            });
+            assert!(found.value, "c-{i} on node {}", node.id());
+        }
+    }
+    for id in [1, 2, 3] {
+        cluster.kill(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_learner_added_after_compaction_catches_up_from_a_snapshot_and_can_vote() {
+    init_tracing();
+    let mut tuning = test_tuning();
+    tuning.snapshot_every_entries = 50;
+    tuning.keep_entries_after_snapshot = 5;
+    let mut cluster = Cluster::start(3, tuning, None).await;
+    let leader_id = cluster.leader().await;
+    let leader = cluster.node(leader_id);
+    setup(&leader).await;
+    for i in 0..300 {
+        write(&leader, open(i)).await;
+    }
+    // Wait for the leader to have compacted its log behind a snapshot.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leader.raft().metrics().borrow().purged.is_none() {
+        assert!(Instant::now() < deadline, "the leader never purged its log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    cluster.start_node(4).await;
+    let learner = cluster.node(4);
+    let mut changes = learner.subscribe();
+    leader.add_learner(4, learner.info().clone(), true).await.expect("add learner");
+    let status = cluster.converged().await;
+    assert_eq!(status.learners.keys().copied().collect::<Vec<_>>(), vec![4]);
+    let mut got_snapshot = false;
+    while let Ok(change) = changes.try_recv() {
+        got_snapshot |= matches!(change, StateChange::SnapshotInstalled { .. });
+    }
+    assert!(got_snapshot, "the learner caught up without a snapshot");
+    assert_eq!(conversation_count(&learner), 300);
+
+    // Promote it, then retire node 1: the cluster keeps taking writes with {2, 3, 4}.
+    leader.change_membership([1, 2, 3, 4].into()).await.expect("promote");
+    let leader = cluster.node(cluster.leader().await);
+    leader.change_membership([2, 3, 4].into()).await.expect("remove node 1");
+    cluster.kill(1).await;
+    let leader = cluster.node(cluster.leader().await);
+    write(&leader, open(300)).await;
+    let status = cluster.converged().await;
+    assert_eq!(status.voters.keys().copied().collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert!(status.learners.is_empty());
+    for node in cluster.running.values() {
+        assert_eq!(conversation_count(node), 301);
+    }
+    for id in [2, 3, 4] {
+        cluster.kill(id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_cluster_restarted_from_disk_has_the_same_state() {
+    init_tracing();
+    // No ticks, so that nothing but the restart's blank entries is applied after the stop.
+    let mut tuning = test_tuning();
+    tuning.tick_interval = Duration::from_secs(3600);
+    tuning.snapshot_every_entries = 40;
+    let mut cluster = Cluster::start(3, tuning, None).await;
+    let leader = cluster.node(cluster.leader().await);
+    setup(&leader).await;
+    for i in 0..120 {
+        write(&leader, open(i)).await;
+    }
+    drop(leader);
+    let before = cluster.converged().await;
+    for id in [1, 2, 3] {
+        cluster.kill(id).await;
+    }
+    for id in [1, 2, 3] {
+        cluster.start_node(id).await;
+    }
+    let leader = cluster.node(cluster.leader().await);
+    // A read barrier makes every replica catch up with what was committed before the stop.
+    let read = leader.read(|state| state.conversation_count(&WorkspaceId::new(WS))).await.expect("read");
+    assert_eq!(read.value, 120);
+    let after = cluster.converged().await;
+    assert!(after.applied_index >= before.applied_index, "{before:?} {after:?}");
+    assert_eq!(after.state_digest, before.state_digest);
+
+    // And it carries on: the next conversation goes to the next agent in the rotation.
+    let committed = write(&leader, open(120)).await;
+    let agent_of = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::Assigned { agent, .. } => Some(agent.to_string()),
+            _ => None,
+        })
+    };
+    assert_eq!(agent_of(&committed.outcomes[0].effects).as_deref(), Some(["a1", "a2", "a3"][120 % 3]));
+    for id in [1, 2, 3] {
+        cluster.kill(id).await;
+    }
+}
