@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Runs the tests with nextest when it is installed, else with cargo test.
 TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo nextest || echo test)
 
-.PHONY: run test verify fix fmt clippy doc bench bench-core bench-check
+.PHONY: run test verify fix fmt clippy doc bench bench-core bench-raft bench-check
 
 ## Starts a local cluster with NATS and a demo (the node arrives with the replication issue).
 run:
@@ -50,3 +50,7 @@ bench:
 ## One line per configuration: core apply throughput.
 bench-core:
 	$(CARGO) run --release -p switchboard-core --example bench_core
+
+## One line per configuration: Raft commit throughput and latency on a 3-node loopback cluster.
+bench-raft:
+	$(CARGO) bench -p switchboard-raft --bench commit

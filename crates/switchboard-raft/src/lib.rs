@@ -7,6 +7,27 @@
 //! - [`RaftNode`]: a running replica with a library API for writes (batched on the leader,
 //!   forwarded from followers), linearizable and local reads, status and membership.
 //!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use switchboard_core::{Command, Event, EventId, Input, WorkspaceSettings};
+//! use switchboard_raft::{RaftNode, RaftNodeConfig};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = RaftNode::start(RaftNodeConfig::new(1, "/var/lib/switchboard/1", "0.0.0.0:7001".parse()?)).await?;
+//! node.initialize(BTreeMap::new()).await?; // a cluster of one; add learners and promote them later
+//! let configure = Input::Event(Event {
+//!     workspace: "acme".into(),
+//!     event_id: Some(EventId::new("setup-1")),
+//!     command: Command::ConfigureWorkspace(WorkspaceSettings::default()),
+//! });
+//! let committed = node.propose(vec![configure]).await?;
+//! assert!(committed.outcomes[0].rejection.is_none());
+//! let read = node.read(|state| state.workspace_ids().count()).await?;
+//! println!("{} workspace(s) at index {}", read.value, read.applied_index);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Time in the state machine comes only from the leader: each entry carries the leader's clock
 //! ([`Proposal::at_ms`]) and the leader proposes a `Tick` when idle, so `apply` never reads a
 //! clock and every replica makes the same decisions.

@@ -81,13 +81,19 @@ impl LogStore {
         Arc::clone(&self.committed)
     }
 
-    /// Runs a blocking redb operation on the blocking pool.
+    /// Runs a blocking redb operation. On a multi-threaded runtime it runs in place (the worker
+    /// hands its other tasks to a sibling first): an append is one short fsync, and handing it
+    /// to the blocking pool cost more in thread wake-ups than the write itself. On a
+    /// current-thread runtime it goes to the blocking pool.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
+        if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            return tokio::task::block_in_place(move || f(&db));
+        }
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(|e| StorageIOError::new(ErrorSubject::Store, ErrorVerb::Write, AnyError::new(&e)))?

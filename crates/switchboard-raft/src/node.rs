@@ -56,13 +56,13 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(250), Duration::from_millis(500)),
             snapshot_every_entries: 20_000,
             keep_entries_after_snapshot: 2_000,
             max_batch_inputs: 1024,
             batch_linger: Duration::ZERO,
-            max_in_flight: 8,
+            max_in_flight: 4,
             tick_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(500),
             request_timeout: Duration::from_secs(10),
@@ -576,7 +576,8 @@ impl Inner {
     }
 
     pub(crate) fn leader(&self) -> Option<LeaderHint> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         let id = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&id)?.clone();
         Some(LeaderHint { id, node })
@@ -630,8 +631,15 @@ impl Inner {
             .call(leader.id, &leader.node.raft_addr, PeerRpc::Propose, payload, timeout)
             .await
             .map_err(|e| ProposeError::Uncertain { reason: format!("forwarding to the leader failed: {e}") })?;
-        decode::<Result<Committed, ProposeError>>(&reply)
+        match decode::<Result<Committed, ProposeError>>(&reply)
             .map_err(|e| ProposeError::Uncertain { reason: format!("unreadable answer from the leader: {e}") })?
+        {
+            // The leader stopping is not this node stopping: try the next leader.
+            Err(ProposeError::ShuttingDown) => {
+                Err(ProposeError::Unavailable { reason: format!("leader {} is shutting down", leader.id) })
+            }
+            other => other,
+        }
     }
 
     /// Confirms leadership with a quorum and returns the index a linearizable read must wait for.
@@ -659,7 +667,12 @@ impl Inner {
             .call(leader.id, &leader.node.raft_addr, PeerRpc::ReadIndex, payload, timeout)
             .await
             .map_err(|e: PeerCallError| ReadError::Unavailable { reason: e.to_string() })?;
-        decode::<Result<u64, ReadError>>(&reply).map_err(|e| ReadError::Unavailable { reason: e.to_string() })?
+        match decode::<Result<u64, ReadError>>(&reply).map_err(|e| ReadError::Unavailable { reason: e.to_string() })? {
+            Err(ReadError::ShuttingDown) => {
+                Err(ReadError::Unavailable { reason: format!("leader {} is shutting down", leader.id) })
+            }
+            other => other,
+        }
     }
 }
 
