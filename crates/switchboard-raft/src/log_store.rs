@@ -68,6 +68,8 @@ impl LogStore {
             txn.open_table(META).map_err(|e| fail(e.into()))?;
         }
         txn.commit().map_err(|e| fail(e.into()))?;
+        // Only for status reports: openraft reads the record itself through `read_committed`
+        // and fails there if it is unreadable; 0 until then is merely conservative.
         let committed = Self::read_meta::<Option<LogId>>(&db, KEY_COMMITTED, ErrorSubject::Store)
             .ok()
             .flatten()

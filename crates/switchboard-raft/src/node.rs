@@ -20,7 +20,7 @@ use std::time::Duration;
 use switchboard_core::{Input, State};
 use switchboard_proto::raft::v1::raft_peer_server::RaftPeerServer;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -379,15 +379,7 @@ impl RaftNode {
     /// across leader changes until the request timeout, but retries a write whose outcome is
     /// unknown only when every input carries an event id (the state machine drops repeats).
     pub async fn propose(&self, inputs: Vec<Input>) -> Result<Committed, ProposeError> {
-        if inputs.is_empty() {
-            return Err(ProposeError::Invalid("a write needs at least one input".to_owned()));
-        }
-        if inputs.len() > MAX_INPUTS_PER_PROPOSAL {
-            return Err(ProposeError::Invalid(format!(
-                "{} inputs in one write; the limit is {MAX_INPUTS_PER_PROPOSAL}",
-                inputs.len()
-            )));
-        }
+        check_inputs(&inputs)?;
         let idempotent = inputs.iter().all(|input| matches!(input, Input::Event(event) if event.event_id.is_some()));
         let deadline = Instant::now() + self.inner.tuning.request_timeout;
         loop {
@@ -413,7 +405,7 @@ impl RaftNode {
                 });
             }
             tracing::debug!(node = self.inner.id, %error, "retrying write");
-            self.inner.wait_for_leader_change(deadline).await;
+            self.inner.pause_before_retry(deadline).await;
         }
     }
 
@@ -439,7 +431,7 @@ impl RaftNode {
                         other => other,
                     });
                 }
-                Err(_) => self.inner.wait_for_leader_change(deadline).await,
+                Err(_) => self.inner.pause_before_retry(deadline).await,
             }
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -485,7 +477,7 @@ impl RaftNode {
             if Instant::now() >= deadline {
                 return None;
             }
-            self.inner.wait_for_leader_change(deadline).await;
+            self.inner.pause_before_retry(deadline).await;
         }
     }
 
@@ -566,6 +558,18 @@ impl Drop for RaftNode {
     }
 }
 
+/// The size rule for one write, checked where a write enters (before forwarding) and where
+/// the leader takes it (forwarded writes come from other nodes).
+fn check_inputs(inputs: &[Input]) -> Result<(), ProposeError> {
+    if inputs.is_empty() || inputs.len() > MAX_INPUTS_PER_PROPOSAL {
+        return Err(ProposeError::Invalid(format!(
+            "a write carries 1 to {MAX_INPUTS_PER_PROPOSAL} inputs, not {}",
+            inputs.len()
+        )));
+    }
+    Ok(())
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -588,13 +592,10 @@ impl Inner {
         self.committed.load(Ordering::Relaxed).max(applied)
     }
 
-    async fn wait_for_leader_change(&self, deadline: Instant) {
-        let mut metrics: watch::Receiver<_> = self.raft.metrics();
-        let pause = Instant::now() + Duration::from_millis(50);
-        let until = pause.min(deadline);
-        let _ = tokio::time::timeout_at(until, metrics.changed()).await;
-        // Give a fresh leader a moment to commit its first entry before hammering it.
-        tokio::time::sleep_until(until).await;
+    /// Pauses before a retry (50 ms, or until the deadline): long enough for an election
+    /// under way to progress and a fresh leader to commit its first entry.
+    async fn pause_before_retry(&self, deadline: Instant) {
+        tokio::time::sleep_until((Instant::now() + Duration::from_millis(50)).min(deadline)).await;
     }
 
     /// Submits `inputs` to this node's batcher if it is the leader; never forwards.
@@ -602,12 +603,7 @@ impl Inner {
         if self.stopped.load(Ordering::Relaxed) {
             return Err(ProposeError::ShuttingDown);
         }
-        if inputs.is_empty() || inputs.len() > MAX_INPUTS_PER_PROPOSAL {
-            return Err(ProposeError::Invalid(format!(
-                "a write carries 1 to {MAX_INPUTS_PER_PROPOSAL} inputs, not {}",
-                inputs.len()
-            )));
-        }
+        check_inputs(&inputs)?;
         if !self.is_leader() {
             return Err(ProposeError::NotLeader { leader: self.leader() });
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
 use switchboard_core::{ConversationId, Effect, WorkspaceId};
-use switchboard_raft::{ProposeError, RaftNode, StateChange};
+use switchboard_raft::{RaftNode, StateChange};
 use tokio::time::Instant;
 
 /// Proposes one input through `node`, asserting it was applied.
@@ -105,29 +105,8 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_doubles_none() {
             let mut next_node = w as usize;
             for k in 0..PER_WRITER {
                 let i = w * PER_WRITER + k;
-                // Retry through any node until the write is acknowledged; every input carries
-                // an event id, so a retry of a write that did apply is recognised.
-                loop {
-                    let node = &nodes[next_node % nodes.len()];
-                    match node.propose(vec![open(i)]).await {
-                        Ok(committed) => {
-                            let outcome = &committed.outcomes[0];
-                            let applied_now = outcome.rejection.is_none();
-                            let applied_before = outcome.rejection.as_ref().is_some_and(|r| r.reason == "duplicate");
-                            assert!(applied_now || applied_before, "write {i} refused: {:?}", outcome.rejection);
-                            acked.lock().expect("lock").insert(i);
-                            break;
-                        }
-                        Err(
-                            ProposeError::ShuttingDown
-                            | ProposeError::Unavailable { .. }
-                            | ProposeError::Uncertain { .. },
-                        ) => {
-                            next_node += 1;
-                        }
-                        Err(error) => panic!("write {i}: {error}"),
-                    }
-                }
+                write_until_acknowledged(&nodes, &mut next_node, open(i)).await;
+                acked.lock().expect("lock").insert(i);
             }
         }));
     }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
 use switchboard_core::{ConversationId, WorkspaceId};
-use switchboard_raft::{Fate, FaultPlan, NodeId, PeerRpc, ProposeError, RaftNode};
+use switchboard_raft::{Fate, FaultPlan, NodeId, PeerRpc, RaftNode};
 
 #[derive(Debug)]
 struct SeededFaults {
@@ -81,19 +81,8 @@ async fn random_crashes_and_message_faults_lose_nothing_acknowledged() {
                 let mut next = w as usize;
                 for k in 0..PER_ROUND {
                     let i = (round * WRITERS + w) * PER_ROUND + k;
-                    loop {
-                        match nodes[next % nodes.len()].propose(vec![open(i)]).await {
-                            Ok(committed) => {
-                                let outcome = &committed.outcomes[0];
-                                let ok = outcome.rejection.as_ref().is_none_or(|r| r.reason == "duplicate");
-                                assert!(ok, "write {i} refused: {:?}", outcome.rejection);
-                                acked.lock().expect("lock").insert(i);
-                                break;
-                            }
-                            Err(ProposeError::Invalid(e)) => panic!("write {i}: {e}"),
-                            Err(_) => next += 1,
-                        }
-                    }
+                    write_until_acknowledged(&nodes, &mut next, open(i)).await;
+                    acked.lock().expect("lock").insert(i);
                 }
             }));
         }

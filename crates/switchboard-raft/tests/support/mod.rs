@@ -11,7 +11,7 @@ use switchboard_core::{
     AgentSpec, AgentStatus, Channel, Command, Effect, Event, EventId, Input, OpenConversation, Strategy, TeamId,
     TeamSpec, WorkspaceSettings,
 };
-use switchboard_raft::{ClusterStatus, FaultPlan, NodeId, NodeInfo, RaftNode, RaftNodeConfig, Tuning};
+use switchboard_raft::{ClusterStatus, FaultPlan, NodeId, NodeInfo, ProposeError, RaftNode, RaftNodeConfig, Tuning};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -126,7 +126,8 @@ impl Cluster {
     }
 }
 
-/// A restarted node may find its port or its database not yet released by the previous run.
+/// A restarted node may find its port not yet released by the previous run (the node itself
+/// waits for its database).
 async fn start_retrying(config: RaftNodeConfig) -> RaftNode {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -188,4 +189,22 @@ pub fn assigned_conversations(effects: &[Effect]) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// Writes `input` through `nodes`, moving to the next node on any failure but a malformed
+/// request, until it is acknowledged; `next` is where to start and ends on the node that took
+/// it. Safe because every input carries an event id: a retry of a write that did apply comes
+/// back as a `duplicate` rejection, which counts as acknowledged.
+pub async fn write_until_acknowledged(nodes: &[Arc<RaftNode>], next: &mut usize, input: Input) {
+    loop {
+        match nodes[*next % nodes.len()].propose(vec![input.clone()]).await {
+            Ok(committed) => {
+                let rejection = &committed.outcomes[0].rejection;
+                assert!(rejection.as_ref().is_none_or(|r| r.reason == "duplicate"), "{input:?} refused: {rejection:?}");
+                return;
+            }
+            Err(ProposeError::Invalid(e)) => panic!("{input:?}: {e}"),
+            Err(_) => *next += 1,
+        }
+    }
 }
