@@ -70,6 +70,8 @@ pub enum Effect {
         workspace: WorkspaceId,
         /// The conversation.
         conversation: ConversationId,
+        /// The team it was in when it left the agent.
+        team: TeamId,
         /// The agent it left.
         agent: AgentId,
         /// Why.
@@ -122,6 +124,8 @@ pub enum Effect {
         workspace: WorkspaceId,
         /// The conversation.
         conversation: ConversationId,
+        /// Its team.
+        team: TeamId,
     },
     /// A conversation ended.
     Closed {
@@ -129,6 +133,8 @@ pub enum Effect {
         workspace: WorkspaceId,
         /// The conversation.
         conversation: ConversationId,
+        /// Its team.
+        team: TeamId,
         /// Its last agent, if it had one.
         agent: Option<AgentId>,
     },
@@ -155,6 +161,46 @@ impl Effect {
             Effect::Reopened { .. } => "reopened",
             Effect::Closed { .. } => "closed",
             Effect::AgentStatusChanged { .. } => "agent_status",
+        }
+    }
+
+    /// The conversation the effect is about; `None` for agent status changes.
+    pub fn conversation(&self) -> Option<&ConversationId> {
+        match self {
+            Effect::Assigned { conversation, .. }
+            | Effect::Unassigned { conversation, .. }
+            | Effect::Queued { conversation, .. }
+            | Effect::OutsideHours { conversation, .. }
+            | Effect::Welcome { conversation, .. }
+            | Effect::Reopened { conversation, .. }
+            | Effect::Closed { conversation, .. } => Some(conversation),
+            Effect::AgentStatusChanged { .. } => None,
+        }
+    }
+
+    /// The team of the conversation the effect is about; `None` for agent status changes.
+    pub fn team(&self) -> Option<&TeamId> {
+        match self {
+            Effect::Assigned { team, .. }
+            | Effect::Unassigned { team, .. }
+            | Effect::Queued { team, .. }
+            | Effect::OutsideHours { team, .. }
+            | Effect::Welcome { team, .. }
+            | Effect::Reopened { team, .. }
+            | Effect::Closed { team, .. } => Some(team),
+            Effect::AgentStatusChanged { .. } => None,
+        }
+    }
+
+    /// The agent the effect names, if any.
+    pub fn agent(&self) -> Option<&AgentId> {
+        match self {
+            Effect::Assigned { agent, .. }
+            | Effect::Unassigned { agent, .. }
+            | Effect::AgentStatusChanged { agent, .. } => Some(agent),
+            Effect::Queued { waiting_for, .. } => waiting_for.as_ref(),
+            Effect::Closed { agent, .. } => agent.as_ref(),
+            Effect::OutsideHours { .. } | Effect::Welcome { .. } | Effect::Reopened { .. } => None,
         }
     }
 

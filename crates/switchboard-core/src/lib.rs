@@ -74,4 +74,4 @@ pub use model::{
     Strategy, TeamOptions, TeamSpec, Templates, WorkspaceSettings,
 };
 pub use state::{Outcome, SNAPSHOT_VERSION, SnapshotError, State};
-pub use view::{AgentView, ConversationView, QueuePosition, QueuedView};
+pub use view::{AgentView, ContactView, ConversationView, QueuePosition, QueuedView};

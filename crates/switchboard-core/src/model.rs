@@ -63,6 +63,9 @@ pub enum AgentStatus {
 }
 
 impl AgentStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [AgentStatus; 4] = [AgentStatus::Online, AgentStatus::Busy, AgentStatus::Away, AgentStatus::Offline];
+
     fn bit(self) -> u8 {
         1 << (self as u8)
     }
@@ -79,6 +82,11 @@ impl StatusSet {
     /// A set of the given statuses.
     pub fn of(statuses: &[AgentStatus]) -> Self {
         Self(statuses.iter().fold(0, |mask, status| mask | status.bit()))
+    }
+
+    /// The statuses in the set, in declaration order.
+    pub fn statuses(self) -> Vec<AgentStatus> {
+        AgentStatus::ALL.into_iter().filter(|status| self.contains(*status)).collect()
     }
 
     /// Whether `status` is in the set.

@@ -5,9 +5,11 @@ use crate::command::{Command, Event, Input};
 use crate::dedupe::Dedupe;
 use crate::effect::Effect;
 use crate::error::ApplyError;
+use crate::ids::ContactId;
 use crate::ids::{AgentId, ConversationId, TeamId, WorkspaceId};
+use crate::model::{AgentSpec, RoutingRule, TeamSpec, WorkspaceSettings};
 use crate::timers::{Ctx, Timers};
-use crate::view::{AgentView, ConversationView, QueuedView};
+use crate::view::{AgentView, ContactView, ConversationView, QueuedView};
 use crate::workspace::Workspace;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -167,6 +169,42 @@ impl State {
     /// An agent with presence and counters.
     pub fn agent(&self, workspace: &WorkspaceId, id: &AgentId) -> Option<AgentView> {
         self.workspaces.get(workspace)?.agent_view(id)
+    }
+
+    /// Whether the workspace has been configured.
+    pub fn has_workspace(&self, workspace: &WorkspaceId) -> bool {
+        self.workspaces.contains_key(workspace)
+    }
+
+    /// A workspace's settings.
+    pub fn workspace_settings(&self, workspace: &WorkspaceId) -> Option<&WorkspaceSettings> {
+        self.workspaces.get(workspace).map(|w| &w.settings)
+    }
+
+    /// An agent's configuration.
+    pub fn agent_spec(&self, workspace: &WorkspaceId, id: &AgentId) -> Option<&AgentSpec> {
+        self.workspaces.get(workspace)?.agent_spec(id)
+    }
+
+    /// A team's configuration.
+    pub fn team_spec(&self, workspace: &WorkspaceId, id: &TeamId) -> Option<&TeamSpec> {
+        self.workspaces.get(workspace)?.team_spec(id)
+    }
+
+    /// A workspace's routing rules, in order.
+    pub fn routing_rules(&self, workspace: &WorkspaceId) -> Option<&[RoutingRule]> {
+        self.workspaces.get(workspace).map(Workspace::rules)
+    }
+
+    /// A contact with what the router remembers about it.
+    pub fn contact(&self, workspace: &WorkspaceId, id: &ContactId) -> Option<ContactView> {
+        self.workspaces.get(workspace)?.contact_view(id)
+    }
+
+    /// How many agents of a workspace have each status, in `AgentStatus` order (online, busy,
+    /// away, offline). O(agents): for periodic metrics, not per event.
+    pub fn agents_by_status(&self, workspace: &WorkspaceId) -> [usize; 4] {
+        self.workspaces.get(workspace).map(Workspace::agents_by_status).unwrap_or_default()
     }
 
     /// Every agent id of a workspace, in id order.

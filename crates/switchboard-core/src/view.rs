@@ -2,7 +2,7 @@
 
 use crate::entities::ConversationState;
 use crate::ids::{AgentId, ContactId, ConversationId, Language, TeamId};
-use crate::model::{AgentStatus, Channel};
+use crate::model::{AgentStatus, Channel, ContactSpec};
 
 /// Where a queued conversation stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,4 +82,15 @@ pub struct QueuedView {
     pub waiting_for: Option<AgentId>,
     /// When it arrived.
     pub opened_ms: i64,
+}
+
+/// A contact as a client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactView {
+    /// Its configuration.
+    pub spec: ContactSpec,
+    /// The agent who served it last.
+    pub last_agent: Option<AgentId>,
+    /// Conversations it has opened so far.
+    pub conversations: u32,
 }

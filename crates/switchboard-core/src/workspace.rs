@@ -23,7 +23,7 @@ use crate::model::{
 use crate::pool::{MemberFacts, Pool, Requirement};
 use crate::rng::SplitMix64;
 use crate::timers::{Ctx, Timer};
-use crate::view::{AgentView, ConversationView, QueuePosition, QueuedView};
+use crate::view::{AgentView, ContactView, ConversationView, QueuePosition, QueuedView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -862,6 +862,7 @@ impl Workspace {
         conversation.state = ConversationState::Queued;
         conversation.generation += 1;
         let channel = conversation.channel;
+        let team = conversation.team.clone();
         if let Some(agent) = self.agents.get_mut(&agent_id) {
             agent.open.remove(&id);
             agent.open_by_channel[channel.index()] -= 1;
@@ -870,6 +871,7 @@ impl Workspace {
         cx.effects.push(Effect::Unassigned {
             workspace: self.id.clone(),
             conversation: id,
+            team,
             agent: agent_id.clone(),
             reason,
         });
@@ -1067,7 +1069,11 @@ impl Workspace {
         conversation.opened_ms = cx.now_ms;
         let previous = conversation.last_agent.clone();
         let team_id = conversation.team.clone();
-        cx.effects.push(Effect::Reopened { workspace: self.id.clone(), conversation: id.clone() });
+        cx.effects.push(Effect::Reopened {
+            workspace: self.id.clone(),
+            conversation: id.clone(),
+            team: team_id.clone(),
+        });
         let team = &self.teams[&team_id];
         if team.calendar.as_ref().is_some_and(|c| !c.is_open(cx.now_ms)) {
             self.admit(cx, self.ixu(id), None);
@@ -1138,7 +1144,13 @@ impl Workspace {
         conversation.closed_ms = cx.now_ms;
         conversation.generation += 1;
         let generation = conversation.generation;
-        cx.effects.push(Effect::Closed { workspace: self.id.clone(), conversation: id.clone(), agent: freed.clone() });
+        let team = conversation.team.clone();
+        cx.effects.push(Effect::Closed {
+            workspace: self.id.clone(),
+            conversation: id.clone(),
+            team,
+            agent: freed.clone(),
+        });
         cx.timers.schedule(
             cx.now_ms + i64::from(self.settings.closed_retention_s) * 1000,
             self.id.clone(),
@@ -1381,6 +1393,36 @@ impl Workspace {
             teams: agent.memberships.iter().map(|(team, _)| team.clone()).collect(),
             open_conversations: agent.open.iter().cloned().collect(),
         })
+    }
+
+    pub(crate) fn agent_spec(&self, id: &AgentId) -> Option<&AgentSpec> {
+        self.agents.get(id).map(|agent| &agent.spec)
+    }
+
+    pub(crate) fn team_spec(&self, id: &TeamId) -> Option<&TeamSpec> {
+        self.teams.get(id).map(|team| &team.spec)
+    }
+
+    pub(crate) fn rules(&self) -> &[RoutingRule] {
+        &self.rules
+    }
+
+    pub(crate) fn contact_view(&self, id: &ContactId) -> Option<ContactView> {
+        let contact = self.contacts.get(id)?;
+        Some(ContactView {
+            spec: contact.spec.clone(),
+            last_agent: contact.last_agent.as_ref().map(|(agent, _)| agent.clone()),
+            conversations: contact.conversations,
+        })
+    }
+
+    /// Agents per status, in `AgentStatus` order (Online, Busy, Away, Offline).
+    pub(crate) fn agents_by_status(&self) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for agent in self.agents.values() {
+            counts[agent.status as usize] += 1;
+        }
+        counts
     }
 
     pub(crate) fn agent_ids(&self) -> Vec<AgentId> {

@@ -318,6 +318,7 @@ fn max_open_queues_with_position_and_eta_and_a_close_assigns_the_head_in_the_sam
             Effect::Closed {
                 workspace: WorkspaceId::new(WS),
                 conversation: ConversationId::new("c1"),
+                team: TeamId::new("support"),
                 agent: Some(AgentId::new("a"))
             },
             assigned("c3", "k3", "support", "a", "a", 120_000, AssignReason::Strategy(Strategy::RoundRobin)),
@@ -466,7 +467,11 @@ fn reopened_chat_goes_to_william_or_mary_when_reassigning_unavailable_agents() {
     let effects = sim.ok(Command::CustomerMessage { conversation: ConversationId::new("chat") });
     assert_eq!(
         effects[0],
-        Effect::Reopened { workspace: WorkspaceId::new(WS), conversation: ConversationId::new("chat") }
+        Effect::Reopened {
+            workspace: WorkspaceId::new(WS),
+            conversation: ConversationId::new("chat"),
+            team: TeamId::new("support")
+        }
     );
     let agents = assigned_agents(&effects);
     assert!(agents == ["william"] || agents == ["mary"], "{agents:?}");
@@ -498,7 +503,11 @@ fn reopened_chat_goes_straight_back_to_an_available_agent() {
     assert_eq!(
         effects,
         vec![
-            Effect::Reopened { workspace: WorkspaceId::new(WS), conversation: ConversationId::new("chat") },
+            Effect::Reopened {
+                workspace: WorkspaceId::new(WS),
+                conversation: ConversationId::new("chat"),
+                team: TeamId::new("support")
+            },
             assigned("chat", "customer", "support", "john", "john", 120_000, AssignReason::Reopened),
         ]
     );
@@ -621,6 +630,7 @@ fn an_unanswered_conversation_moves_to_another_agent_after_the_no_reply_timeout(
             Effect::Unassigned {
                 workspace: WorkspaceId::new(WS),
                 conversation: ConversationId::new("c1"),
+                team: TeamId::new("support"),
                 agent: AgentId::new("a"),
                 reason: UnassignReason::NoReply
             },
