@@ -1,5 +1,7 @@
 //! Switchboard's protobuf messages and gRPC stubs, generated from `proto/` at build time.
 //!
+//! - [`switchboard::v1`]: the public API (events, effects, presence, assignments, admin,
+//!   cluster) that gateways, agent apps, `switchboard ctl` and dashboards use.
 //! - [`raft::v1`]: the peer-only Raft transport between the nodes of a cluster.
 
 #![allow(missing_docs, unreachable_pub, clippy::all)]
@@ -9,6 +11,14 @@ pub mod raft {
     /// Version 1 of the peer protocol.
     pub mod v1 {
         tonic::include_proto!("raft.v1");
+    }
+}
+
+/// The public API (`proto/switchboard/v1/*.proto`).
+pub mod switchboard {
+    /// Version 1 of the public API.
+    pub mod v1 {
+        tonic::include_proto!("switchboard.v1");
     }
 }
 

@@ -98,7 +98,7 @@ pub(crate) async fn run(
                         }
                     };
                     drop(permit);
-                    distribute(waiters, result);
+                    distribute(waiters, at_ms, result);
                 });
             }
         }
@@ -115,7 +115,7 @@ fn answer_all(waiters: Waiters, result: &Result<crate::Committed, ProposeError>)
     }
 }
 
-fn distribute(waiters: Waiters, result: Result<ClientWriteResponse<TypeConfig>, ProposeError>) {
+fn distribute(waiters: Waiters, at_ms: i64, result: Result<ClientWriteResponse<TypeConfig>, ProposeError>) {
     let response = match result {
         Ok(response) => response,
         Err(error) => return answer_all(waiters, &Err(error)),
@@ -123,11 +123,14 @@ fn distribute(waiters: Waiters, result: Result<ClientWriteResponse<TypeConfig>, 
     let index = response.log_id.index;
     let Applied { outcomes } = response.data;
     let mut outcomes = outcomes.into_iter();
+    let mut first_effect_sequence = 0u32;
     for (n, reply) in waiters {
         let mine: Vec<_> = outcomes.by_ref().take(n).collect();
+        let effects = mine.iter().map(|outcome| outcome.effects.len() as u32).sum::<u32>();
         if let Some(reply) = reply {
-            let _ = reply.send(Ok(crate::Committed { index, outcomes: mine }));
+            let _ = reply.send(Ok(crate::Committed { index, at_ms, first_effect_sequence, outcomes: mine }));
         }
+        first_effect_sequence += effects;
     }
 }
 

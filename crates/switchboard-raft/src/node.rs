@@ -141,6 +141,11 @@ pub enum StartError {
 pub struct Committed {
     /// The log index of the entry that carried it.
     pub index: u64,
+    /// The leader's timestamp on the entry (UTC milliseconds).
+    pub at_ms: i64,
+    /// Position, among all effects of the entry (other writers' included), of the first
+    /// effect of these outcomes; with `index` it names each effect uniquely.
+    pub first_effect_sequence: u32,
     /// One outcome per input, in order.
     pub outcomes: Vec<InputOutcome>,
 }

@@ -1,0 +1,158 @@
+//! What every service shares: the replica, the Watch hub, the heartbeat supervisor and the link
+//! to the leader's public API; and the two paths every RPC takes, [`Api::write`] and
+//! [`Api::read`].
+
+use crate::convert::effects::{EffectOrigin, effect_to_pb};
+use crate::presence::PresenceSupervisor;
+use crate::status;
+use crate::watch::WatchHub;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+use switchboard_core::{Command, Event, EventId, Input, State, WorkspaceId};
+use switchboard_proto::switchboard::v1 as pb;
+use switchboard_raft::{InputOutcome, RaftNode};
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+/// Metadata marking a call one node forwarded to the leader, so that it is never forwarded
+/// again (two nodes that disagree about the leader must not bounce a call between them).
+pub(crate) const FORWARDED_METADATA_KEY: &str = "switchboard-forwarded";
+
+/// A committed write as the API reports it.
+pub(crate) struct Written {
+    pub(crate) log_index: u64,
+    pub(crate) effects: Vec<pb::Effect>,
+}
+
+/// A read and the applied index it reflects.
+pub(crate) struct ReadValue<T> {
+    pub(crate) value: T,
+    pub(crate) applied_index: u64,
+}
+
+/// Shared by every service of one node.
+pub(crate) struct Api {
+    pub(crate) node: Arc<RaftNode>,
+    pub(crate) watch: Arc<WatchHub>,
+    pub(crate) presence: Arc<PresenceSupervisor>,
+    /// Turns true when the server begins to shut down; long-lived streams end then.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    leader_channels: Mutex<BTreeMap<String, Channel>>,
+}
+
+/// Effects of consecutive outcomes of one entry, numbered from `first_sequence`.
+pub(crate) fn outcome_effects(outcome: &InputOutcome, origin: EffectOrigin, first_sequence: u32) -> Vec<pb::Effect> {
+    outcome
+        .effects
+        .iter()
+        .enumerate()
+        .map(|(i, effect)| effect_to_pb(effect, origin, first_sequence + i as u32))
+        .collect()
+}
+
+/// A fresh idempotency key for a write whose caller gave none, so that the node can retry it
+/// across a leader change without applying it twice. Unique per node incarnation (the process
+/// start time in nanoseconds) and per call (a counter).
+pub(crate) fn generated_event_id(node_id: u64) -> EventId {
+    static INCARNATION: OnceLock<u128> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let incarnation = *INCARNATION
+        .get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    EventId::new(format!("gen-{node_id}-{incarnation:x}-{n:x}"))
+}
+
+impl Api {
+    pub(crate) fn new(
+        node: Arc<RaftNode>,
+        watch: Arc<WatchHub>,
+        presence: Arc<PresenceSupervisor>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self { node, watch, presence, stopping, leader_channels: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Commits one command through the Raft log (forwarded to the leader by the node when this
+    /// node follows) and returns its effects, or the state machine's refusal as a status.
+    pub(crate) async fn write(
+        &self,
+        workspace: WorkspaceId,
+        request_id: String,
+        command: Command,
+    ) -> Result<Written, Status> {
+        let event_id = match crate::convert::optional_id::<EventId>(request_id, "request_id")? {
+            Some(id) => id,
+            None => generated_event_id(self.node.id()),
+        };
+        let input = Input::Event(Event { workspace, event_id: Some(event_id), command });
+        let committed = self.node.propose(vec![input]).await.map_err(status::propose)?;
+        let outcome = committed.outcomes.first().ok_or_else(|| Status::internal("the write returned no outcome"))?;
+        if let Some(rejection) = &outcome.rejection {
+            return Err(status::rejection(rejection));
+        }
+        let origin = EffectOrigin { log_index: committed.index, at_ms: committed.at_ms };
+        Ok(Written {
+            log_index: committed.index,
+            effects: outcome_effects(outcome, origin, committed.first_effect_sequence),
+        })
+    }
+
+    /// Reads the state, linearizably unless `consistency` asks for a local read.
+    pub(crate) async fn read<T>(&self, consistency: i32, f: impl FnOnce(&State) -> T) -> Result<ReadValue<T>, Status> {
+        let local = match pb::Consistency::try_from(consistency) {
+            Ok(pb::Consistency::Linearizable) => false,
+            Ok(pb::Consistency::Local) => true,
+            Err(_) => {
+                return Err(crate::convert::invalid(
+                    "consistency",
+                    format!("{consistency} is not a known consistency"),
+                ));
+            }
+        };
+        let read = if local { self.node.read_local(f) } else { self.node.read(f).await.map_err(status::read)? };
+        Ok(ReadValue { value: read.value, applied_index: read.applied_index })
+    }
+
+    /// A channel to the leader's public API, or `None` when this node leads. Fails with
+    /// `UNAVAILABLE` when no leader is known or the call was already forwarded once.
+    pub(crate) fn leader_channel<T>(&self, request: &tonic::Request<T>) -> Result<Option<Channel>, Status> {
+        let leader = self.node.leader().ok_or_else(|| {
+            Status::unavailable("no Raft leader is known right now (an election may be under way); retry shortly")
+        })?;
+        if leader.id == self.node.id() {
+            return Ok(None);
+        }
+        if request.metadata().contains_key(FORWARDED_METADATA_KEY) {
+            return Err(Status::unavailable(format!(
+                "this call was forwarded here as to the leader, but this node is not the leader (it believes {leader} \
+                 is); retry shortly"
+            )));
+        }
+        if leader.node.api_addr.is_empty() {
+            return Err(Status::unavailable(format!("the leader, {leader}, has no public API address")));
+        }
+        let mut channels = self.leader_channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(channel) = channels.get(&leader.node.api_addr) {
+            return Ok(Some(channel.clone()));
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{}", leader.node.api_addr))
+            .map_err(|e| Status::internal(format!("bad leader address {}: {e}", leader.node.api_addr)))?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(30));
+        let channel = endpoint.connect_lazy();
+        channels.insert(leader.node.api_addr.clone(), channel.clone());
+        Ok(Some(channel))
+    }
+}
+
+/// Copies a request for forwarding: same message, the caller's deadline, marked as forwarded.
+pub(crate) fn forwarded<T: Clone>(request: &tonic::Request<T>) -> tonic::Request<T> {
+    let mut forwarded = tonic::Request::new(request.get_ref().clone());
+    if let Some(timeout) = request.metadata().get("grpc-timeout") {
+        forwarded.metadata_mut().insert("grpc-timeout", timeout.clone());
+    }
+    forwarded.metadata_mut().insert(FORWARDED_METADATA_KEY, tonic::metadata::MetadataValue::from_static("1"));
+    forwarded
+}

@@ -1,0 +1,108 @@
+//! Core effects into protobuf effects.
+
+use super::model::{channel_to_pb, status_to_pb, strategy_to_pb};
+use switchboard_core::{AssignReason, Effect, UnassignReason};
+use switchboard_proto::switchboard::v1 as pb;
+use switchboard_proto::switchboard::v1::effect::Kind;
+
+/// Where an effect came from in the log.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EffectOrigin {
+    /// Log index of the entry.
+    pub(crate) log_index: u64,
+    /// The entry's timestamp.
+    pub(crate) at_ms: i64,
+}
+
+/// Converts `effect`, the `sequence`-th effect of the entry at `origin`.
+pub(crate) fn effect_to_pb(effect: &Effect, origin: EffectOrigin, sequence: u32) -> pb::Effect {
+    let kind = match effect {
+        Effect::Assigned {
+            conversation,
+            contact,
+            channel,
+            team,
+            agent,
+            agent_name,
+            expected_response_ms,
+            reason,
+            ..
+        } => {
+            let (reason, strategy) = assign_reason_to_pb(*reason);
+            Kind::Assigned(pb::Assigned {
+                conversation: conversation.to_string(),
+                contact: contact.to_string(),
+                channel: channel_to_pb(*channel).into(),
+                team: team.to_string(),
+                agent: agent.to_string(),
+                agent_name: agent_name.to_string(),
+                expected_response_ms: *expected_response_ms,
+                reason: reason.into(),
+                strategy: strategy.into(),
+            })
+        }
+        Effect::Unassigned { conversation, team, agent, reason, .. } => Kind::Unassigned(pb::Unassigned {
+            conversation: conversation.to_string(),
+            team: team.to_string(),
+            agent: agent.to_string(),
+            reason: match reason {
+                UnassignReason::AgentOffline => pb::UnassignReason::AgentOffline,
+                UnassignReason::NoReply => pb::UnassignReason::NoReply,
+                UnassignReason::Transfer => pb::UnassignReason::Transfer,
+                UnassignReason::AgentRemoved => pb::UnassignReason::AgentRemoved,
+            }
+            .into(),
+        }),
+        Effect::Queued { conversation, team, position, eta_ms, waiting_for, message, .. } => Kind::Queued(pb::Queued {
+            conversation: conversation.to_string(),
+            team: team.to_string(),
+            position: *position,
+            eta_ms: *eta_ms,
+            waiting_for: waiting_for.as_ref().map(ToString::to_string).unwrap_or_default(),
+            message: message.clone().unwrap_or_default(),
+        }),
+        Effect::OutsideHours { conversation, team, opens_at_ms, message, .. } => Kind::OutsideHours(pb::OutsideHours {
+            conversation: conversation.to_string(),
+            team: team.to_string(),
+            opens_at_ms: *opens_at_ms,
+            message: message.clone().unwrap_or_default(),
+        }),
+        Effect::Welcome { conversation, team, message, .. } => Kind::Welcome(pb::Welcome {
+            conversation: conversation.to_string(),
+            team: team.to_string(),
+            message: message.clone(),
+        }),
+        Effect::Reopened { conversation, team, .. } => {
+            Kind::Reopened(pb::Reopened { conversation: conversation.to_string(), team: team.to_string() })
+        }
+        Effect::Closed { conversation, team, agent, .. } => Kind::Closed(pb::Closed {
+            conversation: conversation.to_string(),
+            team: team.to_string(),
+            agent: agent.as_ref().map(ToString::to_string).unwrap_or_default(),
+        }),
+        Effect::AgentStatusChanged { agent, status, .. } => Kind::AgentStatusChanged(pb::AgentStatusChanged {
+            agent: agent.to_string(),
+            status: status_to_pb(*status).into(),
+        }),
+    };
+    pb::Effect {
+        workspace: effect.workspace().to_string(),
+        log_index: origin.log_index,
+        sequence,
+        at_ms: origin.at_ms,
+        kind: Some(kind),
+    }
+}
+
+fn assign_reason_to_pb(reason: AssignReason) -> (pb::AssignReason, pb::Strategy) {
+    match reason {
+        AssignReason::Strategy(strategy) => (pb::AssignReason::Strategy, strategy_to_pb(strategy)),
+        AssignReason::Dedicated => (pb::AssignReason::Dedicated, pb::Strategy::Unspecified),
+        AssignReason::Returning => (pb::AssignReason::Returning, pb::Strategy::Unspecified),
+        AssignReason::RuleAgent => (pb::AssignReason::RuleAgent, pb::Strategy::Unspecified),
+        AssignReason::Reopened => (pb::AssignReason::Reopened, pb::Strategy::Unspecified),
+        AssignReason::Claimed => (pb::AssignReason::Claimed, pb::Strategy::Unspecified),
+        AssignReason::Manual => (pb::AssignReason::Manual, pb::Strategy::Unspecified),
+        AssignReason::Transfer => (pb::AssignReason::Transfer, pb::Strategy::Unspecified),
+    }
+}

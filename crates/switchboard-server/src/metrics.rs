@@ -1,0 +1,139 @@
+//! Prometheus metrics of a node (`switchboard_` prefix, names fixed by DESIGN.md §3).
+//!
+//! The binary installs the exporter; this module names the series, describes them, and runs the
+//! sampler that keeps the gauges current. Labels name workspaces, teams, statuses and
+//! strategies, never agents, so that cardinality stays bounded by configuration.
+//!
+//! Counters derived from applied entries (`assignments_total`) are counted by every replica, so
+//! each node reports the whole cluster's decisions: aggregate with `max`, not `sum`.
+
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_core::{AgentStatus, AssignReason, Effect};
+use switchboard_raft::{RaftNode, StateChange};
+
+/// Events accepted for proposal, by `source` (`grpc`, `nats`).
+pub const EVENTS_INGESTED_TOTAL: &str = "switchboard_events_ingested_total";
+/// Events refused, by `reason`.
+pub const EVENTS_REJECTED_TOTAL: &str = "switchboard_events_rejected_total";
+/// Assignments applied, by `workspace`, `team` and `strategy` (or the non-strategy reason).
+pub const ASSIGNMENTS_TOTAL: &str = "switchboard_assignments_total";
+/// Conversations waiting in a team's queue, by `workspace` and `team`.
+pub const QUEUE_DEPTH: &str = "switchboard_queue_depth";
+/// Agents by `workspace` and `status`.
+pub const AGENTS: &str = "switchboard_agents";
+/// Whether this node is the Raft leader (1) or not (0).
+pub const RAFT_IS_LEADER: &str = "switchboard_raft_is_leader";
+/// This node's current Raft term.
+pub const RAFT_TERM: &str = "switchboard_raft_term";
+/// Index of the last entry in this node's log.
+pub const RAFT_LAST_LOG_INDEX: &str = "switchboard_raft_last_log_index";
+/// Index of the last entry applied to this node's state.
+pub const RAFT_LAST_APPLIED_INDEX: &str = "switchboard_raft_last_applied_index";
+
+/// How often Raft gauges are refreshed.
+const RAFT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often queue and agent gauges are refreshed (each refresh walks every team and agent).
+const STATE_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Registers descriptions of every series, for the exporter's `# HELP` lines.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(EVENTS_INGESTED_TOTAL, "Events accepted for proposal, by source (grpc, nats).");
+    describe_counter!(EVENTS_REJECTED_TOTAL, "Events refused, by reason.");
+    describe_counter!(ASSIGNMENTS_TOTAL, "Assignments applied by this replica, by workspace, team and strategy.");
+    describe_gauge!(QUEUE_DEPTH, "Conversations waiting in a team's queue.");
+    describe_gauge!(AGENTS, "Agents by workspace and status.");
+    describe_gauge!(RAFT_IS_LEADER, "1 if this node is the Raft leader.");
+    describe_gauge!(RAFT_TERM, "Current Raft term.");
+    describe_gauge!(RAFT_LAST_LOG_INDEX, "Index of the last entry in this node's log.");
+    describe_gauge!(RAFT_LAST_APPLIED_INDEX, "Index of the last entry applied to this node's state.");
+}
+
+fn status_label(status: AgentStatus) -> &'static str {
+    match status {
+        AgentStatus::Online => "online",
+        AgentStatus::Busy => "busy",
+        AgentStatus::Away => "away",
+        AgentStatus::Offline => "offline",
+    }
+}
+
+fn reason_label(reason: AssignReason) -> &'static str {
+    match reason {
+        AssignReason::Strategy(strategy) => strategy.label(),
+        AssignReason::Dedicated => "dedicated",
+        AssignReason::Returning => "returning",
+        AssignReason::RuleAgent => "rule_agent",
+        AssignReason::Reopened => "reopened",
+        AssignReason::Claimed => "claimed",
+        AssignReason::Manual => "manual",
+        AssignReason::Transfer => "transfer",
+    }
+}
+
+/// Keeps the gauges current and counts applied assignments until `shutdown` resolves.
+pub async fn run_sampler(node: Arc<RaftNode>, shutdown: impl std::future::Future<Output = ()>) {
+    let mut changes = node.subscribe();
+    let mut raft_tick = tokio::time::interval(RAFT_SAMPLE_INTERVAL);
+    let mut state_tick = tokio::time::interval(STATE_SAMPLE_INTERVAL);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            change = changes.recv() => match change {
+                Ok(StateChange::Entry { outcomes, .. }) => {
+                    for effect in outcomes.iter().flat_map(|outcome| &outcome.effects) {
+                        if let Effect::Assigned { workspace, team, reason, .. } = effect {
+                            metrics::counter!(
+                                ASSIGNMENTS_TOTAL,
+                                "workspace" => workspace.to_string(),
+                                "team" => team.to_string(),
+                                "strategy" => reason_label(*reason),
+                            )
+                            .increment(1);
+                        }
+                    }
+                }
+                Ok(StateChange::SnapshotInstalled { .. }) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "metrics sampler lagged; some assignments were not counted");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = raft_tick.tick() => {
+                let metrics = node.raft().metrics().borrow().clone();
+                metrics::gauge!(RAFT_IS_LEADER).set(if metrics.current_leader == Some(node.id()) { 1.0 } else { 0.0 });
+                metrics::gauge!(RAFT_TERM).set(metrics.current_term as f64);
+                metrics::gauge!(RAFT_LAST_LOG_INDEX).set(metrics.last_log_index.unwrap_or(0) as f64);
+                metrics::gauge!(RAFT_LAST_APPLIED_INDEX).set(metrics.last_applied.map_or(0, |id| id.index) as f64);
+            }
+            _ = state_tick.tick() => sample_state(&node),
+        }
+    }
+}
+
+fn sample_state(node: &RaftNode) {
+    let samples = node.read_local(|state| {
+        let mut queues = Vec::new();
+        let mut agents = Vec::new();
+        for workspace in state.workspace_ids() {
+            for team in state.team_ids(workspace) {
+                let depth = state.queue_depth(workspace, &team).unwrap_or(0);
+                queues.push((workspace.to_string(), team.to_string(), depth));
+            }
+            agents.push((workspace.to_string(), state.agents_by_status(workspace)));
+        }
+        (queues, agents)
+    });
+    let (queues, agents) = samples.value;
+    for (workspace, team, depth) in queues {
+        metrics::gauge!(QUEUE_DEPTH, "workspace" => workspace, "team" => team).set(depth as f64);
+    }
+    for (workspace, counts) in agents {
+        for status in AgentStatus::ALL {
+            metrics::gauge!(AGENTS, "workspace" => workspace.clone(), "status" => status_label(status))
+                .set(counts[status as usize] as f64);
+        }
+    }
+}

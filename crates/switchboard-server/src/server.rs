@@ -1,0 +1,160 @@
+//! Serving the public API on a bound listener until a shutdown future resolves.
+
+use crate::api::Api;
+use crate::presence::{PresenceConfig, PresenceSupervisor};
+use crate::services::admin::AdminService;
+use crate::services::assignments::AssignmentsService;
+use crate::services::cluster::ClusterService;
+use crate::services::events::EventsService;
+use crate::services::presence::PresenceService;
+use crate::watch::WatchHub;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_proto::switchboard::v1::admin_server::AdminServer;
+use switchboard_proto::switchboard::v1::assignments_server::AssignmentsServer;
+use switchboard_proto::switchboard::v1::cluster_server::ClusterServer;
+use switchboard_proto::switchboard::v1::events_server::EventsServer;
+use switchboard_proto::switchboard::v1::presence_server::PresenceServer;
+use switchboard_raft::RaftNode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+/// The public services, by full gRPC name (health and reflection report these).
+pub const SERVICE_NAMES: [&str; 5] = [
+    "switchboard.v1.Events",
+    "switchboard.v1.Presence",
+    "switchboard.v1.Assignments",
+    "switchboard.v1.Admin",
+    "switchboard.v1.Cluster",
+];
+
+/// How the public API behaves.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Heartbeat supervision of agent presence.
+    pub presence: PresenceConfig,
+    /// About how many effects Watch streams can resume from.
+    pub watch_retained_effects: usize,
+    /// Largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Largest response message sent, in bytes.
+    pub max_response_bytes: usize,
+    /// Most concurrent requests per client connection.
+    pub concurrency_per_connection: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            presence: PresenceConfig::default(),
+            watch_retained_effects: 100_000,
+            max_request_bytes: 4 * 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
+            concurrency_per_connection: 1024,
+        }
+    }
+}
+
+/// Why the API stopped serving with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service could not read the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the public API of `node` on `listener` until `shutdown` resolves, then stops
+/// gracefully: health turns `NOT_SERVING`, Watch streams end with `UNAVAILABLE` (clients resume
+/// on another node from the index they reached), new connections are refused and in-flight
+/// calls finish.
+pub async fn serve(
+    node: Arc<RaftNode>,
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    crate::metrics::describe();
+    let (stop_sender, stop) = watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    };
+
+    // Subscribe before reading the applied index, so that no change falls between the two.
+    let changes = node.subscribe();
+    let applied = node.read_local(|_| ()).applied_index;
+    let hub = WatchHub::new(config.watch_retained_effects, applied);
+    tokio::spawn(hub.clone().feed(changes));
+    let presence = PresenceSupervisor::new(config.presence, node.clone());
+    tokio::spawn(presence.clone().run(stopped()));
+    tokio::spawn(crate::metrics::run_sampler(node.clone(), stopped()));
+
+    let api = Arc::new(Api::new(node, hub, presence, stopped_flag(&stop_sender)));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICE_NAMES.into_iter().chain([""]) {
+        health.set_service_status(name, ServingStatus::Serving).await;
+    }
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(switchboard_proto::FILE_DESCRIPTOR_SET);
+    for name in SERVICE_NAMES {
+        reflection = reflection.with_service_name(name);
+    }
+    let reflection = reflection.build_v1()?;
+
+    let request = config.max_request_bytes;
+    let response = config.max_response_bytes;
+    let signal = async move {
+        shutdown.await;
+        for name in SERVICE_NAMES.into_iter().chain([""]) {
+            health.set_service_status(name, ServingStatus::NotServing).await;
+        }
+        let _ = stop_sender.send(true);
+        tracing::info!("public API shutting down");
+    };
+    tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(config.concurrency_per_connection)
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            EventsServer::new(EventsService { api: api.clone() })
+                .max_decoding_message_size(request)
+                .max_encoding_message_size(response),
+        )
+        .add_service(
+            PresenceServer::new(PresenceService { api: api.clone() })
+                .max_decoding_message_size(request)
+                .max_encoding_message_size(response),
+        )
+        .add_service(
+            AssignmentsServer::new(AssignmentsService { api: api.clone() })
+                .max_decoding_message_size(request)
+                .max_encoding_message_size(response),
+        )
+        .add_service(
+            AdminServer::new(AdminService { api: api.clone() })
+                .max_decoding_message_size(request)
+                .max_encoding_message_size(response),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService { api })
+                .max_decoding_message_size(request)
+                .max_encoding_message_size(response),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await?;
+    Ok(())
+}
+
+fn stopped_flag(sender: &watch::Sender<bool>) -> watch::Receiver<bool> {
+    sender.subscribe()
+}

@@ -1,0 +1,152 @@
+//! `switchboard.v1.Admin`: workspace settings, agents, teams, routing rules and contacts.
+
+use crate::api::Api;
+use crate::convert::model::{
+    agent_from_pb, agent_to_pb, contact_from_pb, rule_from_pb, rule_to_pb, settings_from_pb, settings_to_pb,
+    team_from_pb, team_to_pb,
+};
+use crate::convert::views::contact_to_info;
+use crate::convert::{required, required_id};
+use crate::services::unknown_workspace;
+use std::sync::Arc;
+use switchboard_core::{Command, ContactId, WorkspaceId};
+use switchboard_proto::switchboard::v1 as pb;
+use switchboard_proto::switchboard::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+pub(crate) struct AdminService {
+    pub(crate) api: Arc<Api>,
+}
+
+fn written(written: crate::api::Written) -> Response<pb::WriteResponse> {
+    Response::new(pb::WriteResponse { log_index: written.log_index })
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn configure_workspace(
+        &self,
+        request: Request<pb::ConfigureWorkspaceRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let workspace = required_id(request.workspace, "workspace")?;
+        let settings = settings_from_pb(required(request.settings, "settings")?)?;
+        self.api.write(workspace, request.request_id, Command::ConfigureWorkspace(settings)).await.map(written)
+    }
+
+    async fn get_workspace(
+        &self,
+        request: Request<pb::GetWorkspaceRequest>,
+    ) -> Result<Response<pb::WorkspaceConfig>, Status> {
+        let request = request.into_inner();
+        let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
+        let read = self
+            .api
+            .read(request.consistency, |state| {
+                let settings = state.workspace_settings(&workspace).ok_or_else(|| unknown_workspace(&workspace))?;
+                Ok::<_, Status>(pb::WorkspaceConfig {
+                    workspace: workspace.to_string(),
+                    settings: Some(settings_to_pb(settings)),
+                    agents: state
+                        .agent_ids(&workspace)
+                        .iter()
+                        .filter_map(|id| state.agent_spec(&workspace, id).map(agent_to_pb))
+                        .collect(),
+                    teams: state
+                        .team_ids(&workspace)
+                        .iter()
+                        .filter_map(|id| state.team_spec(&workspace, id).map(team_to_pb))
+                        .collect(),
+                    rules: state.routing_rules(&workspace).unwrap_or_default().iter().map(rule_to_pb).collect(),
+                    applied_index: 0,
+                })
+            })
+            .await?;
+        let mut config: pb::WorkspaceConfig = read.value?;
+        config.applied_index = read.applied_index;
+        Ok(Response::new(config))
+    }
+
+    async fn upsert_agent(
+        &self,
+        request: Request<pb::UpsertAgentRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let workspace = required_id(request.workspace, "workspace")?;
+        let spec = agent_from_pb(required(request.agent, "agent")?)?;
+        self.api.write(workspace, request.request_id, Command::UpsertAgent(spec)).await.map(written)
+    }
+
+    async fn remove_agent(
+        &self,
+        request: Request<pb::RemoveAgentRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let workspace = required_id(request.workspace, "workspace")?;
+        let agent = required_id(request.agent, "agent")?;
+        self.api.write(workspace, request.request_id, Command::RemoveAgent { agent }).await.map(written)
+    }
+
+    async fn upsert_team(
+        &self,
+        request: Request<pb::UpsertTeamRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let workspace = required_id(request.workspace, "workspace")?;
+        let spec = team_from_pb(required(request.team, "team")?)?;
+        self.api.write(workspace, request.request_id, Command::UpsertTeam(spec)).await.map(written)
+    }
+
+    async fn remove_team(
+        &self,
+        request: Request<pb::RemoveTeamRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let workspace = required_id(request.workspace, "workspace")?;
+        let team = required_id(request.team, "team")?;
+        self.api.write(workspace, request.request_id, Command::RemoveTeam { team }).await.map(written)
+    }
+
+    async fn set_routing_rules(
+        &self,
+        request: Request<pb::SetRoutingRulesRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let workspace = required_id(request.workspace, "workspace")?;
+        let rules = request
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, rule)| rule_from_pb(rule, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.api.write(workspace, request.request_id, Command::SetRoutingRules(rules)).await.map(written)
+    }
+
+    async fn upsert_contact(
+        &self,
+        request: Request<pb::UpsertContactRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let request = request.into_inner();
+        let workspace = required_id(request.workspace, "workspace")?;
+        let spec = contact_from_pb(required(request.contact, "contact")?, "contact")?;
+        self.api.write(workspace, request.request_id, Command::UpsertContact(spec)).await.map(written)
+    }
+
+    async fn get_contact(&self, request: Request<pb::GetContactRequest>) -> Result<Response<pb::ContactInfo>, Status> {
+        let request = request.into_inner();
+        let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
+        let contact: ContactId = required_id(request.contact, "contact")?;
+        let read = self
+            .api
+            .read(request.consistency, |state| {
+                if !state.has_workspace(&workspace) {
+                    return Err(unknown_workspace(&workspace));
+                }
+                state
+                    .contact(&workspace, &contact)
+                    .ok_or_else(|| Status::not_found(format!("unknown contact {contact} in workspace {workspace}")))
+            })
+            .await?;
+        Ok(Response::new(contact_to_info(read.value?, read.applied_index)))
+    }
+}

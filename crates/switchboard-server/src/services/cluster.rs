@@ -1,0 +1,100 @@
+//! `switchboard.v1.Cluster`: status and membership changes (forwarded to the leader).
+
+use crate::api::{Api, forwarded};
+use crate::convert::invalid;
+use crate::status;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use switchboard_proto::switchboard::v1 as pb;
+use switchboard_proto::switchboard::v1::cluster_client::ClusterClient;
+use switchboard_proto::switchboard::v1::cluster_server::Cluster;
+use switchboard_raft::{NodeInfo, RaftNode};
+use tonic::{Request, Response, Status};
+
+pub(crate) struct ClusterService {
+    pub(crate) api: Arc<Api>,
+}
+
+/// This node's view of the cluster as a protobuf message.
+pub(crate) fn cluster_status(node: &RaftNode) -> pb::ClusterStatus {
+    let status = node.status();
+    let leader_api_addr = status
+        .leader
+        .and_then(|id| status.voters.get(&id).or_else(|| status.learners.get(&id)))
+        .map(|info| info.api_addr.clone())
+        .unwrap_or_default();
+    let member = |(id, info): (&u64, &NodeInfo), voter: bool| pb::Member {
+        id: *id,
+        raft_addr: info.raft_addr.clone(),
+        api_addr: info.api_addr.clone(),
+        voter,
+    };
+    pb::ClusterStatus {
+        node_id: status.id,
+        role: status.role.to_owned(),
+        term: status.term,
+        leader_id: status.leader.unwrap_or(0),
+        leader_api_addr,
+        members: status
+            .voters
+            .iter()
+            .map(|m| member(m, true))
+            .chain(status.learners.iter().map(|m| member(m, false)))
+            .collect(),
+        last_log_index: status.last_log_index,
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        snapshot_index: status.snapshot_index,
+        state_digest: status.state_digest,
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+        Ok(Response::new(cluster_status(&self.api.node)))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(leader) = self.api.leader_channel(&request)? {
+            return ClusterClient::new(leader).add_learner(forwarded(&request)).await;
+        }
+        let request = request.into_inner();
+        if request.id == 0 {
+            return Err(invalid("id", "node ids start at 1"));
+        }
+        if request.raft_addr.is_empty() {
+            return Err(invalid("raft_addr", "is required (host:port of the new node's Raft peer listener)"));
+        }
+        let info = NodeInfo::new(request.raft_addr, request.api_addr);
+        let log_index =
+            self.api.node.add_learner(request.id, info, request.wait_for_catch_up).await.map_err(status::membership)?;
+        Ok(Response::new(pb::MembershipResponse { log_index, status: Some(cluster_status(&self.api.node)) }))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(leader) = self.api.leader_channel(&request)? {
+            return ClusterClient::new(leader).change_membership(forwarded(&request)).await;
+        }
+        let request = request.into_inner();
+        let voters: BTreeSet<u64> = request.voters.iter().copied().collect();
+        if voters.is_empty() {
+            return Err(invalid("voters", "must name at least one node"));
+        }
+        let mut log_index = self.api.node.change_membership(voters.clone()).await.map_err(status::membership)?;
+        if request.remove_learners {
+            let learners: BTreeSet<u64> =
+                self.api.node.status().learners.keys().filter(|id| !voters.contains(id)).copied().collect();
+            if !learners.is_empty() {
+                log_index = self.api.node.remove_learners(learners).await.map_err(status::membership)?;
+            }
+        }
+        Ok(Response::new(pb::MembershipResponse { log_index, status: Some(cluster_status(&self.api.node)) }))
+    }
+}

@@ -1,0 +1,460 @@
+//! `switchboard ctl`: the admin and operator client.
+
+pub(crate) mod apply;
+pub(crate) mod spec;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+use switchboard_client::{Client, pb};
+
+/// Nodes of the local cluster `switchboard dev` starts.
+pub(crate) const DEV_NODES: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
+
+#[derive(Args, Debug)]
+pub(crate) struct CtlArgs {
+    /// Cluster nodes to talk to (host:port of their APIs), comma separated. Any node will do;
+    /// the others are tried when one is down.
+    #[arg(long, global = true, env = "SWITCHBOARD_NODES", default_value = DEV_NODES, value_delimiter = ',')]
+    pub(crate) nodes: Vec<String>,
+    /// The workspace (contact center) to act on.
+    #[arg(long, short, global = true, env = "SWITCHBOARD_WORKSPACE", default_value = "demo")]
+    pub(crate) workspace: String,
+    /// Read this node's state without a quorum round trip (dashboards); default is linearizable.
+    #[arg(long, global = true)]
+    pub(crate) local: bool,
+    #[command(subcommand)]
+    pub(crate) command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum CtlCommand {
+    /// Every node's view of the cluster: role, term, indexes, state digest.
+    Status,
+    /// Declaratively configure a workspace from a YAML file, printing what changes.
+    Apply {
+        /// The workspace file (see deploy/workspace.example.yaml).
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Show the changes without applying them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove agents and teams the file does not mention.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Print the workspace's configuration as a workspace file.
+    Export,
+    /// List agents with status, open conversations and capacity.
+    Agents {
+        /// Only this status (online, busy, away, offline).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only members of this team.
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Set an agent's status.
+    SetStatus {
+        /// The agent id.
+        agent: String,
+        /// online, busy, away or offline.
+        status: String,
+    },
+    /// Show one conversation.
+    Conversation {
+        /// The conversation id.
+        id: String,
+    },
+    /// List a team's queue.
+    Queue {
+        /// The team id.
+        team: String,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Publish a "conversation opened" event, as a gateway would.
+    Open {
+        /// The conversation id.
+        conversation: String,
+        /// The customer's contact id.
+        #[arg(long)]
+        contact: String,
+        /// whatsapp, messenger, instagram, telegram, line, email, web_chat, sms or other.
+        #[arg(long, default_value = "whatsapp")]
+        channel: String,
+        /// The customer's language.
+        #[arg(long)]
+        language: Option<String>,
+        /// The topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// The first message (keyword rules search it).
+        #[arg(long)]
+        message: Option<String>,
+        /// Priority (higher first), 0-255.
+        #[arg(long, default_value_t = 0)]
+        priority: u32,
+    },
+    /// An agent picks a waiting conversation.
+    Claim {
+        /// The conversation id.
+        conversation: String,
+        /// The agent id.
+        agent: String,
+    },
+    /// Assign a waiting conversation to an agent (supervisor).
+    Assign {
+        /// The conversation id.
+        conversation: String,
+        /// The agent id.
+        agent: String,
+    },
+    /// Move a conversation to an agent or a team (supervisor).
+    Transfer {
+        /// The conversation id.
+        conversation: String,
+        /// To this agent.
+        #[arg(long, conflicts_with = "team", required_unless_present = "team")]
+        agent: Option<String>,
+        /// To this team.
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Close a conversation.
+    Close {
+        /// The conversation id.
+        conversation: String,
+    },
+    /// Stream effects as they happen (Ctrl-C to stop).
+    Watch {
+        /// Only this team's.
+        #[arg(long)]
+        team: Option<String>,
+        /// Only effects naming this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Start at this log index (0 = now).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Stop after this many effects.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Add a node as a learner (non-voting member).
+    AddLearner {
+        /// Its node id.
+        id: u64,
+        /// Its Raft address.
+        raft_addr: String,
+        /// Its API address.
+        api_addr: String,
+    },
+    /// Set the voting members.
+    ChangeMembership {
+        /// Node ids of the voters.
+        #[arg(value_delimiter = ',', required = true)]
+        voters: Vec<u64>,
+        /// Also remove learners that are not voters.
+        #[arg(long)]
+        remove_learners: bool,
+    },
+}
+
+fn consistency(local: bool) -> i32 {
+    if local { pb::Consistency::Local as i32 } else { pb::Consistency::Linearizable as i32 }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One line per effect, for people.
+pub(crate) fn describe_effect(effect: &pb::Effect) -> String {
+    use pb::effect::Kind;
+    let body = match &effect.kind {
+        Some(Kind::Assigned(a)) => format!(
+            "assigned     {} -> {} ({}) in {} [{}], answers within ~{} s",
+            a.conversation,
+            a.agent,
+            a.agent_name,
+            a.team,
+            match pb::AssignReason::try_from(a.reason) {
+                Ok(pb::AssignReason::Strategy) => spec::strategy_name(a.strategy),
+                Ok(reason) => reason.as_str_name().trim_start_matches("ASSIGN_REASON_").to_ascii_lowercase(),
+                Err(_) => "?".to_owned(),
+            },
+            a.expected_response_ms / 1000
+        ),
+        Some(Kind::Unassigned(u)) => format!(
+            "unassigned   {} left {} ({})",
+            u.conversation,
+            u.agent,
+            pb::UnassignReason::try_from(u.reason)
+                .map_or("?", |r| r.as_str_name())
+                .trim_start_matches("UNASSIGN_REASON_")
+                .to_ascii_lowercase()
+        ),
+        Some(Kind::Queued(q)) => format!(
+            "queued       {} in {}: position {}{}{}",
+            q.conversation,
+            q.team,
+            q.position,
+            q.eta_ms.map_or_else(String::new, |eta| format!(", about {} min", eta.div_ceil(60_000))),
+            if q.waiting_for.is_empty() { String::new() } else { format!(", waiting for {}", q.waiting_for) }
+        ),
+        Some(Kind::OutsideHours(o)) => format!(
+            "closed-hours {} in {}: opens at {}",
+            o.conversation,
+            o.team,
+            o.opens_at_ms.map_or_else(|| "never".to_owned(), utc)
+        ),
+        Some(Kind::Welcome(w)) => format!("welcome      {} in {}: {:?}", w.conversation, w.team, w.message),
+        Some(Kind::Reopened(r)) => format!("reopened     {} in {}", r.conversation, r.team),
+        Some(Kind::Closed(c)) => format!(
+            "closed       {}{}",
+            c.conversation,
+            if c.agent.is_empty() { String::new() } else { format!(" (agent {} freed)", c.agent) }
+        ),
+        Some(Kind::AgentStatusChanged(s)) => format!("agent        {} is now {}", s.agent, spec::status_name(s.status)),
+        None => "(empty effect)".to_owned(),
+    };
+    format!("#{:<6} {body}", effect.log_index)
+}
+
+/// `ms` (UTC milliseconds) as an RFC 3339 time.
+fn utc(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map_or_else(|| format!("{ms} ms"), |t| t.to_rfc3339())
+}
+
+fn print_effects(effects: &[pb::Effect]) {
+    if effects.is_empty() {
+        println!("(no effects)");
+    }
+    for effect in effects {
+        println!("{}", describe_effect(effect));
+    }
+}
+
+pub(crate) async fn run(args: CtlArgs) -> Result<()> {
+    let client = Client::connect(args.nodes.clone()).await.context("bad --nodes")?;
+    let ws = args.workspace.clone();
+    match args.command {
+        CtlCommand::Status => {
+            println!(
+                "{:<6} {:<22} {:<10} {:>5} {:>7} {:>9} {:>9} {:>9}  {}",
+                "node", "address", "role", "term", "leader", "last_log", "commit", "applied", "state_digest"
+            );
+            let mut failures = 0;
+            for (i, address) in client.addresses().iter().enumerate() {
+                match client.status_of(i).await {
+                    Ok(s) => println!(
+                        "{:<6} {:<22} {:<10} {:>5} {:>7} {:>9} {:>9} {:>9}  {}",
+                        s.node_id,
+                        address,
+                        s.role,
+                        s.term,
+                        s.leader_id,
+                        s.last_log_index,
+                        s.commit_index,
+                        s.applied_index,
+                        s.state_digest
+                    ),
+                    Err(status) => {
+                        failures += 1;
+                        println!("{:<6} {:<22} unreachable: {}", "?", address, status.message());
+                    }
+                }
+            }
+            if failures == client.addresses().len() {
+                bail!("no node answered; is the cluster running? (`make run` or `switchboard dev` starts one)");
+            }
+        }
+        CtlCommand::Apply { file, dry_run, prune } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let spec = spec::WorkspaceFile::parse(&text, &file.display().to_string())?;
+            apply::apply(&client, &spec, dry_run, prune).await?;
+        }
+        CtlCommand::Export => {
+            let config = client
+                .get_workspace(pb::GetWorkspaceRequest { workspace: ws, consistency: consistency(args.local) })
+                .await?;
+            print!("{}", serde_norway::to_string(&spec::from_config(&config))?);
+        }
+        CtlCommand::Agents { status, team } => {
+            let status = status.map(|s| spec::status(&s, "--status")).transpose()?;
+            let mut page_after = String::new();
+            println!(
+                "{:<20} {:<20} {:<8} {:>9} {:>11}  {}",
+                "agent", "name", "status", "open/max", "today/limit", "teams"
+            );
+            loop {
+                let page = client
+                    .list_agents(pb::ListAgentsRequest {
+                        workspace: ws.clone(),
+                        status: status.map_or(0, |s| s as i32),
+                        team: team.clone().unwrap_or_default(),
+                        page_after: page_after.clone(),
+                        page_size: 1000,
+                        consistency: consistency(args.local),
+                    })
+                    .await?;
+                for a in &page.agents {
+                    println!(
+                        "{:<20} {:<20} {:<8} {:>9} {:>11}  {}",
+                        a.id,
+                        a.display_name,
+                        spec::status_name(a.status),
+                        format!("{}/{}", a.open_count, a.max_open),
+                        format!("{}/{}", a.received_today, a.daily_limit),
+                        a.teams.join(",")
+                    );
+                }
+                if page.next_page_after.is_empty() {
+                    break;
+                }
+                page_after = page.next_page_after;
+            }
+        }
+        CtlCommand::SetStatus { agent, status } => {
+            let status = spec::status(&status, "status")?;
+            let done = client
+                .set_status(pb::SetStatusRequest {
+                    workspace: ws,
+                    agent: agent.clone(),
+                    status: status.into(),
+                    ..Default::default()
+                })
+                .await?;
+            println!("{agent} is {} (log index {})", spec::status_name(status as i32), done.log_index);
+        }
+        CtlCommand::Conversation { id } => {
+            let c = client
+                .get_conversation(pb::GetConversationRequest {
+                    workspace: ws,
+                    conversation: id,
+                    consistency: consistency(args.local),
+                })
+                .await?;
+            let state = pb::ConversationState::try_from(c.state).map_or("?", |s| s.as_str_name());
+            println!("conversation {} ({} on {})", c.id, c.contact, spec::channel_name(c.channel));
+            println!("  state     {}", state.trim_start_matches("CONVERSATION_STATE_").to_ascii_lowercase());
+            println!("  team      {}", c.team);
+            if !c.assignee.is_empty() {
+                println!("  assignee  {}", c.assignee);
+            }
+            if let Some(q) = &c.queue {
+                println!(
+                    "  queue     position {}{}{}",
+                    q.position,
+                    q.eta_ms.map_or_else(String::new, |eta| format!(", about {} min", eta.div_ceil(60_000))),
+                    if q.waiting_for.is_empty() { String::new() } else { format!(", waiting for {}", q.waiting_for) }
+                );
+            }
+            println!("  (as of log index {})", c.applied_index);
+        }
+        CtlCommand::Queue { team, limit } => {
+            let queue = client
+                .list_queue(pb::ListQueueRequest {
+                    workspace: ws,
+                    team: team.clone(),
+                    offset: 0,
+                    limit,
+                    consistency: consistency(args.local),
+                })
+                .await?;
+            println!("team {team}: {} waiting", queue.depth);
+            for e in &queue.entries {
+                println!(
+                    "  {:>4}. {:<24} priority {:<3} {:<10}{}",
+                    e.position,
+                    e.conversation,
+                    e.priority,
+                    spec::channel_name(e.channel),
+                    if e.waiting_for.is_empty() { String::new() } else { format!(" waiting for {}", e.waiting_for) }
+                );
+            }
+        }
+        CtlCommand::Open { conversation, contact, channel, language, topic, message, priority } => {
+            let channel = spec::channel(&channel, "--channel")?;
+            let event = pb::GatewayEvent {
+                event_id: client.new_request_id(),
+                workspace: ws,
+                occurred_at_ms: now_ms(),
+                kind: Some(pb::gateway_event::Kind::ConversationOpened(pb::ConversationOpened {
+                    conversation,
+                    contact,
+                    channel: channel.into(),
+                    language: language.unwrap_or_default(),
+                    topic: topic.unwrap_or_default(),
+                    tags: Vec::new(),
+                    first_message: message.unwrap_or_default(),
+                    priority,
+                })),
+            };
+            let published = client.publish(pb::PublishRequest { event: Some(event) }).await?;
+            print_effects(&published.effects);
+        }
+        CtlCommand::Claim { conversation, agent } => {
+            let done =
+                client.claim(pb::ClaimRequest { workspace: ws, conversation, agent, ..Default::default() }).await?;
+            print_effects(&done.effects);
+        }
+        CtlCommand::Assign { conversation, agent } => {
+            let done =
+                client.assign(pb::AssignRequest { workspace: ws, conversation, agent, ..Default::default() }).await?;
+            print_effects(&done.effects);
+        }
+        CtlCommand::Transfer { conversation, agent, team } => {
+            let target = match (agent, team) {
+                (Some(agent), _) => pb::transfer_request::Target::Agent(agent),
+                (None, Some(team)) => pb::transfer_request::Target::Team(team),
+                (None, None) => bail!("give --agent or --team"),
+            };
+            let done = client
+                .transfer(pb::TransferRequest {
+                    workspace: ws,
+                    conversation,
+                    target: Some(target),
+                    ..Default::default()
+                })
+                .await?;
+            print_effects(&done.effects);
+        }
+        CtlCommand::Close { conversation } => {
+            let done = client.close(pb::CloseRequest { workspace: ws, conversation, ..Default::default() }).await?;
+            print_effects(&done.effects);
+        }
+        CtlCommand::Watch { team, agent, from, count } => {
+            let mut stream = client.watch(pb::WatchRequest {
+                workspace: ws,
+                team: team.unwrap_or_default(),
+                agent: agent.unwrap_or_default(),
+                conversation: String::new(),
+                from_index: from,
+            });
+            let mut seen = 0usize;
+            while let Some(effect) = stream.next_effect().await {
+                println!("{}", describe_effect(&effect?));
+                seen += 1;
+                if count.is_some_and(|count| seen >= count) {
+                    break;
+                }
+            }
+        }
+        CtlCommand::AddLearner { id, raft_addr, api_addr } => {
+            let done =
+                client.add_learner(pb::AddLearnerRequest { id, raft_addr, api_addr, wait_for_catch_up: true }).await?;
+            println!("node {id} added as a learner (log index {})", done.log_index);
+        }
+        CtlCommand::ChangeMembership { voters, remove_learners } => {
+            let done = client
+                .change_membership(pb::ChangeMembershipRequest { voters: voters.clone(), remove_learners })
+                .await?;
+            println!("voters are now {voters:?} (log index {})", done.log_index);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! # switchboard
+//!
+//! The one binary of Switchboard:
+//! - `switchboard node --config node.toml`: run a cluster member (`node.rs`);
+//! - `switchboard dev`: a local cluster in one command, with an optional demo (`dev.rs`);
+//! - `switchboard ctl ...`: the admin and operator client (`ctl/`).
+
+mod ctl;
+mod dev;
+mod node;
+
+use clap::{Parser, Subcommand};
+
+/// Switchboard assigns customer conversations to contact-center agents, replicated with Raft.
+#[derive(Parser, Debug)]
+#[command(name = "switchboard", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Run one cluster node.
+    Node(node::NodeArgs),
+    /// Start a local cluster (3 nodes by default) for trying Switchboard out.
+    Dev(dev::DevArgs),
+    /// Administer and inspect a cluster: status, agents, queues, apply a workspace file, ...
+    Ctl(ctl::CtlArgs),
+}
+
+fn init_logging() {
+    // openraft logs every failed attempt to reach a down peer (replication, votes) at ERROR; that
+    // is expected while a node is down or starting, so those two modules are silenced by default
+    // (RUST_LOG overrides). Membership and storage errors still show.
+    let default =
+        "info,openraft=error,openraft::replication=off,openraft::core::raft_core=off,h2=warn,tower=warn,hyper=warn";
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Commands::Node(args) => {
+            init_logging();
+            node::run(args).await
+        }
+        Commands::Dev(args) => {
+            init_logging();
+            dev::run(args).await
+        }
+        Commands::Ctl(args) => ctl::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

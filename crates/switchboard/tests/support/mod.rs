@@ -1,0 +1,209 @@
+//! A real cluster for end-to-end tests: N nodes in this process, each a Raft node (redb files in
+//! a temporary directory, peer gRPC on 127.0.0.1) serving the public API on its own port.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_client::{Client, pb};
+use switchboard_raft::{NodeInfo, RaftNode, RaftNodeConfig, Tuning};
+use switchboard_server::ServerConfig;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=off")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub struct TestNode {
+    pub node: Arc<RaftNode>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+}
+
+pub struct TestCluster {
+    pub nodes: Vec<Option<TestNode>>,
+    pub api_addrs: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    pub async fn start(count: usize) -> Self {
+        Self::start_with(count, ServerConfig::default()).await
+    }
+
+    pub async fn start_with(count: usize, config: ServerConfig) -> Self {
+        init_logging();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes = Vec::new();
+        let mut api_addrs = Vec::new();
+        let mut members = BTreeMap::new();
+        for i in 0..count {
+            let id = i as u64 + 1;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+            let api_addr = listener.local_addr().expect("api addr").to_string();
+            let mut raft_config =
+                RaftNodeConfig::new(id, dir.path().join(format!("node{id}")), "127.0.0.1:0".parse().expect("addr"));
+            raft_config.api_addr = api_addr.clone();
+            raft_config.tuning = Tuning { tick_interval: Duration::from_millis(500), ..Tuning::default() };
+            let node = Arc::new(RaftNode::start(raft_config).await.expect("node starts"));
+            members.insert(id, NodeInfo::new(node.info().raft_addr.clone(), api_addr.clone()));
+            let (stop, stopped) = oneshot::channel();
+            let server = tokio::spawn({
+                let node = node.clone();
+                let config = config.clone();
+                async move {
+                    switchboard_server::serve(node, listener, config, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .expect("API serves");
+                }
+            });
+            nodes.push(Some(TestNode { node, stop: Some(stop), server }));
+            api_addrs.push(api_addr);
+        }
+        let first = nodes[0].as_ref().expect("node 1");
+        first.node.initialize(members).await.expect("cluster initialises");
+        first.node.wait_for_leader(Duration::from_secs(10)).await.expect("a leader is elected");
+        let cluster = Self { nodes, api_addrs, _dir: dir };
+        // Every node knows the leader before tests begin.
+        for node in cluster.nodes.iter().flatten() {
+            node.node.wait_for_leader(Duration::from_secs(10)).await.expect("every node knows the leader");
+        }
+        cluster
+    }
+
+    /// A client that knows every node.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.api_addrs.clone()).await.expect("client")
+    }
+
+    /// A client of one node only, that tries no other.
+    pub async fn client_of(&self, index: usize) -> Client {
+        Client::connect([self.api_addrs[index].clone()]).await.expect("client")
+    }
+
+    /// The position of the current leader.
+    pub async fn leader(&self) -> usize {
+        for _ in 0..200 {
+            for (i, node) in self.nodes.iter().enumerate() {
+                if let Some(node) = node
+                    && node.node.is_leader()
+                {
+                    return i;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader");
+    }
+
+    /// A position that is not the leader.
+    pub async fn follower(&self) -> usize {
+        let leader = self.leader().await;
+        (0..self.nodes.len()).find(|i| *i != leader && self.nodes[*i].is_some()).expect("a follower")
+    }
+
+    /// Stops a node abruptly, as a crash would (its API port closes).
+    pub async fn kill(&mut self, index: usize) {
+        let mut node = self.nodes[index].take().expect("node is running");
+        node.node.shutdown().await;
+        if let Some(stop) = node.stop.take() {
+            let _ = stop.send(());
+        }
+        node.server.abort();
+    }
+}
+
+/// Applies a small workspace through the API: agents `a1..=agents` in team `support` with
+/// `strategy`, all online, default team `support`.
+pub async fn setup_workspace(client: &Client, workspace: &str, strategy: pb::Strategy, agents: usize, max_open: u32) {
+    client
+        .configure_workspace(pb::ConfigureWorkspaceRequest {
+            workspace: workspace.into(),
+            settings: Some(pb::WorkspaceSettings::default()),
+            ..Default::default()
+        })
+        .await
+        .expect("workspace");
+    let ids: Vec<String> = (1..=agents).map(|i| format!("a{i}")).collect();
+    for id in &ids {
+        client
+            .upsert_agent(pb::UpsertAgentRequest {
+                workspace: workspace.into(),
+                agent: Some(pb::Agent {
+                    id: id.clone(),
+                    display_name: id.to_uppercase(),
+                    max_open,
+                    daily_limit: 100,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("agent");
+    }
+    client
+        .upsert_team(pb::UpsertTeamRequest {
+            workspace: workspace.into(),
+            team: Some(pb::Team {
+                id: "support".into(),
+                members: ids.clone(),
+                strategy: strategy.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("team");
+    client
+        .configure_workspace(pb::ConfigureWorkspaceRequest {
+            workspace: workspace.into(),
+            settings: Some(pb::WorkspaceSettings { default_team: "support".into(), ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .expect("default team");
+    for id in &ids {
+        client
+            .set_status(pb::SetStatusRequest {
+                workspace: workspace.into(),
+                agent: id.clone(),
+                status: pb::AgentStatus::Online.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("online");
+    }
+}
+
+/// A "conversation opened" event.
+pub fn opened(workspace: &str, conversation: &str) -> pb::GatewayEvent {
+    pb::GatewayEvent {
+        event_id: format!("{conversation}-opened"),
+        workspace: workspace.into(),
+        occurred_at_ms: 0,
+        kind: Some(pb::gateway_event::Kind::ConversationOpened(pb::ConversationOpened {
+            conversation: conversation.into(),
+            contact: format!("contact-{conversation}"),
+            channel: pb::Channel::Whatsapp.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The agent an effect list assigns, if any.
+pub fn assigned_agent(effects: &[pb::Effect]) -> Option<String> {
+    effects.iter().find_map(|e| match &e.kind {
+        Some(pb::effect::Kind::Assigned(a)) => Some(a.agent.clone()),
+        _ => None,
+    })
+}
