@@ -24,6 +24,9 @@ pub(crate) struct CtlArgs {
     /// Read this node's state without a quorum round trip (dashboards); default is linearizable.
     #[arg(long, global = true)]
     pub(crate) local: bool,
+    /// How long to keep retrying when nodes are unreachable or the cluster has no leader.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5.0)]
+    pub(crate) timeout: f64,
     #[command(subcommand)]
     pub(crate) command: CtlCommand,
 }
@@ -239,13 +242,50 @@ fn print_effects(effects: &[pb::Effect]) {
 }
 
 pub(crate) async fn run(args: CtlArgs) -> Result<()> {
-    let client = Client::connect(args.nodes.clone()).await.context("bad --nodes")?;
+    let nodes = args.nodes.join(",");
+    execute(args).await.map_err(|err| explain(err, &nodes))
+}
+
+/// Rewrites an error whose cause is a gRPC status into `context: CODE: message`, with a hint
+/// when no node could be reached.
+fn explain(err: anyhow::Error, nodes: &str) -> anyhow::Error {
+    let Some(status) = err.chain().find_map(|cause| cause.downcast_ref::<tonic::Status>()) else {
+        return err;
+    };
+    let mut text = String::new();
+    for cause in err.chain().take_while(|cause| cause.downcast_ref::<tonic::Status>().is_none()) {
+        text.push_str(&format!("{cause}: "));
+    }
+    text.push_str(&format!("{:?}: {}", status.code(), status.message()));
+    if status.code() == tonic::Code::Unavailable {
+        text.push_str(&format!(
+            "\n(no node of {nodes} could serve the call; is the cluster running? `make run` or \
+             `switchboard dev` starts one, --nodes names another)"
+        ));
+    }
+    anyhow::anyhow!(text)
+}
+
+async fn execute(args: CtlArgs) -> Result<()> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        bail!("--timeout must be a positive number of seconds, not {}", args.timeout);
+    }
+    if let CtlCommand::Apply { file, .. } = &args.command {
+        // A file that cannot be right is refused before any node is contacted.
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        spec::WorkspaceFile::parse(&text, &file.display().to_string())?.validate()?;
+    }
+    let config = switchboard_client::ClientConfig {
+        retry_timeout: std::time::Duration::from_secs_f64(args.timeout),
+        ..Default::default()
+    };
+    let client = Client::with_config(args.nodes.clone(), config).context("bad --nodes")?;
     let ws = args.workspace.clone();
     match args.command {
         CtlCommand::Status => {
             println!(
-                "{:<6} {:<22} {:<10} {:>5} {:>7} {:>9} {:>9} {:>9}  {}",
-                "node", "address", "role", "term", "leader", "last_log", "commit", "applied", "state_digest"
+                "{:<6} {:<22} {:<10} {:>5} {:>7} {:>9} {:>9} {:>9}  state_digest",
+                "node", "address", "role", "term", "leader", "last_log", "commit", "applied"
             );
             let mut failures = 0;
             for (i, address) in client.addresses().iter().enumerate() {
@@ -286,10 +326,7 @@ pub(crate) async fn run(args: CtlArgs) -> Result<()> {
         CtlCommand::Agents { status, team } => {
             let status = status.map(|s| spec::status(&s, "--status")).transpose()?;
             let mut page_after = String::new();
-            println!(
-                "{:<20} {:<20} {:<8} {:>9} {:>11}  {}",
-                "agent", "name", "status", "open/max", "today/limit", "teams"
-            );
+            let mut header = true;
             loop {
                 let page = client
                     .list_agents(pb::ListAgentsRequest {
@@ -301,6 +338,12 @@ pub(crate) async fn run(args: CtlArgs) -> Result<()> {
                         consistency: consistency(args.local),
                     })
                     .await?;
+                if std::mem::take(&mut header) {
+                    println!(
+                        "{:<20} {:<20} {:<8} {:>9} {:>11}  teams",
+                        "agent", "name", "status", "open/max", "today/limit"
+                    );
+                }
                 for a in &page.agents {
                     println!(
                         "{:<20} {:<20} {:<8} {:>9} {:>11}  {}",

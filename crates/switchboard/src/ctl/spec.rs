@@ -284,6 +284,15 @@ impl WorkspaceFile {
     }
 
     /// The settings as the API takes them, with server defaults filled in.
+    /// Checks everything that can be checked without the cluster: names of strategies,
+    /// channels and statuses, times of day, rule shapes.
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.agents_pb()?;
+        self.teams_pb()?;
+        self.rules_pb()?;
+        Ok(())
+    }
+
     pub(crate) fn settings_pb(&self) -> pb::WorkspaceSettings {
         let s = &self.settings;
         normalize_settings(pb::WorkspaceSettings {

@@ -1,0 +1,93 @@
+//! Heartbeat supervision: an agent whose app keeps heartbeating stays online; one whose app stops
+//! is marked offline through the log on every node, and stops receiving conversations.
+
+mod support;
+
+use std::time::Duration;
+use support::{TestCluster, assigned_agent, opened, setup_workspace};
+use switchboard_client::{Client, pb};
+use switchboard_server::{PresenceConfig, ServerConfig};
+use tokio::time::{Instant, sleep};
+
+const TIMEOUT: Duration = Duration::from_millis(600);
+
+async fn status_on(client: &Client, agent: &str, local: bool) -> pb::AgentStatus {
+    let consistency = if local { pb::Consistency::Local } else { pb::Consistency::Linearizable };
+    let state = client
+        .get_agent(pb::GetAgentRequest { workspace: "hb".into(), agent: agent.into(), consistency: consistency.into() })
+        .await
+        .expect("get agent");
+    state.status()
+}
+
+async fn heartbeat(client: &Client, agent: &str) -> pb::HeartbeatResponse {
+    client.heartbeat(pb::HeartbeatRequest { workspace: "hb".into(), agent: agent.into() }).await.expect("heartbeat")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_whose_heartbeats_stop_are_marked_offline_through_the_log() {
+    let config = ServerConfig {
+        presence: PresenceConfig { heartbeat_timeout: TIMEOUT, expire_to: switchboard_core::AgentStatus::Offline },
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(3, config).await;
+    // Heartbeats go through a follower: they are forwarded to the leader, which keeps deadlines.
+    let client = cluster.client_of(cluster.follower().await).await;
+    setup_workspace(&client, "hb", pb::Strategy::RoundRobin, 2, 10).await;
+    let answer = heartbeat(&client, "a1").await;
+    assert_eq!(answer.timeout_ms, TIMEOUT.as_millis() as u64);
+    assert_eq!(answer.status(), pb::AgentStatus::Online);
+
+    // a1's app heartbeats for four timeouts; a2's app has crashed.
+    let kept_until = Instant::now() + TIMEOUT * 4;
+    while Instant::now() < kept_until {
+        heartbeat(&client, "a1").await;
+        sleep(TIMEOUT / 4).await;
+    }
+    assert_eq!(status_on(&client, "a1", false).await, pb::AgentStatus::Online);
+    assert_eq!(status_on(&client, "a2", false).await, pb::AgentStatus::Offline);
+    // The expiry went through the log: every replica has it.
+    for i in 0..3 {
+        let node = cluster.client_of(i).await;
+        assert_eq!(status_on(&node, "a2", true).await, pb::AgentStatus::Offline, "node {i}");
+    }
+    // New conversations go only to the agent whose app is alive.
+    for n in 0..4 {
+        heartbeat(&client, "a1").await;
+        let published =
+            client.publish(pb::PublishRequest { event: Some(opened("hb", &format!("c{n}"))) }).await.expect("publish");
+        assert_eq!(assigned_agent(&published.effects).as_deref(), Some("a1"));
+    }
+
+    // The app stops: the agent is marked offline within a few timeouts (polled, not timed).
+    let deadline = Instant::now() + TIMEOUT * 20;
+    while status_on(&client, "a1", false).await != pb::AgentStatus::Offline {
+        assert!(Instant::now() < deadline, "a1 was never marked offline");
+        sleep(TIMEOUT / 4).await;
+    }
+    // The agent comes back by setting a status; heartbeats then keep it.
+    client
+        .set_status(pb::SetStatusRequest {
+            workspace: "hb".into(),
+            agent: "a1".into(),
+            status: pb::AgentStatus::Online.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("back online");
+    assert_eq!(heartbeat(&client, "a1").await.status(), pb::AgentStatus::Online);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn supervision_turned_off_leaves_presence_alone() {
+    let config = ServerConfig {
+        presence: PresenceConfig { heartbeat_timeout: Duration::ZERO, expire_to: switchboard_core::AgentStatus::Away },
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(1, config).await;
+    let client = cluster.client().await;
+    setup_workspace(&client, "hb", pb::Strategy::RoundRobin, 1, 10).await;
+    assert_eq!(heartbeat(&client, "a1").await.timeout_ms, 0);
+    sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status_on(&client, "a1", false).await, pb::AgentStatus::Online);
+}
