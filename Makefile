@@ -1,26 +1,21 @@
 # Switchboard developer targets. `make verify` changes nothing; `make fix` rewrites.
 CARGO ?= cargo
 # Runs the tests with nextest when it is installed, else with cargo test.
-TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo nextest || echo test)
+TEST_COMMAND := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run" || echo test)
 
 .PHONY: run test verify fix fmt clippy doc bench bench-core bench-raft bench-check
 
-## Starts a local cluster with NATS and a demo (the node arrives with the replication issue).
+## Starts a local 3-node cluster and a demo that configures a workspace and shows assignments.
 run:
-	@echo "switchboard: the node and 'make run' arrive with the replication and API issues;"
-	@echo "today the deterministic core is built and tested: try 'make test' and 'make bench-core'."
-	@exit 1
+	$(CARGO) run --release -p switchboard -- dev --fresh --demo
 
-## Runs every test of the workspace.
+## Runs every test of the workspace. The Python client test needs a venv with grpcio-tools:
+## tests/python/setup_env.sh prepares it (once; again when requirements.txt changes).
 test:
 # Benchmarks are not tests: `bench-check` compiles and runs them once, optimised.
-ifeq ($(TEST_RUNNER),nextest)
-	$(CARGO) nextest run --workspace --lib --bins --tests --examples --no-fail-fast
+	SWITCHBOARD_PYTHON="$$(bash tests/python/setup_env.sh | tail -n 1)" && export SWITCHBOARD_PYTHON && \
+	$(CARGO) $(TEST_COMMAND) --workspace --lib --bins --tests --examples --no-fail-fast
 	$(CARGO) test --workspace --doc
-else
-	$(CARGO) test --workspace --lib --bins --tests --examples --no-fail-fast
-	$(CARGO) test --workspace --doc
-endif
 
 ## Everything CI checks, without changing any file.
 verify: fmt clippy doc test bench-check

@@ -55,13 +55,20 @@ pub(crate) fn outcome_effects(outcome: &InputOutcome, origin: EffectOrigin, firs
 /// A fresh idempotency key for a write whose caller gave none, so that the node can retry it
 /// across a leader change without applying it twice. Unique per node incarnation (the process
 /// start time in nanoseconds) and per call (a counter).
+/// The dedupe key of a write's `request_id`. Request ids live in their own namespace, apart from
+/// gateways' event ids: ids from clients cannot contain control characters, so the prefix keeps a
+/// `request_id` equal to some event's `event_id` from being taken for it.
+pub(crate) fn request_event_id(request_id: &str) -> EventId {
+    EventId::new(format!("\u{1}request\u{1}{request_id}"))
+}
+
 pub(crate) fn generated_event_id(node_id: u64) -> EventId {
     static INCARNATION: OnceLock<u128> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let incarnation = *INCARNATION
         .get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    EventId::new(format!("gen-{node_id}-{incarnation:x}-{n:x}"))
+    EventId::new(format!("\u{1}generated\u{1}{node_id}-{incarnation:x}-{n:x}"))
 }
 
 impl Api {
@@ -82,8 +89,8 @@ impl Api {
         request_id: String,
         command: Command,
     ) -> Result<Written, Status> {
-        let event_id = match crate::convert::optional_id::<EventId>(request_id, "request_id")? {
-            Some(id) => id,
+        let event_id = match crate::convert::optional_id::<String>(request_id, "request_id")? {
+            Some(id) => request_event_id(&id),
             None => generated_event_id(self.node.id()),
         };
         let input = Input::Event(Event { workspace, event_id: Some(event_id), command });

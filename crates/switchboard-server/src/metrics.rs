@@ -16,6 +16,12 @@ use switchboard_raft::{RaftNode, StateChange};
 pub const EVENTS_INGESTED_TOTAL: &str = "switchboard_events_ingested_total";
 /// Events refused, by `reason`.
 pub const EVENTS_REJECTED_TOTAL: &str = "switchboard_events_rejected_total";
+/// Events not yet delivered to the leader by the NATS consumer `switchboard-assigner`.
+pub const NATS_CONSUMER_PENDING: &str = "switchboard_nats_consumer_pending";
+/// Times the effect publisher found effects no longer retained (a gap on the effects stream).
+pub const EFFECTS_UNPUBLISHED_TOTAL: &str = "switchboard_effects_unpublished_total";
+/// Seconds from the gateway's `occurred_at_ms` to the effects being known, by `source`.
+pub const EVENT_TO_EFFECT_SECONDS: &str = "switchboard_event_to_effect_seconds";
 /// Assignments applied, by `workspace`, `team` and `strategy` (or the non-strategy reason).
 pub const ASSIGNMENTS_TOTAL: &str = "switchboard_assignments_total";
 /// Conversations waiting in a team's queue, by `workspace` and `team`.
@@ -42,6 +48,16 @@ pub fn describe() {
     describe_counter!(EVENTS_INGESTED_TOTAL, "Events accepted for proposal, by source (grpc, nats).");
     describe_counter!(EVENTS_REJECTED_TOTAL, "Events refused, by reason.");
     describe_counter!(ASSIGNMENTS_TOTAL, "Assignments applied by this replica, by workspace, team and strategy.");
+    metrics::describe_histogram!(
+        EVENT_TO_EFFECT_SECONDS,
+        metrics::Unit::Seconds,
+        "From the gateway's timestamp of an event to its effects, by source (grpc, nats)."
+    );
+    describe_gauge!(NATS_CONSUMER_PENDING, "Events in SWITCHBOARD not yet delivered to the leader's consumer.");
+    describe_counter!(
+        EFFECTS_UNPUBLISHED_TOTAL,
+        "Gaps on the effects stream: effects no longer retained when the publisher resumed."
+    );
     describe_gauge!(QUEUE_DEPTH, "Conversations waiting in a team's queue.");
     describe_gauge!(AGENTS, "Agents by workspace and status.");
     describe_gauge!(RAFT_IS_LEADER, "1 if this node is the Raft leader.");
@@ -69,6 +85,26 @@ fn reason_label(reason: AssignReason) -> &'static str {
         AssignReason::Claimed => "claimed",
         AssignReason::Manual => "manual",
         AssignReason::Transfer => "transfer",
+    }
+}
+
+/// Counts an event refused for `reason` (a short stable label such as `unknown_agent`).
+pub(crate) fn event_rejected(reason: &str) {
+    metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason.to_owned()).increment(1);
+}
+
+/// Records the time from the gateway's `occurred_at_ms` (0 = not given) to now.
+pub(crate) fn event_took_effect(source: &'static str, occurred_at_ms: i64) {
+    if occurred_at_ms <= 0 {
+        return;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64);
+    // A gateway clock ahead of ours would give a negative latency: not recorded.
+    if now_ms >= occurred_at_ms {
+        metrics::histogram!(EVENT_TO_EFFECT_SECONDS, "source" => source)
+            .record((now_ms - occurred_at_ms) as f64 / 1000.0);
     }
 }
 

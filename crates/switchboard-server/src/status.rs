@@ -25,9 +25,15 @@ pub(crate) fn rejection(rejection: &Rejection) -> Status {
         ErrorKind::InvalidArgument => Status::invalid_argument(message),
         ErrorKind::NotFound => Status::not_found(message),
         ErrorKind::FailedPrecondition => Status::failed_precondition(message),
-        ErrorKind::AlreadyApplied => Status::already_exists(format!(
-            "{message}: this request id (event id) was processed before; the first call carried its outcome"
-        )),
+        ErrorKind::AlreadyApplied => {
+            // The core names the event id; a request id's key is internal (see
+            // `api::request_event_id`) and not shown.
+            let which = if message.chars().any(char::is_control) { "this request_id".to_owned() } else { message };
+            Status::already_exists(format!(
+                "already processed ({which}): the first call was applied and its answer carried the outcome; \
+                 this repeat changed nothing"
+            ))
+        }
     }
 }
 

@@ -42,6 +42,16 @@ fn port(base: u16, offset: u64) -> Result<u16> {
     u16::try_from(u64::from(base) + offset).context("--base-port is too high for this many nodes")
 }
 
+/// How to call this program from the current directory (`./target/release/switchboard` under
+/// `make run`), for the hints the dev cluster prints.
+fn program_name() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "switchboard".to_owned() };
+    match std::env::current_dir().ok().and_then(|cwd| exe.strip_prefix(cwd).ok().map(|p| p.to_path_buf())) {
+        Some(relative) => format!("./{}", relative.display()),
+        None => exe.display().to_string(),
+    }
+}
+
 pub(crate) async fn run(args: DevArgs) -> Result<()> {
     if args.nodes == 0 || args.nodes > 9 {
         bail!("--nodes must be between 1 and 9");
@@ -109,7 +119,8 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
         );
     }
     println!("  data   {}", args.data_dir.display());
-    println!("Try:  switchboard ctl status    |    switchboard ctl apply -f deploy/workspace.example.yaml");
+    let sb = program_name();
+    println!("Try:  {sb} ctl status    |    {sb} ctl apply -f deploy/workspace.example.yaml");
     println!("Stop with Ctrl-C.\n");
     if args.demo {
         let demo_client = client.clone();
@@ -230,6 +241,7 @@ async fn demo(client: &Client, conversations: usize) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
-    println!("demo: done. The cluster keeps running; try `switchboard ctl agents` or `switchboard ctl queue support`.");
+    let sb = program_name();
+    println!("demo: done. The cluster keeps running; try `{sb} ctl agents` or `{sb} ctl queue support`.");
     Ok(())
 }

@@ -321,3 +321,39 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Resolved> {
+        resolve(toml::from_str(text).context("parse")?)
+    }
+
+    #[test]
+    fn the_shipped_example_resolves() {
+        let text = include_str!("../../../deploy/node.example.toml");
+        let resolved = parse(text).expect("example config");
+        assert_eq!(resolved.id, 1);
+        assert_eq!(resolved.peers.len(), 3);
+        assert_eq!(resolved.advertise_api, "sb-1.internal:7101");
+        assert_eq!(resolved.server.presence.heartbeat_timeout, Duration::from_secs(30));
+        assert_eq!(resolved.tuning.heartbeat_interval, Tuning::default().heartbeat_interval);
+        assert_eq!(resolved.tuning.election_timeout, Tuning::default().election_timeout);
+    }
+
+    #[test]
+    fn incomplete_or_inconsistent_configs_say_what_is_wrong() {
+        let base = "id = 2\ndata_dir = \"d\"\nlisten = \"127.0.0.1:1\"\nraft_listen = \"127.0.0.1:2\"\n";
+        let error = |text: &str| format!("{:#}", parse(text).err().expect("must be refused"));
+        assert!(error("data_dir = \"d\"").contains("node id is not set"));
+        assert!(error(&base.replace("id = 2", "id = 0")).contains("id 0"));
+        assert!(
+            error(&format!("{base}[[peers]]\nid = 1\nraft_addr = \"a\"\napi_addr = \"b\"\n")).contains("own peer list")
+        );
+        assert!(error(&format!("{base}[presence]\nexpire_to = \"gone\"\n")).contains("presence.expire_to"));
+        assert!(error(&format!("{base}[raft]\nheartbeat_ms = 900\n")).contains("heartbeat_ms <"));
+        assert!(error(&format!("{base}colour = 1\n")).contains("colour"));
+        assert!(parse(base).is_ok());
+    }
+}

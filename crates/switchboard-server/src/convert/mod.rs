@@ -24,6 +24,9 @@ pub(crate) fn required_id<T: From<String>>(value: String, field: &str) -> Result
     if value.len() > ID_MAX_BYTES {
         return Err(invalid(field, format!("is {} bytes; the limit is {ID_MAX_BYTES}", value.len())));
     }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(field, format!("{value:?} contains a control character")));
+    }
     Ok(T::from(value))
 }
 

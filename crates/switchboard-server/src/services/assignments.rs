@@ -237,8 +237,10 @@ async fn stream_changes(
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = progress.tick() => {
-                    // Everything before next_index has been streamed (or did not match).
-                    let reached = next_index.saturating_sub(1);
+                    // Everything before next_index has been streamed (or did not match), and
+                    // nothing past the applied index exists yet (a from_index ahead of it).
+                    let applied = api.node.read_local(|_| ()).applied_index;
+                    let reached = next_index.saturating_sub(1).min(applied);
                     let event = pb::WatchEvent { event: Some(pb::watch_event::Event::Progress(reached)) };
                     if sender.send(Ok(event)).await.is_err() {
                         return;

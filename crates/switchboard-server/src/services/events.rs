@@ -4,7 +4,8 @@ use crate::api::{Api, outcome_effects};
 use crate::convert::effects::EffectOrigin;
 use crate::convert::events::event_from_pb;
 use crate::convert::invalid;
-use crate::status;
+use crate::{metrics, status};
+use ::metrics::counter;
 use std::sync::Arc;
 use switchboard_core::Input;
 use switchboard_proto::switchboard::v1 as pb;
@@ -22,13 +23,16 @@ pub(crate) struct EventsService {
 impl Events for EventsService {
     async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
         let event = crate::convert::required(request.into_inner().event, "event")?;
-        let event = event_from_pb(event, "event")?;
+        let occurred_at_ms = event.occurred_at_ms;
+        let event = event_from_pb(event, "event").inspect_err(|_| metrics::event_rejected("malformed"))?;
         let committed = self.api.node.propose(vec![Input::Event(event)]).await.map_err(status::propose)?;
-        metrics::counter!(crate::metrics::EVENTS_INGESTED_TOTAL, "source" => "grpc").increment(1);
+        counter!(metrics::EVENTS_INGESTED_TOTAL, "source" => "grpc").increment(1);
         let outcome = committed.outcomes.first().ok_or_else(|| Status::internal("the write returned no outcome"))?;
         if let Some(rejection) = &outcome.rejection {
+            metrics::event_rejected(&rejection.reason);
             return Err(status::rejection(rejection));
         }
+        metrics::event_took_effect("grpc", occurred_at_ms);
         let origin = EffectOrigin { log_index: committed.index, at_ms: committed.at_ms };
         Ok(Response::new(pb::PublishResponse {
             log_index: committed.index,
@@ -54,13 +58,23 @@ impl Events for EventsService {
         // never has to work out which half of a batch was applied.
         let mut inputs = Vec::with_capacity(events.len());
         let mut ids = Vec::with_capacity(events.len());
+        let mut occurred = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
             ids.push(event.event_id.clone());
-            inputs.push(Input::Event(event_from_pb(event, &format!("events[{i}]"))?));
+            occurred.push(event.occurred_at_ms);
+            let event =
+                event_from_pb(event, &format!("events[{i}]")).inspect_err(|_| metrics::event_rejected("malformed"))?;
+            inputs.push(Input::Event(event));
         }
         let count = inputs.len() as u64;
         let committed = self.api.node.propose(inputs).await.map_err(status::propose)?;
-        metrics::counter!(crate::metrics::EVENTS_INGESTED_TOTAL, "source" => "grpc").increment(count);
+        counter!(metrics::EVENTS_INGESTED_TOTAL, "source" => "grpc").increment(count);
+        for (outcome, occurred_at_ms) in committed.outcomes.iter().zip(occurred) {
+            match &outcome.rejection {
+                None => metrics::event_took_effect("grpc", occurred_at_ms),
+                Some(rejection) => metrics::event_rejected(&rejection.reason),
+            }
+        }
         let origin = EffectOrigin { log_index: committed.index, at_ms: committed.at_ms };
         let mut sequence = committed.first_effect_sequence;
         let results = ids

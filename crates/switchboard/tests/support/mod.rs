@@ -112,6 +112,34 @@ impl TestCluster {
         (0..self.nodes.len()).find(|i| *i != leader && self.nodes[*i].is_some()).expect("a follower")
     }
 
+    /// Waits until every running node has applied the same index (idle ticks keep the log
+    /// moving, so it samples until they line up), then asserts that their state digests are
+    /// equal. Returns the digest.
+    pub async fn assert_replicas_agree(&self) -> String {
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|i| self.nodes[*i].is_some()).collect();
+        let mut clients = Vec::new();
+        for i in &running {
+            clients.push(self.client_of(*i).await);
+        }
+        let mut last = Vec::new();
+        for _ in 0..400 {
+            last.clear();
+            for client in &clients {
+                let status = client.status(pb::StatusRequest {}).await.expect("status");
+                last.push((status.applied_index, status.state_digest));
+            }
+            if last.windows(2).all(|pair| pair[0].0 == pair[1].0) {
+                assert!(
+                    last.windows(2).all(|pair| pair[0].1 == pair[1].1),
+                    "replicas at the same index disagree: {last:?}"
+                );
+                return last[0].1.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("replicas never reached the same applied index: {last:?}");
+    }
+
     /// Stops a node abruptly, as a crash would (its API port closes).
     pub async fn kill(&mut self, index: usize) {
         let mut node = self.nodes[index].take().expect("node is running");
