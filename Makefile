@@ -9,11 +9,14 @@ TEST_COMMAND := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "next
 run:
 	$(CARGO) run --release -p switchboard -- dev --fresh --demo
 
-## Runs every test of the workspace. The Python client test needs a venv with grpcio-tools:
-## tests/python/setup_env.sh prepares it (once; again when requirements.txt changes).
+## Runs every test of the workspace. The Python client test needs grpcio-tools and the NATS
+## tests nats-server 2.15: tests/python/setup_env.sh installs both into a venv (once; again
+## when requirements.txt changes).
 test:
 # Benchmarks are not tests: `bench-check` compiles and runs them once, optimised.
-	SWITCHBOARD_PYTHON="$$(bash tests/python/setup_env.sh | tail -n 1)" && export SWITCHBOARD_PYTHON && \
+	SWITCHBOARD_PYTHON="$$(bash tests/python/setup_env.sh | tail -n 1)" && \
+	SWITCHBOARD_NATS_SERVER="$$(dirname "$$SWITCHBOARD_PYTHON")/nats-server" && \
+	export SWITCHBOARD_PYTHON SWITCHBOARD_NATS_SERVER && \
 	$(CARGO) $(TEST_COMMAND) --workspace --lib --bins --tests --examples --no-fail-fast
 	$(CARGO) test --workspace --doc
 

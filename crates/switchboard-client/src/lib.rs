@@ -25,6 +25,7 @@
 //! Layout: `lib.rs` holds [`Client`] with its retry loop and one method per RPC; `watch.rs` the
 //! resumable Watch stream.
 
+pub mod gateway;
 mod watch;
 
 use pb::admin_client::AdminClient;

@@ -22,6 +22,7 @@
 mod api;
 mod convert;
 pub mod metrics;
+pub mod nats;
 pub mod presence;
 mod server;
 mod services;

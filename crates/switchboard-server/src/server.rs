@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub max_response_bytes: usize,
     /// Most concurrent requests per client connection.
     pub concurrency_per_connection: usize,
+    /// NATS JetStream ingest and egress; `None` serves gRPC only.
+    pub nats: Option<crate::nats::NatsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             max_request_bytes: 4 * 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             concurrency_per_connection: 1024,
+            nats: None,
         }
     }
 }
@@ -96,6 +99,9 @@ pub async fn serve(
     let presence = PresenceSupervisor::new(config.presence, node.clone());
     tokio::spawn(presence.clone().run(stopped()));
     tokio::spawn(crate::metrics::run_sampler(node.clone(), stopped()));
+    if let Some(nats) = config.nats.clone() {
+        tokio::spawn(crate::nats::run(node.clone(), hub.clone(), nats, stopped()));
+    }
 
     let api = Arc::new(Api::new(node, hub, presence, stopped_flag(&stop_sender)));
     let (health, health_service) = tonic_health::server::health_reporter();

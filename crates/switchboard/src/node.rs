@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_core::AgentStatus;
 use switchboard_raft::{NodeInfo, RaftNode, RaftNodeConfig, Tuning};
+use switchboard_server::nats::NatsConfig;
 use switchboard_server::{PresenceConfig, ServerConfig};
 
 /// `switchboard node` flags. Each overrides the same setting of the config file.
@@ -34,6 +35,9 @@ pub(crate) struct NodeArgs {
     /// Address of the Prometheus /metrics endpoint (host:port).
     #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// NATS server URL(s): consume gateway events from JetStream and publish effects to it.
+    #[arg(long, env = "SWITCHBOARD_NATS_URL")]
+    pub(crate) nats_url: Option<String>,
 }
 
 /// A cluster member as the config file names it.
@@ -88,6 +92,38 @@ impl Default for RaftSection {
     }
 }
 
+/// The `[nats]` table; absent means no NATS (gRPC `Events` only).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct NatsSection {
+    pub(crate) url: String,
+    pub(crate) stream_replicas: usize,
+    pub(crate) duplicate_window_s: u64,
+    pub(crate) effects_max_age_s: u64,
+    pub(crate) max_ack_pending: i64,
+    pub(crate) ack_wait_s: u64,
+    pub(crate) batch_max: usize,
+    pub(crate) batch_linger_ms: u64,
+    pub(crate) max_event_bytes: usize,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        let config = NatsConfig::default();
+        Self {
+            url: config.url,
+            stream_replicas: config.stream_replicas,
+            duplicate_window_s: config.duplicate_window.as_secs(),
+            effects_max_age_s: config.effects_max_age.as_secs(),
+            max_ack_pending: config.max_ack_pending,
+            ack_wait_s: config.ack_wait.as_secs(),
+            batch_max: config.batch_max,
+            batch_linger_ms: config.batch_linger.as_millis() as u64,
+            max_event_bytes: config.max_event_bytes,
+        }
+    }
+}
+
 /// The `[api]` table.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,6 +162,7 @@ pub(crate) struct NodeConfig {
     pub(crate) raft: RaftSection,
     #[serde(default)]
     pub(crate) api: ApiSection,
+    pub(crate) nats: Option<NatsSection>,
 }
 
 impl NodeConfig {
@@ -151,6 +188,9 @@ impl NodeConfig {
         }
         if let Some(listen) = args.metrics_listen {
             self.metrics_listen = Some(listen);
+        }
+        if let Some(url) = &args.nats_url {
+            self.nats.get_or_insert_with(NatsSection::default).url = url.clone();
         }
     }
 }
@@ -216,7 +256,33 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
         keep_entries_after_snapshot: raft.keep_entries_after_snapshot,
         ..Tuning::default()
     };
+    let nats = match &config.nats {
+        None => None,
+        Some(section) => {
+            if section.url.is_empty() {
+                bail!("nats.url is empty: give the NATS server URL or remove the [nats] table");
+            }
+            if section.stream_replicas == 0 || section.batch_max == 0 || section.max_ack_pending <= 0 {
+                bail!("nats: stream_replicas, batch_max and max_ack_pending must be at least 1");
+            }
+            let ack_wait = Duration::from_secs(section.ack_wait_s.max(1));
+            Some(NatsConfig {
+                url: section.url.clone(),
+                stream_replicas: section.stream_replicas,
+                duplicate_window: Duration::from_secs(section.duplicate_window_s),
+                effects_max_age: Duration::from_secs(section.effects_max_age_s),
+                max_ack_pending: section.max_ack_pending,
+                ack_wait,
+                redelivery_backoff: vec![ack_wait, ack_wait * 2, ack_wait * 4],
+                batch_max: section.batch_max,
+                batch_linger: Duration::from_millis(section.batch_linger_ms),
+                max_event_bytes: section.max_event_bytes,
+                ..NatsConfig::default()
+            })
+        }
+    };
     let server = ServerConfig {
+        nats,
         presence: PresenceConfig {
             heartbeat_timeout: Duration::from_millis(config.presence.heartbeat_timeout_ms),
             expire_to,

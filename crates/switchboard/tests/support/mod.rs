@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod nats;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +33,38 @@ pub struct TestNode {
 pub struct TestCluster {
     pub nodes: Vec<Option<TestNode>>,
     pub api_addrs: Vec<String>,
-    _dir: tempfile::TempDir,
+    raft_addrs: Vec<String>,
+    config: ServerConfig,
+    dir: tempfile::TempDir,
+}
+
+/// Starts node `id` (Raft on `raft_listen`, API on `api_listen`; port 0 = any) and its API.
+async fn start_node(
+    dir: &std::path::Path,
+    id: u64,
+    raft_listen: &str,
+    api_listen: &str,
+    config: &ServerConfig,
+) -> (TestNode, String) {
+    let listener = tokio::net::TcpListener::bind(api_listen).await.expect("bind api");
+    let api_addr = listener.local_addr().expect("api addr").to_string();
+    let mut raft_config = RaftNodeConfig::new(id, dir.join(format!("node{id}")), raft_listen.parse().expect("addr"));
+    raft_config.api_addr = api_addr.clone();
+    raft_config.tuning = Tuning { tick_interval: Duration::from_millis(500), ..Tuning::default() };
+    let node = Arc::new(RaftNode::start(raft_config).await.expect("node starts"));
+    let (stop, stopped) = oneshot::channel();
+    let server = tokio::spawn({
+        let node = node.clone();
+        let config = config.clone();
+        async move {
+            switchboard_server::serve(node, listener, config, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("API serves");
+        }
+    });
+    (TestNode { node, stop: Some(stop), server }, api_addr)
 }
 
 impl TestCluster {
@@ -44,41 +77,39 @@ impl TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
         let mut api_addrs = Vec::new();
+        let mut raft_addrs = Vec::new();
         let mut members = BTreeMap::new();
         for i in 0..count {
             let id = i as u64 + 1;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind api");
-            let api_addr = listener.local_addr().expect("api addr").to_string();
-            let mut raft_config =
-                RaftNodeConfig::new(id, dir.path().join(format!("node{id}")), "127.0.0.1:0".parse().expect("addr"));
-            raft_config.api_addr = api_addr.clone();
-            raft_config.tuning = Tuning { tick_interval: Duration::from_millis(500), ..Tuning::default() };
-            let node = Arc::new(RaftNode::start(raft_config).await.expect("node starts"));
-            members.insert(id, NodeInfo::new(node.info().raft_addr.clone(), api_addr.clone()));
-            let (stop, stopped) = oneshot::channel();
-            let server = tokio::spawn({
-                let node = node.clone();
-                let config = config.clone();
-                async move {
-                    switchboard_server::serve(node, listener, config, async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .expect("API serves");
-                }
-            });
-            nodes.push(Some(TestNode { node, stop: Some(stop), server }));
+            let (node, api_addr) = start_node(dir.path(), id, "127.0.0.1:0", "127.0.0.1:0", &config).await;
+            members.insert(id, NodeInfo::new(node.node.info().raft_addr.clone(), api_addr.clone()));
+            raft_addrs.push(node.node.info().raft_addr.clone());
+            nodes.push(Some(node));
             api_addrs.push(api_addr);
         }
         let first = nodes[0].as_ref().expect("node 1");
         first.node.initialize(members).await.expect("cluster initialises");
         first.node.wait_for_leader(Duration::from_secs(10)).await.expect("a leader is elected");
-        let cluster = Self { nodes, api_addrs, _dir: dir };
+        let cluster = Self { nodes, api_addrs, raft_addrs, config, dir };
         // Every node knows the leader before tests begin.
         for node in cluster.nodes.iter().flatten() {
             node.node.wait_for_leader(Duration::from_secs(10)).await.expect("every node knows the leader");
         }
         cluster
+    }
+
+    /// Starts a killed node again from its data directory, on its old addresses.
+    pub async fn restart(&mut self, index: usize) {
+        assert!(self.nodes[index].is_none(), "node {index} is running");
+        let (node, _) = start_node(
+            self.dir.path(),
+            index as u64 + 1,
+            &self.raft_addrs[index],
+            &self.api_addrs[index],
+            &self.config,
+        )
+        .await;
+        self.nodes[index] = Some(node);
     }
 
     /// A client that knows every node.

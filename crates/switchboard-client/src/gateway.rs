@@ -1,0 +1,259 @@
+//! The gateway library: publish conversation events to NATS JetStream and consume the effects
+//! Switchboard publishes back.
+//!
+//! A channel gateway (WhatsApp, e-mail, ...) turns what its channel tells it into
+//! [`pb::GatewayEvent`]s with the builders in [`events`], publishes them with
+//! [`Gateway::publish`] (acknowledged once JetStream has stored the event; `Nats-Msg-Id` is the
+//! event id, so a retried publish is stored once), and acts on effects from
+//! [`Gateway::effects`] — "Mary will answer you shortly", "you are number 4 in the queue",
+//! "we open at 9:00". Effects arrive in log order; ack each once acted upon.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use switchboard_client::gateway::{Gateway, events};
+//! use switchboard_client::pb;
+//! let gateway = Gateway::connect("nats://127.0.0.1:4222").await?;
+//! gateway.publish(&events::opened("wa-msg-1", "demo", "conv-1", "+5511999990000", pb::Channel::Whatsapp)).await?;
+//! let mut effects = gateway.effects("whatsapp-gateway", "demo").await?;
+//! while let Some(delivery) = effects.next().await {
+//!     let delivery = delivery?;
+//!     if let Some(pb::effect::Kind::Assigned(assigned)) = &delivery.effect.kind {
+//!         println!("{} will answer {}", assigned.agent_name, assigned.conversation);
+//!     }
+//!     delivery.ack().await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::StreamExt;
+use prost::Message as _;
+use std::time::Duration;
+use switchboard_proto::switchboard::v1 as pb;
+
+/// The stream Switchboard consumes events from.
+pub const EVENTS_STREAM: &str = "SWITCHBOARD";
+/// The stream Switchboard publishes effects to.
+pub const EFFECTS_STREAM: &str = "SWITCHBOARD_EFFECTS";
+
+/// What went wrong talking to NATS, or with an event before it was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The event lacks something every event needs.
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+    /// Connecting to NATS failed.
+    #[error("cannot connect to NATS: {0}")]
+    Connect(#[from] async_nats::ConnectError),
+    /// JetStream refused or did not acknowledge a publish.
+    #[error("publish failed: {0}")]
+    Publish(#[from] jetstream::context::PublishError),
+    /// Another JetStream call failed (stream or consumer lookup, pulling, acking).
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    /// An effect message could not be decoded.
+    #[error("undecodable effect on {subject}: {error}")]
+    Decode {
+        /// The message's subject.
+        subject: String,
+        /// Why.
+        error: prost::DecodeError,
+    },
+}
+
+fn jetstream_error(error: impl std::fmt::Display) -> GatewayError {
+    GatewayError::JetStream(error.to_string())
+}
+
+/// A connection to NATS for publishing events and consuming effects.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Gateway {
+    /// Connects to NATS (`nats://host:port`, several comma separated).
+    pub async fn connect(url: &str) -> Result<Self, GatewayError> {
+        let client = async_nats::ConnectOptions::new().name("switchboard-gateway").connect(url).await?;
+        Ok(Self::with_client(client))
+    }
+
+    /// Uses an existing NATS connection.
+    pub fn with_client(client: async_nats::Client) -> Self {
+        let js = jetstream::new(client.clone());
+        Self { client, js }
+    }
+
+    /// The underlying NATS connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Publishes an event and waits until JetStream has stored it. Safe to retry: the event id
+    /// is the `Nats-Msg-Id`, so a repeat within the duplicate window is stored once (and the
+    /// state machine drops a repeated event id regardless).
+    pub async fn publish(&self, event: &pb::GatewayEvent) -> Result<jetstream::publish::PublishAck, GatewayError> {
+        self.publish_pipelined(event).await?.await.map_err(GatewayError::Publish)
+    }
+
+    /// Sends an event and returns the pending acknowledgement, so that many publishes can be in
+    /// flight at once; await each returned future to know the event was stored.
+    pub async fn publish_pipelined(
+        &self,
+        event: &pb::GatewayEvent,
+    ) -> Result<jetstream::context::PublishAckFuture, GatewayError> {
+        if event.event_id.is_empty() {
+            return Err(GatewayError::InvalidEvent("event_id is empty".to_owned()));
+        }
+        if event.workspace.is_empty() || event.workspace.contains(['.', '*', '>', ' ']) {
+            return Err(GatewayError::InvalidEvent(format!(
+                "workspace {:?} is empty or not a single subject token",
+                event.workspace
+            )));
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.event_id.as_str());
+        Ok(self
+            .js
+            .publish_with_headers(
+                format!("switchboard.events.{}", event.workspace),
+                headers,
+                event.encode_to_vec().into(),
+            )
+            .await?)
+    }
+
+    /// A durable consumer named `name` of the effects of `workspace` (`*` for all), starting
+    /// with the first effect the stream holds the first time and where it left off afterwards.
+    pub async fn effects(&self, name: &str, workspace: &str) -> Result<Effects, GatewayError> {
+        let stream = self.js.get_stream(EFFECTS_STREAM).await.map_err(|e| {
+            GatewayError::JetStream(format!("{e} (the stream {EFFECTS_STREAM} is created by the cluster's leader)"))
+        })?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                name,
+                pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    filter_subject: format!("switchboard.effects.{workspace}.>"),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(jetstream_error)?;
+        let messages = consumer.messages().await.map_err(jetstream_error)?;
+        Ok(Effects { messages })
+    }
+}
+
+/// A stream of effects; see [`Gateway::effects`].
+pub struct Effects {
+    messages: pull::Stream,
+}
+
+impl std::fmt::Debug for Effects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Effects").finish_non_exhaustive()
+    }
+}
+
+impl Effects {
+    /// The next effect, waiting for one; `None` if the connection closed for good.
+    pub async fn next(&mut self) -> Option<Result<Delivery, GatewayError>> {
+        let message = match self.messages.next().await? {
+            Ok(message) => message,
+            Err(error) => return Some(Err(jetstream_error(error))),
+        };
+        Some(match pb::Effect::decode(message.payload.as_ref()) {
+            Ok(effect) => Ok(Delivery { effect, message }),
+            Err(error) => Err(GatewayError::Decode { subject: message.subject.to_string(), error }),
+        })
+    }
+}
+
+/// One effect and the message that carried it.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The effect.
+    pub effect: pb::Effect,
+    message: jetstream::Message,
+}
+
+impl Delivery {
+    /// Acknowledges the effect: it will not be delivered to this consumer again.
+    pub async fn ack(&self) -> Result<(), GatewayError> {
+        self.message.ack().await.map_err(jetstream_error)
+    }
+
+    /// The JetStream message (subject, headers, delivery count).
+    pub fn message(&self) -> &jetstream::Message {
+        &self.message
+    }
+}
+
+/// Builders of the events a gateway publishes. `occurred_at_ms` is set to now (the gateway's
+/// clock), which Switchboard's `event_to_effect_seconds` histogram measures from.
+pub mod events {
+    use super::pb;
+    use pb::gateway_event::Kind;
+
+    fn now_ms() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
+
+    fn event(event_id: &str, workspace: &str, kind: Kind) -> pb::GatewayEvent {
+        pb::GatewayEvent {
+            event_id: event_id.to_owned(),
+            workspace: workspace.to_owned(),
+            occurred_at_ms: now_ms(),
+            kind: Some(kind),
+        }
+    }
+
+    /// A customer started a conversation. Set language, topic, tags, first message and
+    /// priority on the returned event's `ConversationOpened` for routing rules.
+    pub fn opened(
+        event_id: &str,
+        workspace: &str,
+        conversation: &str,
+        contact: &str,
+        channel: pb::Channel,
+    ) -> pb::GatewayEvent {
+        event(
+            event_id,
+            workspace,
+            Kind::ConversationOpened(pb::ConversationOpened {
+                conversation: conversation.to_owned(),
+                contact: contact.to_owned(),
+                channel: channel.into(),
+                ..Default::default()
+            }),
+        )
+    }
+
+    /// The customer wrote again (reopens a closed conversation within the reopen window).
+    pub fn message_received(event_id: &str, workspace: &str, conversation: &str) -> pb::GatewayEvent {
+        event(event_id, workspace, Kind::MessageReceived(pb::MessageReceived { conversation: conversation.to_owned() }))
+    }
+
+    /// The assigned agent answered (stops the no-reply timer).
+    pub fn agent_replied(event_id: &str, workspace: &str, conversation: &str, agent: &str) -> pb::GatewayEvent {
+        event(
+            event_id,
+            workspace,
+            Kind::AgentReplied(pb::AgentReplied { conversation: conversation.to_owned(), agent: agent.to_owned() }),
+        )
+    }
+
+    /// The conversation ended on the channel.
+    pub fn closed(event_id: &str, workspace: &str, conversation: &str) -> pb::GatewayEvent {
+        event(
+            event_id,
+            workspace,
+            Kind::ConversationClosed(pb::ConversationClosed { conversation: conversation.to_owned() }),
+        )
+    }
+}

@@ -1,0 +1,313 @@
+//! The leader's consumer of gateway events: pull, check, propose in batches, ack after commit.
+//!
+//! Order of work for each pulled batch: messages that can never take effect (undecodable,
+//! oversize, no workspace, invalid fields) are republished to the rejected subject and acked at
+//! once; the others become one Raft proposal. When the proposal commits, each message is acked
+//! (double ack: the server confirms) — or, if the state machine refused it (unknown
+//! conversation, ...), republished as rejected and acked; a repeat of an applied event id is
+//! acked silently. Proposals that fail (no quorum, leadership lost) ack nothing: JetStream
+//! redelivers and the state machine's dedupe makes redeliveries harmless.
+//!
+//! Back-pressure: at most `max_in_flight` proposals wait for commit; while they all wait the
+//! consumer pulls nothing more, and the pull stream holds at most one batch.
+
+use super::{CONSUMER, ERROR_HEADER, ERROR_MESSAGE_HEADER, EVENTS_STREAM, EVENTS_SUBJECTS, NatsConfig};
+use crate::convert::events::event_from_pb;
+use crate::metrics;
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures::stream::{FuturesOrdered, StreamExt};
+use prost::Message as _;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_core::{ErrorKind, Input};
+use switchboard_proto::switchboard::v1 as pb;
+use switchboard_raft::{Committed, ProposeError, RaftNode};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How often the consumer re-checks leadership while idle.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
+/// How often a rejection reason is logged at most.
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the pending count of the consumer is sampled.
+const PENDING_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+pub(super) async fn run(
+    node: Arc<RaftNode>,
+    js: jetstream::Context,
+    client: async_nats::Client,
+    config: NatsConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut rejections = Rejections { client, last_logged: BTreeMap::new() };
+    let mut pause = Duration::from_millis(100);
+    while super::until_leader(&node, &mut stop).await {
+        tracing::info!("leader: consuming {EVENTS_STREAM} as {CONSUMER}");
+        match session(&node, &js, &config, &mut rejections, &mut stop).await {
+            Ok(()) => {
+                pause = Duration::from_millis(100);
+                tracing::info!("stopped consuming events (leadership lost or node stopping)");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "event consumer failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Creates the stream and the consumer if they do not exist.
+pub(super) async fn consumer(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<jetstream::consumer::PullConsumer, BoxError> {
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: EVENTS_STREAM.to_owned(),
+            subjects: vec![EVENTS_SUBJECTS.to_owned()],
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: config.stream_replicas,
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await?;
+    let consumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            pull::Config {
+                durable_name: Some(CONSUMER.to_owned()),
+                description: Some("the Switchboard Raft leader's event consumer".to_owned()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_ack_pending: config.max_ack_pending,
+                backoff: config.redelivery_backoff.clone(),
+                // NATS requires a delivery limit above the backoff steps; this one never drops
+                // a message in practice (each redelivery waits at least the last step).
+                max_deliver: if config.redelivery_backoff.is_empty() { -1 } else { 1_000_000 },
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(consumer)
+}
+
+/// One pulled message on its way into the log.
+struct Pending {
+    message: jetstream::Message,
+    occurred_at_ms: i64,
+}
+
+type Proposal =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<Pending>, Result<Committed, ProposeError>)> + Send>>;
+
+async fn session(
+    node: &Arc<RaftNode>,
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    rejections: &mut Rejections,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), BoxError> {
+    let mut consumer = consumer(js, config).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(config.batch_max.max(1))
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?;
+    let mut in_flight: FuturesOrdered<Proposal> = FuturesOrdered::new();
+    let mut check = tokio::time::interval(LEADERSHIP_CHECK);
+    let mut sample = tokio::time::interval(PENDING_SAMPLE_INTERVAL);
+    loop {
+        if !node.is_leader() || *stop.borrow() {
+            // Stop pulling at once and ack nothing more: what is in flight is redelivered to
+            // the next leader, whose dedupe drops what committed.
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            Some((batch, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                settle(node, batch, result, rejections).await;
+            }
+            first = messages.next(), if in_flight.len() < config.max_in_flight.max(1) => {
+                let Some(first) = first else { return Err("the pull stream ended".into()) };
+                let mut pulled = vec![first.map_err(|e| -> BoxError { Box::new(e) })?];
+                let deadline = tokio::time::Instant::now() + config.batch_linger;
+                while pulled.len() < config.batch_max {
+                    match tokio::time::timeout_at(deadline, messages.next()).await {
+                        Ok(Some(message)) => pulled.push(message.map_err(|e| -> BoxError { Box::new(e) })?),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let (batch, inputs) = check_batch(pulled, config, rejections).await;
+                if !inputs.is_empty() {
+                    let node = node.clone();
+                    in_flight.push_back(Box::pin(async move {
+                        let result = node.propose(inputs).await;
+                        (batch, result)
+                    }));
+                }
+            }
+            _ = check.tick() => {}
+            _ = sample.tick() => {
+                if let Ok(info) = consumer.info().await {
+                    ::metrics::gauge!(metrics::NATS_CONSUMER_PENDING).set(info.num_pending as f64);
+                }
+            }
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Splits pulled messages into events to propose and rejections (republished and acked now).
+async fn check_batch(
+    pulled: Vec<jetstream::Message>,
+    config: &NatsConfig,
+    rejections: &mut Rejections,
+) -> (Vec<Pending>, Vec<Input>) {
+    let mut batch = Vec::with_capacity(pulled.len());
+    let mut inputs = Vec::with_capacity(pulled.len());
+    for message in pulled {
+        match check(&message, config) {
+            Ok((event, occurred_at_ms)) => {
+                inputs.push(Input::Event(event));
+                batch.push(Pending { message, occurred_at_ms });
+            }
+            Err((reason, explanation)) => rejections.reject(&message, reason, &explanation).await,
+        }
+    }
+    (batch, inputs)
+}
+
+/// Decodes and validates one message.
+fn check(
+    message: &jetstream::Message,
+    config: &NatsConfig,
+) -> Result<(switchboard_core::Event, i64), (&'static str, String)> {
+    if message.payload.len() > config.max_event_bytes {
+        return Err((
+            "oversize",
+            format!("the message is {} bytes; the limit is {}", message.payload.len(), config.max_event_bytes),
+        ));
+    }
+    let Some(workspace) = super::workspace_of_subject(message.subject.as_str()) else {
+        return Err((
+            "bad_subject",
+            format!("subject {} is not switchboard.events.<workspace>", message.subject.as_str()),
+        ));
+    };
+    let mut event = pb::GatewayEvent::decode(message.payload.as_ref())
+        .map_err(|e| ("undecodable", format!("the payload is not a switchboard.v1.GatewayEvent: {e}")))?;
+    if event.workspace.is_empty() {
+        event.workspace = workspace.to_owned();
+    } else if event.workspace != workspace {
+        return Err((
+            "workspace_mismatch",
+            format!(
+                "the event names workspace {:?} but was published to {}",
+                event.workspace,
+                message.subject.as_str()
+            ),
+        ));
+    }
+    let occurred_at_ms = event.occurred_at_ms;
+    let event = event_from_pb(event, "event").map_err(|status| ("invalid", status.message().to_owned()))?;
+    Ok((event, occurred_at_ms))
+}
+
+/// Acks what committed, rejects what the state machine refused; acks nothing on failure.
+async fn settle(
+    node: &RaftNode,
+    batch: Vec<Pending>,
+    result: Result<Committed, ProposeError>,
+    rejections: &mut Rejections,
+) {
+    let committed = match result {
+        Ok(committed) => committed,
+        Err(error) => {
+            tracing::warn!(%error, events = batch.len(), "events not committed; they will be redelivered");
+            if node.is_leader() {
+                // Sooner than the ack wait, still leading: ask for redelivery after a pause.
+                for pending in &batch {
+                    let _ = pending.message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+            }
+            return;
+        }
+    };
+    if !node.is_leader() {
+        return;
+    }
+    let mut acks = Vec::with_capacity(batch.len());
+    let mut accepted = 0u64;
+    for (pending, outcome) in batch.into_iter().zip(committed.outcomes.iter()) {
+        match &outcome.rejection {
+            None => {
+                accepted += 1;
+                metrics::event_took_effect("nats", pending.occurred_at_ms);
+                acks.push(pending.message);
+            }
+            Some(rejection) if rejection.kind == ErrorKind::AlreadyApplied => acks.push(pending.message),
+            Some(rejection) => {
+                let reason = rejection.reason.clone();
+                rejections.reject(&pending.message, &reason, &rejection.message).await;
+            }
+        }
+    }
+    ::metrics::counter!(metrics::EVENTS_INGESTED_TOTAL, "source" => "nats").increment(accepted);
+    // Acks are confirmed by the server concurrently, off the consumer's path.
+    tokio::spawn(async move {
+        let results = futures::future::join_all(acks.iter().map(|message| message.double_ack())).await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > 0 {
+            tracing::warn!(failed, "acks not confirmed; those events will be redelivered and deduplicated");
+        }
+    });
+}
+
+/// Republishes refused messages and rate-limits their logging.
+struct Rejections {
+    client: async_nats::Client,
+    last_logged: BTreeMap<String, Instant>,
+}
+
+impl Rejections {
+    async fn reject(&mut self, message: &jetstream::Message, reason: &str, explanation: &str) {
+        metrics::event_rejected(reason);
+        let workspace = message.subject.as_str().strip_prefix("switchboard.events.").filter(|w| !w.is_empty());
+        let subject = super::rejected_subject(workspace.unwrap_or("_"));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(ERROR_HEADER, reason);
+        // Header values are single lines.
+        headers.insert(ERROR_MESSAGE_HEADER, explanation.replace(['\r', '\n'], " ").as_str());
+        headers.insert("Switchboard-Subject", message.subject.as_str());
+        if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
+            headers.insert("Switchboard-Msg-Id", id.as_str());
+        }
+        if let Err(error) = self.client.publish_with_headers(subject, headers, message.payload.clone()).await {
+            // Not acked: redelivered and rejected again once NATS takes publishes.
+            tracing::warn!(%error, "cannot publish a rejection");
+            return;
+        }
+        if let Err(error) = self.client.flush().await {
+            tracing::warn!(%error, "cannot flush a rejection");
+            return;
+        }
+        if let Err(error) = message.double_ack().await {
+            tracing::warn!(%error, "cannot ack a rejected event");
+        }
+        let now = Instant::now();
+        let due = self.last_logged.get(reason).is_none_or(|last| now.duration_since(*last) >= REJECTION_LOG_INTERVAL);
+        if due {
+            self.last_logged.insert(reason.to_owned(), now);
+            tracing::warn!(
+                reason,
+                subject = message.subject.as_str(),
+                "rejected event: {explanation} (logged once per reason every {}s)",
+                REJECTION_LOG_INTERVAL.as_secs()
+            );
+        }
+    }
+}

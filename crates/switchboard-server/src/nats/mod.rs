@@ -1,0 +1,171 @@
+//! NATS JetStream ingest and egress (DESIGN.md §1, §3).
+//!
+//! Gateways publish `GatewayEvent`s (protobuf) to `switchboard.events.<workspace>`, kept by the
+//! stream `SWITCHBOARD`. Only the Raft leader consumes them, through the durable pull consumer
+//! `switchboard-assigner` (`ingest.rs`): it decodes and checks each message, proposes the
+//! valid ones in batches, and acks each only after its entry is committed. Messages that can
+//! never take effect are acked and republished to `switchboard.rejected.<workspace>` with a
+//! `Switchboard-Error` header.
+//!
+//! The leader also publishes every applied effect (`egress.rs`) to
+//! `switchboard.effects.<workspace>.<kind>`, kept by the stream `SWITCHBOARD_EFFECTS`, with
+//! `Nats-Msg-Id` = `<log index>.<sequence>`, resuming after the last effect the stream holds.
+
+mod egress;
+mod ingest;
+
+use async_nats::jetstream;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_raft::RaftNode;
+
+use crate::WatchHub;
+
+/// The stream of gateway events.
+pub const EVENTS_STREAM: &str = "SWITCHBOARD";
+/// Subjects of gateway events: `switchboard.events.<workspace>`.
+pub const EVENTS_SUBJECTS: &str = "switchboard.events.>";
+/// The durable consumer the leader pulls events with.
+pub const CONSUMER: &str = "switchboard-assigner";
+/// The stream of effects.
+pub const EFFECTS_STREAM: &str = "SWITCHBOARD_EFFECTS";
+/// Subjects of effects: `switchboard.effects.<workspace>.<kind>`.
+pub const EFFECTS_SUBJECTS: &str = "switchboard.effects.>";
+/// Header naming why a message was rejected (a short stable reason such as `undecodable`).
+pub const ERROR_HEADER: &str = "Switchboard-Error";
+/// Header with the human-readable explanation of a rejection.
+pub const ERROR_MESSAGE_HEADER: &str = "Switchboard-Error-Message";
+/// Header of an effect message: its log index.
+pub const LOG_INDEX_HEADER: &str = "Switchboard-Log-Index";
+/// Header of an effect message: its sequence within the entry.
+pub const SEQUENCE_HEADER: &str = "Switchboard-Sequence";
+
+/// The subject events of `workspace` are published to.
+pub fn events_subject(workspace: &str) -> String {
+    format!("switchboard.events.{workspace}")
+}
+
+/// The subject rejected events of `workspace` are republished to.
+pub fn rejected_subject(workspace: &str) -> String {
+    format!("switchboard.rejected.{workspace}")
+}
+
+/// The subject an effect of `kind` in `workspace` is published to.
+pub fn effects_subject(workspace: &str, kind: &str) -> String {
+    format!("switchboard.effects.{workspace}.{kind}")
+}
+
+/// How a node talks to NATS.
+#[derive(Clone, Debug)]
+pub struct NatsConfig {
+    /// Server URL(s), comma separated, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// JetStream replicas of both streams (1 for a single NATS server, 3 for a NATS cluster).
+    pub stream_replicas: usize,
+    /// JetStream's `Nats-Msg-Id` duplicate window of both streams.
+    pub duplicate_window: Duration,
+    /// How long effects are kept in `SWITCHBOARD_EFFECTS`.
+    pub effects_max_age: Duration,
+    /// Most events delivered to the leader and not yet acked.
+    pub max_ack_pending: i64,
+    /// How long NATS waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Pauses before successive redeliveries of an unacked message.
+    pub redelivery_backoff: Vec<Duration>,
+    /// Most events in one Raft proposal.
+    pub batch_max: usize,
+    /// How long the leader waits for more events to fill a proposal.
+    pub batch_linger: Duration,
+    /// Most proposals in flight; when they are all waiting (no quorum) the leader stops pulling.
+    pub max_in_flight: usize,
+    /// Largest accepted event message, in bytes.
+    pub max_event_bytes: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream_replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            effects_max_age: Duration::from_secs(7 * 24 * 3600),
+            max_ack_pending: 20_000,
+            ack_wait: Duration::from_secs(30),
+            redelivery_backoff: vec![Duration::from_secs(30), Duration::from_secs(60), Duration::from_secs(120)],
+            batch_max: 1024,
+            batch_linger: Duration::from_millis(1),
+            max_in_flight: 4,
+            max_event_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Connects to NATS and runs ingest and egress until `shutdown` resolves. Both work only while
+/// this node leads; a NATS outage is retried with backoff and never stops the node.
+pub async fn run(
+    node: Arc<RaftNode>,
+    hub: Arc<WatchHub>,
+    config: NatsConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let client = loop {
+        match async_nats::ConnectOptions::new()
+            .name(format!("switchboard-node-{}", node.id()))
+            .retry_on_initial_connect()
+            .connect(config.url.as_str())
+            .await
+        {
+            Ok(client) => break client,
+            Err(error) => {
+                tracing::error!(url = %config.url, %error, "cannot connect to NATS; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    tracing::info!(url = %config.url, "connected to NATS");
+    let js = jetstream::new(client.clone());
+    let ingest = tokio::spawn(ingest::run(node.clone(), js.clone(), client.clone(), config.clone(), stop_rx.clone()));
+    let egress = tokio::spawn(egress::run(node, hub, js, config, stop_rx));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = ingest.await;
+    let _ = egress.await;
+    let _ = client.flush().await;
+}
+
+/// Waits until this node leads (or `stop`); true when it leads.
+async fn until_leader(node: &RaftNode, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        if node.is_leader() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// The workspace token of `switchboard.<kind>.<workspace>[...]`.
+fn workspace_of_subject(subject: &str) -> Option<&str> {
+    subject.strip_prefix("switchboard.events.").filter(|rest| !rest.is_empty() && !rest.contains('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_design() {
+        assert_eq!(events_subject("acme"), "switchboard.events.acme");
+        assert_eq!(rejected_subject("acme"), "switchboard.rejected.acme");
+        assert_eq!(effects_subject("acme", "assigned"), "switchboard.effects.acme.assigned");
+        assert_eq!(workspace_of_subject("switchboard.events.acme"), Some("acme"));
+        assert_eq!(workspace_of_subject("switchboard.events.acme.x"), None);
+        assert_eq!(workspace_of_subject("switchboard.events."), None);
+    }
+}

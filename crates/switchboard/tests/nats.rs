@@ -1,0 +1,306 @@
+//! NATS JetStream ingest and egress against a real nats-server and a real 3-node cluster:
+//! exactly once across a leader crash and a NATS restart, poison messages, quorum loss.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use support::nats::NatsServer;
+use support::{TestCluster, setup_workspace};
+use switchboard_client::gateway::{Effects, Gateway, events};
+use switchboard_client::{Client, pb};
+use switchboard_server::ServerConfig;
+use switchboard_server::nats::NatsConfig;
+use tokio::time::Instant;
+
+fn config(nats: &NatsServer) -> ServerConfig {
+    ServerConfig {
+        nats: Some(NatsConfig {
+            url: nats.url(),
+            ack_wait: Duration::from_secs(5),
+            redelivery_backoff: vec![Duration::from_secs(5), Duration::from_secs(10)],
+            ..NatsConfig::default()
+        }),
+        ..ServerConfig::default()
+    }
+}
+
+/// Publishes until JetStream stores it, across NATS restarts (the event id makes retries safe).
+async fn publish(gateway: &Gateway, event: &pb::GatewayEvent) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match gateway.publish(event).await {
+            Ok(_) => return,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "publish of {} never acknowledged: {error}", event.event_id);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Publishes `events` with many in flight; retries those that fail one by one.
+async fn publish_all(gateway: &Gateway, events: &[pb::GatewayEvent]) {
+    for chunk in events.chunks(256) {
+        let mut pending = Vec::new();
+        for event in chunk {
+            pending.push((event, gateway.publish_pipelined(event).await));
+        }
+        for (event, sent) in pending {
+            let stored = match sent {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            if !stored {
+                publish(gateway, event).await;
+            }
+        }
+    }
+}
+
+async fn effects_consumer(gateway: &Gateway, name: &str, workspace: &str) -> Effects {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match gateway.effects(name, workspace).await {
+            Ok(effects) => return effects,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "the effects stream never appeared: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// What the effects stream delivered.
+#[derive(Default)]
+struct Seen {
+    /// (log index, sequence) of every effect, with how often it came.
+    ids: BTreeMap<(u64, u32), u32>,
+    /// Conversation → number of Assigned effects.
+    assigned: BTreeMap<String, u32>,
+    /// Log indexes in delivery order must never go back.
+    last: (u64, u32),
+    out_of_order: u32,
+}
+
+impl Seen {
+    /// Reads effects until `done` holds or the deadline passes.
+    async fn collect(&mut self, effects: &mut Effects, deadline: Duration, done: impl Fn(&Seen) -> bool) {
+        let until = Instant::now() + deadline;
+        while !done(self) {
+            let remaining = until.saturating_duration_since(Instant::now());
+            assert!(!remaining.is_zero(), "effects stopped arriving: {} assigned so far", self.assigned.len());
+            let Ok(Some(delivery)) = tokio::time::timeout(remaining, effects.next()).await else { continue };
+            let delivery = delivery.expect("effect");
+            self.record(&delivery.effect);
+            delivery.ack().await.expect("ack");
+        }
+    }
+
+    /// Reads whatever arrives within `period`.
+    async fn drain(&mut self, effects: &mut Effects, period: Duration) {
+        let until = Instant::now() + period;
+        let mut this = std::mem::take(self);
+        loop {
+            let remaining = until.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let Ok(Some(delivery)) = tokio::time::timeout(remaining, effects.next()).await else { break };
+            let delivery = delivery.expect("effect");
+            this.record(&delivery.effect);
+            delivery.ack().await.expect("ack");
+        }
+        *self = this;
+    }
+
+    fn record(&mut self, effect: &pb::Effect) {
+        let id = (effect.log_index, effect.sequence);
+        let count = self.ids.entry(id).or_default();
+        *count += 1;
+        if *count == 1 {
+            if id < self.last {
+                self.out_of_order += 1;
+            }
+            self.last = self.last.max(id);
+            if let Some(pb::effect::Kind::Assigned(a)) = &effect.kind {
+                *self.assigned.entry(a.conversation.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    fn doubled(&self) -> usize {
+        self.ids.values().filter(|n| **n > 1).count()
+    }
+}
+
+async fn open_total(client: &Client, workspace: &str) -> u32 {
+    let agents = client
+        .list_agents(pb::ListAgentsRequest { workspace: workspace.into(), ..Default::default() })
+        .await
+        .expect("agents");
+    agents.agents.iter().map(|a| a.open_count).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_events_take_effect_exactly_once_across_a_leader_crash_and_a_nats_restart() {
+    const TOTAL: usize = 10_000;
+    let mut nats = NatsServer::start().await;
+    let mut cluster = TestCluster::start_with(3, config(&nats)).await;
+    let client = cluster.client().await;
+    setup_workspace(&client, "nx", pb::Strategy::LeastOpen, 20, 1_000).await;
+    let gateway = Gateway::connect(&nats.url()).await.expect("gateway connects");
+    let mut effects = effects_consumer(&gateway, "test-gateway", "nx").await;
+    let all: Vec<pb::GatewayEvent> = (0..TOTAL)
+        .map(|n| events::opened(&format!("ev-{n}"), "nx", &format!("c{n}"), &format!("+55{n}"), pb::Channel::Whatsapp))
+        .collect();
+    let (first, second) = all.split_at(TOTAL / 2);
+    let mut seen = Seen::default();
+
+    // First half, with the leader killed in the middle of the stream.
+    publish_all(&gateway, &first[..TOTAL / 4]).await;
+    seen.collect(&mut effects, Duration::from_secs(60), |s| s.assigned.len() >= TOTAL / 8).await;
+    let leader = cluster.leader().await;
+    cluster.kill(leader).await;
+    publish_all(&gateway, &first[TOTAL / 4..]).await;
+    seen.collect(&mut effects, Duration::from_secs(120), |s| s.assigned.len() >= TOTAL / 2).await;
+
+    // Second half, with the NATS server killed and restarted in the middle.
+    publish_all(&gateway, &second[..TOTAL / 4]).await;
+    nats.restart().await;
+    publish_all(&gateway, &second[TOTAL / 4..]).await;
+    seen.collect(&mut effects, Duration::from_secs(120), |s| s.assigned.len() >= TOTAL).await;
+
+    // Every event took effect once, every effect is on the stream once, in log order.
+    assert_eq!(seen.assigned.len(), TOTAL);
+    assert!(seen.assigned.values().all(|n| *n == 1), "a conversation was assigned twice");
+    assert_eq!(seen.doubled(), 0, "an effect was delivered twice");
+    assert_eq!(seen.out_of_order, 0, "effects went back in log order");
+    let survivor = cluster.client_of(cluster.leader().await).await;
+    assert_eq!(open_total(&survivor, "nx").await as usize, TOTAL);
+    // The killed node comes back and catches up to the same state.
+    cluster.restart(leader).await;
+    cluster.assert_replicas_agree().await;
+    // Nothing more arrives later: no late duplicate.
+    seen.drain(&mut effects, Duration::from_secs(3)).await;
+    assert_eq!(seen.doubled(), 0, "an effect was delivered twice");
+    assert_eq!(seen.assigned.len(), TOTAL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_messages_are_rejected_with_a_reason_and_never_block_the_stream() {
+    let nats = NatsServer::start().await;
+    let cluster = TestCluster::start_with(3, config(&nats)).await;
+    let client = cluster.client().await;
+    setup_workspace(&client, "px", pb::Strategy::RoundRobin, 4, 1_000).await;
+    let gateway = Gateway::connect(&nats.url()).await.expect("gateway connects");
+    let mut rejected = gateway.client().subscribe("switchboard.rejected.>").await.expect("subscribe");
+    gateway.client().flush().await.expect("flush");
+    let js = async_nats::jetstream::new(gateway.client().clone());
+    let raw = |subject: &str, id: &str, payload: Vec<u8>| {
+        let js = js.clone();
+        let (subject, id) = (subject.to_owned(), id.to_owned());
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            js.publish_with_headers(subject, headers, payload.into()).await.expect("send").await.expect("stored");
+        }
+    };
+    let mut expected: BTreeMap<String, &str> = BTreeMap::new();
+    let mut valid = 0;
+    for round in 0..5 {
+        for n in 0..10 {
+            publish(
+                &gateway,
+                &events::opened(&format!("ok-{round}-{n}"), "px", &format!("c{round}-{n}"), "+1", pb::Channel::Sms),
+            )
+            .await;
+            valid += 1;
+        }
+        raw("switchboard.events.px", &format!("garbage-{round}"), vec![0xff, 0x00, 0x13, 0x37]).await;
+        expected.insert(format!("garbage-{round}"), "undecodable");
+        let mut no_id = events::opened("", "px", &format!("x{round}"), "+1", pb::Channel::Sms);
+        no_id.event_id.clear();
+        raw("switchboard.events.px", &format!("noid-{round}"), prost::Message::encode_to_vec(&no_id)).await;
+        expected.insert(format!("noid-{round}"), "invalid");
+        let elsewhere = events::opened(&format!("mismatch-{round}"), "other", "y", "+1", pb::Channel::Sms);
+        raw("switchboard.events.px", &format!("mismatch-{round}"), prost::Message::encode_to_vec(&elsewhere)).await;
+        expected.insert(format!("mismatch-{round}"), "workspace_mismatch");
+        let nowhere = events::opened(&format!("nows-{round}"), "nowhere", "z", "+1", pb::Channel::Sms);
+        publish(&gateway, &nowhere).await;
+        expected.insert(format!("nows-{round}"), "unknown_workspace");
+        let mut huge = events::opened(&format!("huge-{round}"), "px", "h", "+1", pb::Channel::Sms);
+        if let Some(pb::gateway_event::Kind::ConversationOpened(open)) = &mut huge.kind {
+            open.tags = vec!["t".repeat(1000); 100];
+        }
+        publish(&gateway, &huge).await;
+        expected.insert(format!("huge-{round}"), "oversize");
+        publish(&gateway, &events::closed(&format!("ghost-{round}"), "px", "never-opened")).await;
+        expected.insert(format!("ghost-{round}"), "unknown_conversation");
+    }
+    // Every poison message lands on the rejected subject, with the right reason.
+    let mut reasons = BTreeMap::new();
+    while reasons.len() < expected.len() {
+        let message = tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(&mut rejected))
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {} rejections arrived: {reasons:?}", reasons.len(), expected.len()))
+            .expect("subscription open");
+        let headers = message.headers.expect("rejections carry headers");
+        let id = headers.get("Switchboard-Msg-Id").expect("original id").as_str().to_owned();
+        let reason = headers.get("Switchboard-Error").expect("reason").as_str().to_owned();
+        assert!(headers.get("Switchboard-Error-Message").is_some_and(|m| !m.as_str().is_empty()));
+        let workspace = message.subject.as_str().rsplit('.').next().expect("workspace").to_owned();
+        assert!(reasons.insert(id.clone(), (reason, workspace)).is_none(), "{id} rejected twice");
+    }
+    for (id, reason) in &expected {
+        assert_eq!(reasons.get(id).map(|(r, _)| r.as_str()), Some(*reason), "{id}");
+    }
+    assert_eq!(reasons["garbage-0"].1, "px", "rejections go to the subject's workspace");
+    // Every valid event took effect.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_total(&client, "px").await < valid {
+        assert!(Instant::now() < deadline, "valid events were blocked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open_total(&client, "px").await, valid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_quorum_the_consumer_stops_and_resumes_when_nodes_return() {
+    let nats = NatsServer::start().await;
+    let mut cluster = TestCluster::start_with(3, config(&nats)).await;
+    let client = cluster.client().await;
+    setup_workspace(&client, "qx", pb::Strategy::RoundRobin, 4, 1_000).await;
+    let gateway = Gateway::connect(&nats.url()).await.expect("gateway connects");
+    let mut effects = effects_consumer(&gateway, "quorum-gateway", "qx").await;
+    let batch = |from: usize, to: usize| -> Vec<pb::GatewayEvent> {
+        (from..to)
+            .map(|n| events::opened(&format!("q-{n}"), "qx", &format!("c{n}"), "+1", pb::Channel::Telegram))
+            .collect()
+    };
+    publish_all(&gateway, &batch(0, 100)).await;
+    let mut seen = Seen::default();
+    seen.collect(&mut effects, Duration::from_secs(30), |s| s.assigned.len() >= 100).await;
+
+    // Two of three nodes down: no quorum. Events keep being accepted by NATS but none takes
+    // effect, and nothing is lost.
+    let leader = cluster.leader().await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for i in &others {
+        cluster.kill(*i).await;
+    }
+    publish_all(&gateway, &batch(100, 300)).await;
+    seen.drain(&mut effects, Duration::from_secs(3)).await;
+    assert_eq!(seen.assigned.len(), 100, "effects appeared without a quorum");
+
+    // They come back: processing resumes by itself and every event takes effect once.
+    for i in &others {
+        cluster.restart(*i).await;
+    }
+    seen.collect(&mut effects, Duration::from_secs(90), |s| s.assigned.len() >= 300).await;
+    assert!(seen.assigned.values().all(|n| *n == 1), "a conversation was assigned twice");
+    assert_eq!(seen.doubled(), 0);
+    let client = cluster.client().await;
+    assert_eq!(open_total(&client, "qx").await, 300);
+    cluster.assert_replicas_agree().await;
+}
