@@ -3,10 +3,13 @@ CARGO ?= cargo
 # Runs the tests with nextest when it is installed, else with cargo test.
 TEST_COMMAND := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run" || echo test)
 
-.PHONY: run test verify fix fmt clippy doc bench bench-core bench-raft bench-check
+.PHONY: run test verify fix fmt clippy doc bench bench-core bench-raft bench-e2e bench-check
 
-## Starts a local 3-node cluster and a demo that configures a workspace and shows assignments.
+## Starts nats-server and a local 3-node cluster, and a demo that configures a workspace,
+## publishes conversations through NATS and prints the effects from the effects stream.
 run:
+	SWITCHBOARD_NATS_SERVER="$$(dirname "$$(bash tests/python/setup_env.sh | tail -n 1)")/nats-server" && \
+	export SWITCHBOARD_NATS_SERVER && \
 	$(CARGO) run --release -p switchboard -- dev --fresh --demo
 
 ## Runs every test of the workspace. The Python client test needs grpcio-tools and the NATS
@@ -52,3 +55,7 @@ bench-core:
 ## One line per configuration: Raft commit throughput and latency on a 3-node loopback cluster.
 bench-raft:
 	$(CARGO) bench -p switchboard-raft --bench commit
+
+## End to end: nats-server + 3 nodes + loadgen; JetStream ceiling and e2e rate/latency lines.
+bench-e2e:
+	bash benches/e2e.sh

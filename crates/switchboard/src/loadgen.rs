@@ -1,0 +1,433 @@
+//! `switchboard loadgen`: a contact-center workload through NATS, measured end to end.
+//!
+//! It configures `--workspaces` workspaces over gRPC (teams, agents, one routing rule per
+//! channel group), then publishes conversations through NATS as gateways do: each is opened on
+//! one of `--channels` channels, gets `--conversation-length - 1` customer messages, and is
+//! closed; meanwhile `--churn` agents per second go away and come back. It consumes the effects
+//! stream and reports the achieved rate, the latency from publish to the conversation's first
+//! decision effect (assigned, queued or outside hours), and decisions lost (no decision within
+//! the drain time) or doubled (an effect delivered twice, a conversation assigned twice).
+//! `--raw` measures plain JetStream publish→consume on the same server, as the ceiling.
+
+use anyhow::{Context, Result, bail};
+use async_nats::jetstream;
+use clap::Args;
+use futures::StreamExt;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+use switchboard_client::gateway::{Gateway, events};
+use switchboard_client::{Client, pb};
+
+const CHANNELS: [pb::Channel; 8] = [
+    pb::Channel::Whatsapp,
+    pb::Channel::Messenger,
+    pb::Channel::Instagram,
+    pb::Channel::Telegram,
+    pb::Channel::Line,
+    pb::Channel::Email,
+    pb::Channel::WebChat,
+    pb::Channel::Sms,
+];
+
+#[derive(Args, Debug)]
+pub(crate) struct LoadgenArgs {
+    /// NATS server URL.
+    #[arg(long, env = "SWITCHBOARD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Cluster API addresses (for setting up workspaces and presence churn), comma separated.
+    #[arg(long, env = "SWITCHBOARD_NODES", default_value = crate::ctl::DEV_NODES, value_delimiter = ',')]
+    nodes: Vec<String>,
+    /// Events per second offered (all kinds); 0 = as fast as JetStream acknowledges.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Workspaces (contact centers).
+    #[arg(long, default_value_t = 2)]
+    workspaces: usize,
+    /// Teams per workspace.
+    #[arg(long, default_value_t = 4)]
+    teams: usize,
+    /// Agents per team.
+    #[arg(long, default_value_t = 25)]
+    agents: usize,
+    /// Channels conversations arrive on (1 to 8).
+    #[arg(long, default_value_t = 8)]
+    channels: usize,
+    /// Events per conversation: opened, then customer messages, then closed (at least 2).
+    #[arg(long, default_value_t = 4)]
+    conversation_length: usize,
+    /// Agents per second going away and coming back (gRPC).
+    #[arg(long, default_value_t = 1)]
+    churn: u64,
+    /// Publishes in flight awaiting JetStream's ack.
+    #[arg(long, default_value_t = 4096)]
+    window: usize,
+    /// Seconds to wait for outstanding effects after publishing.
+    #[arg(long, default_value_t = 15)]
+    drain: u64,
+    /// Measure raw JetStream publish→consume (no Switchboard) with this many messages instead.
+    #[arg(long)]
+    raw: Option<usize>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
+}
+
+pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
+    if let Some(count) = args.raw {
+        return raw(&args.nats, count, args.window).await;
+    }
+    if !(1..=8).contains(&args.channels) || args.conversation_length < 2 || args.workspaces == 0 || args.teams == 0 {
+        bail!("need 1 to 8 channels, conversation length >= 2, at least one workspace and team");
+    }
+    let client = Client::connect(args.nodes.clone()).await.context("bad --nodes")?;
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let workspaces: Vec<String> = (0..args.workspaces).map(|w| format!("lg{run}w{w}")).collect();
+    for ws in &workspaces {
+        setup(&client, ws, &args).await.with_context(|| format!("setting up workspace {ws}"))?;
+    }
+    let gateway = Gateway::connect(&args.nats).await?;
+    // An ephemeral consumer of this run's workspaces, from now on.
+    let mut effects = gateway
+        .effects_with(async_nats::jetstream::consumer::pull::Config {
+            filter_subjects: workspaces.iter().map(|ws| format!("switchboard.effects.{ws}.>")).collect(),
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::New,
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: 50_000,
+            ..Default::default()
+        })
+        .await?;
+
+    // Effects side: first decision per conversation, duplicates by (index, sequence).
+    let (decided_tx, mut decided_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let doubled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = tokio::spawn({
+        let doubled = doubled.clone();
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut assigned: BTreeMap<String, u32> = BTreeMap::new();
+            while let Some(delivery) = effects.next().await {
+                let Ok(delivery) = delivery else { continue };
+                let received = Instant::now();
+                let effect = &delivery.effect;
+                if !seen.insert((effect.log_index, effect.sequence)) {
+                    doubled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    use pb::effect::Kind;
+                    let decision = match &effect.kind {
+                        Some(Kind::Assigned(a)) => {
+                            let count = assigned.entry(a.conversation.clone()).or_default();
+                            *count += 1;
+                            // With room for everyone, a second assignment is a doubled decision.
+                            if *count > 1 {
+                                doubled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Some(a.conversation.clone())
+                        }
+                        Some(Kind::Queued(q)) => Some(q.conversation.clone()),
+                        Some(Kind::OutsideHours(o)) => Some(o.conversation.clone()),
+                        _ => None,
+                    };
+                    if let Some(conversation) = decision
+                        && decided_tx.send((conversation, received)).is_err()
+                    {
+                        break;
+                    }
+                }
+                let _ = delivery.ack().await;
+            }
+        }
+    });
+
+    // Presence churn over gRPC.
+    let churn = (args.churn > 0).then(|| {
+        let client = client.clone();
+        let workspaces = workspaces.clone();
+        let agents = args.agents * args.teams;
+        let per_second = args.churn;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second as f64));
+            let mut n = 0usize;
+            loop {
+                tick.tick().await;
+                let ws = &workspaces[n % workspaces.len()];
+                let agent = format!("a{}", (n / workspaces.len()) % agents);
+                for status in [pb::AgentStatus::Away, pb::AgentStatus::Online] {
+                    let _ = client
+                        .set_status(pb::SetStatusRequest {
+                            workspace: ws.clone(),
+                            agent: agent.clone(),
+                            status: status.into(),
+                            ..Default::default()
+                        })
+                        .await;
+                }
+                n += 1;
+            }
+        })
+    });
+
+    // Publishing side: conversations interleaved so that each advances one event at a time.
+    let started = Instant::now();
+    let end = started + Duration::from_secs(args.duration);
+    let mut opened_at: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut decided: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut acks = VecDeque::new();
+    let mut active: VecDeque<(String, String, usize)> = VecDeque::new();
+    let mut published = 0u64;
+    let mut next_conversation = 0u64;
+    let concurrent = 64usize;
+    while Instant::now() < end {
+        if args.rate > 0 {
+            let due = started + Duration::from_secs_f64(published as f64 / args.rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        if active.len() < concurrent {
+            let ws = workspaces[next_conversation as usize % workspaces.len()].clone();
+            active.push_back((ws, format!("r{run}c{next_conversation}"), 0));
+            next_conversation += 1;
+        }
+        let Some((ws, conversation, step)) = active.pop_front() else { continue };
+        let event_id = format!("{conversation}-{step}");
+        let event = if step == 0 {
+            let channel = CHANNELS[(next_conversation as usize) % args.channels];
+            opened_at.insert(conversation.clone(), Instant::now());
+            events::opened(&event_id, &ws, &conversation, &format!("+{}", next_conversation % 100_000), channel)
+        } else if step + 1 < args.conversation_length {
+            events::message_received(&event_id, &ws, &conversation)
+        } else {
+            events::closed(&event_id, &ws, &conversation)
+        };
+        let ack = gateway.publish_pipelined(&event).await?;
+        acks.push_back((ack, event));
+        published += 1;
+        if step + 1 < args.conversation_length {
+            active.push_back((ws, conversation, step + 1));
+        }
+        while acks.len() >= args.window {
+            if let Some((ack, event)) = acks.pop_front() {
+                confirm(&gateway, ack, &event).await?;
+            }
+        }
+        while let Ok((conversation, at)) = decided_rx.try_recv() {
+            record(&opened_at, &mut decided, conversation, at);
+        }
+    }
+    for (ack, event) in acks {
+        confirm(&gateway, ack, &event).await?;
+    }
+    let publish_seconds = started.elapsed().as_secs_f64();
+    let drain_until = Instant::now() + Duration::from_secs(args.drain);
+    while decided.len() < opened_at.len() && Instant::now() < drain_until {
+        if let Ok(Some((conversation, at))) = tokio::time::timeout(Duration::from_millis(200), decided_rx.recv()).await
+        {
+            record(&opened_at, &mut decided, conversation, at);
+        }
+    }
+    let effects_seconds = started.elapsed().as_secs_f64();
+    if let Some(churn) = churn {
+        churn.abort();
+    }
+    // A last look for late duplicates before counting them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(decided_rx);
+    counter.abort();
+    let doubled_effects = doubled.load(std::sync::atomic::Ordering::Relaxed);
+    let mut latencies: Vec<Duration> = decided.values().copied().collect();
+    latencies.sort();
+    let lost = opened_at.len() - decided.len();
+    let achieved = (published as f64 / publish_seconds).min(published as f64 / effects_seconds.max(publish_seconds));
+    let offered = if args.rate == 0 { "max".to_owned() } else { args.rate.to_string() };
+    println!(
+        "e2e: offered_per_s={offered} achieved_per_s={achieved:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} lost={lost} doubled={doubled_effects}",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        percentile(&latencies, 99.9),
+    );
+    eprintln!(
+        "loadgen: {published} events ({} conversations) in {publish_seconds:.1} s; last decision after {effects_seconds:.1} s",
+        opened_at.len()
+    );
+    Ok(())
+}
+
+/// Waits for JetStream to store `event`; publishes it again (same `Nats-Msg-Id`) if the ack
+/// did not come, as a gateway must.
+async fn confirm(
+    gateway: &Gateway,
+    ack: async_nats::jetstream::context::PublishAckFuture,
+    event: &pb::GatewayEvent,
+) -> Result<()> {
+    if ack.await.is_ok() {
+        return Ok(());
+    }
+    for _ in 0..20 {
+        if gateway.publish(event).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("JetStream did not store event {} after 20 attempts", event.event_id)
+}
+
+fn record(
+    opened_at: &BTreeMap<String, Instant>,
+    decided: &mut BTreeMap<String, Duration>,
+    conversation: String,
+    at: Instant,
+) {
+    if let Some(opened) = opened_at.get(&conversation) {
+        decided.entry(conversation).or_insert_with(|| at.saturating_duration_since(*opened));
+    }
+}
+
+/// Teams `t0..`, each with `agents` members (agent ids shared out in order), one routing rule
+/// per team sending its share of the channels there; all agents online with room to spare.
+async fn setup(client: &Client, ws: &str, args: &LoadgenArgs) -> Result<()> {
+    client
+        .configure_workspace(pb::ConfigureWorkspaceRequest {
+            workspace: ws.into(),
+            settings: Some(pb::WorkspaceSettings::default()),
+            ..Default::default()
+        })
+        .await?;
+    let total = args.teams * args.agents;
+    for a in 0..total {
+        client
+            .upsert_agent(pb::UpsertAgentRequest {
+                workspace: ws.into(),
+                agent: Some(pb::Agent {
+                    id: format!("a{a}"),
+                    display_name: format!("Agent {a}"),
+                    max_open: 10_000,
+                    daily_limit: 1_000_000,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let mut rules = Vec::new();
+    for t in 0..args.teams {
+        client
+            .upsert_team(pb::UpsertTeamRequest {
+                workspace: ws.into(),
+                team: Some(pb::Team {
+                    id: format!("t{t}"),
+                    members: (t * args.agents..(t + 1) * args.agents).map(|a| format!("a{a}")).collect(),
+                    strategy: if t % 2 == 0 { pb::Strategy::RoundRobin } else { pb::Strategy::LeastOpen }.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+        let channels: Vec<i32> =
+            (0..args.channels).filter(|c| c % args.teams == t).map(|c| CHANNELS[c] as i32).collect();
+        if !channels.is_empty() {
+            rules.push(pb::RoutingRule {
+                id: format!("r{t}"),
+                conditions: Some(pb::RuleConditions { channels, ..Default::default() }),
+                target: Some(pb::RuleTarget {
+                    target: Some(pb::rule_target::Target::Team(pb::TeamTarget {
+                        team: format!("t{t}"),
+                        ..Default::default()
+                    })),
+                }),
+            });
+        }
+    }
+    client.set_routing_rules(pb::SetRoutingRulesRequest { workspace: ws.into(), rules, ..Default::default() }).await?;
+    client
+        .configure_workspace(pb::ConfigureWorkspaceRequest {
+            workspace: ws.into(),
+            settings: Some(pb::WorkspaceSettings { default_team: "t0".into(), ..Default::default() }),
+            ..Default::default()
+        })
+        .await?;
+    for a in 0..total {
+        client
+            .set_status(pb::SetStatusRequest {
+                workspace: ws.into(),
+                agent: format!("a{a}"),
+                status: pb::AgentStatus::Online.into(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Raw JetStream: `count` messages of an event's size published to a file stream (same
+/// durability settings as SWITCHBOARD) and consumed by a pull consumer, concurrently.
+async fn raw(url: &str, count: usize, window: usize) -> Result<()> {
+    let client = async_nats::connect(url).await.context("cannot connect to NATS")?;
+    let js = jetstream::new(client);
+    let name = format!(
+        "LOADGEN_RAW_{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    );
+    let subject = format!("loadgen.raw.{name}");
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("raw".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await?;
+    let payload = prost::Message::encode_to_vec(&events::opened(
+        "c123456-0",
+        "lg1234w0",
+        "c123456",
+        "+12345",
+        pb::Channel::Whatsapp,
+    ));
+    let started = Instant::now();
+    let consume = tokio::spawn(async move {
+        let mut messages = consumer.messages().await?;
+        let mut received = 0usize;
+        while received < count {
+            let Some(message) = messages.next().await else { break };
+            message.map_err(|e| anyhow::anyhow!("{e}"))?.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            received += 1;
+        }
+        anyhow::Ok(received)
+    });
+    let mut acks = VecDeque::new();
+    for n in 0..count {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("raw-{n}").as_str());
+        acks.push_back(js.publish_with_headers(subject.clone(), headers, payload.clone().into()).await?);
+        while acks.len() >= window {
+            if let Some(ack) = acks.pop_front() {
+                ack.await?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let received = consume.await??;
+    let seconds = started.elapsed().as_secs_f64();
+    js.delete_stream(&name).await?;
+    println!("jetstream raw: per_s={:.0}", received as f64 / seconds);
+    eprintln!("loadgen: {received} of {count} raw messages published and consumed in {seconds:.2} s");
+    Ok(())
+}
