@@ -37,6 +37,22 @@ pub const RAFT_LAST_LOG_INDEX: &str = "switchboard_raft_last_log_index";
 /// Index of the last entry applied to this node's state.
 pub const RAFT_LAST_APPLIED_INDEX: &str = "switchboard_raft_last_applied_index";
 
+/// Every series name, for checks of the dashboards and alert rules in `deploy/`.
+pub const ALL: [&str; 12] = [
+    EVENTS_INGESTED_TOTAL,
+    EVENTS_REJECTED_TOTAL,
+    NATS_CONSUMER_PENDING,
+    EFFECTS_UNPUBLISHED_TOTAL,
+    EVENT_TO_EFFECT_SECONDS,
+    ASSIGNMENTS_TOTAL,
+    QUEUE_DEPTH,
+    AGENTS,
+    RAFT_IS_LEADER,
+    RAFT_TERM,
+    RAFT_LAST_LOG_INDEX,
+    RAFT_LAST_APPLIED_INDEX,
+];
+
 /// How often Raft gauges are refreshed.
 const RAFT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often queue and agent gauges are refreshed (each refresh walks every team and agent).
@@ -170,6 +186,48 @@ fn sample_state(node: &RaftNode) {
         for status in AgentStatus::ALL {
             metrics::gauge!(AGENTS, "workspace" => workspace.clone(), "status" => status_label(status))
                 .set(counts[status as usize] as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ALL;
+
+    /// The `switchboard_*` names a text refers to, without histogram suffixes.
+    fn names_in(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("switchboard_") {
+            let tail = &rest[start..];
+            let end = tail.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+            names.push(base.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn dashboards_and_alerts_use_only_series_the_node_exports() {
+        for (file, text) in [
+            ("deploy/grafana/switchboard.json", include_str!("../../../deploy/grafana/switchboard.json")),
+            ("deploy/prometheus/alerts.yml", include_str!("../../../deploy/prometheus/alerts.yml")),
+        ] {
+            let names = names_in(text);
+            assert!(names.len() >= 8, "{file} refers to too few series: {names:?}");
+            for name in names {
+                assert!(ALL.contains(&name.as_str()), "{file} refers to {name}, which no node exports");
+            }
+        }
+    }
+
+    #[test]
+    fn the_dashboard_covers_every_series() {
+        let names = names_in(include_str!("../../../deploy/grafana/switchboard.json"));
+        for series in ALL {
+            assert!(names.iter().any(|n| n == series), "the dashboard has no panel for {series}");
         }
     }
 }

@@ -409,6 +409,19 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_alert_rules_are_well_formed() {
+        let rules: serde_norway::Value =
+            serde_norway::from_str(include_str!("../../../deploy/prometheus/alerts.yml")).expect("alerts.yml is YAML");
+        let rules = rules["groups"][0]["rules"].as_sequence().expect("groups[0].rules");
+        assert!(rules.len() >= 5);
+        for rule in rules {
+            let name = rule["alert"].as_str().expect("every rule is named");
+            assert!(rule["expr"].as_str().is_some_and(|e| e.contains("switchboard_")), "{name}");
+            assert!(rule["annotations"]["summary"].as_str().is_some(), "{name} has a summary");
+        }
+    }
+
+    #[test]
     fn incomplete_or_inconsistent_configs_say_what_is_wrong() {
         let base = "id = 2\ndata_dir = \"d\"\nlisten = \"127.0.0.1:1\"\nraft_listen = \"127.0.0.1:2\"\n";
         let error = |text: &str| format!("{:#}", parse(text).err().expect("must be refused"));

@@ -31,14 +31,13 @@ pub(super) async fn run(
     config: NatsConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = super::Backoff::new();
     while super::until_leader(&node, &mut stop).await {
         match session(&node, &hub, &js, &config, &mut stop).await {
-            Ok(()) => pause = Duration::from_millis(100),
+            Ok(()) => backoff.reset(),
             Err(error) => {
                 tracing::warn!(%error, "effect publisher failed; resuming from the stream's last effect");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
+                backoff.pause().await;
             }
         }
     }

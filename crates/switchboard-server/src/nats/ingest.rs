@@ -41,20 +41,16 @@ pub(super) async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut rejections = Rejections { client, last_logged: BTreeMap::new() };
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = super::Backoff::new();
     while super::until_leader(&node, &mut stop).await {
         tracing::info!("leader: consuming {EVENTS_STREAM} as {CONSUMER}");
-        match session(&node, &js, &config, &mut rejections, &mut stop).await {
-            Ok(()) => {
-                pause = Duration::from_millis(100);
-                tracing::info!("stopped consuming events (leadership lost or node stopping)");
-            }
-            Err(error) => {
-                tracing::warn!(%error, "event consumer failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
+        if let Err(error) = session(&node, &js, &config, &mut rejections, &mut stop).await {
+            tracing::warn!(%error, "event consumer failed; retrying");
+            backoff.pause().await;
+            continue;
         }
+        backoff.reset();
+        tracing::info!("stopped consuming events (leadership lost or node stopping)");
     }
 }
 

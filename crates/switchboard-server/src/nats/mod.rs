@@ -134,6 +134,27 @@ pub async fn run(
     let _ = client.flush().await;
 }
 
+/// The pause between failed sessions: 100 ms doubling to 5 s, reset by a clean end.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+}
+
 /// Waits until this node leads (or `stop`); true when it leads.
 async fn until_leader(node: &RaftNode, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     loop {
