@@ -101,9 +101,17 @@ struct Inner {
 }
 
 /// Whether another node (or the same one, shortly) may succeed: the node is unreachable, has no
-/// quorum, or is stopping.
+/// quorum, or is stopping — or the connection broke during the call (the node died), which the
+/// transport reports as `CANCELLED` with a transport error as its source. Retrying a write is
+/// safe: it carries its idempotency key.
 fn retryable(status: &Status) -> bool {
-    status.code() == Code::Unavailable
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Cancelled | Code::Unknown => {
+            std::error::Error::source(status).is_some_and(|source| source.is::<tonic::transport::Error>())
+        }
+        _ => false,
+    }
 }
 
 impl Client {

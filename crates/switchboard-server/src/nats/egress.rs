@@ -4,7 +4,9 @@
 //! headers) and publishes every later effect from the node's retained changes (the same ring
 //! Watch streams read), in log order, each with `Nats-Msg-Id = <index>.<sequence>`. A publish
 //! repeated across a failover is dropped by JetStream's duplicate window; one older than the
-//! window is skipped by the cursor. So the stream holds each effect once, in log order.
+//! window is skipped by the cursor. Each publish also names its predecessor
+//! (`Nats-Expected-Last-Msg-Id`), so nothing is stored after a gap. So the stream holds each
+//! effect once, in log order.
 
 use super::{EFFECTS_STREAM, EFFECTS_SUBJECTS, LOG_INDEX_HEADER, NatsConfig, SEQUENCE_HEADER};
 use crate::WatchHub;
@@ -92,6 +94,11 @@ async fn session(
 ) -> Result<(), BoxError> {
     let mut stream = stream(js, config).await?;
     let mut cursor = last_published(&mut stream).await?;
+    // Each publish names the id of the one before it (`Nats-Expected-Last-Msg-Id`), so JetStream
+    // stores nothing after a gap: a publish lost in a NATS restart while later ones in the
+    // pipeline got through, or a deposed leader's late publish, is refused and the session
+    // restarts from what the stream really holds.
+    let mut last_id = (cursor != (0, 0)).then(|| format!("{}.{}", cursor.0, cursor.1));
     let mut next_index = cursor.0.max(1);
     let Backlog { changes, mut receiver, .. } = backlog(hub, next_index, cursor)?;
     let mut pending: VecDeque<StateChange> = changes.into();
@@ -125,8 +132,19 @@ async fn session(
             }
         };
         let StateChange::Entry { index, at_ms, outcomes } = &change else {
-            // A snapshot installed here while following: its effects were the leader's to publish.
-            next_index = next_index.max(change_index(&change) + 1);
+            // A snapshot installed while this node followed: the entries it covers were never
+            // applied here one by one. Those the stream lacks cannot be published from here.
+            let covered = change_index(&change);
+            if covered > cursor.0 {
+                tracing::error!(
+                    after = cursor.0,
+                    to = covered,
+                    "effects of entries covered by an installed snapshot were not published to NATS"
+                );
+                ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
+                cursor = (covered, u32::MAX);
+            }
+            next_index = next_index.max(covered + 1);
             continue;
         };
         next_index = index + 1;
@@ -140,13 +158,25 @@ async fn session(
                     continue;
                 }
                 let effect = effect_to_pb(effect, origin, this.1);
+                if !super::is_subject_token(&effect.workspace) {
+                    // Cannot be a subject (a workspace created before ids were checked): skipped
+                    // rather than stopping every later effect. Watch still delivers it.
+                    tracing::error!(workspace = %effect.workspace, "workspace id is not a NATS subject token; effect not published");
+                    ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
+                    continue;
+                }
                 let subject = super::effects_subject(&effect.workspace, kind_name(&effect));
+                let id = format!("{}.{}", this.0, this.1);
                 let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", format!("{}.{}", this.0, this.1).as_str());
+                headers.insert("Nats-Msg-Id", id.as_str());
+                if let Some(previous) = &last_id {
+                    headers.insert("Nats-Expected-Last-Msg-Id", previous.as_str());
+                }
                 headers.insert(LOG_INDEX_HEADER, this.0.to_string().as_str());
                 headers.insert(SEQUENCE_HEADER, this.1.to_string().as_str());
                 acks.push_back(js.publish_with_headers(subject, headers, effect.encode_to_vec().into()).await?);
                 cursor = this;
+                last_id = Some(id);
                 if acks.len() >= PUBLISH_WINDOW
                     && let Some(ack) = acks.pop_front()
                 {

@@ -9,12 +9,14 @@
 //! redelivers and the state machine's dedupe makes redeliveries harmless.
 //!
 //! Back-pressure: at most `max_in_flight` proposals wait for commit; while they all wait the
-//! consumer pulls nothing more, and the pull stream holds at most one batch.
+//! consumer takes nothing more from the pull stream, which itself requests at most a few
+//! batches ahead (`max_ack_pending` bounds what NATS hands out unacked). A proposal that fails
+//! ends the session; the next one restarts from the consumer's ack floor, in stream order.
 
 use super::{CONSUMER, ERROR_HEADER, ERROR_MESSAGE_HEADER, EVENTS_STREAM, EVENTS_SUBJECTS, NatsConfig};
 use crate::convert::events::event_from_pb;
 use crate::metrics;
-use async_nats::jetstream::{self, AckKind, consumer::pull};
+use async_nats::jetstream::{self, consumer::pull};
 use futures::stream::{FuturesOrdered, StreamExt};
 use prost::Message as _;
 use std::collections::BTreeMap;
@@ -69,24 +71,40 @@ pub(super) async fn consumer(
             ..Default::default()
         })
         .await?;
+    // A new leader resumes in stream order: everything after the consumer's ack floor is
+    // delivered again, at once and in order (what already committed is dropped by the state
+    // machine's dedupe and acked). Waiting for the redelivery of an old leader's unacked
+    // messages instead would apply newer events of a conversation before older ones. Deleting
+    // the consumer also cuts off a deposed leader still pulling.
+    let deliver_policy = match stream.consumer_info(CONSUMER).await {
+        Ok(info) => {
+            let start_sequence = info.ack_floor.stream_sequence + 1;
+            stream.delete_consumer(CONSUMER).await?;
+            jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence }
+        }
+        Err(_) => jetstream::consumer::DeliverPolicy::All,
+    };
     let consumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                description: Some("the Switchboard Raft leader's event consumer".to_owned()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: config.ack_wait,
-                max_ack_pending: config.max_ack_pending,
-                backoff: config.redelivery_backoff.clone(),
-                // NATS requires a delivery limit above the backoff steps; this one never drops
-                // a message in practice (each redelivery waits at least the last step).
-                max_deliver: if config.redelivery_backoff.is_empty() { -1 } else { 1_000_000 },
-                ..Default::default()
-            },
-        )
+        .create_consumer(pull::Config {
+            durable_name: Some(CONSUMER.to_owned()),
+            description: Some("the Switchboard Raft leader's event consumer".to_owned()),
+            deliver_policy,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: config.ack_wait,
+            max_ack_pending: config.max_ack_pending,
+            backoff: config.redelivery_backoff.clone(),
+            // NATS requires a delivery limit above the backoff steps; at the default steps
+            // this one is reached only after years of failed deliveries.
+            max_deliver: if config.redelivery_backoff.is_empty() { -1 } else { 1_000_000 },
+            ..Default::default()
+        })
         .await?;
     Ok(consumer)
+}
+
+/// Events per proposal: at least 1, at most what one Raft proposal takes.
+fn batch_max(config: &NatsConfig) -> usize {
+    config.batch_max.clamp(1, switchboard_raft::MAX_INPUTS_PER_PROPOSAL)
 }
 
 /// One pulled message on its way into the log.
@@ -108,7 +126,7 @@ async fn session(
     let mut consumer = consumer(js, config).await?;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(config.batch_max.max(1))
+        .max_messages_per_batch(batch_max(config))
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
@@ -125,13 +143,13 @@ async fn session(
         tokio::select! {
             biased;
             Some((batch, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                settle(node, batch, result, rejections).await;
+                settle(node, batch, result, rejections).await?;
             }
             first = messages.next(), if in_flight.len() < config.max_in_flight.max(1) => {
                 let Some(first) = first else { return Err("the pull stream ended".into()) };
                 let mut pulled = vec![first.map_err(|e| -> BoxError { Box::new(e) })?];
                 let deadline = tokio::time::Instant::now() + config.batch_linger;
-                while pulled.len() < config.batch_max {
+                while pulled.len() < batch_max(config) {
                     match tokio::time::timeout_at(deadline, messages.next()).await {
                         Ok(Some(message)) => pulled.push(message.map_err(|e| -> BoxError { Box::new(e) })?),
                         Ok(None) | Err(_) => break,
@@ -219,22 +237,17 @@ async fn settle(
     batch: Vec<Pending>,
     result: Result<Committed, ProposeError>,
     rejections: &mut Rejections,
-) {
+) -> Result<(), BoxError> {
     let committed = match result {
         Ok(committed) => committed,
         Err(error) => {
-            tracing::warn!(%error, events = batch.len(), "events not committed; they will be redelivered");
-            if node.is_leader() {
-                // Sooner than the ack wait, still leading: ask for redelivery after a pause.
-                for pending in &batch {
-                    let _ = pending.message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                }
-            }
-            return;
+            // Nothing of this batch is acked. Later batches may commit meanwhile, so the session
+            // ends: the next one restarts from the ack floor and keeps stream order.
+            return Err(format!("{} events not committed ({error}); resuming from the ack floor", batch.len()).into());
         }
     };
     if !node.is_leader() {
-        return;
+        return Ok(());
     }
     let mut acks = Vec::with_capacity(batch.len());
     let mut accepted = 0u64;
@@ -261,6 +274,7 @@ async fn settle(
             tracing::warn!(failed, "acks not confirmed; those events will be redelivered and deduplicated");
         }
     });
+    Ok(())
 }
 
 /// Republishes refused messages and rate-limits their logging.
@@ -282,7 +296,9 @@ impl Rejections {
         if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
             headers.insert("Switchboard-Msg-Id", id.as_str());
         }
-        if let Err(error) = self.client.publish_with_headers(subject, headers, message.payload.clone()).await {
+        // An oversize message is not copied: with the headers it could exceed NATS's max payload.
+        let payload = if reason == "oversize" { message.payload.slice(..0) } else { message.payload.clone() };
+        if let Err(error) = self.client.publish_with_headers(subject, headers, payload).await {
             // Not acked: redelivered and rejected again once NATS takes publishes.
             tracing::warn!(%error, "cannot publish a rejection");
             return;

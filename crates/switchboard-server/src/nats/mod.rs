@@ -1,4 +1,4 @@
-//! NATS JetStream ingest and egress (DESIGN.md §1, §3).
+//! NATS JetStream ingest and egress (`shared/DESIGN.md`, "Interfaces").
 //!
 //! Gateways publish `GatewayEvent`s (protobuf) to `switchboard.events.<workspace>`, kept by the
 //! stream `SWITCHBOARD`. Only the Raft leader consumes them, through the durable pull consumer
@@ -129,9 +129,18 @@ pub async fn run(
     let egress = tokio::spawn(egress::run(node, hub, js, config, stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
-    let _ = ingest.await;
-    let _ = egress.await;
-    let _ = client.flush().await;
+    // Bounded: with NATS down, a flush or an ack could wait for a reconnection forever.
+    let grace = Duration::from_secs(5);
+    if tokio::time::timeout(grace, async {
+        let _ = ingest.await;
+        let _ = egress.await;
+        let _ = client.flush().await;
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("NATS ingest and egress did not stop within {grace:?}; leaving them");
+    }
 }
 
 /// The pause between failed sessions: 100 ms doubling to 5 s, reset by a clean end.
@@ -171,7 +180,12 @@ async fn until_leader(node: &RaftNode, stop: &mut tokio::sync::watch::Receiver<b
     }
 }
 
-/// The workspace token of `switchboard.<kind>.<workspace>[...]`.
+/// Whether `token` can be one subject token: non-empty, no `.`, `*`, `>` or whitespace.
+pub fn is_subject_token(token: &str) -> bool {
+    !token.is_empty() && !token.contains(|c: char| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+}
+
+/// The workspace token of `switchboard.events.<workspace>`.
 fn workspace_of_subject(subject: &str) -> Option<&str> {
     subject.strip_prefix("switchboard.events.").filter(|rest| !rest.is_empty() && !rest.contains('.'))
 }
@@ -188,5 +202,9 @@ mod tests {
         assert_eq!(workspace_of_subject("switchboard.events.acme"), Some("acme"));
         assert_eq!(workspace_of_subject("switchboard.events.acme.x"), None);
         assert_eq!(workspace_of_subject("switchboard.events."), None);
+        assert!(is_subject_token("acme-eu_1"));
+        for bad in ["", "a.b", "a*", "a>", "a b"] {
+            assert!(!is_subject_token(bad), "{bad:?}");
+        }
     }
 }
