@@ -256,6 +256,9 @@ async fn poison_messages_are_rejected_with_a_reason_and_never_block_the_stream()
         assert_eq!(reasons.get(id).map(|(r, _)| r.as_str()), Some(*reason), "{id}");
     }
     assert_eq!(reasons["garbage-0"].1, "px", "rejections go to the subject's workspace");
+    // And they are kept, once each, for whoever looks later.
+    let mut kept = js.get_stream("SWITCHBOARD_REJECTED").await.expect("the rejected stream exists");
+    assert_eq!(kept.info().await.expect("stream info").state.messages as usize, expected.len());
     // Every valid event took effect.
     let deadline = Instant::now() + Duration::from_secs(30);
     while open_total(&client, "px").await < valid {

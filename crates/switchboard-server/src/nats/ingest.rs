@@ -13,7 +13,10 @@
 //! batches ahead (`max_ack_pending` bounds what NATS hands out unacked). A proposal that fails
 //! ends the session; the next one restarts from the consumer's ack floor, in stream order.
 
-use super::{CONSUMER, ERROR_HEADER, ERROR_MESSAGE_HEADER, EVENTS_STREAM, EVENTS_SUBJECTS, NatsConfig};
+use super::{
+    CONSUMER, ERROR_HEADER, ERROR_MESSAGE_HEADER, EVENTS_STREAM, EVENTS_SUBJECTS, NatsConfig, REJECTED_STREAM,
+    REJECTED_SUBJECTS,
+};
 use crate::convert::events::event_from_pb;
 use crate::metrics;
 use async_nats::jetstream::{self, consumer::pull};
@@ -38,11 +41,10 @@ const PENDING_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 pub(super) async fn run(
     node: Arc<RaftNode>,
     js: jetstream::Context,
-    client: async_nats::Client,
     config: NatsConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut rejections = Rejections { client, last_logged: BTreeMap::new() };
+    let mut rejections = Rejections { js: js.clone(), last_logged: BTreeMap::new() };
     let mut backoff = super::Backoff::new();
     while super::until_leader(&node, &mut stop).await {
         tracing::info!("leader: consuming {EVENTS_STREAM} as {CONSUMER}");
@@ -71,6 +73,15 @@ pub(super) async fn consumer(
             ..Default::default()
         })
         .await?;
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: REJECTED_STREAM.to_owned(),
+        subjects: vec![REJECTED_SUBJECTS.to_owned()],
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: config.stream_replicas,
+        max_age: config.effects_max_age,
+        ..Default::default()
+    })
+    .await?;
     // A new leader resumes in stream order: everything after the consumer's ack floor is
     // delivered again, at once and in order (what already committed is dropped by the state
     // machine's dedupe and acked). Waiting for the redelivery of an old leader's unacked
@@ -279,7 +290,7 @@ async fn settle(
 
 /// Republishes refused messages and rate-limits their logging.
 struct Rejections {
-    client: async_nats::Client,
+    js: jetstream::Context,
     last_logged: BTreeMap<String, Instant>,
 }
 
@@ -298,13 +309,14 @@ impl Rejections {
         }
         // An oversize message is not copied: with the headers it could exceed NATS's max payload.
         let payload = if reason == "oversize" { message.payload.slice(..0) } else { message.payload.clone() };
-        if let Err(error) = self.client.publish_with_headers(subject, headers, payload).await {
-            // Not acked: redelivered and rejected again once NATS takes publishes.
-            tracing::warn!(%error, "cannot publish a rejection");
-            return;
-        }
-        if let Err(error) = self.client.flush().await {
-            tracing::warn!(%error, "cannot flush a rejection");
+        // Kept by the stream SWITCHBOARD_REJECTED; the original is acked only once it is stored.
+        let stored = match self.js.publish_with_headers(subject, headers, payload).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = stored {
+            // Not acked: redelivered and rejected again once JetStream takes publishes.
+            tracing::warn!(%error, "cannot store a rejection");
             return;
         }
         if let Err(error) = message.double_ack().await {

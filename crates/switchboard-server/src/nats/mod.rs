@@ -4,8 +4,8 @@
 //! stream `SWITCHBOARD`. Only the Raft leader consumes them, through the durable pull consumer
 //! `switchboard-assigner` (`ingest.rs`): it decodes and checks each message, proposes the
 //! valid ones in batches, and acks each only after its entry is committed. Messages that can
-//! never take effect are acked and republished to `switchboard.rejected.<workspace>` with a
-//! `Switchboard-Error` header.
+//! never take effect are republished to `switchboard.rejected.<workspace>` (kept by the stream
+//! `SWITCHBOARD_REJECTED`) with a `Switchboard-Error` header, then acked.
 //!
 //! The leader also publishes every applied effect (`egress.rs`) to
 //! `switchboard.effects.<workspace>.<kind>`, kept by the stream `SWITCHBOARD_EFFECTS`, with
@@ -31,6 +31,10 @@ pub const CONSUMER: &str = "switchboard-assigner";
 pub const EFFECTS_STREAM: &str = "SWITCHBOARD_EFFECTS";
 /// Subjects of effects: `switchboard.effects.<workspace>.<kind>`.
 pub const EFFECTS_SUBJECTS: &str = "switchboard.effects.>";
+/// The stream keeping rejected events (as long as effects).
+pub const REJECTED_STREAM: &str = "SWITCHBOARD_REJECTED";
+/// Subjects of rejected events: `switchboard.rejected.<workspace>`.
+pub const REJECTED_SUBJECTS: &str = "switchboard.rejected.>";
 /// Header naming why a message was rejected (a short stable reason such as `undecodable`).
 pub const ERROR_HEADER: &str = "Switchboard-Error";
 /// Header with the human-readable explanation of a rejection.
@@ -125,7 +129,7 @@ pub async fn run(
     };
     tracing::info!(url = %config.url, "connected to NATS");
     let js = jetstream::new(client.clone());
-    let ingest = tokio::spawn(ingest::run(node.clone(), js.clone(), client.clone(), config.clone(), stop_rx.clone()));
+    let ingest = tokio::spawn(ingest::run(node.clone(), js.clone(), config.clone(), stop_rx.clone()));
     let egress = tokio::spawn(egress::run(node, hub, js, config, stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
