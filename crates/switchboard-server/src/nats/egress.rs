@@ -50,17 +50,8 @@ pub(super) async fn stream(
     js: &jetstream::Context,
     config: &NatsConfig,
 ) -> Result<jetstream::stream::Stream, BoxError> {
-    Ok(js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: EFFECTS_STREAM.to_owned(),
-            subjects: vec![EFFECTS_SUBJECTS.to_owned()],
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: config.stream_replicas,
-            duplicate_window: config.duplicate_window,
-            max_age: config.effects_max_age,
-            ..Default::default()
-        })
-        .await?)
+    let window = Some(config.duplicate_window);
+    Ok(super::file_stream(js, config, EFFECTS_STREAM, EFFECTS_SUBJECTS, window, Some(config.effects_max_age)).await?)
 }
 
 /// The `(log index, sequence)` of the last effect in the stream, `(0, 0)` when it is empty.

@@ -63,25 +63,9 @@ pub(super) async fn consumer(
     js: &jetstream::Context,
     config: &NatsConfig,
 ) -> Result<jetstream::consumer::PullConsumer, BoxError> {
-    let stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: EVENTS_STREAM.to_owned(),
-            subjects: vec![EVENTS_SUBJECTS.to_owned()],
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: config.stream_replicas,
-            duplicate_window: config.duplicate_window,
-            ..Default::default()
-        })
-        .await?;
-    js.get_or_create_stream(jetstream::stream::Config {
-        name: REJECTED_STREAM.to_owned(),
-        subjects: vec![REJECTED_SUBJECTS.to_owned()],
-        storage: jetstream::stream::StorageType::File,
-        num_replicas: config.stream_replicas,
-        max_age: config.effects_max_age,
-        ..Default::default()
-    })
-    .await?;
+    let stream =
+        super::file_stream(js, config, EVENTS_STREAM, EVENTS_SUBJECTS, Some(config.duplicate_window), None).await?;
+    super::file_stream(js, config, REJECTED_STREAM, REJECTED_SUBJECTS, None, Some(config.effects_max_age)).await?;
     // A new leader resumes in stream order: everything after the consumer's ack floor is
     // delivered again, at once and in order (what already committed is dropped by the state
     // machine's dedupe and acked). Waiting for the redelivery of an old leader's unacked
@@ -93,7 +77,12 @@ pub(super) async fn consumer(
             stream.delete_consumer(CONSUMER).await?;
             jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence }
         }
-        Err(_) => jetstream::consumer::DeliverPolicy::All,
+        // Only a consumer that does not exist yet starts at the beginning; any other error
+        // (NATS restarting) ends the session rather than resuming out of order.
+        Err(error) if error.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+            jetstream::consumer::DeliverPolicy::All
+        }
+        Err(error) => return Err(error.into()),
     };
     let consumer = stream
         .create_consumer(pull::Config {

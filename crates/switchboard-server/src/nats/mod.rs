@@ -168,6 +168,28 @@ impl Backoff {
     }
 }
 
+/// Creates a file-backed stream of `subjects` with the node's replica count (or checks it
+/// exists); `duplicate_window` and `max_age` of `None` keep JetStream's defaults.
+async fn file_stream(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    name: &str,
+    subjects: &str,
+    duplicate_window: Option<Duration>,
+    max_age: Option<Duration>,
+) -> Result<jetstream::stream::Stream, async_nats::error::Error<jetstream::context::CreateStreamErrorKind>> {
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subjects.to_owned()],
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: config.stream_replicas,
+        duplicate_window: duplicate_window.unwrap_or_default(),
+        max_age: max_age.unwrap_or_default(),
+        ..Default::default()
+    })
+    .await
+}
+
 /// Waits until this node leads (or `stop`); true when it leads.
 async fn until_leader(node: &RaftNode, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     loop {

@@ -270,11 +270,16 @@ async fn execute(args: CtlArgs) -> Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         bail!("--timeout must be a positive number of seconds, not {}", args.timeout);
     }
-    if let CtlCommand::Apply { file, .. } = &args.command {
-        // A file that cannot be right is refused before any node is contacted.
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        spec::WorkspaceFile::parse(&text, &file.display().to_string())?.validate()?;
-    }
+    // A workspace file that cannot be right is refused before any node is contacted.
+    let workspace_file = match &args.command {
+        CtlCommand::Apply { file, .. } => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let spec = spec::WorkspaceFile::parse(&text, &file.display().to_string())?;
+            spec.validate()?;
+            Some(spec)
+        }
+        _ => None,
+    };
     let config = switchboard_client::ClientConfig {
         retry_timeout: std::time::Duration::from_secs_f64(args.timeout),
         ..Default::default()
@@ -312,9 +317,8 @@ async fn execute(args: CtlArgs) -> Result<()> {
                 bail!("no node answered; is the cluster running? (`make run` or `switchboard dev` starts one)");
             }
         }
-        CtlCommand::Apply { file, dry_run, prune } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let spec = spec::WorkspaceFile::parse(&text, &file.display().to_string())?;
+        CtlCommand::Apply { dry_run, prune, .. } => {
+            let spec = workspace_file.context("the workspace file was read above")?;
             apply::apply(&client, &spec, dry_run, prune).await?;
         }
         CtlCommand::Export => {
