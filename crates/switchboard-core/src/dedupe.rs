@@ -43,13 +43,18 @@ impl Dedupe {
         xxhash_rust::xxh3::xxh3_128(event_id.as_bytes())
     }
 
+    /// Whether `hash` is remembered.
+    pub(crate) fn contains(&self, hash: u128) -> bool {
+        self.seen.contains(&hash)
+    }
+
     /// Records `hash` at `now_ms`; returns `false` if it was already remembered.
     pub(crate) fn insert(&mut self, hash: u128, now_ms: i64, window_ms: i64, max_events: usize) -> bool {
         if self.seen.contains(&hash) {
             return false;
         }
         while let Some(&(at, old)) = self.order.front() {
-            if self.order.len() >= max_events || at < now_ms - window_ms {
+            if self.order.len() >= max_events || at < now_ms.saturating_sub(window_ms) {
                 self.order.pop_front();
                 self.seen.remove(&old);
             } else {

@@ -57,7 +57,31 @@ impl Agent {
 
     /// Whether a per-channel limit leaves room for one more conversation on `channel`.
     pub(crate) fn has_room_on(&self, channel: Channel) -> bool {
-        self.spec.max_open_per_channel.get(&channel).is_none_or(|&limit| self.open_by_channel[channel.index()] < limit)
+        self.spec.max_open_per_channel.get(&channel).is_none_or(|&limit| self.open_on(channel) < limit)
+    }
+
+    /// Open conversations on one channel.
+    pub(crate) fn open_on(&self, channel: Channel) -> u32 {
+        self.open_by_channel.get(channel.index()).copied().unwrap_or(0)
+    }
+
+    /// Counts a conversation as open for this agent.
+    pub(crate) fn add_open(&mut self, id: ConversationId, channel: Channel) {
+        if self.open.insert(id)
+            && let Some(count) = self.open_by_channel.get_mut(channel.index())
+        {
+            // Bounded by the number of conversations, far below u32::MAX.
+            *count = count.saturating_add(1);
+        }
+    }
+
+    /// Stops counting a conversation as open for this agent.
+    pub(crate) fn remove_open(&mut self, id: &ConversationId, channel: Channel) {
+        if self.open.remove(id)
+            && let Some(count) = self.open_by_channel.get_mut(channel.index())
+        {
+            *count = count.saturating_sub(1);
+        }
     }
 }
 

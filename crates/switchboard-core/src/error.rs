@@ -1,7 +1,9 @@
 //! Why an input was refused.
 //!
-//! Every refusal leaves the state exactly as it was (the event id is still remembered, so a
-//! redelivery is recognised). The variants are grouped by [`ErrorKind`] so that the gRPC edge
+//! Every refusal of the caller's input leaves the state exactly as it was, and its event id is
+//! not remembered: a refused event had no effect, so a redelivered copy is judged again (and
+//! refused again, or applied once if the state now allows it). The one exception is
+//! [`ErrorKind::Internal`], a bug found mid-way; see there. The variants are grouped by [`ErrorKind`] so that the gRPC edge
 //! can pick a status code without matching every variant.
 
 use crate::ids::{AgentId, ContactId, ConversationId, EventId, TeamId, WorkspaceId};
@@ -19,6 +21,10 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// The input was already applied (same event id); nothing happened this time.
     AlreadyApplied,
+    /// The state machine found itself inconsistent while applying the input (a bug). The
+    /// input was refused the same way on every replica; what it changed before the fault
+    /// stays changed, identically everywhere.
+    Internal,
 }
 
 /// An input that could not be applied.
@@ -78,9 +84,26 @@ pub enum ApplyError {
     /// The state forbids the operation for a reason given in full.
     #[error("{0}")]
     Precondition(String),
+    /// An entity the state itself refers to is missing: an internal inconsistency (a bug),
+    /// never the caller's mistake.
+    #[error("internal error: {entity} {id} is missing from the state")]
+    Missing {
+        /// What kind of entity (`conversation`, `agent`, `team`, `pool`, ...).
+        entity: &'static str,
+        /// Its id or index.
+        id: String,
+    },
+    /// Applying the input panicked (a bug); the Raft adapter caught it and refused the input.
+    #[error("internal error while applying the input: {0}")]
+    Internal(String),
 }
 
 impl ApplyError {
+    /// Shorthand for [`ApplyError::Missing`].
+    pub fn missing(entity: &'static str, id: impl std::fmt::Display) -> Self {
+        Self::Missing { entity, id: id.to_string() }
+    }
+
     /// Shorthand for [`ApplyError::Invalid`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::Invalid { field, reason: reason.into() }
@@ -101,6 +124,7 @@ impl ApplyError {
             | Self::Closed(_)
             | Self::AgentAtCapacity { .. }
             | Self::Precondition(_) => ErrorKind::FailedPrecondition,
+            Self::Missing { .. } | Self::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -119,6 +143,7 @@ impl ApplyError {
             Self::Closed(_) => "closed",
             Self::AgentAtCapacity { .. } => "agent_at_capacity",
             Self::Precondition(_) => "precondition",
+            Self::Missing { .. } | Self::Internal(_) => "internal",
         }
     }
 }

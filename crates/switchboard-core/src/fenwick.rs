@@ -14,59 +14,62 @@ pub(crate) struct Fenwick {
 }
 
 impl Fenwick {
-    /// A tree of `len` slots, all weighing zero.
     pub(crate) fn with_len(len: usize) -> Self {
-        Self { tree: vec![0; len + 1], weights: vec![0; len] }
+        Self { tree: vec![0; len.saturating_add(1)], weights: vec![0; len] }
     }
 
-    /// Number of slots.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.weights.len()
     }
 
-    /// Sets slot `index` to `weight`.
+    /// Sets slot `index` to `weight`; an index past the end is ignored (pools size the tree
+    /// to the team, so it cannot be). Sums wrap: the tree stores differences, and the wrapped
+    /// additions and subtractions of one `set` cancel out exactly.
     pub(crate) fn set(&mut self, index: usize, weight: u64) {
-        let old = self.weights[index];
+        let Some(slot) = self.weights.get_mut(index) else { return };
+        let old = std::mem::replace(slot, weight);
         if old == weight {
             return;
         }
-        self.weights[index] = weight;
-        let mut i = index + 1;
-        while i < self.tree.len() {
-            self.tree[i] = self.tree[i].wrapping_add(weight).wrapping_sub(old);
-            i += i & i.wrapping_neg();
+        let mut i = index.saturating_add(1);
+        while let Some(node) = self.tree.get_mut(i) {
+            *node = node.wrapping_add(weight).wrapping_sub(old);
+            i = i.saturating_add(i & i.wrapping_neg());
+            if i == usize::MAX {
+                break;
+            }
         }
     }
 
-    /// Weight of slot `index`.
     pub(crate) fn get(&self, index: usize) -> u64 {
-        self.weights[index]
+        self.weights.get(index).copied().unwrap_or(0)
     }
 
-    /// Sum of every weight.
     pub(crate) fn total(&self) -> u64 {
         let mut i = self.weights.len();
         let mut sum = 0u64;
         while i > 0 {
-            sum += self.tree[i];
-            i -= i & i.wrapping_neg();
+            sum = sum.wrapping_add(self.tree.get(i).copied().unwrap_or(0));
+            i &= i.wrapping_sub(1);
         }
         sum
     }
 
-    /// The slot whose cumulative range contains `point` (`point < total()`): the smallest
-    /// `index` with `sum(weights[..=index]) > point`.
+    /// The slot owning `point` in `0..total()`.
     pub(crate) fn find(&self, point: u64) -> usize {
         let n = self.weights.len();
         let mut position = 0usize;
         let mut remaining = point;
-        let mut step = if n == 0 { 0 } else { 1usize << (usize::BITS - 1 - n.leading_zeros()) };
+        let mut step = n.checked_ilog2().and_then(|log| 1usize.checked_shl(log)).unwrap_or(0);
         while step > 0 {
-            let next = position + step;
-            if next <= n && self.tree[next] <= remaining {
+            let next = position.saturating_add(step);
+            if let Some(&weight) = self.tree.get(next)
+                && next <= n
+                && weight <= remaining
+            {
                 position = next;
-                remaining -= self.tree[next];
+                remaining = remaining.saturating_sub(weight);
             }
             step >>= 1;
         }

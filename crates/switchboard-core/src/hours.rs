@@ -71,12 +71,16 @@ impl Calendar {
                             ),
                         ));
                     }
-                    week[interval.weekday as usize].push((interval.open_minute, interval.close_minute));
+                    if let Some(day) = week.get_mut(usize::from(interval.weekday)) {
+                        day.push((interval.open_minute, interval.close_minute));
+                    }
                 }
                 for day in &mut week {
                     day.sort_unstable();
                     for pair in day.windows(2) {
-                        if pair[1].0 < pair[0].1 {
+                        if let [(_, first_close), (second_open, _)] = pair
+                            && second_open < first_close
+                        {
                             return Err(ApplyError::invalid(
                                 "business_hours.weekly",
                                 "opening intervals on the same weekday overlap".to_string(),
@@ -107,12 +111,13 @@ impl Calendar {
     /// UTC milliseconds of a local date and minute; a time that falls in a DST gap moves to the
     /// first valid instant after it.
     fn to_utc_ms(&self, date: NaiveDate, minute: u32) -> i64 {
-        let mut local = date.and_time(NaiveTime::MIN) + chrono::Duration::minutes(i64::from(minute));
+        let midnight = date.and_time(NaiveTime::MIN);
+        let mut local = midnight.checked_add_signed(chrono::Duration::minutes(i64::from(minute))).unwrap_or(midnight);
         for _ in 0..4 {
             if let Some(at) = self.tz.from_local_datetime(&local).earliest() {
                 return at.timestamp_millis();
             }
-            local += chrono::Duration::minutes(30);
+            local = local.checked_add_signed(chrono::Duration::minutes(30)).unwrap_or(local);
         }
         local.and_utc().timestamp_millis()
     }
@@ -124,10 +129,9 @@ impl Calendar {
         if self.holidays.binary_search(&local.date()).is_ok() {
             return false;
         }
-        let minute = (local.hour() * 60 + local.minute()) as u16;
-        week[local.weekday().num_days_from_monday() as usize]
-            .iter()
-            .any(|&(open, close)| open <= minute && minute < close)
+        // At most 23 * 60 + 59: no overflow.
+        let minute = local.hour().saturating_mul(60).saturating_add(local.minute()) as u16;
+        Self::day(week, local.date()).iter().any(|&(open, close)| open <= minute && minute < close)
     }
 
     /// The first instant at or after `at_ms` at which the team is open, if any within
@@ -145,7 +149,7 @@ impl Calendar {
             if self.holidays.binary_search(&date).is_ok() {
                 continue;
             }
-            for &(open, _) in &week[date.weekday().num_days_from_monday() as usize] {
+            for &(open, _) in Self::day(week, date) {
                 let at = self.to_utc_ms(date, u32::from(open));
                 if at > at_ms {
                     return Some(at);
@@ -160,7 +164,12 @@ impl Calendar {
         let date = self.local(at_ms).date();
         let next = date.succ_opt().unwrap_or(date);
         let at = self.to_utc_ms(next, 0);
-        if at > at_ms { at } else { at_ms + 86_400_000 }
+        if at > at_ms { at } else { at_ms.saturating_add(86_400_000) }
+    }
+
+    /// The opening intervals of `date`'s weekday.
+    fn day(week: &[Vec<(u16, u16)>; 7], date: NaiveDate) -> &[(u16, u16)] {
+        week.get(date.weekday().num_days_from_monday() as usize).map_or(&[], Vec::as_slice)
     }
 }
 

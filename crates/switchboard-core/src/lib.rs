@@ -45,6 +45,23 @@
 //! - `timers.rs`, `dedupe.rs`, `rng.rs`: timers, event-id dedupe, the SplitMix64 PRNG.
 //! - [`command`], [`effect`], [`model`], [`ids`], [`error`]: the public vocabulary.
 
+// The core must not be able to panic: one deterministic panic would stop every replica at the
+// same log entry, and again at every restart. Missing lookups return `ApplyError`, counters
+// use saturating or wrapping arithmetic (each with its reason), and nothing indexes a slice.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod command;
 mod dedupe;
 pub mod effect;
@@ -53,6 +70,7 @@ pub mod error;
 mod fenwick;
 pub mod hours;
 pub mod ids;
+pub mod limits;
 mod line;
 mod map;
 pub mod model;
@@ -60,6 +78,7 @@ mod pool;
 pub mod rng;
 mod state;
 mod timers;
+mod validate;
 pub mod view;
 mod workspace;
 

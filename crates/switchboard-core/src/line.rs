@@ -41,68 +41,92 @@ impl<K: LineKey, V: Clone> Default for Line<K, V> {
 }
 
 impl<K: LineKey, V: Clone> Line<K, V> {
-    /// Number of entries.
     pub(crate) fn len(&self) -> usize {
         self.size(self.root) as usize
     }
 
+    // Node access. Every link in the tree is either `NIL` or the index of a live node (links
+    // are only ever set from `insert`'s fresh index or from other links), so a lookup cannot
+    // miss; should it ever, the accessors read `NIL`/0 and the writes do nothing, which keeps
+    // the tree finite instead of panicking the replica.
+
+    fn node(&self, node: u32) -> Option<&Node<K, V>> {
+        if node == NIL { None } else { self.nodes.get(node as usize) }
+    }
+
+    fn node_mut(&mut self, node: u32) -> Option<&mut Node<K, V>> {
+        if node == NIL { None } else { self.nodes.get_mut(node as usize) }
+    }
+
     fn size(&self, node: u32) -> u32 {
-        if node == NIL { 0 } else { self.nodes[node as usize].size }
+        self.node(node).map_or(0, |n| n.size)
+    }
+
+    fn left(&self, node: u32) -> u32 {
+        self.node(node).map_or(NIL, |n| n.left)
+    }
+
+    fn right(&self, node: u32) -> u32 {
+        self.node(node).map_or(NIL, |n| n.right)
+    }
+
+    fn set_left(&mut self, node: u32, left: u32) {
+        if let Some(n) = self.node_mut(node) {
+            n.left = left;
+        }
+        self.update(node);
+    }
+
+    fn set_right(&mut self, node: u32, right: u32) {
+        if let Some(n) = self.node_mut(node) {
+            n.right = right;
+        }
+        self.update(node);
     }
 
     fn update(&mut self, node: u32) {
-        let n = &self.nodes[node as usize];
-        let size = 1 + self.size(n.left) + self.size(n.right);
-        self.nodes[node as usize].size = size;
+        // Sizes are bounded by the node count (a `u32` index), so the sum cannot overflow.
+        let size = self.size(self.left(node)).saturating_add(self.size(self.right(node))).saturating_add(1);
+        if let Some(n) = self.node_mut(node) {
+            n.size = size;
+        }
     }
 
-    /// Splits `node` into keys `< key` and keys `>= key`.
     fn split(&mut self, node: u32, key: &K) -> (u32, u32) {
-        if node == NIL {
+        let Some((below, left, right)) = self.node(node).map(|n| (n.key < *key, n.left, n.right)) else {
             return (NIL, NIL);
-        }
-        if self.nodes[node as usize].key < *key {
-            let right = self.nodes[node as usize].right;
+        };
+        if below {
             let (a, b) = self.split(right, key);
-            self.nodes[node as usize].right = a;
-            self.update(node);
+            self.set_right(node, a);
             (node, b)
         } else {
-            let left = self.nodes[node as usize].left;
             let (a, b) = self.split(left, key);
-            self.nodes[node as usize].left = b;
-            self.update(node);
+            self.set_left(node, b);
             (a, node)
         }
     }
 
-    /// Joins two trees where every key of `a` is below every key of `b`.
     fn merge(&mut self, a: u32, b: u32) -> u32 {
-        if a == NIL {
-            return b;
-        }
-        if b == NIL {
-            return a;
-        }
-        if self.nodes[a as usize].heap_priority >= self.nodes[b as usize].heap_priority {
-            let right = self.nodes[a as usize].right;
-            let merged = self.merge(right, b);
-            self.nodes[a as usize].right = merged;
-            self.update(a);
+        let (Some((a_priority, a_right)), Some((b_priority, b_left))) =
+            (self.node(a).map(|n| (n.heap_priority, n.right)), self.node(b).map(|n| (n.heap_priority, n.left)))
+        else {
+            return if a == NIL { b } else { a };
+        };
+        if a_priority >= b_priority {
+            let merged = self.merge(a_right, b);
+            self.set_right(a, merged);
             a
         } else {
-            let left = self.nodes[b as usize].left;
-            let merged = self.merge(a, left);
-            self.nodes[b as usize].left = merged;
-            self.update(b);
+            let merged = self.merge(a, b_left);
+            self.set_left(b, merged);
             b
         }
     }
 
     fn find(&self, key: &K) -> u32 {
         let mut node = self.root;
-        while node != NIL {
-            let n = &self.nodes[node as usize];
+        while let Some(n) = self.node(node) {
             match key.cmp(&n.key) {
                 Ordering::Less => node = n.left,
                 Ordering::Greater => node = n.right,
@@ -112,23 +136,31 @@ impl<K: LineKey, V: Clone> Line<K, V> {
         NIL
     }
 
-    /// Whether `key` is present.
     pub(crate) fn contains(&self, key: &K) -> bool {
         self.find(key) != NIL
     }
 
-    /// Inserts `key` (which must not be present yet).
     pub(crate) fn insert(&mut self, key: K, value: V) {
-        debug_assert!(!self.contains(&key));
+        if self.contains(&key) {
+            return;
+        }
         let node = Node { key, value, heap_priority: key.heap_priority(), left: NIL, right: NIL, size: 1 };
         let index = match self.free.pop() {
-            Some(index) => {
-                self.nodes[index as usize] = node;
-                index
-            }
+            Some(index) => match self.nodes.get_mut(index as usize) {
+                Some(slot) => {
+                    *slot = node;
+                    index
+                }
+                None => return,
+            },
             None => {
+                // At most u32::MAX - 1 nodes: `NIL` must never name a real node.
+                let Ok(index) = u32::try_from(self.nodes.len()) else { return };
+                if index == NIL {
+                    return;
+                }
                 self.nodes.push(node);
-                (self.nodes.len() - 1) as u32
+                index
             }
         };
         let (a, b) = self.split(self.root, &key);
@@ -136,7 +168,6 @@ impl<K: LineKey, V: Clone> Line<K, V> {
         self.root = self.merge(left, b);
     }
 
-    /// Removes `key`; returns its value if it was present.
     pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
         if !self.contains(key) {
             return None;
@@ -145,38 +176,33 @@ impl<K: LineKey, V: Clone> Line<K, V> {
         // `rest` starts with `key`; cut it off by splitting just above it.
         let (found, above) = self.split_first(rest);
         self.root = self.merge(below, above);
-        let value = self.nodes[found as usize].value.clone();
+        let value = self.node(found).map(|n| n.value.clone());
         self.free.push(found);
         if self.root == NIL {
             self.nodes.clear();
             self.free.clear();
         }
-        Some(value)
+        value
     }
 
-    /// Detaches the smallest node of `node`'s tree; returns it and the remaining tree.
     fn split_first(&mut self, node: u32) -> (u32, u32) {
-        let left = self.nodes[node as usize].left;
+        let left = self.left(node);
         if left == NIL {
-            let right = self.nodes[node as usize].right;
-            self.nodes[node as usize].right = NIL;
-            self.nodes[node as usize].size = 1;
+            let right = self.right(node);
+            self.set_right(node, NIL);
             return (node, right);
         }
         let (first, rest) = self.split_first(left);
-        self.nodes[node as usize].left = rest;
-        self.update(node);
+        self.set_left(node, rest);
         (first, node)
     }
 
-    /// Number of keys strictly below `key`: the zero-based position `key` has or would have.
     pub(crate) fn rank(&self, key: &K) -> usize {
         let mut node = self.root;
         let mut rank = 0u32;
-        while node != NIL {
-            let n = &self.nodes[node as usize];
+        while let Some(n) = self.node(node) {
             if n.key < *key {
-                rank += 1 + self.size(n.left);
+                rank = rank.saturating_add(self.size(n.left)).saturating_add(1);
                 node = n.right;
             } else {
                 node = n.left;
@@ -185,28 +211,21 @@ impl<K: LineKey, V: Clone> Line<K, V> {
         rank as usize
     }
 
-    /// The smallest entry.
     pub(crate) fn first(&self) -> Option<(K, &V)> {
-        let mut node = self.root;
-        if node == NIL {
-            return None;
+        let mut n = self.node(self.root)?;
+        while let Some(left) = self.node(n.left) {
+            n = left;
         }
-        while self.nodes[node as usize].left != NIL {
-            node = self.nodes[node as usize].left;
-        }
-        let n = &self.nodes[node as usize];
         Some((n.key, &n.value))
     }
 
-    /// Up to `limit` entries in order, starting at zero-based position `offset`.
     pub(crate) fn page(&self, offset: usize, limit: usize) -> Vec<(K, V)> {
         let mut out = Vec::with_capacity(limit.min(self.len().saturating_sub(offset)));
         let mut stack = Vec::new();
         let mut node = self.root;
-        let mut skip = offset as u32;
+        let mut skip = u32::try_from(offset).unwrap_or(u32::MAX);
         // Descend to the `offset`-th node, remembering the ancestors still to be visited.
-        while node != NIL {
-            let n = &self.nodes[node as usize];
+        while let Some(n) = self.node(node) {
             let left_size = self.size(n.left);
             if skip < left_size {
                 stack.push(node);
@@ -215,7 +234,7 @@ impl<K: LineKey, V: Clone> Line<K, V> {
                 stack.push(node);
                 break;
             } else {
-                skip -= left_size + 1;
+                skip = skip.saturating_sub(left_size).saturating_sub(1);
                 node = n.right;
             }
         }
@@ -223,12 +242,12 @@ impl<K: LineKey, V: Clone> Line<K, V> {
             if out.len() >= limit {
                 break;
             }
-            let n = &self.nodes[current as usize];
+            let Some(n) = self.node(current) else { break };
             out.push((n.key, n.value.clone()));
             let mut next = n.right;
-            while next != NIL {
+            while let Some(child) = self.node(next) {
                 stack.push(next);
-                next = self.nodes[next as usize].left;
+                next = child.left;
             }
         }
         out

@@ -45,7 +45,7 @@ pub(crate) struct QueueKey {
 
 impl QueueKey {
     pub(crate) fn new(priority: u8, seq: u64) -> Self {
-        Self { priority_rank: u8::MAX - priority, seq }
+        Self { priority_rank: !priority, seq }
     }
 }
 
@@ -153,10 +153,14 @@ impl Pool {
         });
         // Most refreshes change nothing this pool indexes (an agent who takes one more
         // conversation and stays eligible): skip the removal and re-insertion.
-        if self.slots[index] == new {
+        let Some(current) = self.slots.get_mut(index) else {
+            // Pools are sized to the team when indexed; a position past the end is ignored.
+            return;
+        };
+        if *current == new {
             return;
         }
-        if let Some(old) = self.slots[index].take() {
+        if let Some(old) = current.take() {
             if old.eligible {
                 self.eligible.remove(&position);
             }
@@ -167,7 +171,7 @@ impl Pool {
                 self.weights.set(index, 0);
             }
             if old.serving {
-                self.serving -= 1;
+                self.serving = self.serving.saturating_sub(1);
             }
         }
         let Some(slot) = new else { return };
@@ -181,9 +185,11 @@ impl Pool {
             self.weights.set(index, slot.weight);
         }
         if slot.serving {
-            self.serving += 1;
+            self.serving = self.serving.saturating_add(1);
         }
-        self.slots[index] = Some(slot);
+        if let Some(current) = self.slots.get_mut(index) {
+            *current = Some(slot);
+        }
     }
 
     /// Whether any member could take a conversation now (channel limits aside).
@@ -206,7 +212,7 @@ impl Pool {
                 None => self.eligible.iter().copied().find(|&p| accept(p)),
                 Some(cursor) => self
                     .eligible
-                    .range(cursor + 1..)
+                    .range(cursor.saturating_add(1)..)
                     .chain(self.eligible.range(..=cursor))
                     .copied()
                     .find(|&p| accept(p)),
@@ -239,14 +245,18 @@ impl Pool {
     }
 
     pub(crate) fn enqueue(&mut self, channel: Channel, key: QueueKey, conversation: ConversationId) {
-        if self.queues[channel.index()].insert(key, conversation).is_none() {
-            self.queued += 1;
+        if let Some(queue) = self.queues.get_mut(channel.index())
+            && queue.insert(key, conversation).is_none()
+        {
+            self.queued = self.queued.saturating_add(1);
         }
     }
 
     pub(crate) fn dequeue(&mut self, channel: Channel, key: &QueueKey) {
-        if self.queues[channel.index()].remove(key).is_some() {
-            self.queued -= 1;
+        if let Some(queue) = self.queues.get_mut(channel.index())
+            && queue.remove(key).is_some()
+        {
+            self.queued = self.queued.saturating_sub(1);
         }
     }
 

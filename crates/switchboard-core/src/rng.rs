@@ -31,8 +31,9 @@ impl SplitMix64 {
     /// A value uniformly drawn from `0..bound` (`bound > 0`), by Lemire's multiply-shift,
     /// which avoids the modulo bias of `next_u64() % bound` for large bounds.
     pub fn below(&mut self, bound: u64) -> u64 {
-        debug_assert!(bound > 0);
-        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
+        // Lemire's multiply-shift: the product of two values below 2^64 fits in 128 bits, so the
+        // wrapping multiplication never wraps. A zero bound draws 0 (callers never ask for it).
+        (u128::from(self.next_u64()).wrapping_mul(u128::from(bound)) >> 64) as u64
     }
 }
 

@@ -4,9 +4,10 @@
 use crate::command::{Command, Event, Input};
 use crate::dedupe::Dedupe;
 use crate::effect::Effect;
-use crate::error::ApplyError;
+use crate::error::{ApplyError, ErrorKind};
 use crate::ids::ContactId;
 use crate::ids::{AgentId, ConversationId, TeamId, WorkspaceId};
+use crate::limits::{CLOCK_STEP_MS_MAX, TIMERS_PER_APPLY_MAX, TIMESTAMP_MS_MAX, WORKSPACES_MAX};
 use crate::model::{AgentSpec, RoutingRule, TeamSpec, WorkspaceSettings};
 use crate::timers::{Ctx, Timers};
 use crate::view::{AgentView, ContactView, ConversationView, QueuedView};
@@ -18,15 +19,16 @@ use thiserror::Error;
 /// First bytes of every snapshot.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SWBS";
 /// Format version written by this build; bump it when the serialised layout changes.
-pub const SNAPSHOT_VERSION: u16 = 1;
+pub const SNAPSHOT_VERSION: u16 = 2;
 
 /// What applying one entry produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// Effects in the order they happened: timers that fell due first, then the command's.
     pub effects: Vec<Effect>,
-    /// Whether the command itself was applied. On `Err` the command changed nothing (timer
-    /// effects above still happened).
+    /// Whether the command itself was applied. On `Err` the command changed nothing and its
+    /// event id is not remembered (timer effects above still happened), except for
+    /// [`ErrorKind::Internal`], see there.
     pub result: Result<(), ApplyError>,
 }
 
@@ -37,7 +39,10 @@ pub enum SnapshotError {
     #[error("not a Switchboard snapshot (bad magic bytes)")]
     BadMagic,
     /// Written by an incompatible version.
-    #[error("snapshot format version {found} is not supported (this build reads {SNAPSHOT_VERSION})")]
+    #[error(
+        "snapshot format version {found} is not supported (this build reads {SNAPSHOT_VERSION}); \
+         was it written by a newer Switchboard?"
+    )]
     UnsupportedVersion {
         /// The version in the snapshot.
         found: u16,
@@ -55,10 +60,11 @@ pub enum SnapshotError {
 pub struct State {
     /// Latest entry time seen: time never goes backwards, whatever the entries say.
     now_ms: i64,
-    /// Entries applied so far.
-    applied_entries: u64,
     workspaces: BTreeMap<WorkspaceId, Workspace>,
     timers: Timers,
+    /// Internal faults met while firing timers (bugs); not part of the replicated state.
+    #[serde(skip)]
+    timer_faults: u64,
 }
 
 impl State {
@@ -70,17 +76,12 @@ impl State {
     /// Applies one committed entry stamped `at_ms` (UTC milliseconds, written by the leader).
     ///
     /// Deterministic: the same sequence of `(at_ms, input)` gives the same outcomes and the
-    /// same state on every replica.
+    /// same state on every replica. Time never goes backwards and moves forward at most
+    /// [`CLOCK_STEP_MS_MAX`] per entry; at most [`TIMERS_PER_APPLY_MAX`] timers fire per entry.
     pub fn apply(&mut self, at_ms: i64, input: &Input) -> Outcome {
-        self.now_ms = self.now_ms.max(at_ms);
-        self.applied_entries += 1;
+        self.now_ms = self.next_time(at_ms);
         let mut effects = Vec::new();
-        while let Some((workspace_id, timer)) = self.timers.pop_due(self.now_ms) {
-            if let Some(workspace) = self.workspaces.get_mut(&workspace_id) {
-                let mut cx = Ctx { now_ms: self.now_ms, timers: &mut self.timers, effects: &mut effects };
-                workspace.fire(&mut cx, timer);
-            }
-        }
+        self.fire_due_timers(&mut effects);
         let result = match input {
             Input::Tick => Ok(()),
             Input::Event(event) => self.apply_event(event, &mut effects),
@@ -88,36 +89,47 @@ impl State {
         Outcome { effects, result }
     }
 
-    fn apply_event(&mut self, event: &Event, effects: &mut Vec<Effect>) -> Result<(), ApplyError> {
-        let now_ms = self.now_ms;
-        if event.workspace.as_str().is_empty() || event.workspace.as_str().len() > crate::ids::ID_MAX_BYTES {
-            return Err(ApplyError::invalid("workspace", "must be 1 to 128 bytes"));
+    /// The clock after an entry stamped `at_ms`: never backwards, at most one
+    /// [`CLOCK_STEP_MS_MAX`] forward, never past [`TIMESTAMP_MS_MAX`]. The first entry sets it.
+    fn next_time(&self, at_ms: i64) -> i64 {
+        let at_ms = at_ms.clamp(0, TIMESTAMP_MS_MAX);
+        if self.now_ms == 0 {
+            return at_ms;
         }
-        let creating = !self.workspaces.contains_key(&event.workspace);
-        if creating {
-            let Command::ConfigureWorkspace(settings) = &event.command else {
-                return Err(ApplyError::UnknownWorkspace(event.workspace.clone()));
+        at_ms.max(self.now_ms).min(self.now_ms.saturating_add(CLOCK_STEP_MS_MAX))
+    }
+
+    fn fire_due_timers(&mut self, effects: &mut Vec<Effect>) {
+        for _ in 0..TIMERS_PER_APPLY_MAX {
+            let Some((workspace_id, timer)) = self.timers.pop_due(self.now_ms) else {
+                return;
             };
-            let mut workspace = Workspace::new(event.workspace.clone(), settings.clone());
-            workspace.configure(settings.clone())?;
-            self.workspaces.insert(event.workspace.clone(), workspace);
-        }
-        let workspace = self.workspaces.get_mut(&event.workspace).expect("present or just created");
-        if let Some(event_id) = &event.event_id {
-            if event_id.as_str().is_empty() || event_id.as_str().len() > crate::ids::ID_MAX_BYTES {
-                return Err(ApplyError::invalid("event_id", "must be 1 to 128 bytes"));
-            }
-            let window_ms = i64::from(workspace.settings.dedupe_window_s) * 1000;
-            let max_events = workspace.settings.dedupe_max_events as usize;
-            if !workspace.dedupe.insert(Dedupe::hash(event_id.as_str()), now_ms, window_ms, max_events) {
-                return Err(ApplyError::Duplicate { event_id: event_id.clone() });
+            if let Some(workspace) = self.workspaces.get_mut(&workspace_id) {
+                let mut cx = Ctx { now_ms: self.now_ms, timers: &mut self.timers, effects };
+                if workspace.fire(&mut cx, timer).is_err() {
+                    self.timer_faults = self.timer_faults.saturating_add(1);
+                }
             }
         }
-        if creating {
-            return Ok(());
+    }
+
+    fn apply_event(&mut self, event: &Event, effects: &mut Vec<Effect>) -> Result<(), ApplyError> {
+        // Every bound first: nothing below runs on an input the edges would have refused.
+        event.validate()?;
+        let now_ms = self.now_ms;
+        let Some(workspace) = self.workspaces.get_mut(&event.workspace) else {
+            return self.create_workspace(event);
+        };
+        let event_hash = event.event_id.as_ref().map(|id| Dedupe::hash(id.as_str()));
+        if let Some(hash) = event_hash
+            && workspace.dedupe.contains(hash)
+            && let Some(event_id) = &event.event_id
+        {
+            return Err(ApplyError::Duplicate { event_id: event_id.clone() });
         }
+        let effects_before = effects.len();
         let mut cx = Ctx { now_ms, timers: &mut self.timers, effects };
-        match &event.command {
+        let result = match &event.command {
             Command::ConfigureWorkspace(settings) => workspace.configure(settings.clone()),
             Command::UpsertAgent(spec) => workspace.upsert_agent(&mut cx, spec.clone()),
             Command::RemoveAgent { agent } => workspace.remove_agent(&mut cx, agent),
@@ -133,17 +145,49 @@ impl State {
             Command::Claim { conversation, agent } => workspace.claim(&mut cx, conversation, agent),
             Command::Assign { conversation, agent } => workspace.assign_manually(&mut cx, conversation, agent),
             Command::Transfer { conversation, target } => workspace.transfer(&mut cx, conversation, target.clone()),
+        };
+        match &result {
+            Ok(()) => workspace.remember(event_hash, now_ms),
+            // A fault found mid-way may have changed the state already (identically on every
+            // replica): remember the id so that a redelivery cannot apply the input twice.
+            Err(error) if error.kind() == ErrorKind::Internal => workspace.remember(event_hash, now_ms),
+            // Operations check everything before their first change, so a refusal changed
+            // nothing; no effect of it may leave either.
+            Err(_) => effects.truncate(effects_before),
         }
+        result
+    }
+
+    /// Creates a workspace from its first `ConfigureWorkspace`; anything else addressed to an
+    /// unknown workspace is refused.
+    fn create_workspace(&mut self, event: &Event) -> Result<(), ApplyError> {
+        let Command::ConfigureWorkspace(settings) = &event.command else {
+            return Err(ApplyError::UnknownWorkspace(event.workspace.clone()));
+        };
+        if let Some(team) = &settings.default_team {
+            // A new workspace has no teams yet.
+            return Err(ApplyError::UnknownTeam(team.clone()));
+        }
+        if self.workspaces.len() >= WORKSPACES_MAX {
+            return Err(ApplyError::Precondition(format!(
+                "this cluster holds {WORKSPACES_MAX} workspaces, the most it may (limit workspaces_max)"
+            )));
+        }
+        let mut workspace = Workspace::new(event.workspace.clone(), settings.clone());
+        workspace.remember(event.event_id.as_ref().map(|id| Dedupe::hash(id.as_str())), self.now_ms);
+        self.workspaces.insert(event.workspace.clone(), workspace);
+        Ok(())
+    }
+
+    /// Internal faults met while firing timers since this replica started (bugs; each one
+    /// dropped the timer). Not part of the replicated state.
+    pub fn timer_faults(&self) -> u64 {
+        self.timer_faults
     }
 
     /// The state's clock: the latest entry time applied.
     pub fn now_ms(&self) -> i64 {
         self.now_ms
-    }
-
-    /// Number of entries applied.
-    pub fn applied_entries(&self) -> u64 {
-        self.applied_entries
     }
 
     /// Number of pending timers.
@@ -248,7 +292,11 @@ impl State {
         let mut bytes = Vec::with_capacity(1024);
         bytes.extend_from_slice(SNAPSHOT_MAGIC);
         bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        postcard::to_io(self, &mut bytes).expect("writing to a Vec cannot fail");
+        // Writing to a Vec cannot fail, and every field serialises: an error here would be a
+        // bug in a serde derive. The header alone then still restores to "not decodable".
+        if postcard::to_io(self, &mut bytes).is_err() {
+            bytes.truncate(SNAPSHOT_MAGIC.len().saturating_add(2));
+        }
         bytes
     }
 
@@ -257,8 +305,10 @@ impl State {
         let Some(rest) = bytes.strip_prefix(SNAPSHOT_MAGIC) else {
             return Err(SnapshotError::BadMagic);
         };
-        let (version, payload) = rest.split_at_checked(2).ok_or(SnapshotError::BadMagic)?;
-        let found = u16::from_le_bytes([version[0], version[1]]);
+        let Some(([low, high], payload)) = rest.split_first_chunk::<2>().map(|(v, p)| (*v, p)) else {
+            return Err(SnapshotError::BadMagic);
+        };
+        let found = u16::from_le_bytes([low, high]);
         if found != SNAPSHOT_VERSION {
             return Err(SnapshotError::UnsupportedVersion { found });
         }

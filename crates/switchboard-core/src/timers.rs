@@ -36,7 +36,8 @@ pub(crate) struct Timers {
 impl Timers {
     pub(crate) fn schedule(&mut self, at_ms: i64, workspace: WorkspaceId, timer: Timer) {
         self.pending.insert((at_ms, self.next_seq), (workspace, timer));
-        self.next_seq += 1;
+        // Only orders timers due at the same millisecond; wrapping after 2^64 timers is harmless.
+        self.next_seq = self.next_seq.wrapping_add(1);
     }
 
     /// Removes and returns the earliest timer due at or before `now_ms`.

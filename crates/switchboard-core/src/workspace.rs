@@ -15,37 +15,42 @@ use crate::effect::{AssignReason, Effect, UnassignReason};
 use crate::entities::{Agent, Contact, Conversation, ConversationState, Placement, Team};
 use crate::error::ApplyError;
 use crate::hours::Calendar;
-use crate::ids::{AgentId, ContactId, ConversationId, ID_MAX_BYTES, TeamId, WorkspaceId};
+use crate::ids::{AgentId, ContactId, ConversationId, Language, TeamId, WorkspaceId};
+use crate::limits::{
+    AGENTS_PER_WORKSPACE_MAX, CONTACTS_PER_WORKSPACE_MAX, CONVERSATIONS_PER_WORKSPACE_MAX, KEYWORD_SCAN_BYTES_MAX,
+    TEAMS_PER_WORKSPACE_MAX,
+};
 use crate::map::{Map, sorted_keys};
 use crate::model::{
-    AgentSpec, AgentStatus, ContactSpec, CustomerKind, RoutingRule, RuleTarget, Strategy, TeamSpec, WorkspaceSettings,
+    AgentSpec, AgentStatus, Channel, ContactSpec, CustomerKind, RoutingRule, RuleTarget, Strategy, TeamSpec,
+    WorkspaceSettings,
 };
 use crate::pool::{MemberFacts, Pool, Requirement};
 use crate::rng::SplitMix64;
 use crate::timers::{Ctx, Timer};
+use crate::validate::validate_rules;
 use crate::view::{AgentView, ContactView, ConversationView, QueuePosition, QueuedView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Longest display name, team name or template, in bytes.
-const TEXT_MAX_BYTES: usize = 4096;
-/// Longest first message searched by keyword rules, in bytes (longer messages are cut).
-const KEYWORD_SCAN_MAX_BYTES: usize = 4096;
-/// Most members a team may have.
-const TEAM_MEMBERS_MAX: usize = 100_000;
-/// Most routing rules per workspace.
-const RULES_MAX: usize = 1_000;
-/// Highest `max_open` an agent may have.
-const MAX_OPEN_LIMIT: u32 = 10_000;
 /// Weight of a new sample in the moving averages, as 1/`AVERAGE_WEIGHT`.
-const AVERAGE_WEIGHT: i64 = 8;
+const AVERAGE_WEIGHT: u64 = 8;
+/// A day, in milliseconds.
+const DAY_MS: i64 = 86_400_000;
 
-/// A compiled routing rule: conditions ready to test, target resolved to a pool.
+/// A compiled routing rule: conditions as sets ready to test, target resolved to a pool.
+/// Testing a rule against a conversation costs O(conversation tags × log rule size) plus one
+/// lookup per keyword in the message's word set, never rule size × message size.
 #[derive(Clone, Debug)]
 struct CompiledRule {
     rule: RoutingRule,
+    channels: BTreeSet<Channel>,
+    languages: BTreeSet<Language>,
+    topics: BTreeSet<String>,
+    tiers: BTreeSet<String>,
+    tags: BTreeSet<String>,
     /// Lower-cased keywords.
-    keywords: Vec<String>,
+    keywords: BTreeSet<String>,
     target: CompiledTarget,
 }
 
@@ -90,33 +95,25 @@ pub(crate) struct Workspace {
     compiled_rules: Vec<CompiledRule>,
 }
 
-fn check_id(field: &'static str, id: &str) -> Result<(), ApplyError> {
-    if id.is_empty() {
-        return Err(ApplyError::invalid(field, "must not be empty"));
-    }
-    if id.len() > ID_MAX_BYTES {
-        return Err(ApplyError::invalid(field, format!("is {} bytes; the limit is {ID_MAX_BYTES}", id.len())));
-    }
-    Ok(())
+/// `now_ms` plus `seconds`, saturating (durations are bounded by `limits`, timestamps too).
+fn after_s(now_ms: i64, seconds: u32) -> i64 {
+    now_ms.saturating_add(i64::from(seconds).saturating_mul(1000))
 }
 
-fn check_text(field: &'static str, text: &str) -> Result<(), ApplyError> {
-    if text.len() > TEXT_MAX_BYTES {
-        return Err(ApplyError::invalid(field, format!("is {} bytes; the limit is {TEXT_MAX_BYTES}", text.len())));
-    }
-    Ok(())
+/// Milliseconds from `since_ms` to `now_ms`, zero if the clock says otherwise.
+fn elapsed_ms(now_ms: i64, since_ms: i64) -> u64 {
+    u64::try_from(now_ms.saturating_sub(since_ms)).unwrap_or(0)
 }
 
-fn check_skill_level(field: &'static str, level: u8) -> Result<(), ApplyError> {
-    if !(1..=5).contains(&level) {
-        return Err(ApplyError::invalid(field, format!("level {level} is not between 1 and 5")));
-    }
-    Ok(())
-}
-
+/// An exponential moving average moving 1/`AVERAGE_WEIGHT` of the way towards `sample`
+/// (integer division truncates towards `previous`).
 fn moving_average(previous: u64, sample: u64) -> u64 {
-    let previous = previous as i64;
-    (previous + (sample as i64 - previous) / AVERAGE_WEIGHT).max(0) as u64
+    let step = |difference: u64| difference.checked_div(AVERAGE_WEIGHT).unwrap_or(0);
+    if sample >= previous {
+        previous.saturating_add(step(sample.saturating_sub(previous)))
+    } else {
+        previous.saturating_sub(step(previous.saturating_sub(sample)))
+    }
 }
 
 /// Whether `agent` may receive an automatic assignment from `team` (channel limits aside).
@@ -126,6 +123,21 @@ fn base_eligible(agent: &Agent, team: &Team) -> bool {
         && options.allowed_statuses.contains(agent.status)
         && agent.open_count() < agent.spec.max_open
         && (!options.daily_limit_hard_cap || agent.received_today < agent.spec.daily_limit)
+}
+
+/// The lower-cased words of the part of a first message that keyword rules search.
+fn message_words(message: &str) -> BTreeSet<String> {
+    let mut end = message.len().min(KEYWORD_SCAN_BYTES_MAX);
+    while !message.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    message
+        .get(..end)
+        .unwrap_or_default()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 impl Workspace {
@@ -145,17 +157,54 @@ impl Workspace {
         }
     }
 
+    /// Remembers an applied event's id for deduplication.
+    pub(crate) fn remember(&mut self, event_hash: Option<u128>, now_ms: i64) {
+        if let Some(hash) = event_hash {
+            let window_ms = i64::from(self.settings.dedupe_window_s).saturating_mul(1000);
+            let max_events = self.settings.dedupe_max_events as usize;
+            self.dedupe.insert(hash, now_ms, window_ms, max_events);
+        }
+    }
+
+    // ----- lookups ---------------------------------------------------------------------------
+    //
+    // Lookups of what a caller named return the caller's error (`UnknownConversation`, ...);
+    // lookups of what the state itself refers to return `Missing`, an internal fault.
+
+    /// The index of a conversation the caller named.
     fn ix(&self, id: &ConversationId) -> Result<Ix, ApplyError> {
         self.conversations.get_index_of(id).map(Ix).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))
     }
 
-    /// The index of a conversation known to exist.
-    fn ixu(&self, id: &ConversationId) -> Ix {
-        Ix(self.conversations.get_index_of(id).expect("conversation exists"))
+    /// The index of a conversation the state refers to (a queue, an agent's open list).
+    fn ix_known(&self, id: &ConversationId) -> Result<Ix, ApplyError> {
+        self.conversations.get_index_of(id).map(Ix).ok_or_else(|| ApplyError::missing("conversation", id))
     }
 
-    fn cid(&self, ix: Ix) -> ConversationId {
-        self.conversations.get_index(ix.0).map(|(id, _)| id.clone()).expect("a valid conversation index")
+    fn conversation(&self, ix: Ix) -> Result<&Conversation, ApplyError> {
+        self.conversations.get_index(ix.0).map(|(_, c)| c).ok_or_else(|| ApplyError::missing("conversation at", ix.0))
+    }
+
+    fn conversation_mut(&mut self, ix: Ix) -> Result<&mut Conversation, ApplyError> {
+        self.conversations
+            .get_index_mut(ix.0)
+            .map(|(_, c)| c)
+            .ok_or_else(|| ApplyError::missing("conversation at", ix.0))
+    }
+
+    fn cid(&self, ix: Ix) -> Result<ConversationId, ApplyError> {
+        self.conversations
+            .get_index(ix.0)
+            .map(|(id, _)| id.clone())
+            .ok_or_else(|| ApplyError::missing("conversation at", ix.0))
+    }
+
+    fn agent(&self, id: &AgentId) -> Result<&Agent, ApplyError> {
+        self.agents.get(id).ok_or_else(|| ApplyError::missing("agent", id))
+    }
+
+    fn team(&self, id: &TeamId) -> Result<&Team, ApplyError> {
+        self.teams.get(id).ok_or_else(|| ApplyError::missing("team", id))
     }
 
     // ----- derived indexes -------------------------------------------------------------
@@ -170,7 +219,9 @@ impl Workspace {
         }
         // Memberships are kept in team-id order (as upsert_team keeps them).
         for team_id in sorted_keys(&self.teams) {
-            let team = self.teams.get_mut(&team_id).expect("key from the map");
+            let Some(team) = self.teams.get_mut(&team_id) else {
+                return Err(ApplyError::missing("team", &team_id));
+            };
             team.calendar = Some(Calendar::new(&team.spec.timezone, team.spec.business_hours.as_ref())?);
             team.waiting = Default::default();
             team.after_hours.clear();
@@ -181,15 +232,14 @@ impl Workspace {
             }
         }
         let mut queued = Vec::new();
-        for (id, conversation) in &self.conversations {
+        for (index, (id, conversation)) in self.conversations.iter().enumerate() {
             match (conversation.state, &conversation.assignee) {
                 (ConversationState::Assigned, Some(agent_id)) => {
                     if let Some(agent) = self.agents.get_mut(agent_id) {
-                        agent.open.insert(id.clone());
-                        agent.open_by_channel[conversation.channel.index()] += 1;
+                        agent.add_open(id.clone(), conversation.channel);
                     }
                 }
-                (ConversationState::Queued, _) => queued.push(id.clone()),
+                (ConversationState::Queued, _) => queued.push(Ix(index)),
                 _ => {}
             }
         }
@@ -197,8 +247,8 @@ impl Workspace {
         for team_id in &team_ids {
             self.reindex_team(team_id);
         }
-        for id in &queued {
-            self.place(self.ixu(id));
+        for ix in queued {
+            self.place(ix)?;
         }
         self.compile_rules()?;
         self.dedupe.rebuild();
@@ -210,13 +260,12 @@ impl Workspace {
             return;
         };
         let strategy = team.spec.strategy;
-        let members = team.spec.members.len();
+        let members = team.spec.members.clone();
         for pool in &mut team.pools {
-            pool.reset_index(strategy, members);
+            pool.reset_index(strategy, members.len());
         }
-        for position in 0..members {
-            let member = self.teams[team_id].spec.members[position].clone();
-            self.refresh_member(team_id, position as u32, &member);
+        for (position, member) in members.iter().enumerate() {
+            self.refresh_member(team_id, position as u32, member);
         }
     }
 
@@ -243,10 +292,11 @@ impl Workspace {
     /// Recomputes an agent's contribution to every pool it belongs to. Call after any change
     /// to the agent's status, counters or configuration.
     fn refresh_agent(&mut self, agent_id: &AgentId) {
-        let count = self.agents.get(agent_id).map_or(0, |agent| agent.memberships.len());
-        for index in 0..count {
-            let (team_id, position) = self.agents[agent_id].memberships[index].clone();
-            self.refresh_member(&team_id, position, agent_id);
+        let Some(memberships) = self.agents.get(agent_id).map(|agent| agent.memberships.clone()) else {
+            return;
+        };
+        for (team_id, position) in &memberships {
+            self.refresh_member(team_id, *position, agent_id);
         }
     }
 
@@ -267,14 +317,23 @@ impl Workspace {
                             let mut pool = Pool::new(requirement);
                             pool.reset_index(team_entry.spec.strategy, team_entry.spec.members.len());
                             team_entry.pools.push(pool);
-                            team_entry.pools.len() - 1
+                            team_entry.pools.len().saturating_sub(1)
                         }
                     };
                     CompiledTarget::Pool { team: team.clone(), pool: pool as u32 }
                 }
             };
-            let keywords = rule.conditions.keywords.iter().map(|k| k.to_lowercase()).collect();
-            compiled.push(CompiledRule { rule: rule.clone(), keywords, target });
+            let conditions = &rule.conditions;
+            compiled.push(CompiledRule {
+                rule: rule.clone(),
+                channels: conditions.channels.iter().copied().collect(),
+                languages: conditions.languages.iter().cloned().collect(),
+                topics: conditions.topics.iter().cloned().collect(),
+                tiers: conditions.tiers.iter().cloned().collect(),
+                tags: conditions.tags.iter().cloned().collect(),
+                keywords: conditions.keywords.iter().map(|k| k.to_lowercase()).collect(),
+                target,
+            });
         }
         self.compiled_rules = compiled;
         Ok(())
@@ -288,43 +347,34 @@ impl Workspace {
         {
             return Err(ApplyError::UnknownTeam(team.clone()));
         }
-        if settings.dedupe_max_events == 0 {
-            return Err(ApplyError::invalid("dedupe_max_events", "must be at least 1"));
-        }
         // The seed only matters at creation; keep the running generator.
         self.settings = settings;
         Ok(())
     }
 
     pub(crate) fn upsert_agent(&mut self, cx: &mut Ctx<'_>, spec: AgentSpec) -> Result<(), ApplyError> {
-        check_id("agent.id", spec.id.as_str())?;
-        if spec.display_name.trim().is_empty() {
-            return Err(ApplyError::invalid("agent.display_name", "must not be empty"));
-        }
-        check_text("agent.display_name", &spec.display_name)?;
-        for (skill, level) in &spec.skills {
-            check_id("agent.skills", skill.as_str())?;
-            check_skill_level("agent.skills", *level)?;
-        }
-        if spec.max_open > MAX_OPEN_LIMIT {
-            return Err(ApplyError::invalid("agent.max_open", format!("{} exceeds {MAX_OPEN_LIMIT}", spec.max_open)));
-        }
         let id = spec.id.clone();
         match self.agents.get_mut(&id) {
             Some(agent) => agent.spec = spec,
             None => {
+                if self.agents.len() >= AGENTS_PER_WORKSPACE_MAX {
+                    return Err(ApplyError::Precondition(format!(
+                        "workspace {} has {AGENTS_PER_WORKSPACE_MAX} agents, the most it may (limit \
+                         agents_per_workspace_max); remove one first",
+                        self.id
+                    )));
+                }
                 self.agents.insert(id.clone(), Agent::new(spec));
             }
         }
         self.refresh_agent(&id);
-        self.drain_agent(cx, &id);
-        Ok(())
+        self.drain_agent(cx, &id)
     }
 
     pub(crate) fn remove_agent(&mut self, cx: &mut Ctx<'_>, agent_id: &AgentId) -> Result<(), ApplyError> {
-        if !self.agents.contains_key(agent_id) {
+        let Some(agent) = self.agents.get(agent_id) else {
             return Err(ApplyError::UnknownAgent(agent_id.clone()));
-        }
+        };
         if let Some(rule) =
             self.rules.iter().find(|rule| matches!(&rule.target, RuleTarget::Agent { agent } if agent == agent_id))
         {
@@ -334,36 +384,29 @@ impl Workspace {
             )));
         }
         // Leave every team, then route the agent's open and waiting conversations again.
-        let teams: Vec<TeamId> = self.agents[agent_id].memberships.iter().map(|(team, _)| team.clone()).collect();
+        let teams: Vec<TeamId> = agent.memberships.iter().map(|(team, _)| team.clone()).collect();
         for team_id in &teams {
-            if let Some(team) = self.teams.get(team_id) {
-                let mut spec = team.spec.clone();
-                spec.members.retain(|member| member != agent_id);
-                self.upsert_team(cx, spec)?;
-            }
+            let mut spec = self.team(team_id)?.spec.clone();
+            spec.members.retain(|member| member != agent_id);
+            self.upsert_team(cx, spec)?;
         }
-        let open: Vec<ConversationId> = self.agents[agent_id].open.iter().cloned().collect();
+        let agent = self.agent(agent_id)?;
+        let open: Vec<ConversationId> = agent.open.iter().cloned().collect();
+        let waiting: Vec<ConversationId> = agent.personal.page(0, usize::MAX).into_iter().map(|(_, id)| id).collect();
         for conversation in &open {
-            self.unassign(cx, self.ixu(conversation), UnassignReason::AgentRemoved);
+            self.unassign(cx, self.ix_known(conversation)?, UnassignReason::AgentRemoved)?;
         }
-        let waiting: Vec<ConversationId> =
-            self.agents[agent_id].personal.page(0, usize::MAX).into_iter().map(|(_, id)| id).collect();
         for conversation in &waiting {
-            self.unplace(self.ixu(conversation));
+            self.unplace(self.ix_known(conversation)?)?;
         }
         self.agents.swap_remove(agent_id);
         for conversation in open.iter().chain(&waiting) {
-            self.dispatch_to_team(cx, self.ixu(conversation));
+            self.dispatch_to_team(cx, self.ix_known(conversation)?)?;
         }
         Ok(())
     }
 
     pub(crate) fn upsert_team(&mut self, cx: &mut Ctx<'_>, spec: TeamSpec) -> Result<(), ApplyError> {
-        check_id("team.id", spec.id.as_str())?;
-        check_text("team.name", &spec.name)?;
-        if spec.members.len() > TEAM_MEMBERS_MAX {
-            return Err(ApplyError::invalid("team.members", format!("more than {TEAM_MEMBERS_MAX} members")));
-        }
         let mut seen = BTreeSet::new();
         for member in &spec.members {
             if !self.agents.contains_key(member) {
@@ -373,13 +416,14 @@ impl Workspace {
                 return Err(ApplyError::invalid("team.members", format!("agent {member} is listed twice")));
             }
         }
-        for template in
-            [&spec.templates.welcome, &spec.templates.away, &spec.templates.overcapacity].into_iter().flatten()
-        {
-            check_text("team.templates", template)?;
-        }
         let calendar = Calendar::new(&spec.timezone, spec.business_hours.as_ref())?;
         let team_id = spec.id.clone();
+        if !self.teams.contains_key(&team_id) && self.teams.len() >= TEAMS_PER_WORKSPACE_MAX {
+            return Err(ApplyError::Precondition(format!(
+                "workspace {} has {TEAMS_PER_WORKSPACE_MAX} teams, the most it may (limit teams_per_workspace_max)",
+                self.id
+            )));
+        }
 
         // Leave the old member list, join the new one (memberships stay in team-id order).
         if let Some(old) = self.teams.get(&team_id) {
@@ -395,7 +439,7 @@ impl Workspace {
                 agent.memberships.insert(at, (team_id.clone(), position as u32));
             }
         }
-        let default_handle_ms = u64::from(spec.options.default_handle_time_s) * 1000;
+        let default_handle_ms = u64::from(spec.options.default_handle_time_s).saturating_mul(1000);
         let team = self.teams.entry(team_id.clone()).or_insert_with(|| Team {
             spec: spec.clone(),
             pools: vec![Pool::new(Requirement::default())],
@@ -406,23 +450,25 @@ impl Workspace {
             waiting: Default::default(),
             after_hours: BTreeMap::new(),
         });
+        let members = spec.members.clone();
         team.spec = spec;
-        team.calendar = Some(calendar);
-        team.timer_version += 1;
+        // Wrapping: versions are only compared for equality with the one a timer carries.
+        team.timer_version = team.timer_version.wrapping_add(1);
         team.opening_timer_pending = false;
         let version = team.timer_version;
-        let next_midnight = team.calendar.as_ref().map_or(cx.now_ms + 86_400_000, |c| c.next_midnight(cx.now_ms));
+        let next_midnight = calendar.next_midnight(cx.now_ms);
+        team.calendar = Some(calendar);
+        let pools = team.pools.len();
         cx.timers.schedule(next_midnight, self.id.clone(), Timer::Midnight { team: team_id.clone(), version });
         self.reindex_team(&team_id);
 
         // Capacity may have appeared (new members, new statuses allowed, new strategy).
-        self.release_after_hours(cx, &team_id);
-        let members = self.teams[&team_id].spec.members.clone();
+        self.release_after_hours(cx, &team_id)?;
         for member in &members {
-            self.drain_agent(cx, member);
+            self.drain_agent(cx, member)?;
         }
-        for pool in 0..self.teams[&team_id].pools.len() {
-            self.drain_pool(cx, &team_id, pool as u32);
+        for pool in 0..pools {
+            self.drain_pool(cx, &team_id, pool as u32)?;
         }
         Ok(())
     }
@@ -449,6 +495,8 @@ impl Workspace {
                 "team {team_id} still has open conversation {id}; transfer or close it first"
             )));
         }
+        // Closed conversations may still name the team: a customer who writes again is routed
+        // afresh (see `customer_message`).
         for member in &team.spec.members {
             if let Some(agent) = self.agents.get_mut(member) {
                 agent.memberships.retain(|(team, _)| team != team_id);
@@ -459,29 +507,23 @@ impl Workspace {
     }
 
     pub(crate) fn set_rules(&mut self, rules: Vec<RoutingRule>) -> Result<(), ApplyError> {
-        if rules.len() > RULES_MAX {
-            return Err(ApplyError::invalid("rules", format!("{} rules; the limit is {RULES_MAX}", rules.len())));
-        }
+        validate_rules(&rules)?;
         let mut ids = BTreeSet::new();
         for rule in &rules {
-            check_id("rule.id", rule.id.as_str())?;
             if !ids.insert(&rule.id) {
                 return Err(ApplyError::invalid("rule.id", format!("rule {} is defined twice", rule.id)));
             }
             match &rule.target {
-                RuleTarget::Team { team, required_skills, .. } => {
+                RuleTarget::Team { team, .. } => {
                     if !self.teams.contains_key(team) {
                         return Err(ApplyError::UnknownTeam(team.clone()));
                     }
-                    for level in required_skills.values() {
-                        check_skill_level("rule.target.required_skills", *level)?;
-                    }
                 }
                 RuleTarget::Agent { agent } => {
-                    if !self.agents.contains_key(agent) {
+                    let Some(agent_entry) = self.agents.get(agent) else {
                         return Err(ApplyError::UnknownAgent(agent.clone()));
-                    }
-                    if self.settings.default_team.is_none() && self.agents[agent].memberships.is_empty() {
+                    };
+                    if self.settings.default_team.is_none() && agent_entry.memberships.is_empty() {
                         return Err(ApplyError::Precondition(format!(
                             "rule {} targets agent {agent}, who is in no team, and the workspace has no default team \
                              to account the conversation to",
@@ -506,7 +548,6 @@ impl Workspace {
     }
 
     pub(crate) fn upsert_contact(&mut self, spec: ContactSpec) -> Result<(), ApplyError> {
-        check_id("contact.id", spec.id.as_str())?;
         if let Some(agent) = &spec.dedicated_agent
             && !self.agents.contains_key(agent)
         {
@@ -515,8 +556,20 @@ impl Workspace {
         match self.contacts.get_mut(&spec.id) {
             Some(contact) => contact.spec = spec,
             None => {
+                self.check_contact_room()?;
                 self.contacts.insert(spec.id.clone(), Contact { spec, last_agent: None, conversations: 0 });
             }
+        }
+        Ok(())
+    }
+
+    fn check_contact_room(&self) -> Result<(), ApplyError> {
+        if self.contacts.len() >= CONTACTS_PER_WORKSPACE_MAX {
+            return Err(ApplyError::Precondition(format!(
+                "workspace {} remembers {CONTACTS_PER_WORKSPACE_MAX} contacts, the most it may (limit \
+                 contacts_per_workspace_max)",
+                self.id
+            )));
         }
         Ok(())
     }
@@ -537,7 +590,8 @@ impl Workspace {
         cx.effects.push(Effect::AgentStatusChanged { workspace: self.id.clone(), agent: agent_id.clone(), status });
         self.refresh_agent(agent_id);
         if status == AgentStatus::Offline {
-            let to_requeue: Vec<ConversationId> = self.agents[agent_id]
+            let to_requeue: Vec<ConversationId> = self
+                .agent(agent_id)?
                 .open
                 .iter()
                 .filter(|id| {
@@ -549,46 +603,46 @@ impl Workspace {
                 .cloned()
                 .collect();
             for conversation in &to_requeue {
-                self.unassign(cx, self.ixu(conversation), UnassignReason::AgentOffline);
-                self.dispatch_to_team(cx, self.ixu(conversation));
+                self.unassign(cx, self.ix_known(conversation)?, UnassignReason::AgentOffline)?;
+                self.dispatch_to_team(cx, self.ix_known(conversation)?)?;
             }
         }
-        self.drain_agent(cx, agent_id);
-        Ok(())
+        self.drain_agent(cx, agent_id)
     }
 
     // ----- conversations ----------------------------------------------------------------------
 
-    fn rule_matches(&self, rule: &CompiledRule, open: &OpenConversation, contact: Option<&Contact>) -> bool {
-        let conditions = &rule.rule.conditions;
+    fn rule_matches(
+        rule: &CompiledRule,
+        open: &OpenConversation,
+        contact: Option<&Contact>,
+        words: &mut Option<BTreeSet<String>>,
+    ) -> bool {
         let returning = contact.is_some_and(|c| c.conversations > 0);
-        (conditions.channels.is_empty() || conditions.channels.contains(&open.channel))
-            && (conditions.languages.is_empty()
-                || open.language.as_ref().is_some_and(|l| conditions.languages.contains(l)))
-            && (conditions.topics.is_empty() || open.topic.as_ref().is_some_and(|t| conditions.topics.contains(t)))
-            && (conditions.tiers.is_empty()
-                || contact.and_then(|c| c.spec.tier.as_ref()).is_some_and(|t| conditions.tiers.contains(t)))
-            && (conditions.tags.is_empty() || open.tags.iter().any(|t| conditions.tags.contains(t)))
-            && match conditions.customer {
+        (rule.channels.is_empty() || rule.channels.contains(&open.channel))
+            && (rule.languages.is_empty() || open.language.as_ref().is_some_and(|l| rule.languages.contains(l)))
+            && (rule.topics.is_empty() || open.topic.as_ref().is_some_and(|t| rule.topics.contains(t)))
+            && (rule.tiers.is_empty()
+                || contact.and_then(|c| c.spec.tier.as_ref()).is_some_and(|t| rule.tiers.contains(t)))
+            && (rule.tags.is_empty() || open.tags.iter().any(|t| rule.tags.contains(t)))
+            && match rule.rule.conditions.customer {
                 CustomerKind::Any => true,
                 CustomerKind::New => !returning,
                 CustomerKind::Returning => returning,
             }
             && (rule.keywords.is_empty() || {
-                let mut end = open.first_message.len().min(KEYWORD_SCAN_MAX_BYTES);
-                while !open.first_message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                open.first_message[..end]
-                    .split(|c: char| !c.is_alphanumeric())
-                    .any(|word| !word.is_empty() && rule.keywords.iter().any(|k| k.as_str() == word.to_lowercase()))
+                // The message is split into words once per conversation, and only if some
+                // rule that got this far has keywords.
+                let words = words.get_or_insert_with(|| message_words(&open.first_message));
+                rule.keywords.iter().any(|keyword| words.contains(keyword))
             })
     }
 
     fn route(&self, open: &OpenConversation) -> Result<Route, ApplyError> {
         let contact = self.contacts.get(&open.contact);
+        let mut words = None;
         for rule in &self.compiled_rules {
-            if !self.rule_matches(rule, open, contact) {
+            if !Self::rule_matches(rule, open, contact, &mut words) {
                 continue;
             }
             return Ok(match &rule.target {
@@ -617,8 +671,6 @@ impl Workspace {
     /// Opens a conversation. Takes the event by reference: the first message and tags are only
     /// read by rules, never stored, so they are not copied.
     pub(crate) fn open_conversation(&mut self, cx: &mut Ctx<'_>, open: &OpenConversation) -> Result<(), ApplyError> {
-        check_id("conversation.id", open.conversation.as_str())?;
-        check_id("conversation.contact", open.contact.as_str())?;
         if let Some(existing) = self.conversations.get(&open.conversation) {
             if existing.state != ConversationState::Closed {
                 return Err(ApplyError::AlreadyOpen(open.conversation.clone()));
@@ -627,14 +679,24 @@ impl Workspace {
             return self.customer_message(cx, &open.conversation);
         }
         let route = self.route(open)?;
+        let welcome = self.team(&route.team)?.spec.templates.welcome.clone();
+        if !self.contacts.contains_key(&open.contact) {
+            self.check_contact_room()?;
+        }
+        if self.conversations.len() >= CONVERSATIONS_PER_WORKSPACE_MAX {
+            return Err(ApplyError::Precondition(format!(
+                "workspace {} holds {CONVERSATIONS_PER_WORKSPACE_MAX} conversations, the most it may (limit \
+                 conversations_per_workspace_max); close conversations or shorten closed_retention_s",
+                self.id
+            )));
+        }
         let contact = self.contacts.entry(open.contact.clone()).or_insert_with(|| Contact {
             spec: ContactSpec { id: open.contact.clone(), tier: None, dedicated_agent: None },
             last_agent: None,
             conversations: 0,
         });
-        contact.conversations += 1;
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        contact.conversations = contact.conversations.saturating_add(1);
+        let seq = self.take_seq();
         let id = open.conversation.clone();
         let (index, _) = self.conversations.insert_full(
             id.clone(),
@@ -658,49 +720,56 @@ impl Workspace {
                 generation: 0,
             },
         );
-        if let Some(message) = self.teams[&route.team].spec.templates.welcome.clone() {
+        if let Some(message) = welcome {
             cx.effects.push(Effect::Welcome {
                 workspace: self.id.clone(),
-                conversation: id.clone(),
-                team: route.team.clone(),
+                conversation: id,
+                team: route.team,
                 message,
             });
         }
-        self.admit(cx, Ix(index), route.rule_agent);
-        Ok(())
+        self.admit(cx, Ix(index), route.rule_agent)
+    }
+
+    /// The next arrival sequence number. 2^64 arrivals cannot happen; saturating keeps the
+    /// order of everything before.
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.saturating_add(1);
+        seq
     }
 
     /// Checks business hours and the activation delay, then routes.
-    fn admit(&mut self, cx: &mut Ctx<'_>, ix: Ix, rule_agent: Option<AgentId>) {
-        let team_id = self.conversations[ix.0].team.clone();
-        let team = &self.teams[&team_id];
+    fn admit(&mut self, cx: &mut Ctx<'_>, ix: Ix, rule_agent: Option<AgentId>) -> Result<(), ApplyError> {
+        let team_id = self.conversation(ix)?.team.clone();
+        let team = self.team(&team_id)?;
         let calendar = team.calendar.as_ref();
         if calendar.is_some_and(|c| !c.is_open(cx.now_ms)) {
             let opens_at_ms = calendar.and_then(|c| c.next_open(cx.now_ms));
             let message = team.spec.templates.away.clone();
-            self.set_placement(ix, Placement::AfterHours);
+            self.set_placement(ix, Placement::AfterHours)?;
             cx.effects.push(Effect::OutsideHours {
                 workspace: self.id.clone(),
-                conversation: self.cid(ix),
+                conversation: self.cid(ix)?,
                 team: team_id.clone(),
                 opens_at_ms,
                 message,
             });
             self.schedule_opening(cx, &team_id);
-            return;
+            return Ok(());
         }
         let delay_s = team.spec.options.assign_delay_s;
         if delay_s > 0 {
-            self.set_placement(ix, Placement::Delayed);
-            let generation = self.conversations[ix.0].generation;
+            self.set_placement(ix, Placement::Delayed)?;
+            let generation = self.conversation(ix)?.generation;
             cx.timers.schedule(
-                cx.now_ms + i64::from(delay_s) * 1000,
+                after_s(cx.now_ms, delay_s),
                 self.id.clone(),
-                Timer::Activate { conversation: self.cid(ix), generation },
+                Timer::Activate { conversation: self.cid(ix)?, generation },
             );
-            return;
+            return Ok(());
         }
-        self.dispatch(cx, ix, rule_agent);
+        self.dispatch(cx, ix, rule_agent)
     }
 
     fn schedule_opening(&mut self, cx: &mut Ctx<'_>, team_id: &TeamId) {
@@ -722,124 +791,138 @@ impl Workspace {
 
     /// Routes a conversation that is ready for an agent: dedicated agent, returning
     /// customer's agent, rule's agent, then the team's strategy, else the queue.
-    fn dispatch(&mut self, cx: &mut Ctx<'_>, ix: Ix, rule_agent: Option<AgentId>) {
-        let conversation = &self.conversations[ix.0];
+    fn dispatch(&mut self, cx: &mut Ctx<'_>, ix: Ix, rule_agent: Option<AgentId>) -> Result<(), ApplyError> {
+        let conversation = self.conversation(ix)?;
         let contact = self.contacts.get(&conversation.contact);
         if let Some(dedicated) = contact.and_then(|c| c.spec.dedicated_agent.clone())
             && self.agents.contains_key(&dedicated)
         {
             if self.can_take(&dedicated, ix) {
-                self.assign(cx, ix, &dedicated, AssignReason::Dedicated);
-                return;
+                return self.assign(cx, ix, &dedicated, AssignReason::Dedicated);
             }
             if self.settings.vip_waits_for_dedicated_agent {
-                self.enqueue_personal(cx, ix, &dedicated, AssignReason::Dedicated);
-                return;
+                return self.enqueue_personal(cx, ix, &dedicated, AssignReason::Dedicated);
             }
         }
-        let conversation = &self.conversations[ix.0];
-        let keeps_returning = self.teams[&conversation.team].spec.options.keep_returning_customers;
+        let conversation = self.conversation(ix)?;
+        let keeps_returning = self.team(&conversation.team)?.spec.options.keep_returning_customers;
         if keeps_returning
             && let Some((previous, _)) = self.contacts.get(&conversation.contact).and_then(|c| c.last_agent.clone())
             && self.can_take(&previous, ix)
         {
-            self.assign(cx, ix, &previous, AssignReason::Returning);
-            return;
+            return self.assign(cx, ix, &previous, AssignReason::Returning);
         }
         if let Some(agent) = rule_agent {
-            if self.can_take(&agent, ix) {
-                self.assign(cx, ix, &agent, AssignReason::RuleAgent);
+            return if self.can_take(&agent, ix) {
+                self.assign(cx, ix, &agent, AssignReason::RuleAgent)
             } else {
-                self.enqueue_personal(cx, ix, &agent, AssignReason::RuleAgent);
-            }
-            return;
+                self.enqueue_personal(cx, ix, &agent, AssignReason::RuleAgent)
+            };
         }
-        self.dispatch_to_team(cx, ix);
+        self.dispatch_to_team(cx, ix)
     }
 
     /// The team strategy, else the pool's queue.
-    fn dispatch_to_team(&mut self, cx: &mut Ctx<'_>, ix: Ix) {
+    fn dispatch_to_team(&mut self, cx: &mut Ctx<'_>, ix: Ix) -> Result<(), ApplyError> {
         let (team, pool) = {
-            let c = &self.conversations[ix.0];
+            let c = self.conversation(ix)?;
             (c.team.clone(), c.pool)
         };
-        match self.pick(&team, pool, ix, None) {
+        match self.pick(&team, pool, ix, None)? {
             Some(agent) => {
-                let strategy = self.teams[&team].spec.strategy;
-                self.assign(cx, ix, &agent, AssignReason::Strategy(strategy));
+                let strategy = self.team(&team)?.spec.strategy;
+                self.assign(cx, ix, &agent, AssignReason::Strategy(strategy))
             }
             None => self.enqueue_pool(cx, ix),
         }
     }
 
-    /// Whether `agent_id` may take conversation `id` now (in the conversation's team's terms).
+    /// Whether `agent_id` may take conversation `ix` now (in the conversation's team's terms).
     fn can_take(&self, agent_id: &AgentId, ix: Ix) -> bool {
-        let conversation = &self.conversations[ix.0];
+        let Ok(conversation) = self.conversation(ix) else {
+            return false;
+        };
         match (self.agents.get(agent_id), self.teams.get(&conversation.team)) {
             (Some(agent), Some(team)) => base_eligible(agent, team) && agent.has_room_on(conversation.channel),
             _ => false,
         }
     }
 
-    /// Asks the pool's strategy for an agent for conversation `id`, skipping `exclude`.
-    fn pick(&mut self, team_id: &TeamId, pool: u32, ix: Ix, exclude: Option<&AgentId>) -> Option<AgentId> {
-        let channel = self.conversations[ix.0].channel;
+    /// Asks the pool's strategy for an agent for conversation `ix`, skipping `exclude`.
+    fn pick(
+        &mut self,
+        team_id: &TeamId,
+        pool: u32,
+        ix: Ix,
+        exclude: Option<&AgentId>,
+    ) -> Result<Option<AgentId>, ApplyError> {
+        let channel = self.conversation(ix)?.channel;
         let Self { agents, teams, rng, .. } = self;
-        let Team { spec, pools, .. } = teams.get_mut(team_id)?;
-        let pool = pools.get_mut(pool as usize)?;
+        let Team { spec, pools, .. } = teams.get_mut(team_id).ok_or_else(|| ApplyError::missing("team", team_id))?;
+        let pool =
+            pools.get_mut(pool as usize).ok_or_else(|| ApplyError::missing("pool", format!("{team_id}/{pool}")))?;
         if !pool.has_eligible() {
-            return None;
+            return Ok(None);
         }
         let cursor = pool.cursor.as_ref().and_then(|last| {
             agents.get(last)?.memberships.iter().find(|(team, _)| team == team_id).map(|(_, position)| *position)
         });
-        let position = pool.pick(cursor, rng, |position| {
-            let member = &spec.members[position as usize];
-            Some(member) != exclude && agents.get(member).is_some_and(|agent| agent.has_room_on(channel))
-        })?;
-        let agent = spec.members[position as usize].clone();
+        let members = &spec.members;
+        let picked = pool.pick(cursor, rng, |position| {
+            members.get(position as usize).is_some_and(|member| {
+                Some(member) != exclude && agents.get(member).is_some_and(|agent| agent.has_room_on(channel))
+            })
+        });
+        let Some(agent) = picked.and_then(|position| members.get(position as usize)).cloned() else {
+            return Ok(None);
+        };
         if spec.strategy == Strategy::RoundRobin {
             pool.cursor = Some(agent.clone());
         }
-        Some(agent)
+        Ok(Some(agent))
     }
 
     fn expected_response_ms(&self, agent: &Agent, team: &TeamId) -> u64 {
         agent.average_response_ms.unwrap_or_else(|| {
-            self.teams.get(team).map_or(120_000, |t| u64::from(t.spec.options.default_response_time_s) * 1000)
+            self.teams
+                .get(team)
+                .map_or(120_000, |t| u64::from(t.spec.options.default_response_time_s).saturating_mul(1000))
         })
     }
 
-    fn assign(&mut self, cx: &mut Ctx<'_>, ix: Ix, agent_id: &AgentId, reason: AssignReason) {
-        let (id, conversation) = self.conversations.get_index_mut(ix.0).expect("assign: conversation exists");
-        let id = id.clone();
+    fn assign(&mut self, cx: &mut Ctx<'_>, ix: Ix, agent_id: &AgentId, reason: AssignReason) -> Result<(), ApplyError> {
+        // Both looked up before anything changes.
+        self.agent(agent_id)?;
+        let id = self.cid(ix)?;
+        let conversation = self.conversation_mut(ix)?;
         conversation.state = ConversationState::Assigned;
         conversation.assignee = Some(agent_id.clone());
         conversation.last_agent = Some(agent_id.clone());
         conversation.placement = Placement::None;
         conversation.assigned_ms = cx.now_ms;
         conversation.replied = false;
-        conversation.generation += 1;
+        // Generations are only compared for equality with the one a timer carries.
+        conversation.generation = conversation.generation.wrapping_add(1);
         let (channel, team, contact_id, generation) =
             (conversation.channel, conversation.team.clone(), conversation.contact.clone(), conversation.generation);
-        let agent = self.agents.get_mut(agent_id).expect("assign: agent exists");
-        agent.open.insert(id.clone());
-        agent.open_by_channel[channel.index()] += 1;
-        agent.received_today = agent.received_today.saturating_add(1);
-        agent.last_assigned_ms = cx.now_ms;
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.add_open(id.clone(), channel);
+            agent.received_today = agent.received_today.saturating_add(1);
+            agent.last_assigned_ms = cx.now_ms;
+        }
         self.refresh_agent(agent_id);
         if let Some(contact) = self.contacts.get_mut(&contact_id) {
             contact.last_agent = Some((agent_id.clone(), team.clone()));
         }
-        let timeout_s = self.teams[&team].spec.options.no_reply_timeout_s;
+        let timeout_s = self.team(&team)?.spec.options.no_reply_timeout_s;
         if timeout_s > 0 {
             cx.timers.schedule(
-                cx.now_ms + i64::from(timeout_s) * 1000,
+                after_s(cx.now_ms, timeout_s),
                 self.id.clone(),
                 Timer::NoReply { conversation: id.clone(), generation },
             );
         }
-        let agent = &self.agents[agent_id];
+        let agent = self.agent(agent_id)?;
         cx.effects.push(Effect::Assigned {
             workspace: self.id.clone(),
             conversation: id,
@@ -851,21 +934,23 @@ impl Workspace {
             agent_name: agent.spec.display_name.as_str().into(),
             reason,
         });
+        Ok(())
     }
 
     /// Takes an assigned conversation away from its agent; the caller routes it again and
     /// then drains the agent.
-    fn unassign(&mut self, cx: &mut Ctx<'_>, ix: Ix, reason: UnassignReason) -> Option<AgentId> {
-        let (id, conversation) = self.conversations.get_index_mut(ix.0)?;
-        let id = id.clone();
-        let agent_id = conversation.assignee.take()?;
+    fn unassign(&mut self, cx: &mut Ctx<'_>, ix: Ix, reason: UnassignReason) -> Result<Option<AgentId>, ApplyError> {
+        let id = self.cid(ix)?;
+        let conversation = self.conversation_mut(ix)?;
+        let Some(agent_id) = conversation.assignee.take() else {
+            return Ok(None);
+        };
         conversation.state = ConversationState::Queued;
-        conversation.generation += 1;
+        conversation.generation = conversation.generation.wrapping_add(1);
         let channel = conversation.channel;
         let team = conversation.team.clone();
         if let Some(agent) = self.agents.get_mut(&agent_id) {
-            agent.open.remove(&id);
-            agent.open_by_channel[channel.index()] -= 1;
+            agent.remove_open(&id, channel);
         }
         self.refresh_agent(&agent_id);
         cx.effects.push(Effect::Unassigned {
@@ -875,36 +960,36 @@ impl Workspace {
             agent: agent_id.clone(),
             reason,
         });
-        Some(agent_id)
+        Ok(Some(agent_id))
     }
 
-    fn set_placement(&mut self, ix: Ix, placement: Placement) {
-        if let Some(conversation) = self.conversations.get_index_mut(ix.0).map(|(_, c)| c) {
-            conversation.placement = placement;
-        }
-        self.place(ix);
+    fn set_placement(&mut self, ix: Ix, placement: Placement) -> Result<(), ApplyError> {
+        self.conversation_mut(ix)?.placement = placement;
+        self.place(ix)
     }
 
     /// Inserts a queued conversation into the structures its placement names.
-    fn place(&mut self, ix: Ix) {
+    fn place(&mut self, ix: Ix) -> Result<(), ApplyError> {
         let Some((id, conversation)) = self.conversations.get_index(ix.0) else {
-            return;
+            return Err(ApplyError::missing("conversation at", ix.0));
         };
         let key = conversation.queue_key();
         let Some(team) = self.teams.get_mut(&conversation.team) else {
-            return;
+            return Err(ApplyError::missing("team", &conversation.team));
         };
         match &conversation.placement {
-            Placement::None => return,
+            Placement::None => return Ok(()),
             Placement::Pool => {
-                if let Some(pool) = team.pools.get_mut(conversation.pool as usize) {
-                    pool.enqueue(conversation.channel, key, id.clone());
-                }
+                let Some(pool) = team.pools.get_mut(conversation.pool as usize) else {
+                    return Err(ApplyError::missing("pool", format!("{}/{}", conversation.team, conversation.pool)));
+                };
+                pool.enqueue(conversation.channel, key, id.clone());
             }
             Placement::Personal { agent, .. } => {
-                if let Some(agent) = self.agents.get_mut(agent) {
-                    agent.personal.insert(key, id.clone());
-                }
+                let Some(agent) = self.agents.get_mut(agent) else {
+                    return Err(ApplyError::missing("agent", agent));
+                };
+                agent.personal.insert(key, id.clone());
             }
             Placement::Delayed => {}
             Placement::AfterHours => {
@@ -912,20 +997,22 @@ impl Workspace {
             }
         }
         team.waiting.insert(key, id.clone());
+        Ok(())
     }
 
-    /// Removes a queued conversation from every queue structure.
-    fn unplace(&mut self, ix: Ix) {
-        let Some(conversation) = self.conversations.get_index_mut(ix.0).map(|(_, c)| c) else {
-            return;
+    /// Removes a queued conversation from every queue structure. What is already gone (a
+    /// removed team's queue) is simply not there to remove.
+    fn unplace(&mut self, ix: Ix) -> Result<(), ApplyError> {
+        let Some((_, conversation)) = self.conversations.get_index_mut(ix.0) else {
+            return Err(ApplyError::missing("conversation at", ix.0));
         };
         let placement = std::mem::replace(&mut conversation.placement, Placement::None);
         let key = conversation.queue_key();
         let Some(team) = self.teams.get_mut(&conversation.team) else {
-            return;
+            return Ok(());
         };
         match placement {
-            Placement::None => return,
+            Placement::None => return Ok(()),
             Placement::Pool => {
                 if let Some(pool) = team.pools.get_mut(conversation.pool as usize) {
                     pool.dequeue(conversation.channel, &key);
@@ -942,152 +1029,178 @@ impl Workspace {
             }
         }
         team.waiting.remove(&key);
+        Ok(())
     }
 
-    fn enqueue_pool(&mut self, cx: &mut Ctx<'_>, ix: Ix) {
-        self.set_placement(ix, Placement::Pool);
-        let position = self.position_of(ix).unwrap_or(QueuePosition { position: 0, eta_ms: None, waiting_for: None });
-        let conversation = &self.conversations[ix.0];
-        let message = self.teams[&conversation.team].spec.templates.overcapacity.clone();
+    fn enqueue_pool(&mut self, cx: &mut Ctx<'_>, ix: Ix) -> Result<(), ApplyError> {
+        self.set_placement(ix, Placement::Pool)?;
+        self.push_queued(cx, ix, None)
+    }
+
+    fn enqueue_personal(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        ix: Ix,
+        agent: &AgentId,
+        reason: AssignReason,
+    ) -> Result<(), ApplyError> {
+        self.set_placement(ix, Placement::Personal { agent: agent.clone(), reason })?;
+        self.push_queued(cx, ix, Some(agent.clone()))
+    }
+
+    /// The overcapacity effect of a conversation that was just queued.
+    fn push_queued(&mut self, cx: &mut Ctx<'_>, ix: Ix, waiting_for: Option<AgentId>) -> Result<(), ApplyError> {
+        let position = self.position_of(ix)?.unwrap_or(QueuePosition { position: 0, eta_ms: None, waiting_for: None });
+        let conversation = self.conversation(ix)?;
+        let message = self.team(&conversation.team)?.spec.templates.overcapacity.clone();
         cx.effects.push(Effect::Queued {
             workspace: self.id.clone(),
-            conversation: self.cid(ix),
+            conversation: self.cid(ix)?,
             team: conversation.team.clone(),
             position: position.position,
             eta_ms: position.eta_ms,
-            waiting_for: None,
+            waiting_for,
             message,
         });
-    }
-
-    fn enqueue_personal(&mut self, cx: &mut Ctx<'_>, ix: Ix, agent: &AgentId, reason: AssignReason) {
-        self.set_placement(ix, Placement::Personal { agent: agent.clone(), reason });
-        let position = self.position_of(ix).unwrap_or(QueuePosition { position: 0, eta_ms: None, waiting_for: None });
-        let conversation = &self.conversations[ix.0];
-        let message = self.teams[&conversation.team].spec.templates.overcapacity.clone();
-        cx.effects.push(Effect::Queued {
-            workspace: self.id.clone(),
-            conversation: self.cid(ix),
-            team: conversation.team.clone(),
-            position: position.position,
-            eta_ms: position.eta_ms,
-            waiting_for: Some(agent.clone()),
-            message,
-        });
+        Ok(())
     }
 
     /// Assigns what an agent's new capacity allows: first the conversations waiting for this
     /// agent in particular, then the queues of every pool the agent serves.
-    fn drain_agent(&mut self, cx: &mut Ctx<'_>, agent_id: &AgentId) {
+    fn drain_agent(&mut self, cx: &mut Ctx<'_>, agent_id: &AgentId) -> Result<(), ApplyError> {
         loop {
             let Some(agent) = self.agents.get(agent_id) else {
-                return;
+                return Ok(());
             };
             let Some((_, head)) = agent.personal.first() else {
                 break;
             };
-            let head = head.clone();
-            let ix = self.ixu(&head);
+            let ix = self.ix_known(head)?;
             if !self.can_take(agent_id, ix) {
                 break;
             }
-            let reason = match &self.conversations[&head].placement {
+            let reason = match &self.conversation(ix)?.placement {
                 Placement::Personal { reason, .. } => *reason,
                 _ => AssignReason::Manual,
             };
-            self.unplace(ix);
-            self.assign(cx, ix, agent_id, reason);
+            self.unplace(ix)?;
+            self.assign(cx, ix, agent_id, reason)?;
         }
-        let count = self.agents[agent_id].memberships.len();
-        for index in 0..count {
-            let Some((team_id, _)) = self.agents.get(agent_id).and_then(|a| a.memberships.get(index)).cloned() else {
-                break;
-            };
-            let pools = self.teams.get(&team_id).map_or(0, |t| t.pools.len());
+        let teams: Vec<TeamId> = self.agent(agent_id)?.memberships.iter().map(|(team, _)| team.clone()).collect();
+        for team_id in &teams {
+            let pools = self.teams.get(team_id).map_or(0, |t| t.pools.len());
             for pool in 0..pools {
-                self.drain_pool(cx, &team_id, pool as u32);
+                self.drain_pool(cx, team_id, pool as u32)?;
             }
         }
+        Ok(())
     }
 
     /// Assigns the pool's waiting conversations, best first, while anyone can take them.
-    fn drain_pool(&mut self, cx: &mut Ctx<'_>, team_id: &TeamId, pool_index: u32) {
+    fn drain_pool(&mut self, cx: &mut Ctx<'_>, team_id: &TeamId, pool_index: u32) -> Result<(), ApplyError> {
         loop {
             let Some(pool) = self.teams.get(team_id).and_then(|t| t.pools.get(pool_index as usize)) else {
-                return;
+                return Ok(());
             };
             if pool.queued() == 0 || !pool.has_eligible() {
-                return;
+                return Ok(());
             }
             let mut placed = false;
             for (_, id) in pool.heads() {
-                let ix = self.ixu(&id);
-                if let Some(agent) = self.pick(team_id, pool_index, ix, None) {
-                    self.unplace(ix);
-                    let strategy = self.teams[team_id].spec.strategy;
-                    self.assign(cx, ix, &agent, AssignReason::Strategy(strategy));
+                let ix = self.ix_known(&id)?;
+                if let Some(agent) = self.pick(team_id, pool_index, ix, None)? {
+                    self.unplace(ix)?;
+                    let strategy = self.team(team_id)?.spec.strategy;
+                    self.assign(cx, ix, &agent, AssignReason::Strategy(strategy))?;
                     placed = true;
                     break;
                 }
             }
             if !placed {
-                return;
+                return Ok(());
             }
         }
     }
 
     /// Routes conversations that waited for business hours, if the team is open now.
-    fn release_after_hours(&mut self, cx: &mut Ctx<'_>, team_id: &TeamId) {
+    fn release_after_hours(&mut self, cx: &mut Ctx<'_>, team_id: &TeamId) -> Result<(), ApplyError> {
         let Some(team) = self.teams.get(team_id) else {
-            return;
+            return Ok(());
         };
         if team.after_hours.is_empty() {
-            return;
+            return Ok(());
         }
         if !team.calendar.as_ref().is_none_or(|c| c.is_open(cx.now_ms)) {
             self.schedule_opening(cx, team_id);
-            return;
+            return Ok(());
         }
         let waiting: Vec<ConversationId> = team.after_hours.values().cloned().collect();
         for id in &waiting {
-            let ix = self.ixu(id);
-            self.unplace(ix);
-            self.admit(cx, ix, None);
+            let ix = self.ix_known(id)?;
+            self.unplace(ix)?;
+            self.admit(cx, ix, None)?;
         }
+        Ok(())
+    }
+
+    /// Where a closed conversation goes when its customer writes again: its team and pool if
+    /// they still exist; else the routing rules (on what the conversation remembers: channel,
+    /// language, topic, contact) and the default team, as for a new conversation.
+    fn reopen_route(&self, id: &ConversationId, conversation: &Conversation) -> Result<(TeamId, u32), ApplyError> {
+        if let Some(team) = self.teams.get(&conversation.team) {
+            let pool = if (conversation.pool as usize) < team.pools.len() { conversation.pool } else { 0 };
+            return Ok((conversation.team.clone(), pool));
+        }
+        let open = OpenConversation {
+            conversation: id.clone(),
+            contact: conversation.contact.clone(),
+            channel: conversation.channel,
+            language: conversation.language.clone(),
+            topic: conversation.topic.clone(),
+            tags: Vec::new(),
+            first_message: String::new(),
+            priority: conversation.priority,
+        };
+        let route = self.route(&open).map_err(|error| {
+            ApplyError::Precondition(format!(
+                "conversation {id} belonged to team {}, which was removed, and cannot be routed again: {error}",
+                conversation.team
+            ))
+        })?;
+        Ok((route.team, route.pool))
     }
 
     pub(crate) fn customer_message(&mut self, cx: &mut Ctx<'_>, id: &ConversationId) -> Result<(), ApplyError> {
-        let conversation = self.conversations.get_mut(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
+        let ix = self.ix(id)?;
+        let conversation = self.conversation(ix)?;
         if conversation.state != ConversationState::Closed {
             return Ok(());
         }
-        // Reopen: a new arrival in the queue order.
-        conversation.state = ConversationState::Queued;
-        conversation.generation += 1;
-        conversation.seq = self.next_seq;
-        self.next_seq += 1;
-        conversation.opened_ms = cx.now_ms;
-        let previous = conversation.last_agent.clone();
-        let team_id = conversation.team.clone();
-        cx.effects.push(Effect::Reopened {
-            workspace: self.id.clone(),
-            conversation: id.clone(),
-            team: team_id.clone(),
-        });
-        let team = &self.teams[&team_id];
-        if team.calendar.as_ref().is_some_and(|c| !c.is_open(cx.now_ms)) {
-            self.admit(cx, self.ixu(id), None);
-            return Ok(());
-        }
+        // Everything that can refuse comes first.
+        let (team_id, pool) = self.reopen_route(id, conversation)?;
+        let previous = conversation.last_agent.clone().filter(|agent| self.agents.contains_key(agent));
+        let team = self.team(&team_id)?;
+        let closed_now = team.calendar.as_ref().is_some_and(|c| !c.is_open(cx.now_ms));
         let reassign = team.spec.options.reassign_reopened_if_unavailable;
-        match previous.filter(|agent| self.agents.contains_key(agent)) {
-            Some(agent) if self.can_take(&agent, self.ixu(id)) => {
-                self.assign(cx, self.ixu(id), &agent, AssignReason::Reopened)
-            }
-            Some(agent) if !reassign => self.enqueue_personal(cx, self.ixu(id), &agent, AssignReason::Reopened),
-            _ => self.dispatch_to_team(cx, self.ixu(id)),
+
+        // Reopen: a new arrival in the queue order.
+        let seq = self.take_seq();
+        let conversation = self.conversation_mut(ix)?;
+        conversation.state = ConversationState::Queued;
+        conversation.generation = conversation.generation.wrapping_add(1);
+        conversation.seq = seq;
+        conversation.opened_ms = cx.now_ms;
+        conversation.team = team_id.clone();
+        conversation.pool = pool;
+        cx.effects.push(Effect::Reopened { workspace: self.id.clone(), conversation: id.clone(), team: team_id });
+        if closed_now {
+            return self.admit(cx, ix, None);
         }
-        Ok(())
+        match previous {
+            Some(agent) if self.can_take(&agent, ix) => self.assign(cx, ix, &agent, AssignReason::Reopened),
+            Some(agent) if !reassign => self.enqueue_personal(cx, ix, &agent, AssignReason::Reopened),
+            _ => self.dispatch_to_team(cx, ix),
+        }
     }
 
     pub(crate) fn agent_replied(
@@ -1099,6 +1212,7 @@ impl Workspace {
         if !self.agents.contains_key(agent_id) {
             return Err(ApplyError::UnknownAgent(agent_id.clone()));
         }
+        let now_ms = cx.now_ms;
         let conversation = self.conversations.get_mut(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
         if conversation.state != ConversationState::Assigned
             || conversation.assignee.as_ref() != Some(agent_id)
@@ -1107,42 +1221,44 @@ impl Workspace {
             return Ok(());
         }
         conversation.replied = true;
-        let response_ms = (cx.now_ms - conversation.assigned_ms).max(0) as u64;
-        let agent = self.agents.get_mut(agent_id).expect("checked above");
-        agent.average_response_ms = Some(match agent.average_response_ms {
-            None => response_ms,
-            Some(previous) => moving_average(previous, response_ms),
-        });
+        let response_ms = elapsed_ms(now_ms, conversation.assigned_ms);
+        if let Some(agent) = self.agents.get_mut(agent_id) {
+            agent.average_response_ms = Some(match agent.average_response_ms {
+                None => response_ms,
+                Some(previous) => moving_average(previous, response_ms),
+            });
+        }
         Ok(())
     }
 
     pub(crate) fn close(&mut self, cx: &mut Ctx<'_>, id: &ConversationId) -> Result<(), ApplyError> {
         let ix = self.ix(id)?;
-        let conversation = &self.conversations[ix.0];
+        let conversation = self.conversation(ix)?;
         let mut freed = None;
         match conversation.state {
             ConversationState::Closed => return Err(ApplyError::Closed(id.clone())),
-            ConversationState::Queued => self.unplace(ix),
+            ConversationState::Queued => self.unplace(ix)?,
             ConversationState::Assigned => {
-                let handle_ms = (cx.now_ms - conversation.assigned_ms).max(0) as u64;
-                if let Some(team) = self.teams.get_mut(&conversation.team) {
+                let handle_ms = elapsed_ms(cx.now_ms, conversation.assigned_ms);
+                let team_id = conversation.team.clone();
+                if let Some(team) = self.teams.get_mut(&team_id) {
                     team.average_handle_ms = moving_average(team.average_handle_ms, handle_ms);
                 }
-                let conversation = &mut self.conversations[ix.0];
-                let agent_id = conversation.assignee.take().expect("assigned conversations have an assignee");
+                let conversation = self.conversation_mut(ix)?;
                 let channel = conversation.channel;
-                if let Some(agent) = self.agents.get_mut(&agent_id) {
-                    agent.open.remove(id);
-                    agent.open_by_channel[channel.index()] -= 1;
+                if let Some(agent_id) = conversation.assignee.take() {
+                    if let Some(agent) = self.agents.get_mut(&agent_id) {
+                        agent.remove_open(id, channel);
+                    }
+                    self.refresh_agent(&agent_id);
+                    freed = Some(agent_id);
                 }
-                self.refresh_agent(&agent_id);
-                freed = Some(agent_id);
             }
         }
-        let conversation = &mut self.conversations[ix.0];
+        let conversation = self.conversation_mut(ix)?;
         conversation.state = ConversationState::Closed;
         conversation.closed_ms = cx.now_ms;
-        conversation.generation += 1;
+        conversation.generation = conversation.generation.wrapping_add(1);
         let generation = conversation.generation;
         let team = conversation.team.clone();
         cx.effects.push(Effect::Closed {
@@ -1152,22 +1268,23 @@ impl Workspace {
             agent: freed.clone(),
         });
         cx.timers.schedule(
-            cx.now_ms + i64::from(self.settings.closed_retention_s) * 1000,
+            after_s(cx.now_ms, self.settings.closed_retention_s),
             self.id.clone(),
             Timer::Forget { conversation: id.clone(), generation },
         );
-        if let Some(agent) = freed {
-            self.drain_agent(cx, &agent);
+        match freed {
+            Some(agent) => self.drain_agent(cx, &agent),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    fn queued_conversation(&self, id: &ConversationId) -> Result<&Conversation, ApplyError> {
-        let conversation = self.conversations.get(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
+    fn queued_conversation(&self, id: &ConversationId) -> Result<Ix, ApplyError> {
+        let ix = self.ix(id)?;
+        let conversation = self.conversation(ix)?;
         if conversation.state != ConversationState::Queued {
             return Err(ApplyError::NotClaimable { conversation: id.clone(), state: conversation.state.label() });
         }
-        Ok(conversation)
+        Ok(ix)
     }
 
     pub(crate) fn claim(
@@ -1177,14 +1294,12 @@ impl Workspace {
         agent_id: &AgentId,
     ) -> Result<(), ApplyError> {
         let agent = self.agents.get(agent_id).ok_or_else(|| ApplyError::UnknownAgent(agent_id.clone()))?;
-        self.queued_conversation(id)?;
+        let ix = self.queued_conversation(id)?;
         if agent.open_count() >= agent.spec.max_open {
             return Err(ApplyError::AgentAtCapacity { agent: agent_id.clone(), max_open: agent.spec.max_open });
         }
-        let ix = self.ixu(id);
-        self.unplace(ix);
-        self.assign(cx, ix, agent_id, AssignReason::Claimed);
-        Ok(())
+        self.unplace(ix)?;
+        self.assign(cx, ix, agent_id, AssignReason::Claimed)
     }
 
     pub(crate) fn assign_manually(
@@ -1196,11 +1311,9 @@ impl Workspace {
         if !self.agents.contains_key(agent_id) {
             return Err(ApplyError::UnknownAgent(agent_id.clone()));
         }
-        self.queued_conversation(id)?;
-        let ix = self.ixu(id);
-        self.unplace(ix);
-        self.assign(cx, ix, agent_id, AssignReason::Manual);
-        Ok(())
+        let ix = self.queued_conversation(id)?;
+        self.unplace(ix)?;
+        self.assign(cx, ix, agent_id, AssignReason::Manual)
     }
 
     pub(crate) fn transfer(
@@ -1209,7 +1322,8 @@ impl Workspace {
         id: &ConversationId,
         target: TransferTarget,
     ) -> Result<(), ApplyError> {
-        let conversation = self.conversations.get(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
+        let ix = self.ix(id)?;
+        let conversation = self.conversation(ix)?;
         match &target {
             TransferTarget::Agent(agent) => {
                 if !self.agents.contains_key(agent) {
@@ -1228,56 +1342,60 @@ impl Workspace {
         let freed = match conversation.state {
             ConversationState::Closed => return Err(ApplyError::Closed(id.clone())),
             ConversationState::Queued => {
-                self.unplace(self.ixu(id));
+                self.unplace(ix)?;
                 None
             }
-            ConversationState::Assigned => self.unassign(cx, self.ixu(id), UnassignReason::Transfer),
+            ConversationState::Assigned => self.unassign(cx, ix, UnassignReason::Transfer)?,
         };
         match target {
-            TransferTarget::Agent(agent) => self.assign(cx, self.ixu(id), &agent, AssignReason::Transfer),
+            TransferTarget::Agent(agent) => self.assign(cx, ix, &agent, AssignReason::Transfer)?,
             TransferTarget::Team(team) => {
-                let conversation = self.conversations.get_mut(id).expect("exists");
+                let conversation = self.conversation_mut(ix)?;
                 conversation.team = team;
                 conversation.pool = 0;
-                self.dispatch_to_team(cx, self.ixu(id));
+                self.dispatch_to_team(cx, ix)?;
             }
         }
-        if let Some(agent) = freed {
-            self.drain_agent(cx, &agent);
+        match freed {
+            Some(agent) => self.drain_agent(cx, &agent),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     // ----- timers ------------------------------------------------------------------------------
 
-    pub(crate) fn fire(&mut self, cx: &mut Ctx<'_>, timer: Timer) {
+    pub(crate) fn fire(&mut self, cx: &mut Ctx<'_>, timer: Timer) -> Result<(), ApplyError> {
         match timer {
             Timer::Activate { conversation, generation } => {
-                let Some(c) = self.conversations.get(&conversation) else {
-                    return;
+                let Some(ix) = self.conversations.get_index_of(&conversation).map(Ix) else {
+                    return Ok(());
                 };
+                let c = self.conversation(ix)?;
                 if c.generation != generation || c.placement != Placement::Delayed {
-                    return;
+                    return Ok(());
                 }
-                self.unplace(self.ixu(&conversation));
-                self.dispatch(cx, self.ixu(&conversation), None);
+                self.unplace(ix)?;
+                self.dispatch(cx, ix, None)
             }
             Timer::NoReply { conversation, generation } => {
-                let Some(c) = self.conversations.get(&conversation) else {
-                    return;
+                let Some(ix) = self.conversations.get_index_of(&conversation).map(Ix) else {
+                    return Ok(());
                 };
+                let c = self.conversation(ix)?;
                 if c.generation != generation || c.state != ConversationState::Assigned || c.replied {
-                    return;
+                    return Ok(());
                 }
                 let (team, pool, current) = (c.team.clone(), c.pool, c.assignee.clone());
                 // Move it only if someone else can take it; otherwise its agent keeps it.
-                if let Some(next) = self.pick(&team, pool, self.ixu(&conversation), current.as_ref()) {
-                    let previous = self.unassign(cx, self.ixu(&conversation), UnassignReason::NoReply);
-                    let strategy = self.teams[&team].spec.strategy;
-                    self.assign(cx, self.ixu(&conversation), &next, AssignReason::Strategy(strategy));
-                    if let Some(previous) = previous {
-                        self.drain_agent(cx, &previous);
-                    }
+                let Some(next) = self.pick(&team, pool, ix, current.as_ref())? else {
+                    return Ok(());
+                };
+                let previous = self.unassign(cx, ix, UnassignReason::NoReply)?;
+                let strategy = self.team(&team)?.spec.strategy;
+                self.assign(cx, ix, &next, AssignReason::Strategy(strategy))?;
+                match previous {
+                    Some(previous) => self.drain_agent(cx, &previous),
+                    None => Ok(()),
                 }
             }
             Timer::Forget { conversation, generation } => {
@@ -1288,25 +1406,26 @@ impl Workspace {
                 {
                     self.conversations.swap_remove(&conversation);
                 }
+                Ok(())
             }
             Timer::Opening { team, version } => {
                 let Some(t) = self.teams.get_mut(&team) else {
-                    return;
+                    return Ok(());
                 };
                 if t.timer_version != version {
-                    return;
+                    return Ok(());
                 }
                 t.opening_timer_pending = false;
-                self.release_after_hours(cx, &team);
+                self.release_after_hours(cx, &team)
             }
             Timer::Midnight { team, version } => {
                 let Some(t) = self.teams.get(&team) else {
-                    return;
+                    return Ok(());
                 };
                 if t.timer_version != version {
-                    return;
+                    return Ok(());
                 }
-                let next = t.calendar.as_ref().map_or(cx.now_ms + 86_400_000, |c| c.next_midnight(cx.now_ms));
+                let next = t.calendar.as_ref().map_or(cx.now_ms.saturating_add(DAY_MS), |c| c.next_midnight(cx.now_ms));
                 cx.timers.schedule(next, self.id.clone(), Timer::Midnight { team: team.clone(), version });
                 // An agent's day is the day of their primary (first) team.
                 let members = t.spec.members.clone();
@@ -1319,8 +1438,9 @@ impl Workspace {
                     }
                     agent.received_today = 0;
                     self.refresh_agent(member);
-                    self.drain_agent(cx, member);
+                    self.drain_agent(cx, member)?;
                 }
+                Ok(())
             }
         }
     }
@@ -1328,38 +1448,44 @@ impl Workspace {
     // ----- queries -----------------------------------------------------------------------------
 
     pub(crate) fn queue_position(&self, id: &ConversationId) -> Option<QueuePosition> {
-        self.position_of(self.ix(id).ok()?)
+        self.position_of(self.ix(id).ok()?).ok().flatten()
     }
 
-    fn position_of(&self, ix: Ix) -> Option<QueuePosition> {
-        let conversation = &self.conversations[ix.0];
+    fn position_of(&self, ix: Ix) -> Result<Option<QueuePosition>, ApplyError> {
+        let conversation = self.conversation(ix)?;
         if conversation.state != ConversationState::Queued {
-            return None;
+            return Ok(None);
         }
-        let team = self.teams.get(&conversation.team)?;
+        let Some(team) = self.teams.get(&conversation.team) else {
+            return Ok(None);
+        };
         let key = conversation.queue_key();
-        match &conversation.placement {
+        Ok(Some(match &conversation.placement {
             Placement::Personal { agent, .. } => {
-                let agent_entry = self.agents.get(agent)?;
-                let position = agent_entry.personal.rank(&key) as u64 + 1;
+                let Some(agent_entry) = self.agents.get(agent) else {
+                    return Ok(None);
+                };
+                let position = (agent_entry.personal.rank(&key) as u64).saturating_add(1);
                 let capacity = u64::from(agent_entry.spec.max_open.max(1));
                 let serving = team.spec.options.allowed_statuses.contains(agent_entry.status);
-                Some(QueuePosition {
-                    position: position as u32,
-                    eta_ms: serving.then(|| position * team.average_handle_ms / capacity),
+                QueuePosition {
+                    position: u32::try_from(position).unwrap_or(u32::MAX),
+                    eta_ms: serving
+                        .then(|| position.saturating_mul(team.average_handle_ms).checked_div(capacity))
+                        .flatten(),
                     waiting_for: Some(agent.clone()),
-                })
+                }
             }
             _ => {
-                let position = team.waiting.rank(&key) as u64 + 1;
+                let position = (team.waiting.rank(&key) as u64).saturating_add(1);
                 let serving = team.pools.get(conversation.pool as usize).map_or(0, |p| u64::from(p.serving));
-                Some(QueuePosition {
-                    position: position as u32,
-                    eta_ms: (serving > 0).then(|| position * team.average_handle_ms / serving),
+                QueuePosition {
+                    position: u32::try_from(position).unwrap_or(u32::MAX),
+                    eta_ms: position.saturating_mul(team.average_handle_ms).checked_div(serving),
                     waiting_for: None,
-                })
+                }
             }
-        }
+        }))
     }
 
     pub(crate) fn conversation_view(&self, id: &ConversationId) -> Option<ConversationView> {
@@ -1418,9 +1544,11 @@ impl Workspace {
 
     /// Agents per status, in `AgentStatus` order (Online, Busy, Away, Offline).
     pub(crate) fn agents_by_status(&self) -> [usize; 4] {
-        let mut counts = [0; 4];
+        let mut counts = [0usize; 4];
         for agent in self.agents.values() {
-            counts[agent.status as usize] += 1;
+            if let Some(count) = counts.get_mut(agent.status as usize) {
+                *count = count.saturating_add(1);
+            }
         }
         counts
     }
@@ -1440,11 +1568,11 @@ impl Workspace {
                 .waiting
                 .page(offset, limit)
                 .into_iter()
-                .enumerate()
-                .map(|(index, (_, id))| {
-                    let c = &self.conversations[&id];
-                    QueuedView {
-                        position: (offset + index + 1) as u32,
+                .zip(offset..)
+                .filter_map(|((_, id), index)| {
+                    let c = self.conversations.get(&id)?;
+                    Some(QueuedView {
+                        position: u32::try_from(index.saturating_add(1)).unwrap_or(u32::MAX),
                         conversation: id,
                         priority: c.priority,
                         channel: c.channel,
@@ -1453,7 +1581,7 @@ impl Workspace {
                             _ => None,
                         },
                         opened_ms: c.opened_ms,
-                    }
+                    })
                 })
                 .collect(),
         )
@@ -1473,7 +1601,7 @@ impl Workspace {
         for (id, c) in &self.conversations {
             match c.state {
                 ConversationState::Assigned => {
-                    assigned += 1;
+                    assigned = assigned.saturating_add(1);
                     let agent = c.assignee.as_ref().ok_or(format!("{id} assigned without assignee"))?;
                     if !self.agents.get(agent).is_some_and(|a| a.open.contains(id)) {
                         return Err(format!("{id} assigned to {agent} who does not list it"));
@@ -1483,6 +1611,9 @@ impl Workspace {
                     if c.assignee.is_some() || c.placement == Placement::None {
                         return Err(format!("{id} queued but assignee {:?} placement {:?}", c.assignee, c.placement));
                     }
+                    if !self.teams.get(&c.team).is_some_and(|team| team.waiting.contains(&c.queue_key())) {
+                        return Err(format!("{id} is queued in team {} but not in its waiting line", c.team));
+                    }
                 }
                 ConversationState::Closed => {
                     if c.assignee.is_some() {
@@ -1491,7 +1622,7 @@ impl Workspace {
                 }
             }
         }
-        let listed: usize = self.agents.values().map(|a| a.open.len()).sum();
+        let listed = self.agents.values().map(|a| a.open.len()).fold(0usize, usize::saturating_add);
         if listed != assigned {
             return Err(format!("agents list {listed} open conversations but {assigned} are assigned"));
         }
@@ -1502,28 +1633,30 @@ impl Workspace {
                     continue;
                 }
                 for (_, id) in pool.heads() {
-                    let c = &self.conversations[&id];
-                    let takers = team.spec.members.iter().filter(|m| {
-                        let agent = &self.agents[*m];
-                        // Weighted teams never draw an agent without reception right.
-                        let has_reception_right =
-                            team.spec.strategy != Strategy::Weighted || agent.spec.daily_limit > 0;
-                        pool.requirement.is_met_by(&agent.spec)
-                            && base_eligible(agent, team)
-                            && has_reception_right
-                            && agent.has_room_on(c.channel)
+                    let c = self.conversations.get(&id).ok_or(format!("{id} is in a pool queue but missing"))?;
+                    let taker = team.spec.members.iter().find(|m| {
+                        self.agents.get(*m).is_some_and(|agent| {
+                            // Weighted teams never draw an agent without reception right.
+                            let has_reception_right =
+                                team.spec.strategy != Strategy::Weighted || agent.spec.daily_limit > 0;
+                            pool.requirement.is_met_by(&agent.spec)
+                                && base_eligible(agent, team)
+                                && has_reception_right
+                                && agent.has_room_on(c.channel)
+                        })
                     });
-                    if let Some(taker) = takers.into_iter().next() {
+                    if let Some(taker) = taker {
                         return Err(format!("{id} waits in {team_id}/pool {index} while {taker} could take it"));
                     }
                 }
             }
         }
         for (agent_id, agent) in &self.agents {
-            if let Some((_, head)) = agent.personal.first()
-                && self.can_take(agent_id, self.ixu(head))
-            {
-                return Err(format!("{head} waits for {agent_id} who could take it"));
+            if let Some((_, head)) = agent.personal.first() {
+                let ix = self.ix_known(head).map_err(|e| e.to_string())?;
+                if self.can_take(agent_id, ix) {
+                    return Err(format!("{head} waits for {agent_id} who could take it"));
+                }
             }
         }
         Ok(())

@@ -695,10 +695,8 @@ fn a_duplicate_event_id_has_no_effect_the_second_time() {
     let again = sim.run_with_id(Some("evt-1"), open);
     assert_eq!(again.effects, vec![]);
     assert_eq!(again.result, Err(ApplyError::Duplicate { event_id: EventId::new("evt-1") }));
-    // Nothing but the clock and the entry counter moved.
-    assert_eq!(sim.agent_view("a").open, 1);
-    assert_eq!(sim.agent_view("b").open, 0);
-    assert_ne!(digest, String::new());
+    // Nothing moved: the redelivery left the state byte for byte as it was.
+    assert_eq!(sim.state.state_digest(), digest);
     let close = Command::CloseConversation { conversation: ConversationId::new("c1") };
     assert_eq!(sim.run_with_id(Some("evt-2"), close.clone()).result, Ok(()));
     assert!(matches!(sim.run_with_id(Some("evt-2"), close).result, Err(ApplyError::Duplicate { .. })));
@@ -747,24 +745,44 @@ fn supervisors_assign_and_transfer() {
     assert_eq!(sim.agent_view("b").open, 0);
 }
 
+/// Runs a command that must be refused and checks that the state is byte for byte what it was
+/// (same digest) and that no effect left; returns the error.
+fn refused(sim: &mut Sim, event_id: Option<&str>, command: Command) -> ApplyError {
+    let before = sim.state.state_digest();
+    let outcome = sim.run_with_id(event_id, command.clone());
+    assert_eq!(sim.state.state_digest(), before, "refused {command:?} changed the state");
+    assert_eq!(outcome.effects, vec![], "refused {command:?} produced effects");
+    match outcome.result {
+        Ok(()) => panic!("command {command:?} unexpectedly succeeded"),
+        Err(error) => error,
+    }
+}
+
 #[test]
 fn bad_input_gets_an_error_naming_what_is_wrong_and_changes_nothing() {
     let mut sim = team_of(Strategy::RoundRobin, &["a"]);
-    let before = sim.state.state_digest();
-    let unknown_agent = sim.err(Command::SetAgentStatus { agent: AgentId::new("ghost"), status: AgentStatus::Online });
+    sim.open("c1", "k1");
+    let unknown_agent = refused(
+        &mut sim,
+        Some("e1"),
+        Command::SetAgentStatus { agent: AgentId::new("ghost"), status: AgentStatus::Online },
+    );
     assert_eq!(unknown_agent, ApplyError::UnknownAgent(AgentId::new("ghost")));
     assert_eq!(unknown_agent.kind(), ErrorKind::NotFound);
-    let empty = sim.err(Command::OpenConversation(OpenConversation::new("", "k", Channel::Sms)));
+    let empty = refused(&mut sim, Some("e2"), Command::OpenConversation(OpenConversation::new("", "k", Channel::Sms)));
     assert!(matches!(empty, ApplyError::Invalid { field: "conversation.id", .. }), "{empty}");
     let mut bad_team = TeamSpec::new("x", Strategy::RoundRobin, &["a"]);
     bad_team.timezone = "Europe/Atlantis".into();
-    let error = sim.err(Command::UpsertTeam(bad_team));
+    let error = refused(&mut sim, Some("e3"), Command::UpsertTeam(bad_team));
     assert_eq!(error.to_string(), "invalid timezone: unknown IANA timezone \"Europe/Atlantis\"");
-    let error = sim.err(Command::UpsertTeam(TeamSpec::new("x", Strategy::RoundRobin, &["a", "a"])));
+    let error = refused(&mut sim, None, Command::UpsertTeam(TeamSpec::new("x", Strategy::RoundRobin, &["a", "a"])));
     assert!(matches!(error, ApplyError::Invalid { field: "team.members", .. }));
     let mut skill = AgentSpec::new("z", "Z");
     skill.skills.insert(Skill::new("refunds"), 9);
-    assert!(matches!(sim.err(Command::UpsertAgent(skill)), ApplyError::Invalid { field: "agent.skills", .. }));
+    assert!(matches!(
+        refused(&mut sim, None, Command::UpsertAgent(skill)),
+        ApplyError::Invalid { field: "agent.skills", .. }
+    ));
     let rule = |id: &str| RoutingRule {
         id: RuleId::new(id),
         conditions: RuleConditions::default(),
@@ -774,22 +792,183 @@ fn bad_input_gets_an_error_naming_what_is_wrong_and_changes_nothing() {
             required_language: None,
         },
     };
-    assert_eq!(sim.err(Command::SetRoutingRules(vec![rule("r")])), ApplyError::UnknownTeam(TeamId::new("nowhere")));
-    let error = sim.err(Command::CloseConversation { conversation: ConversationId::new("nope") });
-    assert_eq!(error.to_string(), "unknown conversation nope");
-    let other = Event {
-        workspace: WorkspaceId::new("other"),
-        event_id: None,
-        command: Command::CustomerMessage { conversation: ConversationId::new("x") },
-    };
     assert_eq!(
-        sim.state.apply(sim.now_ms, &Input::Event(other)).result,
+        refused(&mut sim, None, Command::SetRoutingRules(vec![rule("r")])),
+        ApplyError::UnknownTeam(TeamId::new("nowhere"))
+    );
+    let error = refused(&mut sim, None, Command::CloseConversation { conversation: ConversationId::new("nope") });
+    assert_eq!(error.to_string(), "unknown conversation nope");
+    assert_eq!(
+        refused(&mut sim, None, Command::RemoveTeam { team: TeamId::new("support") }).kind(),
+        ErrorKind::FailedPrecondition
+    );
+    let again =
+        refused(&mut sim, Some("e4"), Command::OpenConversation(OpenConversation::new("c1", "k1", Channel::Sms)));
+    assert_eq!(again, ApplyError::AlreadyOpen(ConversationId::new("c1")));
+    // Oversized input is refused by name, whatever the command.
+    let mut open = OpenConversation::new("c2", "k2", Channel::Sms);
+    open.topic = Some("x".repeat(limits::TOPIC_BYTES_MAX + 1));
+    let error = refused(&mut sim, Some("e5"), Command::OpenConversation(open));
+    assert!(matches!(error, ApplyError::Invalid { field: "conversation.topic", .. }), "{error}");
+
+    // Another workspace: unknown, and creating one with a default team it cannot have yet.
+    let before = sim.state.state_digest();
+    let other = |command| {
+        Input::Event(Event { workspace: WorkspaceId::new("other"), event_id: Some(EventId::new("o1")), command })
+    };
+    let message = other(Command::CustomerMessage { conversation: ConversationId::new("x") });
+    assert_eq!(
+        sim.state.apply(sim.now_ms, &message).result,
         Err(ApplyError::UnknownWorkspace(WorkspaceId::new("other")))
     );
-    // Only the entry counter moved: compare everything else through a fresh replay.
-    assert_eq!(sim.agent_view("a").open, 0);
-    assert_ne!(before, "");
-    assert_eq!(sim.err(Command::RemoveTeam { team: TeamId::new("support") }).kind(), ErrorKind::FailedPrecondition);
+    let settings = WorkspaceSettings { default_team: Some(TeamId::new("t")), ..WorkspaceSettings::default() };
+    assert_eq!(
+        sim.state.apply(sim.now_ms, &other(Command::ConfigureWorkspace(settings))).result,
+        Err(ApplyError::UnknownTeam(TeamId::new("t")))
+    );
+    let long_id = Input::Event(Event {
+        workspace: WorkspaceId::new("other"),
+        event_id: Some(EventId::new("e".repeat(limits::EVENT_ID_BYTES_MAX + 1))),
+        command: Command::ConfigureWorkspace(WorkspaceSettings::default()),
+    });
+    assert!(matches!(sim.state.apply(sim.now_ms, &long_id).result, Err(ApplyError::Invalid { field: "event_id", .. })));
+    assert!(!sim.state.has_workspace(&WorkspaceId::new("other")));
+    assert_eq!(sim.state.state_digest(), before);
+
+    // A refused event's id is not remembered: the same id applies once the input is good.
+    let effects = sim.run_with_id(Some("e4"), Command::CloseConversation { conversation: ConversationId::new("c1") });
+    assert_eq!(effects.result, Ok(()));
+}
+
+// A conversation whose team was removed ------------------------------------------------------------------------
+
+/// Issue 10's reproduction: teams `support` (default) and `tee`, a rule sending topic `x` to
+/// `tee`; c1 is assigned in `tee` and closed; `tee` and its rule are removed; the customer
+/// writes again. Every replica used to panic here, at every restart.
+fn removed_team_sim() -> Sim {
+    let mut sim = Sim::new();
+    for (id, name) in [("amy", "Amy"), ("bob", "Bob")] {
+        sim.agent(id, name);
+    }
+    sim.team(TeamSpec::new("support", Strategy::RoundRobin, &["amy"]));
+    sim.team(TeamSpec::new("tee", Strategy::RoundRobin, &["bob"]));
+    sim.default_team("support");
+    let to_tee = RoutingRule {
+        id: RuleId::new("x-to-tee"),
+        conditions: RuleConditions { topics: vec!["x".into()], ..RuleConditions::default() },
+        target: RuleTarget::Team {
+            team: TeamId::new("tee"),
+            required_skills: [(Skill::new("s"), 1)].into(),
+            required_language: None,
+        },
+    };
+    sim.ok(Command::SetRoutingRules(vec![to_tee]));
+    sim.online(&["amy", "bob"]);
+    let mut open = OpenConversation::new("c1", "k1", Channel::WhatsApp);
+    open.topic = Some("x".into());
+    sim.open_with(open);
+    assert_eq!(sim.conversation("c1").team.as_str(), "tee");
+    sim.close("c1");
+    sim.ok(Command::SetRoutingRules(vec![]));
+    sim.ok(Command::RemoveTeam { team: TeamId::new("tee") });
+    sim
+}
+
+#[test]
+fn a_customer_writing_again_after_their_team_was_removed_is_routed_to_the_default_team() {
+    let mut sim = removed_team_sim();
+    let effects = sim.ok(Command::CustomerMessage { conversation: ConversationId::new("c1") });
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Reopened {
+                workspace: WorkspaceId::new(WS),
+                conversation: ConversationId::new("c1"),
+                team: TeamId::new("support"),
+            },
+            assigned("c1", "k1", "support", "amy", "Amy", 120_000, AssignReason::Strategy(Strategy::RoundRobin)),
+        ]
+    );
+    // Replicas agree, also one rebuilt from a snapshot taken before the message.
+    let mut replica = removed_team_sim();
+    let restored = State::restore(&replica.state.snapshot()).expect("restores");
+    replica.state = restored;
+    replica.ok(Command::CustomerMessage { conversation: ConversationId::new("c1") });
+    assert_eq!(replica.state.state_digest(), sim.state.state_digest());
+}
+
+#[test]
+fn a_customer_writing_again_after_their_team_was_removed_follows_the_rules_of_today() {
+    let mut sim = removed_team_sim();
+    sim.agent("cy", "Cy");
+    sim.team(TeamSpec::new("whatsapp", Strategy::RoundRobin, &["cy"]));
+    sim.online(&["cy"]);
+    sim.ok(Command::SetRoutingRules(vec![RoutingRule {
+        id: RuleId::new("wa"),
+        conditions: RuleConditions { channels: vec![Channel::WhatsApp], ..RuleConditions::default() },
+        target: RuleTarget::Team {
+            team: TeamId::new("whatsapp"),
+            required_skills: BTreeMap::new(),
+            required_language: None,
+        },
+    }]));
+    // A gateway that opens the closed conversation again means the same thing.
+    let effects = sim.open_with(OpenConversation::new("c1", "k1", Channel::WhatsApp));
+    assert_eq!(assigned_agents(&effects), ["cy"]);
+    assert_eq!(sim.conversation("c1").team.as_str(), "whatsapp");
+}
+
+#[test]
+fn a_team_removed_and_created_again_takes_its_reopened_conversations_in_its_first_pool() {
+    let mut sim = removed_team_sim();
+    // The same id again, now without the skill pool the conversation was queued for.
+    sim.team(TeamSpec::new("tee", Strategy::RoundRobin, &["bob"]));
+    let effects = sim.ok(Command::CustomerMessage { conversation: ConversationId::new("c1") });
+    assert_eq!(assigned_agents(&effects), ["bob"]);
+    assert_eq!(sim.conversation("c1").team.as_str(), "tee");
+}
+
+#[test]
+fn a_conversation_of_a_removed_team_with_no_route_left_is_refused_and_nothing_changes() {
+    let mut sim = removed_team_sim();
+    // No default team and no rule: there is nowhere to send it, which the caller is told.
+    let settings = WorkspaceSettings { default_team: None, ..WorkspaceSettings::default() };
+    sim.ok(Command::ConfigureWorkspace(settings));
+    let error = refused(&mut sim, Some("m1"), Command::CustomerMessage { conversation: ConversationId::new("c1") });
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition);
+    assert!(error.to_string().contains("team tee, which was removed"), "{error}");
+}
+
+// Time and timers --------------------------------------------------------------------------------------------------
+
+#[test]
+fn a_clock_jump_moves_time_at_most_an_hour_per_entry() {
+    let mut sim = team_of(Strategy::RoundRobin, &["a"]);
+    let now = sim.now_ms;
+    sim.state.apply(now + 30 * 86_400_000, &Input::Tick);
+    assert_eq!(sim.state.now_ms(), now + limits::CLOCK_STEP_MS_MAX);
+    sim.state.apply(i64::MAX, &Input::Tick);
+    assert_eq!(sim.state.now_ms(), now + 2 * limits::CLOCK_STEP_MS_MAX);
+}
+
+#[test]
+fn a_backlog_of_timers_fires_in_slices_of_timers_per_apply_max() {
+    let mut sim = team_of(Strategy::RoundRobin, &["a"]);
+    let mut team = TeamSpec::new("support", Strategy::RoundRobin, &["a"]);
+    team.options.assign_delay_s = 1;
+    sim.team(team);
+    sim.check_invariants = false;
+    let count = limits::TIMERS_PER_APPLY_MAX + 5;
+    for i in 0..count {
+        sim.open(&format!("c{i}"), "k");
+    }
+    let timers = sim.state.pending_timers();
+    sim.now_ms += 2_000;
+    sim.state.apply(sim.now_ms, &Input::Tick);
+    // Every delay fell due at once; one apply fired only its share.
+    assert_eq!(sim.state.pending_timers(), timers - limits::TIMERS_PER_APPLY_MAX);
+    sim.state.apply(sim.now_ms, &Input::Tick);
+    assert_eq!(sim.state.pending_timers(), timers - count);
 }
 
 #[test]

@@ -30,11 +30,17 @@ impl Sim {
         sim
     }
 
+    /// Moves time forward by `ms` with ticks, as an idle leader would: one tick per
+    /// `limits::CLOCK_STEP_MS_MAX` at most (the state's clock moves no faster).
     pub fn advance(&mut self, ms: i64) -> Vec<Effect> {
-        self.now_ms += ms;
-        let outcome = self.state.apply(self.now_ms, &Input::Tick);
-        self.check();
-        outcome.effects
+        let target = self.now_ms + ms;
+        let mut effects = Vec::new();
+        while self.now_ms < target {
+            self.now_ms = target.min(self.now_ms + limits::CLOCK_STEP_MS_MAX);
+            effects.extend(self.state.apply(self.now_ms, &Input::Tick).effects);
+            self.check();
+        }
+        effects
     }
 
     pub fn run(&mut self, command: Command) -> Outcome {
