@@ -9,8 +9,8 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Longest identifier accepted, in bytes.
-pub const ID_MAX_BYTES: usize = 128;
+/// Longest identifier accepted, in bytes (see [`crate::limits`]).
+pub const ID_MAX_BYTES: usize = crate::limits::ID_BYTES_MAX;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {

@@ -23,6 +23,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 /// The inputs of one write and where its outcome goes.
 pub(crate) struct Submission {
     pub(crate) inputs: Vec<Input>,
+    /// The inputs' encoded size.
+    pub(crate) bytes: usize,
     pub(crate) reply: Option<oneshot::Sender<Result<crate::Committed, ProposeError>>>,
 }
 
@@ -30,6 +32,8 @@ pub(crate) struct Submission {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchLimits {
     pub(crate) max_batch_inputs: usize,
+    /// An entry is closed before a write would take it past this many bytes.
+    pub(crate) max_entry_bytes: usize,
     pub(crate) linger: Duration,
     pub(crate) max_in_flight: usize,
 }
@@ -48,32 +52,34 @@ pub(crate) async fn run(
     last_proposed_ms: Arc<AtomicI64>,
 ) {
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    // A write taken from the channel that did not fit the entry being formed opens the next.
+    let mut carried: Option<Submission> = None;
     loop {
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
-        let Some(first) = rx.recv().await else { return };
-        let mut count = first.inputs.len();
-        let mut batch = vec![first];
-        while count < limits.max_batch_inputs {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut entry = Entry::new(first);
+        while !entry.full(&limits) && carried.is_none() {
             match rx.try_recv() {
-                Ok(next) => {
-                    count += next.inputs.len();
-                    batch.push(next);
-                }
+                Ok(next) => carried = entry.add(next, &limits),
                 Err(_) => break,
             }
         }
-        if count < limits.max_batch_inputs && !limits.linger.is_zero() {
+        if !entry.full(&limits) && carried.is_none() && !limits.linger.is_zero() {
             let deadline = tokio::time::Instant::now() + limits.linger;
-            while count < limits.max_batch_inputs {
+            while !entry.full(&limits) && carried.is_none() {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(next)) => {
-                        count += next.inputs.len();
-                        batch.push(next);
-                    }
+                    Ok(Some(next)) => carried = entry.add(next, &limits),
                     Ok(None) | Err(_) => break,
                 }
             }
         }
+        let Entry { batch, count, .. } = entry;
         let at_ms = wall_clock_ms();
         last_proposed_ms.store(at_ms, Ordering::Relaxed);
         let mut inputs = Vec::with_capacity(count);
@@ -102,6 +108,35 @@ pub(crate) async fn run(
                 });
             }
         }
+    }
+}
+
+/// The writes of the entry being formed.
+struct Entry {
+    batch: Vec<Submission>,
+    count: usize,
+    bytes: usize,
+}
+
+impl Entry {
+    fn new(first: Submission) -> Self {
+        Self { count: first.inputs.len(), bytes: first.bytes, batch: vec![first] }
+    }
+
+    fn full(&self, limits: &BatchLimits) -> bool {
+        self.count >= limits.max_batch_inputs || self.bytes >= limits.max_entry_bytes
+    }
+
+    /// Adds `next` if it fits; else hands it back for the next entry.
+    fn add(&mut self, next: Submission, limits: &BatchLimits) -> Option<Submission> {
+        if self.count + next.inputs.len() > limits.max_batch_inputs || self.bytes + next.bytes > limits.max_entry_bytes
+        {
+            return Some(next);
+        }
+        self.count += next.inputs.len();
+        self.bytes += next.bytes;
+        self.batch.push(next);
+        None
     }
 }
 

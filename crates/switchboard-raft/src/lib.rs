@@ -48,7 +48,10 @@ mod types;
 pub use error::{LeaderHint, MembershipError, ProposeError, ReadError};
 pub use log_store::{LogStore, OpenLogError};
 pub use network::{Fate, FaultPlan, MAX_PEER_MESSAGE_BYTES, PeerRpc};
-pub use node::{ClusterStatus, Committed, MAX_INPUTS_PER_PROPOSAL, RaftNode, RaftNodeConfig, Read, StartError, Tuning};
+pub use node::{
+    ClusterStatus, Committed, ENTRY_BYTES_MAX, MAX_INPUTS_PER_PROPOSAL, RaftNode, RaftNodeConfig, Read, StartError,
+    Tuning, WRITE_BYTES_MAX,
+};
 pub use state_machine::{Replica, SnapshotBuilder, SnapshotFileError, StateChange, StateMachineStore};
 pub use types::{
     Applied, Entry, InputOutcome, LogId, NodeId, NodeInfo, Proposal, Raft, Rejection, SnapshotMeta, StorageError,

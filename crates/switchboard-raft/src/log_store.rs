@@ -18,8 +18,49 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Log entries by index, postcard-encoded.
+/// Log entries by index: a format byte, then the postcard encoding.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// The format of a stored log entry this build writes and reads. A node that finds an entry
+/// of another format (written by a newer build) refuses to start rather than misread it, so a
+/// rolling upgrade can be undone only before the new build wrote anything.
+pub(crate) const LOG_ENTRY_FORMAT: u8 = 1;
+
+/// A stored entry that this build cannot read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EntryFormatError {
+    /// Written in another format.
+    #[error(
+        "log entry format {found} is not readable by this build (it reads format {LOG_ENTRY_FORMAT}); \
+         was the log written by a newer Switchboard?"
+    )]
+    Version {
+        /// The format byte found.
+        found: u8,
+    },
+    /// Empty record.
+    #[error("empty log entry record")]
+    Empty,
+    /// The payload does not decode.
+    #[error("log entry does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+/// Encodes an entry as stored: format byte, then postcard.
+fn encode_entry(entry: &Entry) -> Result<Vec<u8>, postcard::Error> {
+    let mut bytes = Vec::with_capacity(64);
+    bytes.push(LOG_ENTRY_FORMAT);
+    postcard::to_io(entry, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Decodes a stored entry, refusing other formats.
+fn decode_entry(bytes: &[u8]) -> Result<Entry, EntryFormatError> {
+    let (&format, payload) = bytes.split_first().ok_or(EntryFormatError::Empty)?;
+    if format != LOG_ENTRY_FORMAT {
+        return Err(EntryFormatError::Version { found: format });
+    }
+    Ok(postcard::from_bytes(payload)?)
+}
 /// Small records: vote, committed id, last purged id.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -140,7 +181,7 @@ impl LogStore {
         let mut entries = Vec::new();
         for item in table.range::<u64>((start, end)).map_err(|e| io(&e))? {
             let (_, value) = item.map_err(|e| io(&e))?;
-            entries.push(postcard::from_bytes::<Entry>(value.value()).map_err(|e| io(&e))?);
+            entries.push(decode_entry(value.value()).map_err(|e| io(&e))?);
         }
         Ok(entries)
     }
@@ -185,7 +226,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = db.begin_read().map_err(|e| io(&e))?;
             let table = txn.open_table(LOG).map_err(|e| io(&e))?;
             let last = match table.last().map_err(|e| io(&e))? {
-                Some((_, value)) => Some(postcard::from_bytes::<Entry>(value.value()).map_err(|e| io(&e))?.log_id),
+                Some((_, value)) => Some(decode_entry(value.value()).map_err(|e| io(&e))?.log_id),
                 None => last_purged,
             };
             Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
@@ -227,7 +268,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let io = |e: &dyn std::error::Error| StorageIOError::write_logs(AnyError::error(e));
         let mut encoded = Vec::new();
         for entry in entries {
-            encoded.push((entry.log_id.index, postcard::to_allocvec(&entry).map_err(|e| io(&e))?));
+            encoded.push((entry.log_id.index, encode_entry(&entry).map_err(|e| io(&e))?));
         }
         let result = self
             .blocking(move |db| {
@@ -281,5 +322,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn entries_carry_their_format_and_other_formats_are_refused() {
+        let entry = Entry { log_id: LogId::default(), payload: openraft::EntryPayload::Blank };
+        let bytes = encode_entry(&entry).expect("encodes");
+        assert_eq!(bytes.first(), Some(&LOG_ENTRY_FORMAT));
+        assert_eq!(decode_entry(&bytes).expect("decodes").log_id, entry.log_id);
+        let mut newer = bytes.clone();
+        newer[0] = LOG_ENTRY_FORMAT + 1;
+        let error = decode_entry(&newer).expect_err("refused").to_string();
+        assert!(error.contains("newer Switchboard"), "{error}");
+        assert!(matches!(decode_entry(&[]), Err(EntryFormatError::Empty)));
     }
 }

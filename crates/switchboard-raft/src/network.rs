@@ -2,7 +2,9 @@
 //! peer address, a deadline on every call, and an optional fault plan for tests.
 
 use crate::types::{NodeId, NodeInfo, TypeConfig};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -22,6 +24,12 @@ use tonic::transport::{Channel, Endpoint};
 pub const PAYLOAD_FORMAT: u32 = 1;
 /// Largest peer message accepted or sent (a snapshot chunk plus headroom).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// The most log-entry bytes one AppendEntries call carries (more than one entry only while
+/// they fit). openraft 0.9 gives each call one heartbeat interval to be answered, follower
+/// fsync included; a call that cannot make it times out again and again, the follower hears no
+/// heartbeat and calls elections, and the cluster stops committing. Entries themselves are at
+/// most `WRITE_BYTES_MAX`.
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 1024 * 1024;
 
 /// A payload that could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +88,12 @@ pub enum Fate {
 pub trait FaultPlan: Send + Sync + Debug + 'static {
     /// The fate of a message from `from` to `to`.
     fn fate(&self, from: NodeId, to: NodeId, rpc: PeerRpc) -> Fate;
+
+    /// A failpoint: whether applying `input` should panic, to test that a bug in the state
+    /// machine refuses one input on every replica alike instead of stopping the cluster.
+    fn panic_on_apply(&self, _input: &switchboard_core::Input) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,12 +273,32 @@ impl PeerClient {
     }
 }
 
+/// `None` when `entries` fit in `budget` bytes (or are a single entry, which is sent whatever
+/// its size); else how many leading entries do, at least one.
+fn entries_that_fit<T: Serialize>(entries: &[T], budget: usize) -> Option<u64> {
+    if entries.len() <= 1 {
+        return None;
+    }
+    let mut total = 0usize;
+    for (count, entry) in entries.iter().enumerate() {
+        total = total.saturating_add(postcard::experimental::serialized_size(entry).unwrap_or(usize::MAX));
+        if total > budget {
+            return Some(count.max(1) as u64);
+        }
+    }
+    None
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        if let Some(fit) = entries_that_fit(&rpc.entries, APPEND_ENTRIES_BYTES_MAX) {
+            // openraft resends at once with at most `fit` entries (and keeps the hint a while).
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fit)));
+        }
         self.send(PeerRpc::AppendEntries, RPCTypes::AppendEntries, &rpc, &option).await
     }
 
@@ -283,5 +317,21 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         self.send(PeerRpc::Vote, RPCTypes::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_entries_are_cut_to_the_byte_budget_but_never_below_one_entry() {
+        let entry = vec![7u8; 400];
+        // 400 bytes plus a length prefix each: two fit in 1,000 bytes, three do not.
+        assert_eq!(entries_that_fit(&[entry.clone(), entry.clone()], 1000), None);
+        assert_eq!(entries_that_fit(&[entry.clone(), entry.clone(), entry.clone()], 1000), Some(2));
+        let huge = vec![0u8; 5000];
+        assert_eq!(entries_that_fit(std::slice::from_ref(&huge), 1000), None);
+        assert_eq!(entries_that_fit(&[huge.clone(), entry], 1000), Some(1));
     }
 }

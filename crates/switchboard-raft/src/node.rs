@@ -26,6 +26,14 @@ use tokio::time::Instant;
 
 /// The most inputs one write may carry.
 pub const MAX_INPUTS_PER_PROPOSAL: usize = 4096;
+/// The largest write, in bytes of its encoded inputs. A write is one log entry at least, and
+/// an entry must replicate well within one heartbeat interval (openraft 0.9 gives each
+/// AppendEntries call exactly that long), or followers time out, call elections and the
+/// cluster stops committing.
+pub const WRITE_BYTES_MAX: usize = 1024 * 1024;
+/// The largest log entry the batcher forms from several writes, in bytes (a single larger
+/// write still forms an entry of its own, up to [`WRITE_BYTES_MAX`]).
+pub const ENTRY_BYTES_MAX: usize = 512 * 1024;
 
 /// Timing and batching knobs. The defaults suit a LAN or loopback cluster.
 #[derive(Clone, Debug)]
@@ -242,7 +250,7 @@ impl RaftNode {
             .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
         let log = open_log(data_dir.join("raft.redb")).await?;
         let committed = log.committed_index();
-        let sm = StateMachineStore::open(&data_dir.join("state"))?;
+        let sm = StateMachineStore::open(&data_dir.join("state"))?.with_faults(faults.clone());
         let listener = TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Listen { addr: listen, source })?;
         let info = NodeInfo { raft_addr: advertise.unwrap_or_else(|| bound.to_string()), api_addr };
@@ -281,6 +289,7 @@ impl RaftNode {
         });
         let limits = BatchLimits {
             max_batch_inputs: tuning.max_batch_inputs.max(1),
+            max_entry_bytes: ENTRY_BYTES_MAX,
             linger: tuning.batch_linger,
             max_in_flight: tuning.max_in_flight,
         };
@@ -307,6 +316,12 @@ impl RaftNode {
         tracing::info!(node = id, raft_addr = %info.raft_addr, "raft node started");
         let running = Running { tasks: vec![batcher, ticker], server_stop: Some(server_stop), server: Some(server) };
         Ok(Self { inner, info, running: std::sync::Mutex::new(running) })
+    }
+
+    /// Inputs whose apply panicked on this replica since it started: each was refused as an
+    /// internal error (see `StateMachineStore`). Anything above zero is a bug to report.
+    pub fn apply_panics(&self) -> u64 {
+        self.inner.sm.apply_panics()
     }
 
     /// This node's id.
@@ -565,14 +580,23 @@ impl Drop for RaftNode {
 
 /// The size rule for one write, checked where a write enters (before forwarding) and where
 /// the leader takes it (forwarded writes come from other nodes).
-fn check_inputs(inputs: &[Input]) -> Result<(), ProposeError> {
+/// Returns the write's size in bytes.
+fn check_inputs(inputs: &[Input]) -> Result<usize, ProposeError> {
     if inputs.is_empty() || inputs.len() > MAX_INPUTS_PER_PROPOSAL {
         return Err(ProposeError::Invalid(format!(
             "a write carries 1 to {MAX_INPUTS_PER_PROPOSAL} inputs, not {}",
             inputs.len()
         )));
     }
-    Ok(())
+    let bytes = postcard::experimental::serialized_size(inputs)
+        .map_err(|e| ProposeError::Invalid(format!("the write cannot be encoded: {e}")))?;
+    if bytes > WRITE_BYTES_MAX {
+        return Err(ProposeError::Invalid(format!(
+            "the write is {bytes} bytes encoded; the limit is {WRITE_BYTES_MAX} (write_bytes_max): split it \
+             into smaller writes"
+        )));
+    }
+    Ok(bytes)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -608,12 +632,15 @@ impl Inner {
         if self.stopped.load(Ordering::Relaxed) {
             return Err(ProposeError::ShuttingDown);
         }
-        check_inputs(&inputs)?;
+        let bytes = check_inputs(&inputs)?;
         if !self.is_leader() {
             return Err(ProposeError::NotLeader { leader: self.leader() });
         }
         let (reply, outcome) = oneshot::channel();
-        self.batcher.send(Submission { inputs, reply: Some(reply) }).await.map_err(|_| ProposeError::ShuttingDown)?;
+        self.batcher
+            .send(Submission { inputs, bytes, reply: Some(reply) })
+            .await
+            .map_err(|_| ProposeError::ShuttingDown)?;
         outcome.await.unwrap_or_else(|_| {
             Err(ProposeError::Uncertain { reason: "the node stopped before the write was answered".to_owned() })
         })
@@ -690,6 +717,6 @@ async fn tick(inner: Arc<Inner>, last_proposed_ms: Arc<AtomicI64>) {
             continue;
         }
         // A full batcher is busy proposing anyway; skipping this tick loses nothing.
-        let _ = inner.batcher.try_send(Submission { inputs: vec![Input::Tick], reply: None });
+        let _ = inner.batcher.try_send(Submission { inputs: vec![Input::Tick], bytes: 1, reply: None });
     }
 }

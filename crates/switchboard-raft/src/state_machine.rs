@@ -17,14 +17,17 @@
 //! bytes, restoring the core state from them (a bad snapshot is refused and the old state kept),
 //! writing the file and only then swapping the in-memory state.
 
-use crate::types::{Applied, Entry, InputOutcome, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::FaultPlan;
+use crate::types::{
+    Applied, Entry, InputOutcome, LogId, Rejection, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use switchboard_core::State;
+use switchboard_core::{ApplyError, Input, State};
 use tokio::sync::broadcast;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SWRS";
@@ -70,6 +73,8 @@ pub(crate) struct Shared {
     dir: PathBuf,
     changes: broadcast::Sender<StateChange>,
     snapshots_built: AtomicU64,
+    /// Inputs whose apply panicked (and were refused as internal errors) since start.
+    apply_panics: AtomicU64,
 }
 
 impl Shared {
@@ -84,12 +89,18 @@ impl Shared {
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.changes.subscribe()
     }
+
+    pub(crate) fn apply_panics(&self) -> u64 {
+        self.apply_panics.load(Ordering::Relaxed)
+    }
 }
 
 /// The state-machine half of the openraft storage. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct StateMachineStore {
     shared: Arc<Shared>,
+    /// Test failpoints (see [`FaultPlan::panic_on_apply`]); none in production.
+    faults: Option<Arc<dyn FaultPlan>>,
 }
 
 /// Why a snapshot could not be read.
@@ -170,9 +181,20 @@ impl StateMachineStore {
             Err(source) => return Err(SnapshotFileError::Io { path: path.display().to_string(), source }),
         };
         let (changes, _) = broadcast::channel(4096);
-        let shared =
-            Shared { replica: RwLock::new(replica), dir: dir.to_owned(), changes, snapshots_built: AtomicU64::new(0) };
-        Ok(Self { shared: Arc::new(shared) })
+        let shared = Shared {
+            replica: RwLock::new(replica),
+            dir: dir.to_owned(),
+            changes,
+            snapshots_built: AtomicU64::new(0),
+            apply_panics: AtomicU64::new(0),
+        };
+        Ok(Self { shared: Arc::new(shared), faults: None })
+    }
+
+    /// Installs test failpoints.
+    pub fn with_faults(mut self, faults: Option<Arc<dyn FaultPlan>>) -> Self {
+        self.faults = faults;
+        self
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -229,6 +251,46 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
+impl StateMachineStore {
+    /// Applies one input, turning a panic into a refusal. The core has no panicking path by
+    /// construction; this is the second line of defence against a bug. A panic is a pure
+    /// function of the state and the input, so every replica panics on the same input and
+    /// refuses it alike (whatever the input changed before the fault stays changed, identically
+    /// everywhere), and the cluster keeps applying the entries after it.
+    fn apply_one(&self, state: &mut State, index: u64, at_ms: i64, input: &Input) -> InputOutcome {
+        let failpoint = self.faults.as_ref().is_some_and(|faults| faults.panic_on_apply(input));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if failpoint {
+                panic!("failpoint: apply panics on this input");
+            }
+            state.apply(at_ms, input)
+        }));
+        match result {
+            Ok(outcome) => InputOutcome::from(outcome),
+            Err(payload) => {
+                let reason = payload
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                self.shared.apply_panics.fetch_add(1, Ordering::Relaxed);
+                let workspace = match input {
+                    Input::Event(event) => event.workspace.as_str(),
+                    Input::Tick => "-",
+                };
+                tracing::error!(
+                    index,
+                    workspace,
+                    %reason,
+                    "applying an input panicked (a bug): it is refused as an internal error on every replica and \
+                     the node keeps serving"
+                );
+                InputOutcome { effects: Vec::new(), rejection: Some(Rejection::from(&ApplyError::Internal(reason))) }
+            }
+        }
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -259,7 +321,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let outcomes: Vec<InputOutcome> = proposal
                             .inputs
                             .iter()
-                            .map(|input| InputOutcome::from(replica.state.apply(proposal.at_ms, input)))
+                            .map(|input| self.apply_one(&mut replica.state, entry.log_id.index, proposal.at_ms, input))
                             .collect();
                         if announce {
                             changes.push(StateChange::Entry {

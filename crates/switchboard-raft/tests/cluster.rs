@@ -29,8 +29,9 @@ fn conversation_count(node: &RaftNode) -> usize {
     node.read_local(|state| state.conversation_count(&WorkspaceId::new(WS))).value
 }
 
-/// Collects every `Assigned` effect a node applies, per conversation.
-fn count_assignments(node: &RaftNode) -> Arc<Mutex<BTreeMap<String, usize>>> {
+/// Counts the effects a node applies, per conversation and kind (`assigned`, `closed`,
+/// `reopened`, ...).
+fn count_effects(node: &RaftNode) -> Arc<Mutex<BTreeMap<(String, &'static str), usize>>> {
     let counts = Arc::new(Mutex::new(BTreeMap::new()));
     let mut changes = node.subscribe();
     let sink = Arc::clone(&counts);
@@ -39,10 +40,15 @@ fn count_assignments(node: &RaftNode) -> Arc<Mutex<BTreeMap<String, usize>>> {
             match changes.recv().await {
                 Ok(StateChange::Entry { outcomes, .. }) => {
                     let mut counts = sink.lock().expect("lock");
-                    for outcome in outcomes.iter() {
-                        for conversation in assigned_conversations(&outcome.effects) {
-                            *counts.entry(conversation).or_insert(0) += 1;
-                        }
+                    for effect in outcomes.iter().flat_map(|outcome| &outcome.effects) {
+                        let key = match effect {
+                            Effect::Assigned { conversation, .. } => (conversation.to_string(), "assigned"),
+                            Effect::Closed { conversation, .. } => (conversation.to_string(), "closed"),
+                            Effect::Reopened { conversation, .. } => (conversation.to_string(), "reopened"),
+                            Effect::Queued { conversation, .. } => (conversation.to_string(), "queued"),
+                            _ => continue,
+                        };
+                        *counts.entry(key).or_insert(0) += 1;
                     }
                 }
                 Ok(StateChange::SnapshotInstalled { index }) => panic!("observer fell behind: snapshot at {index}"),
@@ -91,7 +97,7 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_doubles_none() {
     let first_leader = cluster.leader().await;
     setup(&cluster.node(first_leader)).await;
     let observer_id = *cluster.running.keys().find(|id| **id != first_leader).expect("a follower");
-    let observed = count_assignments(&cluster.node(observer_id));
+    let observed = count_effects(&cluster.node(observer_id));
 
     const WRITERS: u64 = 8;
     const PER_WRITER: u64 = 150;
@@ -103,9 +109,13 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_doubles_none() {
         let acked = Arc::clone(&acked);
         writers.push(tokio::spawn(async move {
             let mut next_node = w as usize;
+            // Open, then close: a close applied twice would be refused as `closed`, and an
+            // open applied again after the close would reopen the conversation. Only the
+            // event-id dedupe keeps retries across the leader's death from doing either.
             for k in 0..PER_WRITER {
                 let i = w * PER_WRITER + k;
                 write_until_acknowledged(&nodes, &mut next_node, open(i)).await;
+                write_until_acknowledged(&nodes, &mut next_node, close(i)).await;
                 acked.lock().expect("lock").insert(i);
             }
         }));
@@ -127,12 +137,15 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_doubles_none() {
     assert_eq!(status.voters.len(), 3);
 
     let acked: BTreeSet<u64> = acked.lock().expect("lock").clone();
-    assert_eq!(acked.len() as u64, WRITERS * PER_WRITER);
     let observed = observed.lock().expect("lock").clone();
-    for i in &acked {
-        assert_eq!(observed.get(&format!("c-{i}")), Some(&1), "conversation c-{i} assigned once");
+    // Exactly one assignment and one close per conversation, nothing else, as the follower
+    // that watched every entry saw it.
+    let mut expected = BTreeMap::new();
+    for i in 0..WRITERS * PER_WRITER {
+        expected.insert((format!("c-{i}"), "assigned"), 1);
+        expected.insert((format!("c-{i}"), "closed"), 1);
     }
-    assert!(observed.values().all(|n| *n == 1), "a conversation was assigned twice");
+    assert_eq!(observed, expected, "every open and close took effect exactly once");
     for node in cluster.running.values() {
         assert_eq!(conversation_count(node), acked.len(), "node {}", node.id());
         for i in [0, 599, 1199] {

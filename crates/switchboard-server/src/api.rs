@@ -93,7 +93,10 @@ impl Api {
             Some(id) => request_event_id(&id),
             None => generated_event_id(self.node.id()),
         };
-        let input = Input::Event(Event { workspace, event_id: Some(event_id), command });
+        let event = Event { workspace, event_id: Some(event_id), command };
+        // The core's bounds, before anything is proposed (the state machine checks them again).
+        event.validate().map_err(|error| crate::convert::core_invalid("", &error))?;
+        let input = Input::Event(event);
         let committed = self.node.propose(vec![input]).await.map_err(status::propose)?;
         let outcome = committed.outcomes.first().ok_or_else(|| Status::internal("the write returned no outcome"))?;
         if let Some(rejection) = &outcome.rejection {

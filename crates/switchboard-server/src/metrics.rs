@@ -37,8 +37,12 @@ pub const RAFT_LAST_LOG_INDEX: &str = "switchboard_raft_last_log_index";
 /// Index of the last entry applied to this node's state.
 pub const RAFT_LAST_APPLIED_INDEX: &str = "switchboard_raft_last_applied_index";
 
+/// Inputs whose apply panicked on this replica (a bug; each was refused as an internal error
+/// on every replica and the cluster kept serving). Any increase pages.
+pub const APPLY_PANICS_TOTAL: &str = "switchboard_apply_panics_total";
+
 /// Every series name, for checks of the dashboards and alert rules in `deploy/`.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     EVENTS_INGESTED_TOTAL,
     EVENTS_REJECTED_TOTAL,
     NATS_CONSUMER_PENDING,
@@ -51,6 +55,7 @@ pub const ALL: [&str; 12] = [
     RAFT_TERM,
     RAFT_LAST_LOG_INDEX,
     RAFT_LAST_APPLIED_INDEX,
+    APPLY_PANICS_TOTAL,
 ];
 
 /// How often Raft gauges are refreshed.
@@ -76,6 +81,10 @@ pub fn describe() {
     );
     describe_gauge!(QUEUE_DEPTH, "Conversations waiting in a team's queue.");
     describe_gauge!(AGENTS, "Agents by workspace and status.");
+    describe_counter!(
+        APPLY_PANICS_TOTAL,
+        "Inputs whose apply panicked (a bug): refused as internal errors on every replica; the cluster kept serving."
+    );
     describe_gauge!(RAFT_IS_LEADER, "1 if this node is the Raft leader.");
     describe_gauge!(RAFT_TERM, "Current Raft term.");
     describe_gauge!(RAFT_LAST_LOG_INDEX, "Index of the last entry in this node's log.");
@@ -159,6 +168,7 @@ pub async fn run_sampler(node: Arc<RaftNode>, shutdown: impl std::future::Future
                 metrics::gauge!(RAFT_TERM).set(metrics.current_term as f64);
                 metrics::gauge!(RAFT_LAST_LOG_INDEX).set(metrics.last_log_index.unwrap_or(0) as f64);
                 metrics::gauge!(RAFT_LAST_APPLIED_INDEX).set(metrics.last_applied.map_or(0, |id| id.index) as f64);
+                metrics::counter!(APPLY_PANICS_TOTAL).absolute(node.apply_panics());
             }
             _ = state_tick.tick() => sample_state(&node),
         }

@@ -34,6 +34,10 @@ pub(crate) fn rejection(rejection: &Rejection) -> Status {
                  this repeat changed nothing"
             ))
         }
+        ErrorKind::Internal => Status::internal(format!(
+            "{message}. The cluster refused this input the same way on every node and keeps serving; \
+             please report it"
+        )),
     }
 }
 
@@ -44,6 +48,7 @@ pub(crate) fn rejection_code(rejection: &Rejection) -> tonic::Code {
         ErrorKind::NotFound => tonic::Code::NotFound,
         ErrorKind::FailedPrecondition => tonic::Code::FailedPrecondition,
         ErrorKind::AlreadyApplied => tonic::Code::AlreadyExists,
+        ErrorKind::Internal => tonic::Code::Internal,
     }
 }
 

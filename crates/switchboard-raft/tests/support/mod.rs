@@ -180,6 +180,11 @@ pub fn open(i: u64) -> Input {
     )
 }
 
+/// Closing conversation `c-<i>` (event id `close-<i>`).
+pub fn close(i: u64) -> Input {
+    event(&format!("close-{i}"), Command::CloseConversation { conversation: format!("c-{i}").into() })
+}
+
 /// The conversations assigned by a list of effects.
 pub fn assigned_conversations(effects: &[Effect]) -> Vec<String> {
     effects

@@ -2,13 +2,23 @@
 
 use super::model::{channel_from_pb, contact_from_pb};
 use super::{invalid, optional_id, optional_text, required, required_id};
+use switchboard_core::limits::KEYWORD_SCAN_BYTES_MAX;
 use switchboard_core::{Command, Event, EventId, OpenConversation, WorkspaceId};
 use switchboard_proto::switchboard::v1 as pb;
 use switchboard_proto::switchboard::v1::gateway_event::Kind;
 use tonic::Status;
 
-/// Longest first message kept for keyword rules, in bytes (the core's text limit).
-const FIRST_MESSAGE_MAX_BYTES: usize = 4096;
+/// The part of a first message the router reads: keyword rules search only the first
+/// `KEYWORD_SCAN_BYTES_MAX` bytes, and the text is never stored, so the rest is not carried
+/// into the log (a long e-mail is not an error).
+fn scanned_part(mut message: String) -> String {
+    let mut end = message.len().min(KEYWORD_SCAN_BYTES_MAX);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message
+}
 
 /// Turns a gateway event into a core event. `field` prefixes error messages (for example
 /// `events[3]`). The workspace must be set.
@@ -19,12 +29,6 @@ pub(crate) fn event_from_pb(event: pb::GatewayEvent, field: &str) -> Result<Even
     let command = match kind {
         Kind::ConversationOpened(open) => {
             let prefix = format!("{field}.conversation_opened");
-            if open.first_message.len() > FIRST_MESSAGE_MAX_BYTES {
-                return Err(invalid(
-                    &format!("{prefix}.first_message"),
-                    format!("is {} bytes; the limit is {FIRST_MESSAGE_MAX_BYTES}", open.first_message.len()),
-                ));
-            }
             Command::OpenConversation(OpenConversation {
                 conversation: required_id(open.conversation, &format!("{prefix}.conversation"))?,
                 contact: required_id(open.contact, &format!("{prefix}.contact"))?,
@@ -32,7 +36,7 @@ pub(crate) fn event_from_pb(event: pb::GatewayEvent, field: &str) -> Result<Even
                 language: optional_id(open.language, &format!("{prefix}.language"))?,
                 topic: optional_text(open.topic),
                 tags: open.tags,
-                first_message: open.first_message,
+                first_message: scanned_part(open.first_message),
                 priority: u8::try_from(open.priority).map_err(|_| {
                     invalid(&format!("{prefix}.priority"), format!("{} is not between 0 and 255", open.priority))
                 })?,
@@ -53,5 +57,9 @@ pub(crate) fn event_from_pb(event: pb::GatewayEvent, field: &str) -> Result<Even
             &format!("{field}.contact_updated.contact"),
         )?),
     };
-    Ok(Event { workspace, event_id: Some(event_id), command })
+    let event = Event { workspace, event_id: Some(event_id), command };
+    // The core's own bounds (string lengths, list counts, ranges), checked before anything is
+    // proposed; the state machine checks them again.
+    event.validate().map_err(|error| super::core_invalid(field, &error))?;
+    Ok(event)
 }

@@ -8,8 +8,18 @@ pub(crate) mod events;
 pub(crate) mod model;
 pub(crate) mod views;
 
-use switchboard_core::ids::ID_MAX_BYTES;
+use switchboard_core::limits::ID_BYTES_MAX as ID_MAX_BYTES;
 use tonic::Status;
+
+/// `INVALID_ARGUMENT` for an input the core's `validate` refused, its field under `prefix`
+/// (for example `events[3]`).
+pub(crate) fn core_invalid(prefix: &str, error: &switchboard_core::ApplyError) -> Status {
+    match error {
+        switchboard_core::ApplyError::Invalid { field, reason } if prefix.is_empty() => invalid(field, reason),
+        switchboard_core::ApplyError::Invalid { field, reason } => invalid(&format!("{prefix}.{field}"), reason),
+        other => Status::invalid_argument(other.to_string()),
+    }
+}
 
 /// `INVALID_ARGUMENT` naming `field`.
 pub(crate) fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {

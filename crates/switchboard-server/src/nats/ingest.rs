@@ -102,6 +102,15 @@ pub(super) async fn consumer(
     Ok(consumer)
 }
 
+/// Payload bytes per proposal: a batch closes once its events reach this size, so that one
+/// write stays well under `switchboard_raft::WRITE_BYTES_MAX` (the core encoding of an event
+/// is about the size of its protobuf, and first messages are cut to what rules read).
+const BATCH_BYTES_MAX: usize = switchboard_raft::ENTRY_BYTES_MAX / 2;
+
+/// The largest event any configuration accepts, in bytes: a batch of [`BATCH_BYTES_MAX`] plus
+/// one more event must still fit one write.
+pub(crate) const EVENT_BYTES_CEILING: usize = BATCH_BYTES_MAX / 2;
+
 /// Events per proposal: at least 1, at most what one Raft proposal takes.
 fn batch_max(config: &NatsConfig) -> usize {
     config.batch_max.clamp(1, switchboard_raft::MAX_INPUTS_PER_PROPOSAL)
@@ -147,11 +156,17 @@ async fn session(
             }
             first = messages.next(), if in_flight.len() < config.max_in_flight.max(1) => {
                 let Some(first) = first else { return Err("the pull stream ended".into()) };
-                let mut pulled = vec![first.map_err(|e| -> BoxError { Box::new(e) })?];
+                let first = first.map_err(|e| -> BoxError { Box::new(e) })?;
+                let mut bytes = first.payload.len();
+                let mut pulled = vec![first];
                 let deadline = tokio::time::Instant::now() + config.batch_linger;
-                while pulled.len() < batch_max(config) {
+                while pulled.len() < batch_max(config) && bytes < BATCH_BYTES_MAX {
                     match tokio::time::timeout_at(deadline, messages.next()).await {
-                        Ok(Some(message)) => pulled.push(message.map_err(|e| -> BoxError { Box::new(e) })?),
+                        Ok(Some(message)) => {
+                            let message = message.map_err(|e| -> BoxError { Box::new(e) })?;
+                            bytes += message.payload.len();
+                            pulled.push(message);
+                        }
                         Ok(None) | Err(_) => break,
                     }
                 }
@@ -200,11 +215,9 @@ fn check(
     message: &jetstream::Message,
     config: &NatsConfig,
 ) -> Result<(switchboard_core::Event, i64), (&'static str, String)> {
-    if message.payload.len() > config.max_event_bytes {
-        return Err((
-            "oversize",
-            format!("the message is {} bytes; the limit is {}", message.payload.len(), config.max_event_bytes),
-        ));
+    let limit = config.max_event_bytes.min(EVENT_BYTES_CEILING);
+    if message.payload.len() > limit {
+        return Err(("oversize", format!("the message is {} bytes; the limit is {limit}", message.payload.len())));
     }
     let Some(workspace) = super::workspace_of_subject(message.subject.as_str()) else {
         return Err((
@@ -240,6 +253,14 @@ async fn settle(
 ) -> Result<(), BoxError> {
     let committed = match result {
         Ok(committed) => committed,
+        // A write the log refuses outright (too large) will never commit: retrying it would
+        // wedge the consumer. Alone in its batch it is the culprit, and is rejected.
+        Err(error @ ProposeError::Invalid(_)) if batch.len() == 1 => {
+            for pending in batch {
+                rejections.reject(&pending.message, "oversize", &error.to_string()).await;
+            }
+            return Ok(());
+        }
         Err(error) => {
             // Nothing of this batch is acked. Later batches may commit meanwhile, so the session
             // ends: the next one restarts from the ack floor and keeps stream order.
