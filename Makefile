@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Runs the tests with nextest when it is installed, else with cargo test.
 TEST_COMMAND := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run" || echo test)
 
-.PHONY: run test verify fix fmt clippy doc bench bench-core bench-raft bench-e2e bench-check
+.PHONY: run test verify fix fmt clippy doc fuzz bench bench-core bench-raft bench-e2e bench-check
 
 ## Starts nats-server and a local 3-node cluster, and a demo that configures a workspace,
 ## publishes conversations through NATS and prints the effects from the effects stream.
@@ -22,6 +22,14 @@ test:
 	export SWITCHBOARD_PYTHON SWITCHBOARD_NATS_SERVER && \
 	$(CARGO) $(TEST_COMMAND) --workspace --lib --bins --tests --examples --no-fail-fast
 	$(CARGO) test --workspace --doc
+
+## The command-space fuzz, long and seeded: FUZZ_COMMANDS commands (default 10 million) from
+## FUZZ_SEED (default: the clock). It prints the seed first and, on failure, a minimal failing
+## history; `make test` runs a bounded slice of the same generators.
+FUZZ_COMMANDS ?= 10000000
+fuzz:
+	SWITCHBOARD_FUZZ_COMMANDS=$(FUZZ_COMMANDS) $(if $(FUZZ_SEED),SWITCHBOARD_FUZZ_SEED=$(FUZZ_SEED)) \
+	$(CARGO) test --release -p switchboard-core --test command_space -- --ignored --exact fuzz --nocapture
 
 ## Everything CI checks, without changing any file.
 verify: fmt clippy doc test bench-check

@@ -462,10 +462,24 @@ impl Workspace {
         cx.timers.schedule(next_midnight, self.id.clone(), Timer::Midnight { team: team_id.clone(), version });
         self.reindex_team(&team_id);
 
-        // Capacity may have appeared (new members, new statuses allowed, new strategy).
+        // Capacity may have appeared (new members, new statuses allowed, new strategy): for the
+        // members, and for any agent a conversation of this team waits for in particular (a
+        // dedicated, rule or previous agent, member or not), whose eligibility follows this
+        // team's options. Walking the team's queue is O(queue), fine for an admin change.
         self.release_after_hours(cx, &team_id)?;
+        let mut to_drain: BTreeSet<AgentId> = members.iter().cloned().collect();
+        if let Some(team) = self.teams.get(&team_id) {
+            for (_, id) in team.waiting.page(0, usize::MAX) {
+                if let Some(Placement::Personal { agent, .. }) = self.conversations.get(&id).map(|c| &c.placement) {
+                    to_drain.insert(agent.clone());
+                }
+            }
+        }
         for member in &members {
             self.drain_agent(cx, member)?;
+        }
+        for agent in to_drain.iter().filter(|agent| !members.contains(agent)) {
+            self.drain_agent(cx, agent)?;
         }
         for pool in 0..pools {
             self.drain_pool(cx, &team_id, pool as u32)?;
