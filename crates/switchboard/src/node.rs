@@ -457,21 +457,62 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
         }
     }
     let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(switchboard_server::serve(node.clone(), api_listener, config.server, async move {
+    let mut server = tokio::spawn(switchboard_server::serve(node.clone(), api_listener, config.server, async move {
         let _ = stop_receiver.await;
     }));
-    shutdown_signal().await;
-    tracing::info!("stopping: draining API calls");
+    // The node runs until it is told to stop, or until something it cannot live without stops
+    // for good. In the second case it exits non-zero with the reason, so that the supervisor
+    // (systemd, Kubernetes) restarts it and alerts fire; a node that stayed up without its
+    // Raft core would answer health checks and serve nothing.
+    let failure = tokio::select! {
+        () = shutdown_signal() => None,
+        reason = raft_core_stopped(&node) => {
+            Some(format!("the Raft core of node {} stopped: {reason}", config.id))
+        }
+        served = &mut server => Some(match served {
+            Ok(Ok(())) => "the API server stopped on its own".to_owned(),
+            Ok(Err(error)) => format!("the API server failed: {error}"),
+            Err(error) => format!("the API server task failed: {error}"),
+        }),
+    };
+    match &failure {
+        None => tracing::info!("stopping: draining API calls"),
+        Some(reason) => tracing::error!(%reason, "stopping: this node cannot serve any more"),
+    }
     let _ = stop_sender.send(());
-    match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => tracing::warn!(%error, "API server stopped with an error"),
-        Ok(Err(error)) => tracing::warn!(%error, "API server task failed"),
-        Err(_) => tracing::warn!("API calls did not finish within 10 s"),
+    // Calls in flight get time to finish; after a failure they cannot commit anything, so the
+    // wait is short (writes would only run into their own timeout).
+    let grace = if failure.is_none() { Duration::from_secs(10) } else { Duration::from_secs(1) };
+    if !server.is_finished() {
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "API server stopped with an error"),
+            Ok(Err(error)) => tracing::warn!(%error, "API server task failed"),
+            Err(_) => tracing::warn!("API calls did not finish within {grace:?}"),
+        }
     }
     node.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(reason) => bail!("{reason}"),
+    }
+}
+
+/// Resolves when openraft's core has stopped, with the reason. The core reports its end in its
+/// metrics (`running_state` becomes the fatal error, the state `Shutdown`); if it ends without
+/// a word (a panic drops the metrics sender) that is reported too. An orderly shutdown never
+/// gets here: `run` stops watching before it calls `RaftNode::shutdown`.
+pub(crate) async fn raft_core_stopped(node: &RaftNode) -> String {
+    let mut metrics = node.raft().metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "its task ended without reporting why (it panicked)".to_owned();
+        }
+    }
 }
 
 async fn shutdown_signal() {
