@@ -273,7 +273,7 @@ async fn execute(args: CtlArgs) -> Result<()> {
     // A workspace file that cannot be right is refused before any node is contacted.
     let workspace_file = match &args.command {
         CtlCommand::Apply { file, .. } => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = spec::read_file(file)?;
             let spec = spec::WorkspaceFile::parse(&text, &file.display().to_string())?;
             spec.validate()?;
             Some(spec)
