@@ -1,6 +1,8 @@
 //! `switchboard dev`: a local cluster in one command. It starts N `switchboard node` processes
 //! (this same binary) on 127.0.0.1, initialises them as one cluster, and optionally runs a demo
-//! that configures a workspace and shows conversations being assigned.
+//! that configures a workspace and shows conversations being assigned. A node that dies is
+//! reported (which, how, and its last error) while the others keep serving, so that a failover
+//! can be tried locally; the cluster stops on Ctrl-C, SIGTERM, or when no node is left.
 
 use crate::ctl::{describe_effect, spec::WorkspaceFile};
 use anyhow::{Context, Result, bail};
@@ -126,7 +128,11 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
         api_addrs.push(api);
     }
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let mut children = Vec::new();
+    // Each node process is watched by its own task, which reports its exit here; `stop` asks
+    // them all to stop their node.
+    let (exits, mut exited) = tokio::sync::mpsc::channel::<NodeExit>(args.nodes as usize);
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut nodes = Vec::new();
     let nats_url = format!("nats://127.0.0.1:{}", args.nats_port);
     let nats = match (args.no_nats, find_nats_server(&args)) {
         (true, _) => None,
@@ -148,7 +154,7 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
         );
         let path = args.data_dir.join(format!("node{i}.toml"));
         std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
-        let mut child = Command::new(&exe)
+        let child = Command::new(&exe)
             .arg("node")
             .arg("--config")
             .arg(&path)
@@ -157,30 +163,18 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start node {i}"))?;
-        for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    eprintln!("[node{i}] {line}");
-                }
-            });
-        }
-        children.push(child);
+        nodes.push(NodeProcess::watch(i, child, stop.subscribe(), exits.clone()));
     }
+    drop(exits);
     let client = Client::connect(api_addrs.clone()).await?;
     let leader = wait_for_leader(&client).await?;
     println!();
     println!("Switchboard dev cluster: {} node(s), leader is node {leader}", args.nodes);
-    for (i, api) in api_addrs.iter().enumerate() {
+    for (i, (api, node)) in api_addrs.iter().zip(&nodes).enumerate() {
         println!(
-            "  node{}  api {api}  metrics http://127.0.0.1:{}/metrics",
+            "  node{}  pid {:<7} api {api}  metrics http://127.0.0.1:{}/metrics",
             i + 1,
+            node.pid.map_or_else(|| "?".to_owned(), |pid| pid.to_string()),
             port(args.base_port, 2000 + i as u64 + 1)?
         );
     }
@@ -190,6 +184,7 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
     println!("  data   {}", args.data_dir.display());
     let sb = program_name();
     println!("Try:  {sb} ctl status    |    {sb} ctl apply -f deploy/workspace.example.yaml");
+    println!("Failover: `kill <pid>` stops one node; the others keep serving.");
     println!("Stop with Ctrl-C.\n");
     if args.demo {
         let demo_client = client.clone();
@@ -204,22 +199,41 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
             }
         });
     }
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated() => {}
-        exited = wait_any(&mut children) => {
-            eprintln!("a node exited ({exited}); stopping the others");
+    // A node that dies is reported and the others keep serving, so that a failover can be
+    // tried locally; the cluster stops on Ctrl-C, SIGTERM, or when no node is left.
+    let total = nodes.len();
+    let mut running = total;
+    let mut outcome = Ok(());
+    let interrupted = tokio::signal::ctrl_c();
+    let terminated = terminated();
+    tokio::pin!(interrupted, terminated);
+    while running > 0 {
+        tokio::select! {
+            _ = &mut interrupted => break,
+            () = &mut terminated => break,
+            Some(exit) = exited.recv() => {
+                running -= 1;
+                let quorum = total / 2 + 1;
+                eprintln!(
+                    "dev: node{} exited ({}){}; {running} of {total} node(s) still running{}",
+                    exit.node,
+                    exit.status,
+                    exit.last_error.map_or_else(String::new, |line| format!(": {line}")),
+                    if running > 0 && running < quorum {
+                        format!(" (no quorum: a majority of {quorum} is needed to commit)")
+                    } else {
+                        String::new()
+                    }
+                );
+                if running == 0 {
+                    outcome = Err(anyhow::anyhow!("every node of the dev cluster has exited; see the logs above"));
+                }
+            }
         }
     }
-    for child in &mut children {
-        if let Some(pid) = child.id() {
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
-        }
-    }
-    for child in &mut children {
-        if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
-            let _ = child.kill().await;
-        }
+    let _ = stop.send(());
+    for node in nodes {
+        let _ = node.task.await;
     }
     if let Some(mut nats) = nats {
         if let Some(pid) = nats.id() {
@@ -229,17 +243,81 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
             let _ = nats.kill().await;
         }
     }
-    Ok(())
+    outcome
 }
 
-async fn wait_any(children: &mut [Child]) -> String {
-    loop {
-        for child in children.iter_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.to_string();
-            }
+/// A node process of the dev cluster and the task that watches it.
+struct NodeProcess {
+    pid: Option<u32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A node process that ended, with why.
+struct NodeExit {
+    node: u64,
+    /// `exit status: 1`, `signal: 9 (SIGKILL)`, ...
+    status: String,
+    /// The node's last `error:` line, which says why it stopped.
+    last_error: Option<String>,
+}
+
+impl NodeProcess {
+    /// Forwards the node's output with a `[nodeN]` prefix and reports its exit on `exits`, or
+    /// stops it (SIGTERM, then SIGKILL after 15 s) when `stop` fires.
+    fn watch(
+        node: u64,
+        mut child: Child,
+        mut stop: tokio::sync::broadcast::Receiver<()>,
+        exits: tokio::sync::mpsc::Sender<NodeExit>,
+    ) -> Self {
+        let pid = child.id();
+        let last_error = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let mut forwarders = Vec::new();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let last_error = last_error.clone();
+            forwarders.push(tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("[node{node}] {line}");
+                    if line.starts_with("error: ") {
+                        *last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(line);
+                    }
+                }
+            }));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let task = tokio::spawn(async move {
+            let status = tokio::select! {
+                status = child.wait() => status,
+                _ = stop.recv() => {
+                    if let Some(pid) = pid {
+                        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
+                        Ok(status) => status,
+                        Err(_) => {
+                            let _ = child.kill().await;
+                            child.wait().await
+                        }
+                    }
+                }
+            };
+            // The output pipes close when the process ends: read them to the end first, so
+            // that the report comes after the node's last words.
+            for forwarder in forwarders {
+                let _ = forwarder.await;
+            }
+            let last_error = last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            let status = status.map_or_else(|error| format!("cannot tell how: {error}"), |s| s.to_string());
+            // Nobody listens once the cluster is stopping; that is fine.
+            let _ = exits.send(NodeExit { node, status, last_error }).await;
+        });
+        Self { pid, task }
     }
 }
 

@@ -20,7 +20,7 @@ pub(crate) struct NodeArgs {
     /// The node's TOML configuration file (see deploy/node.example.toml).
     #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
     pub(crate) config: Option<PathBuf>,
-    /// This node's id: unique in the cluster, stable across restarts, at least 1.
+    /// This node's id: unique in the cluster, stable across restarts, 1 to 2^64-1.
     #[arg(long, env = "SWITCHBOARD_NODE_ID")]
     pub(crate) id: Option<u64>,
     /// Directory of the Raft log and snapshots.
@@ -195,6 +195,88 @@ impl NodeConfig {
     }
 }
 
+/// The allowed values of one numeric key, in the unit its name ends with. Every numeric key of
+/// the configuration has one (`deploy/node.example.toml` documents them), so that no value can
+/// overflow a computation at start-up or ask for something absurd; a value outside is refused
+/// with the key, the value and the range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Range {
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+    /// The unit, spelled out for the message (`milliseconds`, `bytes`, ...).
+    pub(crate) unit: &'static str,
+}
+
+impl Range {
+    const fn new(min: u64, max: u64, unit: &'static str) -> Self {
+        Self { min, max, unit }
+    }
+
+    /// `value` as a `u64` if it lies in the range, else an error naming `key`.
+    fn check<T>(self, key: &str, value: T) -> Result<u64>
+    where
+        T: Copy + std::fmt::Display + TryInto<u64>,
+    {
+        match value.try_into() {
+            Ok(v) if (self.min..=self.max).contains(&v) => Ok(v),
+            _ => bail!("{key} = {value} is out of range: {self}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.max == u64::MAX {
+            write!(f, "it must be at least {} ({})", self.min, self.unit)
+        } else {
+            write!(f, "allowed {} to {} ({})", self.min, self.max, self.unit)
+        }
+    }
+}
+
+/// The ranges of the node configuration, one per numeric key (`node.example.toml` repeats them).
+pub(crate) mod ranges {
+    use super::Range;
+
+    /// `id` and `peers[].id`. Zero is openraft's "no node".
+    pub(crate) const NODE_ID: Range = Range::new(1, u64::MAX, "node id");
+    /// `presence.heartbeat_timeout_ms` when not 0 (off): a second to a day.
+    pub(crate) const HEARTBEAT_TIMEOUT_MS: Range = Range::new(1_000, 86_400_000, "milliseconds");
+    /// `raft.heartbeat_ms`; must also stay below `election_timeout_min_ms`.
+    pub(crate) const RAFT_HEARTBEAT_MS: Range = Range::new(10, 10_000, "milliseconds");
+    /// `raft.election_timeout_min_ms`; must stay below `election_timeout_max_ms`.
+    pub(crate) const ELECTION_TIMEOUT_MIN_MS: Range = Range::new(20, 60_000, "milliseconds");
+    /// `raft.election_timeout_max_ms`.
+    pub(crate) const ELECTION_TIMEOUT_MAX_MS: Range = Range::new(30, 120_000, "milliseconds");
+    /// `raft.snapshot_every_entries`.
+    pub(crate) const SNAPSHOT_EVERY_ENTRIES: Range = Range::new(100, 100_000_000, "log entries");
+    /// `raft.keep_entries_after_snapshot`.
+    pub(crate) const KEEP_ENTRIES_AFTER_SNAPSHOT: Range = Range::new(0, 100_000_000, "log entries");
+    /// `api.max_request_bytes`: a write forwarded to the leader must fit in one peer message.
+    pub(crate) const MAX_REQUEST_BYTES: Range =
+        Range::new(1024, (switchboard_raft::MAX_PEER_MESSAGE_BYTES / 2) as u64, "bytes");
+    /// `api.watch_retained_effects`.
+    pub(crate) const WATCH_RETAINED_EFFECTS: Range = Range::new(1, 10_000_000, "effects");
+    /// `nats.stream_replicas`: JetStream keeps at most 5 replicas.
+    pub(crate) const STREAM_REPLICAS: Range = Range::new(1, 5, "replicas");
+    /// `nats.duplicate_window_s`; must not exceed `effects_max_age_s` (JetStream refuses a
+    /// duplicate window longer than the stream's maximum age).
+    pub(crate) const DUPLICATE_WINDOW_S: Range = Range::new(1, 604_800, "seconds");
+    /// `nats.effects_max_age_s`: a minute to a year.
+    pub(crate) const EFFECTS_MAX_AGE_S: Range = Range::new(60, 31_536_000, "seconds");
+    /// `nats.max_ack_pending`.
+    pub(crate) const MAX_ACK_PENDING: Range = Range::new(1, 1_000_000, "events");
+    /// `nats.ack_wait_s`: redeliveries back off to 4 times this.
+    pub(crate) const ACK_WAIT_S: Range = Range::new(1, 86_400, "seconds");
+    /// `nats.batch_max`: one Raft proposal carries at most this many inputs.
+    pub(crate) const BATCH_MAX: Range =
+        Range::new(1, switchboard_raft::MAX_INPUTS_PER_PROPOSAL as u64, "events per proposal");
+    /// `nats.batch_linger_ms`.
+    pub(crate) const BATCH_LINGER_MS: Range = Range::new(0, 1_000, "milliseconds");
+    /// `nats.max_event_bytes`.
+    pub(crate) const MAX_EVENT_BYTES: Range = Range::new(256, 8 * 1024 * 1024, "bytes");
+}
+
 /// A configuration checked for completeness.
 struct Resolved {
     id: u64,
@@ -211,19 +293,15 @@ struct Resolved {
 
 fn resolve(config: NodeConfig) -> Result<Resolved> {
     let id = config.id.context("the node id is not set: give `id = N` in the config file or --id")?;
-    if id == 0 {
-        bail!("node id 0 is not allowed: ids start at 1");
-    }
+    ranges::NODE_ID.check("id", id)?;
     let data_dir = config.data_dir.context("the data directory is not set: give `data_dir` or --data-dir")?;
     let listen = config.listen.context("the API address is not set: give `listen = \"host:port\"` or --listen")?;
     let raft_listen = config
         .raft_listen
         .context("the Raft address is not set: give `raft_listen = \"host:port\"` or --raft-listen")?;
     let mut seen = BTreeMap::new();
-    for peer in &config.peers {
-        if peer.id == 0 {
-            bail!("peers: node id 0 is not allowed");
-        }
+    for (i, peer) in config.peers.iter().enumerate() {
+        ranges::NODE_ID.check(&format!("peers[{i}].id"), peer.id)?;
         if seen.insert(peer.id, peer).is_some() {
             bail!("peers: node id {} is listed twice", peer.id);
         }
@@ -236,59 +314,25 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
         "away" => AgentStatus::Away,
         other => bail!("presence.expire_to: {other:?} is not \"offline\" or \"away\""),
     };
-    let raft = &config.raft;
-    if raft.election_timeout_min_ms >= raft.election_timeout_max_ms || raft.heartbeat_ms >= raft.election_timeout_min_ms
-    {
+    let heartbeat_timeout_ms = config.presence.heartbeat_timeout_ms;
+    let range = ranges::HEARTBEAT_TIMEOUT_MS;
+    if heartbeat_timeout_ms != 0 && !(range.min..=range.max).contains(&heartbeat_timeout_ms) {
         bail!(
-            "raft: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms (got {} < {} < {})",
-            raft.heartbeat_ms,
-            raft.election_timeout_min_ms,
-            raft.election_timeout_max_ms
+            "presence.heartbeat_timeout_ms = {heartbeat_timeout_ms} is out of range: 0 (supervision off), or {range}"
         );
     }
-    let tuning = Tuning {
-        heartbeat_interval: Duration::from_millis(raft.heartbeat_ms),
-        election_timeout: (
-            Duration::from_millis(raft.election_timeout_min_ms),
-            Duration::from_millis(raft.election_timeout_max_ms),
-        ),
-        snapshot_every_entries: raft.snapshot_every_entries,
-        keep_entries_after_snapshot: raft.keep_entries_after_snapshot,
-        ..Tuning::default()
-    };
-    let nats = match &config.nats {
-        None => None,
-        Some(section) => {
-            if section.url.is_empty() {
-                bail!("nats.url is empty: give the NATS server URL or remove the [nats] table");
-            }
-            if section.stream_replicas == 0 || section.batch_max == 0 || section.max_ack_pending <= 0 {
-                bail!("nats: stream_replicas, batch_max and max_ack_pending must be at least 1");
-            }
-            let ack_wait = Duration::from_secs(section.ack_wait_s.max(1));
-            Some(NatsConfig {
-                url: section.url.clone(),
-                stream_replicas: section.stream_replicas,
-                duplicate_window: Duration::from_secs(section.duplicate_window_s),
-                effects_max_age: Duration::from_secs(section.effects_max_age_s),
-                max_ack_pending: section.max_ack_pending,
-                ack_wait,
-                redelivery_backoff: vec![ack_wait, ack_wait * 2, ack_wait * 4],
-                batch_max: section.batch_max,
-                batch_linger: Duration::from_millis(section.batch_linger_ms),
-                max_event_bytes: section.max_event_bytes,
-                ..NatsConfig::default()
-            })
-        }
-    };
+    let tuning = raft_tuning(&config.raft)?;
+    let nats = config.nats.as_ref().map(nats_config).transpose()?;
+    let api = &config.api;
+    let max_request_bytes = ranges::MAX_REQUEST_BYTES.check("api.max_request_bytes", api.max_request_bytes)?;
+    let watch_retained_effects =
+        ranges::WATCH_RETAINED_EFFECTS.check("api.watch_retained_effects", api.watch_retained_effects)?;
     let server = ServerConfig {
         nats,
-        presence: PresenceConfig {
-            heartbeat_timeout: Duration::from_millis(config.presence.heartbeat_timeout_ms),
-            expire_to,
-        },
-        watch_retained_effects: config.api.watch_retained_effects,
-        max_request_bytes: config.api.max_request_bytes,
+        presence: PresenceConfig { heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms), expire_to },
+        // Both fit in usize: their ranges are below 2^32.
+        watch_retained_effects: watch_retained_effects as usize,
+        max_request_bytes: max_request_bytes as usize,
         ..ServerConfig::default()
     };
     Ok(Resolved {
@@ -302,6 +346,69 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
         peers: config.peers,
         tuning,
         server,
+    })
+}
+
+/// The `[raft]` table checked key by key, then for limits that must fit together.
+fn raft_tuning(raft: &RaftSection) -> Result<Tuning> {
+    let heartbeat_ms = ranges::RAFT_HEARTBEAT_MS.check("raft.heartbeat_ms", raft.heartbeat_ms)?;
+    let election_min_ms =
+        ranges::ELECTION_TIMEOUT_MIN_MS.check("raft.election_timeout_min_ms", raft.election_timeout_min_ms)?;
+    let election_max_ms =
+        ranges::ELECTION_TIMEOUT_MAX_MS.check("raft.election_timeout_max_ms", raft.election_timeout_max_ms)?;
+    if heartbeat_ms >= election_min_ms || election_min_ms >= election_max_ms {
+        bail!(
+            "raft: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms (got {heartbeat_ms} < \
+             {election_min_ms} < {election_max_ms}): a follower must hear several heartbeats before it calls an \
+             election"
+        );
+    }
+    let snapshot_every_entries =
+        ranges::SNAPSHOT_EVERY_ENTRIES.check("raft.snapshot_every_entries", raft.snapshot_every_entries)?;
+    let keep_entries_after_snapshot = ranges::KEEP_ENTRIES_AFTER_SNAPSHOT
+        .check("raft.keep_entries_after_snapshot", raft.keep_entries_after_snapshot)?;
+    Ok(Tuning {
+        heartbeat_interval: Duration::from_millis(heartbeat_ms),
+        election_timeout: (Duration::from_millis(election_min_ms), Duration::from_millis(election_max_ms)),
+        snapshot_every_entries,
+        keep_entries_after_snapshot,
+        ..Tuning::default()
+    })
+}
+
+/// The `[nats]` table checked key by key, then for limits that must fit together.
+fn nats_config(section: &NatsSection) -> Result<NatsConfig> {
+    if section.url.is_empty() {
+        bail!("nats.url is empty: give the NATS server URL or remove the [nats] table");
+    }
+    let stream_replicas = ranges::STREAM_REPLICAS.check("nats.stream_replicas", section.stream_replicas)?;
+    let duplicate_window_s = ranges::DUPLICATE_WINDOW_S.check("nats.duplicate_window_s", section.duplicate_window_s)?;
+    let effects_max_age_s = ranges::EFFECTS_MAX_AGE_S.check("nats.effects_max_age_s", section.effects_max_age_s)?;
+    if duplicate_window_s > effects_max_age_s {
+        bail!(
+            "nats: duplicate_window_s ({duplicate_window_s}) must not exceed effects_max_age_s ({effects_max_age_s}): \
+             JetStream refuses a duplicate window longer than the stream keeps messages"
+        );
+    }
+    let max_ack_pending = ranges::MAX_ACK_PENDING.check("nats.max_ack_pending", section.max_ack_pending)?;
+    let ack_wait = Duration::from_secs(ranges::ACK_WAIT_S.check("nats.ack_wait_s", section.ack_wait_s)?);
+    let batch_max = ranges::BATCH_MAX.check("nats.batch_max", section.batch_max)?;
+    let batch_linger_ms = ranges::BATCH_LINGER_MS.check("nats.batch_linger_ms", section.batch_linger_ms)?;
+    let max_event_bytes = ranges::MAX_EVENT_BYTES.check("nats.max_event_bytes", section.max_event_bytes)?;
+    Ok(NatsConfig {
+        url: section.url.clone(),
+        // Every value below is within its range, far below the limits of the target types.
+        stream_replicas: stream_replicas as usize,
+        duplicate_window: Duration::from_secs(duplicate_window_s),
+        effects_max_age: Duration::from_secs(effects_max_age_s),
+        max_ack_pending: max_ack_pending as i64,
+        ack_wait,
+        // At most 4 days (ack_wait_s <= 86,400): no overflow.
+        redelivery_backoff: vec![ack_wait, ack_wait * 2, ack_wait * 4],
+        batch_max: batch_max as usize,
+        batch_linger: Duration::from_millis(batch_linger_ms),
+        max_event_bytes: max_event_bytes as usize,
+        ..NatsConfig::default()
     })
 }
 
@@ -350,21 +457,62 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
         }
     }
     let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(switchboard_server::serve(node.clone(), api_listener, config.server, async move {
+    let mut server = tokio::spawn(switchboard_server::serve(node.clone(), api_listener, config.server, async move {
         let _ = stop_receiver.await;
     }));
-    shutdown_signal().await;
-    tracing::info!("stopping: draining API calls");
+    // The node runs until it is told to stop, or until something it cannot live without stops
+    // for good. In the second case it exits non-zero with the reason, so that the supervisor
+    // (systemd, Kubernetes) restarts it and alerts fire; a node that stayed up without its
+    // Raft core would answer health checks and serve nothing.
+    let failure = tokio::select! {
+        () = shutdown_signal() => None,
+        reason = raft_core_stopped(&node) => {
+            Some(format!("the Raft core of node {} stopped: {reason}", config.id))
+        }
+        served = &mut server => Some(match served {
+            Ok(Ok(())) => "the API server stopped on its own".to_owned(),
+            Ok(Err(error)) => format!("the API server failed: {error}"),
+            Err(error) => format!("the API server task failed: {error}"),
+        }),
+    };
+    match &failure {
+        None => tracing::info!("stopping: draining API calls"),
+        Some(reason) => tracing::error!(%reason, "stopping: this node cannot serve any more"),
+    }
     let _ = stop_sender.send(());
-    match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => tracing::warn!(%error, "API server stopped with an error"),
-        Ok(Err(error)) => tracing::warn!(%error, "API server task failed"),
-        Err(_) => tracing::warn!("API calls did not finish within 10 s"),
+    // Calls in flight get time to finish; after a failure they cannot commit anything, so the
+    // wait is short (writes would only run into their own timeout).
+    let grace = if failure.is_none() { Duration::from_secs(10) } else { Duration::from_secs(1) };
+    if !server.is_finished() {
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "API server stopped with an error"),
+            Ok(Err(error)) => tracing::warn!(%error, "API server task failed"),
+            Err(_) => tracing::warn!("API calls did not finish within {grace:?}"),
+        }
     }
     node.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(reason) => bail!("{reason}"),
+    }
+}
+
+/// Resolves when openraft's core has stopped, with the reason. The core reports its end in its
+/// metrics (`running_state` becomes the fatal error, the state `Shutdown`); if it ends without
+/// a word (a panic drops the metrics sender) that is reported too. An orderly shutdown never
+/// gets here: `run` stops watching before it calls `RaftNode::shutdown`.
+pub(crate) async fn raft_core_stopped(node: &RaftNode) -> String {
+    let mut metrics = node.raft().metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "its task ended without reporting why (it panicked)".to_owned();
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -426,7 +574,7 @@ mod tests {
         let base = "id = 2\ndata_dir = \"d\"\nlisten = \"127.0.0.1:1\"\nraft_listen = \"127.0.0.1:2\"\n";
         let error = |text: &str| format!("{:#}", parse(text).err().expect("must be refused"));
         assert!(error("data_dir = \"d\"").contains("node id is not set"));
-        assert!(error(&base.replace("id = 2", "id = 0")).contains("id 0"));
+        assert!(error(&base.replace("id = 2", "id = 0")).contains("id = 0 is out of range: it must be at least 1"));
         assert!(
             error(&format!("{base}[[peers]]\nid = 1\nraft_addr = \"a\"\napi_addr = \"b\"\n")).contains("own peer list")
         );
@@ -434,5 +582,116 @@ mod tests {
         assert!(error(&format!("{base}[raft]\nheartbeat_ms = 900\n")).contains("heartbeat_ms <"));
         assert!(error(&format!("{base}colour = 1\n")).contains("colour"));
         assert!(parse(base).is_ok());
+    }
+
+    const BASE: &str = "id = 2\ndata_dir = \"d\"\nlisten = \"127.0.0.1:1\"\nraft_listen = \"127.0.0.1:2\"\n";
+
+    /// The config `BASE` plus `key = value` in `table` (empty: the top level).
+    fn with(table: &str, key: &str, value: &str) -> String {
+        let mut text = BASE.to_owned();
+        if !table.is_empty() {
+            text.push_str(&format!("[{table}]\n"));
+            if table == "nats" {
+                text.push_str("url = \"nats://127.0.0.1:4222\"\n");
+            }
+        }
+        text.push_str(&format!("{key} = {value}\n"));
+        text
+    }
+
+    #[test]
+    fn the_ack_wait_that_overflowed_a_duration_is_refused_with_its_range() {
+        // This value made `ack_wait * 4` overflow and panic at start-up.
+        let text = with("nats", "ack_wait_s", "5000000000000000000");
+        let message = format!("{:#}", parse(&text).err().expect("refused"));
+        assert_eq!(message, "nats.ack_wait_s = 5000000000000000000 is out of range: allowed 1 to 86400 (seconds)");
+    }
+
+    #[test]
+    fn every_numeric_key_is_refused_just_outside_its_range_and_accepted_at_its_ends() {
+        use ranges::*;
+        let keys: [(&str, &str, Range); 17] = [
+            ("", "id", NODE_ID),
+            ("raft", "heartbeat_ms", RAFT_HEARTBEAT_MS),
+            ("raft", "election_timeout_min_ms", ELECTION_TIMEOUT_MIN_MS),
+            ("raft", "election_timeout_max_ms", ELECTION_TIMEOUT_MAX_MS),
+            ("raft", "snapshot_every_entries", SNAPSHOT_EVERY_ENTRIES),
+            ("raft", "keep_entries_after_snapshot", KEEP_ENTRIES_AFTER_SNAPSHOT),
+            ("api", "max_request_bytes", MAX_REQUEST_BYTES),
+            ("api", "watch_retained_effects", WATCH_RETAINED_EFFECTS),
+            ("presence", "heartbeat_timeout_ms", HEARTBEAT_TIMEOUT_MS),
+            ("nats", "stream_replicas", STREAM_REPLICAS),
+            ("nats", "duplicate_window_s", DUPLICATE_WINDOW_S),
+            ("nats", "effects_max_age_s", EFFECTS_MAX_AGE_S),
+            ("nats", "max_ack_pending", MAX_ACK_PENDING),
+            ("nats", "ack_wait_s", ACK_WAIT_S),
+            ("nats", "batch_max", BATCH_MAX),
+            ("nats", "batch_linger_ms", BATCH_LINGER_MS),
+            ("nats", "max_event_bytes", MAX_EVENT_BYTES),
+        ];
+        for (table, key, range) in keys {
+            let name = if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") };
+            // Values the relations between keys allow at each end of the range.
+            let fit = |value: u64| -> String {
+                let mut text = with(table, key, &value.to_string());
+                match key {
+                    "heartbeat_ms" => {
+                        text.push_str("election_timeout_min_ms = 20000\nelection_timeout_max_ms = 30000\n")
+                    }
+                    "election_timeout_min_ms" => {
+                        text.push_str("heartbeat_ms = 10\nelection_timeout_max_ms = 120000\n");
+                    }
+                    "election_timeout_max_ms" => text.push_str("heartbeat_ms = 10\nelection_timeout_min_ms = 20\n"),
+                    "duplicate_window_s" => text.push_str("effects_max_age_s = 31536000\n"),
+                    "effects_max_age_s" => text.push_str("duplicate_window_s = 1\n"),
+                    _ => {}
+                }
+                if key == "id" { text.replacen("id = 2\n", "", 1) } else { text }
+            };
+            for value in [range.min, range.max.min(i64::MAX as u64)] {
+                assert!(
+                    parse(&fit(value)).is_ok(),
+                    "{name} = {value} must be accepted: {:?}",
+                    parse(&fit(value)).err()
+                );
+            }
+            // TOML integers are i64: larger values cannot even be written.
+            let mut outside = Vec::new();
+            if range.min > 0 {
+                outside.push(range.min - 1);
+            }
+            if range.max < i64::MAX as u64 {
+                outside.push(range.max + 1);
+            }
+            for value in outside {
+                let message =
+                    format!("{:#}", parse(&fit(value)).err().unwrap_or_else(|| panic!("{name} = {value} accepted")));
+                assert!(message.contains(&format!("{name} = {value} is out of range")), "{message}");
+                assert!(message.contains(&range.min.to_string()) && message.contains(range.unit), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn negative_values_are_refused_by_type_and_limits_that_must_fit_together_are_checked() {
+        let error = |text: &str| format!("{:#}", parse(text).err().expect("must be refused"));
+        assert!(error(&with("nats", "max_ack_pending", "-1")).contains("nats.max_ack_pending = -1 is out of range"));
+        assert!(error(&with("nats", "ack_wait_s", "-1")).contains("ack_wait_s"));
+        assert!(
+            error(&with("raft", "election_timeout_min_ms", "600")).contains("heartbeat_ms < election_timeout_min_ms")
+        );
+        assert!(error(&with("nats", "effects_max_age_s", "60")).contains("must not exceed effects_max_age_s"));
+        assert!(error(&with("presence", "heartbeat_timeout_ms", "5")).contains("0 (supervision off), or allowed 1000"));
+        assert!(parse(&with("presence", "heartbeat_timeout_ms", "0")).is_ok());
+        let peers = "[[peers]]\nid = 2\nraft_addr = \"a\"\napi_addr = \"b\"\n[[peers]]\nid = 0\nraft_addr = \"c\"\napi_addr = \"d\"\n";
+        assert!(error(&format!("{BASE}{peers}")).contains("peers[1].id = 0 is out of range"));
+    }
+
+    #[test]
+    fn the_id_flag_is_range_checked_like_the_file() {
+        let mut config: NodeConfig = toml::from_str(BASE).expect("parse");
+        config.apply(&NodeArgs { id: Some(0), ..NodeArgs::default() });
+        let message = format!("{:#}", resolve(config).err().expect("refused"));
+        assert!(message.contains("id = 0 is out of range"), "{message}");
     }
 }

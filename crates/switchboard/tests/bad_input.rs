@@ -409,6 +409,16 @@ fn ctl_and_node_explain_bad_configuration() {
         .expect("write");
     let (ok, err) = run(&["node", "--config", config.to_str().expect("path")]);
     assert!(!ok && err.contains("node id is not set"), "{err}");
+    // A value that once overflowed a Duration at start-up: refused with its range, no panic.
+    std::fs::write(
+        &config,
+        "id = 1\ndata_dir = \"x\"\nlisten = \"127.0.0.1:0\"\nraft_listen = \"127.0.0.1:0\"\n\
+         [nats]\nack_wait_s = 5000000000000000000\n",
+    )
+    .expect("write");
+    let (ok, err) = run(&["node", "--config", config.to_str().expect("path")]);
+    assert!(!ok && err.contains("nats.ack_wait_s = 5000000000000000000 is out of range: allowed 1 to 86400"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     std::fs::write(&config, "id = 1\nlisten = \"nowhere\"\n").expect("write");
     let (ok, err) = run(&["node", "--config", config.to_str().expect("path")]);
     assert!(!ok && err.contains("listen") && err.contains("node.toml"), "{err}");

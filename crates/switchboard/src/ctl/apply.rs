@@ -1,5 +1,10 @@
-//! `switchboard ctl apply -f workspace.yaml`: compare the file with the cluster, print what
-//! changes, and apply it in an order the state machine accepts.
+//! `switchboard ctl apply -f workspace.yaml`: compare the file with the cluster, rehearse the
+//! changes locally (`check.rs`), print them, and apply them in an order that never leaves the
+//! workspace without something the file keeps: everything is created or updated first (agents,
+//! then the teams that list them, then the settings that name the default team, then the rules
+//! that target teams and agents), and removals (`--prune`) come last. A refusal midway (only
+//! the cluster knows, for example, that a team to remove still has open conversations) thus
+//! leaves every agent, team and rule of the file in place.
 
 use super::spec::{self, WorkspaceFile, agent_entry, normalize_settings, normalize_team, rule_entry, team_entry};
 use anyhow::{Context, Result};
@@ -11,13 +16,35 @@ use tonic::Code;
 /// One change `apply` will make.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Change {
-    CreateWorkspace,
-    UpsertAgent { agent: pb::Agent, details: Vec<String>, new: bool },
-    UpsertTeam { team: pb::Team, details: Vec<String>, new: bool },
-    SetRules { rules: Vec<pb::RoutingRule>, details: Vec<String> },
-    Settings { settings: pb::WorkspaceSettings, details: Vec<String> },
-    RemoveTeam { team: String },
-    RemoveAgent { agent: String },
+    /// Created without a default team: the teams it may name do not exist yet. The settings
+    /// change after the teams sets it.
+    CreateWorkspace {
+        settings: pb::WorkspaceSettings,
+    },
+    UpsertAgent {
+        agent: pb::Agent,
+        details: Vec<String>,
+        new: bool,
+    },
+    UpsertTeam {
+        team: pb::Team,
+        details: Vec<String>,
+        new: bool,
+    },
+    SetRules {
+        rules: Vec<pb::RoutingRule>,
+        details: Vec<String>,
+    },
+    Settings {
+        settings: pb::WorkspaceSettings,
+        details: Vec<String>,
+    },
+    RemoveTeam {
+        team: String,
+    },
+    RemoveAgent {
+        agent: String,
+    },
 }
 
 impl Change {
@@ -26,7 +53,7 @@ impl Change {
             std::iter::once(head).chain(details.iter().map(|d| format!("      {d}"))).collect::<Vec<_>>()
         };
         match self {
-            Change::CreateWorkspace => vec!["  + workspace (new)".to_owned()],
+            Change::CreateWorkspace { .. } => vec!["  + workspace (new)".to_owned()],
             Change::UpsertAgent { agent, new: true, .. } => {
                 vec![format!("  + agent {} ({})", agent.id, agent.display_name)]
             }
@@ -44,6 +71,39 @@ impl Change {
             Change::Settings { details, .. } => with("  ~ settings".to_owned(), details),
             Change::RemoveTeam { team } => vec![format!("  - team {team}")],
             Change::RemoveAgent { agent } => vec![format!("  - agent {agent}")],
+        }
+    }
+}
+
+impl Change {
+    /// The item of `file` this change comes from, for messages (`teams[1] (sales)`). A
+    /// refusal of the routing rules names the rule it is about when `reason` names a team,
+    /// agent or rule that one rule mentions.
+    pub(crate) fn item(&self, file: &WorkspaceFile, reason: &str) -> String {
+        match self {
+            Change::CreateWorkspace { .. } => format!("settings (creating workspace {})", file.workspace),
+            Change::Settings { .. } => "settings".to_owned(),
+            Change::UpsertAgent { agent, .. } => match file.agents.iter().position(|a| a.id == agent.id) {
+                Some(i) => format!("agents[{i}] ({})", agent.id),
+                None => format!("agent {}", agent.id),
+            },
+            Change::UpsertTeam { team, .. } => match file.teams.iter().position(|t| t.id == team.id) {
+                Some(i) => format!("teams[{i}] ({})", team.id),
+                None => format!("team {}", team.id),
+            },
+            Change::SetRules { .. } => {
+                let mentioned = |rule: &spec::RuleEntry| {
+                    [rule.id.as_str(), rule.team.as_str(), rule.agent.as_str()]
+                        .iter()
+                        .any(|name| !name.is_empty() && reason.split([' ', ':']).any(|word| word == *name))
+                };
+                match file.rules.iter().position(mentioned) {
+                    Some(i) => format!("rules[{i}] ({})", file.rules[i].id),
+                    None => "rules".to_owned(),
+                }
+            }
+            Change::RemoveTeam { team } => format!("--prune: removing team {team} (not in the file)"),
+            Change::RemoveAgent { agent } => format!("--prune: removing agent {agent} (not in the file)"),
         }
     }
 }
@@ -107,7 +167,9 @@ pub(crate) fn plan(file: &WorkspaceFile, current: Option<&pb::WorkspaceConfig>, 
     let empty = pb::WorkspaceConfig::default();
     let current_config = current.unwrap_or(&empty);
     if current.is_none() {
-        changes.push(Change::CreateWorkspace);
+        let mut settings = file.settings_pb();
+        settings.default_team.clear();
+        changes.push(Change::CreateWorkspace { settings });
     }
     let existing_agents: BTreeMap<&str, &pb::Agent> =
         current_config.agents.iter().map(|a| (a.id.as_str(), a)).collect();
@@ -125,24 +187,6 @@ pub(crate) fn plan(file: &WorkspaceFile, current: Option<&pb::WorkspaceConfig>, 
             let details = differences(before.as_ref().map(team_entry).as_ref(), &team_entry(&team));
             changes.push(Change::UpsertTeam { new: before.is_none(), details, team });
         }
-    }
-    let rules = file.rules_pb()?;
-    if rules != current_config.rules {
-        let before: Vec<_> = current_config.rules.iter().map(rule_entry).collect();
-        let after: Vec<_> = rules.iter().map(rule_entry).collect();
-        let mut details = Vec::new();
-        let before_ids: Vec<&str> = before.iter().map(|r| r.id.as_str()).collect();
-        let after_ids: Vec<&str> = after.iter().map(|r| r.id.as_str()).collect();
-        if before_ids != after_ids {
-            details.push(format!("order: [{}] -> [{}]", before_ids.join(", "), after_ids.join(", ")));
-        }
-        for rule in &after {
-            let old = before.iter().find(|r| r.id == rule.id);
-            for line in differences(old, rule) {
-                details.push(format!("{}: {line}", rule.id));
-            }
-        }
-        changes.push(Change::SetRules { rules, details });
     }
     let mut settings = file.settings_pb();
     let current_settings = current_config.settings.clone().map(normalize_settings);
@@ -163,6 +207,24 @@ pub(crate) fn plan(file: &WorkspaceFile, current: Option<&pb::WorkspaceConfig>, 
         if !details.is_empty() || current.is_none() {
             changes.push(Change::Settings { settings, details });
         }
+    }
+    let rules = file.rules_pb()?;
+    if rules != current_config.rules {
+        let before: Vec<_> = current_config.rules.iter().map(rule_entry).collect();
+        let after: Vec<_> = rules.iter().map(rule_entry).collect();
+        let mut details = Vec::new();
+        let before_ids: Vec<&str> = before.iter().map(|r| r.id.as_str()).collect();
+        let after_ids: Vec<&str> = after.iter().map(|r| r.id.as_str()).collect();
+        if before_ids != after_ids {
+            details.push(format!("order: [{}] -> [{}]", before_ids.join(", "), after_ids.join(", ")));
+        }
+        for rule in &after {
+            let old = before.iter().find(|r| r.id == rule.id);
+            for line in differences(old, rule) {
+                details.push(format!("{}: {line}", rule.id));
+            }
+        }
+        changes.push(Change::SetRules { rules, details });
     }
     if prune {
         for team in &current_config.teams {
@@ -195,6 +257,8 @@ pub(crate) async fn apply(client: &Client, file: &WorkspaceFile, dry_run: bool, 
         println!("workspace {workspace}: no changes");
         return Ok(changes);
     }
+    // Nothing is written unless the state machine accepts every change locally.
+    super::check::rehearse(file, current.as_ref(), &changes, super::now_ms())?;
     println!(
         "workspace {workspace}: {} change(s){}",
         changes.len(),
@@ -211,15 +275,11 @@ pub(crate) async fn apply(client: &Client, file: &WorkspaceFile, dry_run: bool, 
     for change in &changes {
         let ws = workspace.clone();
         let result = match change {
-            Change::CreateWorkspace => {
-                // Created without a default team: the teams it may name do not exist yet. The
-                // settings change at the end sets it.
-                let mut settings = file.settings_pb();
-                settings.default_team.clear();
+            Change::CreateWorkspace { settings } => {
                 client
                     .configure_workspace(pb::ConfigureWorkspaceRequest {
                         workspace: ws,
-                        settings: Some(settings),
+                        settings: Some(settings.clone()),
                         ..Default::default()
                     })
                     .await
@@ -276,4 +336,66 @@ pub(crate) async fn apply(client: &Client, file: &WorkspaceFile, dry_run: bool, 
     }
     println!("applied");
     Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_of(text: &str) -> (WorkspaceFile, pb::WorkspaceConfig) {
+        let file = WorkspaceFile::parse(text, "w.yaml").expect("parses");
+        let config = pb::WorkspaceConfig {
+            workspace: file.workspace.clone(),
+            settings: Some(file.settings_pb()),
+            agents: file.agents_pb().expect("agents"),
+            teams: file.teams_pb().expect("teams"),
+            rules: file.rules_pb().expect("rules"),
+            applied_index: 0,
+        };
+        (file, config)
+    }
+
+    fn kinds(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|change| match change {
+                Change::CreateWorkspace { .. } => "create".to_owned(),
+                Change::UpsertAgent { agent, .. } => format!("agent {}", agent.id),
+                Change::UpsertTeam { team, .. } => format!("team {}", team.id),
+                Change::Settings { .. } => "settings".to_owned(),
+                Change::SetRules { .. } => "rules".to_owned(),
+                Change::RemoveTeam { team } => format!("remove team {team}"),
+                Change::RemoveAgent { agent } => format!("remove agent {agent}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn writes_create_what_others_refer_to_first_and_remove_last() {
+        let (file, _) = config_of(
+            "workspace: w\nsettings: {default_team: t}\nagents: [{id: a}]\n\
+             teams: [{id: t, strategy: manual, members: [a]}]\nrules: [{id: r, agent: a}]\n",
+        );
+        let changes = plan(&file, None, true).expect("plan");
+        assert_eq!(kinds(&changes), ["create", "agent a", "team t", "settings", "rules"]);
+        // The workspace is created without its default team, which does not exist yet.
+        assert!(matches!(&changes[0], Change::CreateWorkspace { settings } if settings.default_team.is_empty()));
+
+        // Replacing team `old` (the default, a rule's target) with `new`, and agent `gone`
+        // with `b`: the replacements exist before anything refers to them, removals come last.
+        let (_, live) = config_of(
+            "workspace: w\nsettings: {default_team: old}\nagents: [{id: gone}, {id: a}]\n\
+             teams: [{id: old, strategy: manual, members: [gone, a]}]\nrules: [{id: r, team: old}]\n",
+        );
+        let (file, _) = config_of(
+            "workspace: w\nsettings: {default_team: new}\nagents: [{id: a}, {id: b}]\n\
+             teams: [{id: new, strategy: manual, members: [a, b]}]\nrules: [{id: r, team: new}]\n",
+        );
+        let changes = plan(&file, Some(&live), true).expect("plan");
+        assert_eq!(
+            kinds(&changes),
+            ["agent b", "team new", "settings", "rules", "remove team old", "remove agent gone"]
+        );
+        super::super::check::rehearse(&file, Some(&live), &changes, 1_795_428_000_000).expect("accepted in this order");
+    }
 }

@@ -1,6 +1,7 @@
 //! `switchboard ctl`: the admin and operator client.
 
 pub(crate) mod apply;
+mod check;
 pub(crate) mod spec;
 
 use anyhow::{Context, Result, bail};
@@ -273,7 +274,7 @@ async fn execute(args: CtlArgs) -> Result<()> {
     // A workspace file that cannot be right is refused before any node is contacted.
     let workspace_file = match &args.command {
         CtlCommand::Apply { file, .. } => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = spec::read_file(file)?;
             let spec = spec::WorkspaceFile::parse(&text, &file.display().to_string())?;
             spec.validate()?;
             Some(spec)

@@ -4,11 +4,26 @@
 //! The file says what the workspace should look like; `apply` compares it with what the cluster
 //! has and sends only the changes. Values the file leaves out take the same defaults the server
 //! gives them, so that an unchanged file shows no difference.
+//!
+//! Reading is bounded: a file is at most [`WORKSPACE_FILE_BYTES_MAX`] bytes and nested at most
+//! [`WORKSPACE_FILE_DEPTH_MAX`] levels deep (checked before the YAML parser runs), and the
+//! format is strict: unknown keys, a key given twice in a mapping, and two agents, teams or
+//! rules with the same id are errors naming the item.
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
 use switchboard_client::pb;
+
+/// Largest workspace file `ctl apply` reads, in bytes (`workspace_file_bytes_max`): room for
+/// about 100,000 agents.
+pub(crate) const WORKSPACE_FILE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Deepest nesting of collections in a workspace file (`workspace_file_depth_max`); the format
+/// itself needs 7 levels (`teams[].business_hours.weekly[].{days: [...]}`).
+pub(crate) const WORKSPACE_FILE_DEPTH_MAX: usize = 32;
 
 /// A whole workspace.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -62,11 +77,11 @@ pub(crate) struct AgentEntry {
     pub(crate) max_open: u32,
     #[serde(default = "default_daily_limit")]
     pub(crate) daily_limit: u32,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, deserialize_with = "unique_keys", skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) skills: BTreeMap<String, u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) languages: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, deserialize_with = "unique_keys", skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) max_open_per_channel: BTreeMap<String, u32>,
     #[serde(default)]
     pub(crate) auto_assign_excluded: bool,
@@ -168,7 +183,7 @@ pub(crate) struct RuleEntry {
     /// Target agent (or give `team`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) agent: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, deserialize_with = "unique_keys", skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) required_skills: BTreeMap<String, u32>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) required_language: String,
@@ -192,6 +207,180 @@ pub(crate) struct Conditions {
     pub(crate) customer: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) keywords: Vec<String>,
+}
+
+/// A mapping whose keys must be unique. serde fills a `BTreeMap` by inserting, so a key given
+/// twice (`skills: {refunds: 1, refunds: 5}`) would silently keep the last value.
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct UniqueKeys<V>(std::marker::PhantomData<V>);
+
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for UniqueKeys<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a mapping with unique keys")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+            let mut map = BTreeMap::new();
+            while let Some(key) = access.next_key::<String>()? {
+                if map.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!("key {key:?} is given twice")));
+                }
+                let value = access.next_value()?;
+                map.insert(key, value);
+            }
+            Ok(map)
+        }
+    }
+
+    deserializer.deserialize_map(UniqueKeys(std::marker::PhantomData))
+}
+
+/// Reads a workspace file of at most [`WORKSPACE_FILE_BYTES_MAX`] bytes, without reading more
+/// than that from a larger one (or from a device that never ends).
+pub(crate) fn read_file(path: &Path) -> Result<String> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(WORKSPACE_FILE_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() > WORKSPACE_FILE_BYTES_MAX {
+        bail!(
+            "{} is larger than {WORKSPACE_FILE_BYTES_MAX} bytes (workspace_file_bytes_max); split the workspace or \
+             check that this is the right file",
+            path.display()
+        );
+    }
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
+}
+
+/// Refuses text nested deeper than [`WORKSPACE_FILE_DEPTH_MAX`] before the YAML parser sees it:
+/// the parser's time grows with the square of the nesting depth (a 60,000-deep `[[[...]]]`
+/// took 17 s to refuse).
+///
+/// One pass, no allocation but a stack of columns; an estimate rather than a parser. It counts
+/// flow brackets outside quoted scalars and comments, and block collections by the columns of
+/// their indicators (`- `, `? `, `key: `: a collection nested in another starts further right),
+/// skipping the content of block scalars (`|`, `>`). Odd layouts can only make the estimate
+/// larger, and a workspace file stays far below the limit.
+pub(crate) fn check_nesting(text: &str, source: &str) -> Result<()> {
+    /// Opens a block collection at `column` unless it continues the innermost one.
+    fn open(block: &mut Vec<usize>, column: usize) {
+        if block.last().is_none_or(|top| column > *top) {
+            block.push(column);
+        }
+    }
+    let blank = |byte: u8| byte == b' ' || byte == b'\t';
+    // Columns of the open block collections, innermost last.
+    let mut block: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    let mut quote: Option<u8> = None;
+    // Inside a block scalar: lines indented deeper than this column are its text.
+    let mut block_scalar: Option<usize> = None;
+    for (number, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let indent = bytes.iter().take_while(|b| **b == b' ').count();
+        if let Some(parent) = block_scalar {
+            if line.trim().is_empty() || indent > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        if quote.is_none() && flow == 0 {
+            if indent == bytes.len() || bytes[indent] == b'#' {
+                continue;
+            }
+            while block.last().is_some_and(|top| *top > indent) {
+                block.pop();
+            }
+        }
+        let mut previous: Option<u8> = None;
+        let mut significant: Option<u8> = None;
+        let mut key_start: Option<usize> = None;
+        let mut last_token = indent;
+        let mut end = bytes.len();
+        // Still in the line's leading `- ` / `? ` indicators (compact nesting: `- - x`).
+        let mut prefix = true;
+        let mut i = indent;
+        while i < bytes.len() {
+            let byte = bytes[i];
+            let next = bytes.get(i + 1).copied();
+            if let Some(open_quote) = quote {
+                // `\"` in double quotes and `''` in single quotes do not end the scalar.
+                let escape = (byte == b'\\' && open_quote == b'"')
+                    || (byte == b'\'' && open_quote == b'\'' && next == Some(b'\''));
+                if escape {
+                    i += 1;
+                } else if byte == open_quote {
+                    quote = None;
+                }
+                previous = Some(byte);
+                significant = Some(byte);
+                i += 1;
+                continue;
+            }
+            if previous.is_some_and(blank) && !blank(byte) {
+                last_token = i;
+            }
+            let token_start = previous.is_none_or(|p| blank(p) || matches!(p, b'[' | b'{' | b','));
+            let after_indicator = significant.is_none_or(|s| matches!(s, b'-' | b'?' | b':' | b'[' | b'{' | b','));
+            let spaced = next.is_none_or(blank);
+            match byte {
+                b'#' if previous.is_none_or(blank) => {
+                    end = i;
+                    break;
+                }
+                b'"' | b'\'' if token_start && after_indicator => {
+                    quote = Some(byte);
+                    prefix = false;
+                    key_start.get_or_insert(i);
+                }
+                b'[' | b'{' => {
+                    flow += 1;
+                    prefix = false;
+                }
+                b']' | b'}' => flow = flow.saturating_sub(1),
+                b'-' | b'?' if flow == 0 && prefix && spaced => open(&mut block, i),
+                b':' if flow == 0 && spaced => {
+                    if let Some(start) = key_start.take() {
+                        open(&mut block, start);
+                    }
+                }
+                b' ' | b'\t' => {}
+                _ => {
+                    prefix = false;
+                    key_start.get_or_insert(i);
+                }
+            }
+            if block.len() + flow > WORKSPACE_FILE_DEPTH_MAX {
+                bail!(
+                    "{source}: line {}: nested deeper than {WORKSPACE_FILE_DEPTH_MAX} levels \
+                     (workspace_file_depth_max); a workspace file needs about 7",
+                    number + 1
+                );
+            }
+            if !blank(byte) {
+                significant = Some(byte);
+            }
+            previous = Some(byte);
+            i += 1;
+        }
+        // `key: |` or `- >-`: the following, deeper indented lines are text.
+        let token = line[last_token.min(end)..end].trim_end();
+        if quote.is_none()
+            && flow == 0
+            && token.starts_with(['|', '>'])
+            && token[1..].bytes().all(|b| matches!(b, b'-' | b'+' | b'0'..=b'9'))
+        {
+            block_scalar = Some(block.last().copied().unwrap_or(indent));
+        }
+    }
+    Ok(())
 }
 
 // ----- names ---------------------------------------------------------------------------------
@@ -267,6 +456,18 @@ fn minute(text: &str, field: &str) -> Result<u32> {
     Ok(hours * 60 + minutes)
 }
 
+/// Refuses a list in which two items have the same id: the second would silently replace the
+/// first.
+fn unique_ids<'a>(list: &str, what: &str, ids: impl Iterator<Item = &'a str>) -> Result<()> {
+    let mut seen = BTreeMap::new();
+    for (i, id) in ids.enumerate() {
+        if let Some(first) = seen.insert(id, i) {
+            bail!("{list}[{i}]: {what} id {id:?} is already used by {list}[{first}]; each {what} is listed once");
+        }
+    }
+    Ok(())
+}
+
 fn hhmm(minute: u32) -> String {
     format!("{:02}:{:02}", minute / 60, minute % 60)
 }
@@ -274,7 +475,13 @@ fn hhmm(minute: u32) -> String {
 // ----- file -> API ---------------------------------------------------------------------------
 
 impl WorkspaceFile {
+    /// Parses a workspace file, refusing one too large or too deeply nested before the YAML
+    /// parser runs.
     pub(crate) fn parse(text: &str, source: &str) -> Result<Self> {
+        if text.len() > WORKSPACE_FILE_BYTES_MAX {
+            bail!("{source} is larger than {WORKSPACE_FILE_BYTES_MAX} bytes (workspace_file_bytes_max)");
+        }
+        check_nesting(text, source)?;
         let file: WorkspaceFile =
             serde_norway::from_str(text).with_context(|| format!("{source} is not a valid workspace file"))?;
         if file.workspace.is_empty() {
@@ -283,10 +490,14 @@ impl WorkspaceFile {
         Ok(file)
     }
 
-    /// The settings as the API takes them, with server defaults filled in.
-    /// Checks everything that can be checked without the cluster: names of strategies,
-    /// channels and statuses, times of day, rule shapes.
+    /// Checks everything that can be checked without the state machine: ids given once, names
+    /// of strategies, channels and statuses, times of day, rule shapes. What the state machine
+    /// decides (unknown members, timezones, limits) is checked by rehearsing the writes
+    /// (`check.rs`).
     pub(crate) fn validate(&self) -> Result<()> {
+        unique_ids("agents", "agent", self.agents.iter().map(|a| a.id.as_str()))?;
+        unique_ids("teams", "team", self.teams.iter().map(|t| t.id.as_str()))?;
+        unique_ids("rules", "rule", self.rules.iter().map(|r| r.id.as_str()))?;
         self.agents_pb()?;
         self.teams_pb()?;
         self.rules_pb()?;
@@ -310,9 +521,14 @@ impl WorkspaceFile {
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                let mut per_channel = Vec::new();
+                let mut per_channel: Vec<pb::ChannelLimit> = Vec::new();
                 for (name, max_open) in &a.max_open_per_channel {
-                    let channel = channel(name, &format!("agents[{i}].max_open_per_channel"))?;
+                    let field = format!("agents[{i}] ({}).max_open_per_channel", a.id);
+                    let channel = channel(name, &field)?;
+                    // `web-chat` and `web_chat` name the same channel.
+                    if per_channel.iter().any(|limit| limit.channel == channel as i32) {
+                        bail!("{field}: channel {name:?} is given twice");
+                    }
                     per_channel.push(pb::ChannelLimit { channel: channel.into(), max_open: *max_open });
                 }
                 per_channel.sort_by_key(|limit| limit.channel);
@@ -576,4 +792,91 @@ pub(crate) fn rule_entry(r: &pb::RoutingRule) -> RuleEntry {
         None => {}
     }
     entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(text: &str) -> String {
+        format!("{:#}", WorkspaceFile::parse(text, "w.yaml").and_then(|f| f.validate()).expect_err("refused"))
+    }
+
+    #[test]
+    fn the_shipped_files_are_well_within_the_nesting_limit() {
+        for text in [include_str!("../../../../deploy/workspace.example.yaml"), "workspace: w\n"] {
+            check_nesting(text, "f").expect("accepted");
+            WorkspaceFile::parse(text, "f").expect("parses").validate().expect("valid");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_the_parser_runs_in_every_layout() {
+        let deep = 60_000;
+        let layouts = [
+            format!("workspace: w\nagents: {}{}\n", "[".repeat(deep), "]".repeat(deep)),
+            format!("workspace: w\nagents: {}1{}\n", "{a: ".repeat(deep), "}".repeat(deep)),
+            format!("workspace: w\nagents:\n{}x\n", "- ".repeat(deep)),
+            (0..200).map(|level| format!("{}k{level}:\n", " ".repeat(level))).collect::<String>(),
+            format!("workspace: w\nagents: [\n{}\n{}]\n", "[\n".repeat(100), "]\n".repeat(100)),
+        ];
+        for text in layouts {
+            let message = refusal(&text);
+            assert!(message.contains("nested deeper than 32 levels (workspace_file_depth_max)"), "{message}");
+        }
+    }
+
+    #[test]
+    fn brackets_in_quotes_comments_and_block_scalars_are_not_nesting() {
+        let brackets = "[".repeat(100);
+        let text = format!(
+            "workspace: w\n# {brackets}\nteams:\n  - id: t\n    strategy: manual\n    name: \"{brackets}\"\n    \
+             templates:\n      welcome: '{brackets} it''s'\n      away: |\n        {brackets}\n        - - - - -\n      \
+             overcapacity: it's {brackets}\n"
+        );
+        let text = text.replace("overcapacity: it's", "overcapacity: >-\n        it's");
+        check_nesting(&text, "f").expect("accepted");
+        let file = WorkspaceFile::parse(&text, "f").expect("parses");
+        assert_eq!(file.teams[0].templates.welcome, format!("{brackets} it's"));
+    }
+
+    #[test]
+    fn a_key_given_twice_in_a_mapping_is_refused() {
+        for (text, key) in [
+            ("workspace: w\nagents:\n  - {id: a, skills: {refunds: 1, refunds: 5}}\n", "refunds"),
+            ("workspace: w\nagents:\n  - id: a\n    max_open_per_channel: {sms: 1, sms: 2}\n", "sms"),
+            ("workspace: w\nrules:\n  - {id: r, team: t, required_skills: {x: 1, x: 2}}\n", "\"x\""),
+            ("workspace: w\nagents:\n  - {id: a, max_open: 1, max_open: 2}\n", "max_open"),
+        ] {
+            let message = refusal(text);
+            assert!((message.contains(key) && message.contains("twice")) || message.contains("duplicate"), "{message}");
+            assert!(message.contains("agents[0]") || message.contains("rules[0]"), "{message}");
+        }
+        let message =
+            refusal("workspace: w\nagents:\n  - id: a\n    max_open_per_channel: {web_chat: 1, web-chat: 2}\n");
+        assert!(message.contains("agents[0] (a).max_open_per_channel: channel \"web_chat\""), "{message}");
+    }
+
+    #[test]
+    fn two_items_with_the_same_id_are_refused_naming_both() {
+        let message = refusal("workspace: w\nagents:\n  - {id: a}\n  - {id: b}\n  - {id: a, max_open: 9}\n");
+        assert!(message.contains("agents[2]: agent id \"a\" is already used by agents[0]"), "{message}");
+        let message = refusal("workspace: w\nteams:\n  - {id: t, strategy: manual}\n  - {id: t, strategy: ordered}\n");
+        assert!(message.contains("teams[1]: team id \"t\" is already used by teams[0]"), "{message}");
+        let message = refusal("workspace: w\nrules:\n  - {id: r, team: x}\n  - {id: r, agent: y}\n");
+        assert!(message.contains("rules[1]: rule id \"r\" is already used by rules[0]"), "{message}");
+    }
+
+    #[test]
+    fn a_file_over_the_byte_limit_is_refused_without_reading_all_of_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("big.yaml");
+        let file = std::fs::File::create(&path).expect("create");
+        // Sparse: a huge file costs nothing on disk, and only the limit is read.
+        file.set_len(4 * WORKSPACE_FILE_BYTES_MAX as u64).expect("set_len");
+        let message = format!("{:#}", read_file(&path).expect_err("refused"));
+        assert!(message.contains("larger than 16777216 bytes (workspace_file_bytes_max)"), "{message}");
+        std::fs::write(&path, "workspace: w\n").expect("write");
+        assert_eq!(read_file(&path).expect("read"), "workspace: w\n");
+    }
 }

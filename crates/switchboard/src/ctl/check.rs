@@ -1,0 +1,481 @@
+//! The strongest check `ctl apply` can make without writing anything: a rehearsal. The writes
+//! it is about to send are converted as the server converts them and applied, in the same
+//! order, to a local [`switchboard_core::State`] (the real state machine) that first replays
+//! the workspace's live configuration. The first refusal is reported with the file item it
+//! comes from, and nothing is written.
+//!
+//! What the rehearsal cannot see is state the configuration export does not carry: a team that
+//! still has open conversations cannot be removed, which only the cluster knows. `apply`
+//! therefore sends removals last, so such a refusal leaves every team of the file in place.
+//!
+//! The conversions below mirror `switchboard-server`'s `convert/model.rs`, which is private to
+//! that crate; were it public, this file would call it instead. `tests/ctl_apply.rs` keeps the
+//! two in step: every mistake it makes is refused here before the server sees it, and the
+//! correct files are accepted by both.
+
+use super::apply::Change;
+use super::spec::WorkspaceFile;
+use std::collections::BTreeMap;
+use switchboard_client::pb;
+use switchboard_core::ids::ID_MAX_BYTES;
+use switchboard_core::{
+    AgentSpec, AgentStatus, ApplyError, BusinessHours, Channel, Command, CustomerKind, Event, Input, OpeningInterval,
+    RoutingRule, RuleConditions, RuleTarget, State, StatusSet, Strategy, TeamOptions, TeamSpec, Templates, WorkspaceId,
+    WorkspaceSettings,
+};
+
+/// Rehearses `changes` (planned from `file` against `live`, the workspace's configuration on
+/// the cluster, `None` if it does not exist) at time `at_ms`; the error names the file item the
+/// state machine or the server would refuse.
+pub(crate) fn rehearse(
+    file: &WorkspaceFile,
+    live: Option<&pb::WorkspaceConfig>,
+    changes: &[Change],
+    at_ms: i64,
+) -> anyhow::Result<()> {
+    let workspace: WorkspaceId =
+        required_id(file.workspace.clone(), "workspace").map_err(|reason| anyhow::anyhow!("{reason}\n{REHEARSED}"))?;
+    // Workspace ids name NATS subjects (`switchboard.events.<workspace>`); the server refuses
+    // to create one that is not a single subject token.
+    if live.is_none() && !switchboard_server::nats::is_subject_token(&file.workspace) {
+        anyhow::bail!(
+            "workspace: {:?} must not contain '.', '*', '>' or whitespace (it is a NATS subject token)\n{REHEARSED}",
+            file.workspace
+        );
+    }
+    let mut state = State::new();
+    let mut run = |command: Command| -> Result<(), ApplyError> {
+        let event = Event { workspace: workspace.clone(), event_id: None, command };
+        state.apply(at_ms, &Input::Event(event)).result
+    };
+    if let Some(live) = live {
+        replay_live(&mut run, live).map_err(|reason| {
+            anyhow::anyhow!(
+                "the live configuration of workspace {workspace} cannot be replayed locally ({reason}); is this \
+                 switchboard as new as the cluster?"
+            )
+        })?;
+    }
+    for change in changes {
+        let refusal = match command_of(change) {
+            Ok(command) => run(command).map_err(|error| error.to_string()),
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = refusal {
+            anyhow::bail!("{}: {reason}\n{REHEARSED}", change.item(file, &reason));
+        }
+    }
+    // With --prune, removing an agent takes it out of its teams: a team of the file that names
+    // an agent the file does not define would silently lose that member.
+    for (i, team) in file.teams.iter().enumerate() {
+        let Some(spec) = state.team_spec(&workspace, &switchboard_core::TeamId::new(&team.id)) else { continue };
+        if let Some(missing) = team.members.iter().find(|member| !spec.members.iter().any(|m| m.as_str() == *member)) {
+            anyhow::bail!(
+                "teams[{i}] ({}): member {missing} is not an agent of the file, and --prune removes it\n{REHEARSED}",
+                team.id
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How a refusal was found, for the end of its message.
+const REHEARSED: &str = "(found by rehearsing the changes locally against the live configuration; nothing was applied)";
+
+/// Rebuilds the live configuration in the order `apply` would create it.
+fn replay_live(
+    run: &mut impl FnMut(Command) -> Result<(), ApplyError>,
+    live: &pb::WorkspaceConfig,
+) -> Result<(), String> {
+    let settings = settings_from_pb(live.settings.clone().unwrap_or_default())?;
+    let error = |e: ApplyError| e.to_string();
+    run(Command::ConfigureWorkspace(WorkspaceSettings { default_team: None, ..settings.clone() })).map_err(error)?;
+    for agent in &live.agents {
+        run(Command::UpsertAgent(agent_from_pb(agent.clone())?)).map_err(error)?;
+    }
+    for team in &live.teams {
+        run(Command::UpsertTeam(team_from_pb(team.clone())?)).map_err(error)?;
+    }
+    run(Command::ConfigureWorkspace(settings)).map_err(error)?;
+    run(Command::SetRoutingRules(rules_from_pb(&live.rules)?)).map_err(error)?;
+    Ok(())
+}
+
+/// The command the server makes of the request `apply` sends for `change`.
+fn command_of(change: &Change) -> Result<Command, String> {
+    Ok(match change {
+        Change::CreateWorkspace { settings } | Change::Settings { settings, .. } => {
+            Command::ConfigureWorkspace(settings_from_pb(settings.clone())?)
+        }
+        Change::UpsertAgent { agent, .. } => Command::UpsertAgent(agent_from_pb(agent.clone())?),
+        Change::UpsertTeam { team, .. } => Command::UpsertTeam(team_from_pb(team.clone())?),
+        Change::SetRules { rules, .. } => Command::SetRoutingRules(rules_from_pb(rules)?),
+        Change::RemoveTeam { team } => Command::RemoveTeam { team: required_id(team.clone(), "team")? },
+        Change::RemoveAgent { agent } => Command::RemoveAgent { agent: required_id(agent.clone(), "agent")? },
+    })
+}
+
+// ----- protobuf -> core, as the server converts requests ------------------------------------
+
+/// A required identifier: non-empty, at most [`ID_MAX_BYTES`] bytes, no control character.
+fn required_id<T: From<String>>(value: String, field: &str) -> Result<T, String> {
+    if value.is_empty() {
+        return Err(format!("{field}: is required and must not be empty"));
+    }
+    if value.len() > ID_MAX_BYTES {
+        return Err(format!("{field}: is {} bytes; the limit is {ID_MAX_BYTES}", value.len()));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{field}: {value:?} contains a control character"));
+    }
+    Ok(T::from(value))
+}
+
+/// An optional identifier: empty means absent.
+fn optional_id<T: From<String>>(value: String, field: &str) -> Result<Option<T>, String> {
+    if value.is_empty() { Ok(None) } else { required_id(value, field).map(Some) }
+}
+
+fn optional_text(value: String) -> Option<String> {
+    if value.is_empty() { None } else { Some(value) }
+}
+
+fn small(value: u32, field: &str) -> Result<u8, String> {
+    u8::try_from(value).map_err(|_| format!("{field}: {value} is out of range"))
+}
+
+fn channel_from_pb(value: i32, field: &str) -> Result<Channel, String> {
+    Ok(match pb::Channel::try_from(value) {
+        Ok(pb::Channel::Whatsapp) => Channel::WhatsApp,
+        Ok(pb::Channel::Messenger) => Channel::Messenger,
+        Ok(pb::Channel::Instagram) => Channel::Instagram,
+        Ok(pb::Channel::Telegram) => Channel::Telegram,
+        Ok(pb::Channel::Line) => Channel::Line,
+        Ok(pb::Channel::Email) => Channel::Email,
+        Ok(pb::Channel::WebChat) => Channel::WebChat,
+        Ok(pb::Channel::Sms) => Channel::Sms,
+        Ok(pb::Channel::Other) => Channel::Other,
+        Ok(pb::Channel::Unspecified) => return Err(format!("{field}: is required (CHANNEL_UNSPECIFIED given)")),
+        Err(_) => return Err(format!("{field}: {value} is not a known channel")),
+    })
+}
+
+fn status_from_pb(value: i32, field: &str) -> Result<AgentStatus, String> {
+    match pb::AgentStatus::try_from(value) {
+        Ok(pb::AgentStatus::Online) => Ok(AgentStatus::Online),
+        Ok(pb::AgentStatus::Busy) => Ok(AgentStatus::Busy),
+        Ok(pb::AgentStatus::Away) => Ok(AgentStatus::Away),
+        Ok(pb::AgentStatus::Offline) => Ok(AgentStatus::Offline),
+        Ok(pb::AgentStatus::Unspecified) => Err(format!("{field}: is required (AGENT_STATUS_UNSPECIFIED given)")),
+        Err(_) => Err(format!("{field}: {value} is not a known agent status")),
+    }
+}
+
+fn strategy_from_pb(value: i32, field: &str) -> Result<Strategy, String> {
+    match pb::Strategy::try_from(value) {
+        Ok(pb::Strategy::RoundRobin) => Ok(Strategy::RoundRobin),
+        Ok(pb::Strategy::LeastOpen) => Ok(Strategy::LeastOpen),
+        Ok(pb::Strategy::Weighted) => Ok(Strategy::Weighted),
+        Ok(pb::Strategy::Ordered) => Ok(Strategy::Ordered),
+        Ok(pb::Strategy::Manual) => Ok(Strategy::Manual),
+        Ok(pb::Strategy::Unspecified) => Err(format!("{field}: is required (STRATEGY_UNSPECIFIED given)")),
+        Err(_) => Err(format!("{field}: {value} is not a known strategy")),
+    }
+}
+
+fn skills_from_pb<K: Ord + From<String>>(
+    skills: BTreeMap<String, u32>,
+    field: &str,
+) -> Result<BTreeMap<K, u8>, String> {
+    skills
+        .into_iter()
+        .map(|(name, level)| {
+            let field = format!("{field}[{name}]");
+            Ok((required_id(name, &field)?, small(level, &field)?))
+        })
+        .collect()
+}
+
+fn ids_from_pb<T: From<String>>(values: Vec<String>, field: &str) -> Result<Vec<T>, String> {
+    values.into_iter().enumerate().map(|(i, value)| required_id(value, &format!("{field}[{i}]"))).collect()
+}
+
+fn agent_from_pb(agent: pb::Agent) -> Result<AgentSpec, String> {
+    let mut max_open_per_channel = BTreeMap::new();
+    for (i, limit) in agent.max_open_per_channel.into_iter().enumerate() {
+        let channel = channel_from_pb(limit.channel, &format!("agent.max_open_per_channel[{i}].channel"))?;
+        if max_open_per_channel.insert(channel, limit.max_open).is_some() {
+            return Err(format!("agent.max_open_per_channel: {channel:?} is listed twice"));
+        }
+    }
+    Ok(AgentSpec {
+        id: required_id(agent.id, "agent.id")?,
+        display_name: agent.display_name,
+        skills: skills_from_pb(agent.skills, "agent.skills")?,
+        languages: ids_from_pb(agent.languages, "agent.languages")?,
+        max_open: agent.max_open,
+        max_open_per_channel,
+        daily_limit: agent.daily_limit,
+        auto_assign_excluded: agent.auto_assign_excluded,
+    })
+}
+
+fn options_from_pb(options: Option<pb::TeamOptions>) -> Result<TeamOptions, String> {
+    let defaults = TeamOptions::default();
+    let Some(options) = options else { return Ok(defaults) };
+    let mut allowed = Vec::new();
+    for (i, value) in options.allowed_statuses.iter().enumerate() {
+        allowed.push(status_from_pb(*value, &format!("team.options.allowed_statuses[{i}]"))?);
+    }
+    let or = |value: u32, default: u32| if value == 0 { default } else { value };
+    Ok(TeamOptions {
+        allowed_statuses: if allowed.is_empty() { StatusSet::ONLINE_ONLY } else { StatusSet::of(&allowed) },
+        daily_limit_hard_cap: options.daily_limit_hard_cap,
+        keep_returning_customers: options.keep_returning_customers,
+        reassign_reopened_if_unavailable: options.reassign_reopened_if_unavailable,
+        requeue_on_offline: options.requeue_on_offline,
+        no_reply_timeout_s: options.no_reply_timeout_s,
+        assign_delay_s: options.assign_delay_s,
+        default_handle_time_s: or(options.default_handle_time_s, defaults.default_handle_time_s),
+        default_response_time_s: or(options.default_response_time_s, defaults.default_response_time_s),
+    })
+}
+
+fn hours_from_pb(hours: pb::BusinessHours) -> Result<BusinessHours, String> {
+    let mut weekly = Vec::with_capacity(hours.weekly.len());
+    for (i, interval) in hours.weekly.into_iter().enumerate() {
+        let field = format!("team.business_hours.weekly[{i}]");
+        let minute = |value: u32, name: &str| {
+            u16::try_from(value).map_err(|_| format!("{field}.{name}: {value} is out of range"))
+        };
+        weekly.push(OpeningInterval {
+            weekday: small(interval.weekday, &format!("{field}.weekday"))?,
+            open_minute: minute(interval.open_minute, "open_minute")?,
+            close_minute: minute(interval.close_minute, "close_minute")?,
+        });
+    }
+    Ok(BusinessHours { weekly, holidays: hours.holidays })
+}
+
+fn team_from_pb(team: pb::Team) -> Result<TeamSpec, String> {
+    let id: switchboard_core::TeamId = required_id(team.id, "team.id")?;
+    let templates = team.templates.unwrap_or_default();
+    Ok(TeamSpec {
+        name: if team.name.is_empty() { id.to_string() } else { team.name },
+        id,
+        members: ids_from_pb(team.members, "team.members")?,
+        strategy: strategy_from_pb(team.strategy, "team.strategy")?,
+        options: options_from_pb(team.options)?,
+        timezone: if team.timezone.is_empty() { "UTC".to_owned() } else { team.timezone },
+        business_hours: team.business_hours.map(hours_from_pb).transpose()?,
+        templates: Templates {
+            welcome: optional_text(templates.welcome),
+            away: optional_text(templates.away),
+            overcapacity: optional_text(templates.overcapacity),
+        },
+    })
+}
+
+fn rules_from_pb(rules: &[pb::RoutingRule]) -> Result<Vec<RoutingRule>, String> {
+    rules.iter().enumerate().map(|(i, rule)| rule_from_pb(rule.clone(), i)).collect()
+}
+
+fn rule_from_pb(rule: pb::RoutingRule, index: usize) -> Result<RoutingRule, String> {
+    let field = format!("rules[{index}]");
+    let conditions = rule.conditions.unwrap_or_default();
+    let mut channels = Vec::new();
+    for (i, value) in conditions.channels.iter().enumerate() {
+        channels.push(channel_from_pb(*value, &format!("{field}.conditions.channels[{i}]"))?);
+    }
+    let customer = match pb::CustomerKind::try_from(conditions.customer) {
+        Ok(pb::CustomerKind::Any) => CustomerKind::Any,
+        Ok(pb::CustomerKind::New) => CustomerKind::New,
+        Ok(pb::CustomerKind::Returning) => CustomerKind::Returning,
+        Err(_) => {
+            return Err(format!("{field}.conditions.customer: {} is not a known customer kind", conditions.customer));
+        }
+    };
+    let target = rule.target.and_then(|t| t.target).ok_or_else(|| format!("{field}.target: is required"))?;
+    let target = match target {
+        pb::rule_target::Target::Team(team) => RuleTarget::Team {
+            team: required_id(team.team, &format!("{field}.target.team.team"))?,
+            required_skills: skills_from_pb(team.required_skills, &format!("{field}.target.team.required_skills"))?,
+            required_language: optional_id(team.required_language, &format!("{field}.target.team.required_language"))?,
+        },
+        pb::rule_target::Target::Agent(agent) => {
+            RuleTarget::Agent { agent: required_id(agent, &format!("{field}.target.agent"))? }
+        }
+    };
+    Ok(RoutingRule {
+        id: required_id(rule.id, &format!("{field}.id"))?,
+        conditions: RuleConditions {
+            channels,
+            languages: ids_from_pb(conditions.languages, &format!("{field}.conditions.languages"))?,
+            topics: conditions.topics,
+            tiers: conditions.tiers,
+            tags: conditions.tags,
+            customer,
+            keywords: conditions.keywords,
+        },
+        target,
+    })
+}
+
+fn settings_from_pb(settings: pb::WorkspaceSettings) -> Result<WorkspaceSettings, String> {
+    let defaults = WorkspaceSettings::default();
+    let or = |value: u32, default: u32| if value == 0 { default } else { value };
+    Ok(WorkspaceSettings {
+        default_team: optional_id(settings.default_team, "settings.default_team")?,
+        vip_waits_for_dedicated_agent: settings.vip_waits_for_dedicated_agent,
+        dedupe_window_s: or(settings.dedupe_window_s, defaults.dedupe_window_s),
+        dedupe_max_events: or(settings.dedupe_max_events, defaults.dedupe_max_events),
+        closed_retention_s: or(settings.closed_retention_s, defaults.closed_retention_s),
+        rng_seed: if settings.rng_seed == 0 { defaults.rng_seed } else { settings.rng_seed },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::apply::plan;
+
+    const BASE: &str = r#"
+workspace: acme
+settings:
+  default_team: support
+agents:
+  - {id: mary, name: Mary, max_open: 2, skills: {refunds: 3}}
+  - {id: john, name: John}
+  - {id: ana, name: Ana, languages: [es]}
+teams:
+  - id: support
+    strategy: round_robin
+    members: [mary, john]
+  - id: soporte
+    strategy: least_open
+    members: [ana]
+    timezone: America/Sao_Paulo
+    business_hours:
+      weekly: [{days: [mon], open: "09:00", close: "18:00"}]
+      holidays: ["2026-12-25"]
+rules:
+  - {id: spanish, when: {languages: [es]}, team: soporte}
+  - {id: vip, when: {tiers: [vip]}, agent: mary}
+"#;
+
+    const NOW_MS: i64 = 1_795_428_000_000;
+
+    fn file(text: &str) -> WorkspaceFile {
+        let file = WorkspaceFile::parse(text, "acme.yaml").expect("parses");
+        file.validate().expect("well formed");
+        file
+    }
+
+    /// The configuration a cluster that applied `text` exports.
+    fn live(text: &str) -> pb::WorkspaceConfig {
+        let file = file(text);
+        pb::WorkspaceConfig {
+            workspace: file.workspace.clone(),
+            settings: Some(file.settings_pb()),
+            agents: file.agents_pb().expect("agents"),
+            teams: file.teams_pb().expect("teams"),
+            rules: file.rules_pb().expect("rules"),
+            applied_index: 0,
+        }
+    }
+
+    fn rehearsal(text: &str, live: Option<&pb::WorkspaceConfig>, prune: bool) -> anyhow::Result<()> {
+        let file = file(text);
+        let changes = plan(&file, live, prune).expect("plan");
+        rehearse(&file, live, &changes, NOW_MS)
+    }
+
+    #[track_caller]
+    fn refused(text: &str, live: Option<&pb::WorkspaceConfig>, prune: bool, expected: &str) {
+        let message = format!("{:#}", rehearsal(text, live, prune).expect_err("refused"));
+        assert!(message.starts_with(expected), "expected {expected:?}, got {message:?}");
+        assert!(message.ends_with("nothing was applied)"), "{message}");
+    }
+
+    #[test]
+    fn correct_files_pass_new_and_against_their_live_configuration() {
+        rehearsal(BASE, None, false).expect("new workspace");
+        rehearsal(BASE, Some(&live(BASE)), true).expect("unchanged");
+        let example = include_str!("../../../../deploy/workspace.example.yaml");
+        rehearsal(example, None, false).expect("the shipped example");
+        // Without --prune a team may list an agent the cluster has and the file does not.
+        let with_extra = BASE.replace(
+            "  - {id: ana, name: Ana, languages: [es]}\n",
+            "  - {id: ana, name: Ana, languages: [es]}\n  - {id: li}\n",
+        );
+        let file_without_li = BASE.replace("members: [mary, john]", "members: [mary, john, li]");
+        rehearsal(&file_without_li, Some(&live(&with_extra)), false).expect("li exists on the cluster");
+    }
+
+    #[test]
+    fn every_refusal_of_the_state_machine_is_found_and_names_the_item() {
+        let cases = [
+            ("members: [mary, john]", "members: [mary, zoe]", "teams[0] (support): unknown agent zoe"),
+            (
+                "members: [mary, john]",
+                "members: [mary, mary]",
+                "teams[0] (support): invalid team.members: agent mary is listed twice",
+            ),
+            (
+                "America/Sao_Paulo",
+                "Mars/Olympus",
+                "teams[1] (soporte): invalid timezone: unknown IANA timezone \"Mars/Olympus\"",
+            ),
+            ("2026-12-25", "2026-13-45", "teams[1] (soporte): invalid business_hours.holidays: \"2026-13-45\""),
+            ("max_open: 2,", "max_open: 10001,", "agents[0] (mary): invalid agent.max_open: 10001 exceeds 10000"),
+            ("refunds: 3", "refunds: 9", "agents[0] (mary): invalid agent.skills: level 9 is not between 1 and 5"),
+            ("refunds: 3", "refunds: 300", "agents[0] (mary): agent.skills[refunds]: 300 is out of range"),
+            ("{id: john, name: John}", "{id: \"\", name: John}", "agents[1] (): agent.id: is required"),
+            ("team: soporte}", "team: nowhere}", "rules[0] (spanish): unknown team nowhere"),
+            ("default_team: support", "default_team: nowhere", "settings: unknown team nowhere"),
+            ("workspace: acme", "workspace: acme.eu", "workspace: \"acme.eu\" must not contain '.'"),
+        ];
+        for (from, to, expected) in cases {
+            assert!(BASE.contains(from), "{from}");
+            refused(&BASE.replace(from, to), None, false, expected);
+        }
+    }
+
+    #[test]
+    fn an_agent_rule_needs_a_team_or_a_default_team() {
+        let text = BASE.replace("default_team: support", "").replace("members: [mary, john]", "members: [john]");
+        refused(&text, None, false, "rules[1] (vip): rule vip targets agent mary, who is in no team");
+    }
+
+    #[test]
+    fn prune_refusals_are_found_before_anything_is_removed() {
+        // The live workspace's default team is `old`; a file without it, keeping it as default.
+        let old = BASE
+            .replace("teams:\n", "teams:\n  - {id: old, strategy: manual, members: [john]}\n")
+            .replace("default_team: support", "default_team: old");
+        let keeps_default = BASE.replace("default_team: support", "default_team: old");
+        refused(
+            &keeps_default,
+            Some(&live(&old)),
+            true,
+            "--prune: removing team old (not in the file): team old is the workspace's default team",
+        );
+        // A team of the file naming an agent that --prune removes.
+        let with_li = BASE.replace("  - {id: john, name: John}\n", "  - {id: john, name: John}\n  - {id: li}\n");
+        let without_li = BASE.replace("members: [mary, john]", "members: [mary, john, li]");
+        refused(&without_li, Some(&live(&with_li)), true, "teams[0] (support): member li is not an agent of the file");
+        // A rule of the live workspace targets an agent the file prunes, and the file keeps the rule.
+        let rule_to_li =
+            with_li.replace("agent: mary}", "agent: li}").replace("members: [mary, john]", "members: [mary, john, li]");
+        let prunes_li_keeps_rule = BASE.replace("agent: mary}", "agent: li}");
+        refused(&prunes_li_keeps_rule, Some(&live(&rule_to_li)), true, "--prune: removing agent li (not in the file)");
+    }
+
+    #[test]
+    fn a_live_configuration_this_build_cannot_replay_is_reported_as_such() {
+        let mut live = live(BASE);
+        live.teams[0].members.push("ghost".into());
+        let message = format!("{:#}", rehearsal(BASE, Some(&live), false).expect_err("refused"));
+        assert!(message.contains("cannot be replayed locally (unknown agent ghost)"), "{message}");
+    }
+}
