@@ -211,6 +211,7 @@ impl<K: LineKey, V: Clone> Line<K, V> {
         rank as usize
     }
 
+    #[cfg(test)]
     pub(crate) fn first(&self) -> Option<(K, &V)> {
         let mut n = self.node(self.root)?;
         while let Some(left) = self.node(n.left) {

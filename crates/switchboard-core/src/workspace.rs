@@ -1082,16 +1082,25 @@ impl Workspace {
     /// Assigns what an agent's new capacity allows: first the conversations waiting for this
     /// agent in particular, then the queues of every pool the agent serves.
     fn drain_agent(&mut self, cx: &mut Ctx<'_>, agent_id: &AgentId) -> Result<(), ApplyError> {
+        // The agent's own line holds conversations of several teams, whose options differ
+        // (allowed statuses, hard caps) and channels, whose limits differ: one the agent cannot
+        // take must not block the ones behind it. Skipped entries are counted, so each step is
+        // one O(log n) rank lookup; the walk ends at once when the agent has no room at all.
+        let mut skipped = 0usize;
         loop {
             let Some(agent) = self.agents.get(agent_id) else {
                 return Ok(());
             };
-            let Some((_, head)) = agent.personal.first() else {
+            if agent.open_count() >= agent.spec.max_open || agent.spec.auto_assign_excluded {
+                break;
+            }
+            let Some((_, head)) = agent.personal.page(skipped, 1).into_iter().next() else {
                 break;
             };
-            let ix = self.ix_known(head)?;
+            let ix = self.ix_known(&head)?;
             if !self.can_take(agent_id, ix) {
-                break;
+                skipped = skipped.saturating_add(1);
+                continue;
             }
             let reason = match &self.conversation(ix)?.placement {
                 Placement::Personal { reason, .. } => *reason,
@@ -1666,10 +1675,10 @@ impl Workspace {
             }
         }
         for (agent_id, agent) in &self.agents {
-            if let Some((_, head)) = agent.personal.first() {
-                let ix = self.ix_known(head).map_err(|e| e.to_string())?;
+            for (_, waiting) in agent.personal.page(0, usize::MAX) {
+                let ix = self.ix_known(&waiting).map_err(|e| e.to_string())?;
                 if self.can_take(agent_id, ix) {
-                    return Err(format!("{head} waits for {agent_id} who could take it"));
+                    return Err(format!("{waiting} waits for {agent_id} who could take it"));
                 }
             }
         }

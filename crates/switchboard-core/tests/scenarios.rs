@@ -1013,3 +1013,48 @@ fn snapshots_round_trip_and_keep_deciding_the_same_way() {
     assert!(matches!(State::restore(&future), Err(SnapshotError::UnsupportedVersion { found: 99 })));
     assert!(matches!(State::restore(&bytes[..bytes.len() / 2]), Err(SnapshotError::Decode(_))));
 }
+
+#[test]
+fn a_conversation_an_agent_cannot_take_does_not_block_the_ones_waiting_behind_it() {
+    // Amy is the VIP's dedicated agent; the VIP waits for her. One chat waits in team `night`,
+    // which serves only BUSY agents; the next in `day`. When Amy has room, the `day` chat is
+    // hers at once, though the `night` one ahead of it still cannot be.
+    let mut sim = Sim::new();
+    let mut amy = AgentSpec::new("amy", "Amy");
+    amy.max_open = 1;
+    sim.agent_spec(amy);
+    sim.team(TeamSpec::new("day", Strategy::RoundRobin, &["amy"]));
+    let mut night = TeamSpec::new("night", Strategy::RoundRobin, &["amy"]);
+    night.options.allowed_statuses = StatusSet::of(&[AgentStatus::Busy]);
+    sim.team(night);
+    sim.ok(Command::ConfigureWorkspace(WorkspaceSettings {
+        default_team: Some(TeamId::new("day")),
+        vip_waits_for_dedicated_agent: true,
+        ..WorkspaceSettings::default()
+    }));
+    sim.ok(Command::SetRoutingRules(vec![RoutingRule {
+        id: RuleId::new("night"),
+        conditions: RuleConditions { topics: vec!["night".into()], ..RuleConditions::default() },
+        target: RuleTarget::Team {
+            team: TeamId::new("night"),
+            required_skills: BTreeMap::new(),
+            required_language: None,
+        },
+    }]));
+    sim.ok(Command::UpsertContact(ContactSpec {
+        id: ContactId::new("vip"),
+        tier: None,
+        dedicated_agent: Some(AgentId::new("amy")),
+    }));
+    sim.online(&["amy"]);
+    sim.open("x1", "someone");
+    let mut at_night = OpenConversation::new("n1", "vip", Channel::WhatsApp);
+    at_night.topic = Some("night".into());
+    sim.open_with(at_night);
+    sim.open("d1", "vip");
+    assert_eq!(sim.conversation("n1").queue.and_then(|q| q.waiting_for).map(|a| a.to_string()).as_deref(), Some("amy"));
+    let effects = sim.close("x1");
+    assert_eq!(assigned_agents(&effects), ["amy"]);
+    assert_eq!(sim.assignee("d1").as_deref(), Some("amy"));
+    assert_eq!(sim.assignee("n1"), None);
+}

@@ -273,8 +273,9 @@ pub(crate) mod ranges {
         Range::new(1, switchboard_raft::MAX_INPUTS_PER_PROPOSAL as u64, "events per proposal");
     /// `nats.batch_linger_ms`.
     pub(crate) const BATCH_LINGER_MS: Range = Range::new(0, 1_000, "milliseconds");
-    /// `nats.max_event_bytes`.
-    pub(crate) const MAX_EVENT_BYTES: Range = Range::new(256, 8 * 1024 * 1024, "bytes");
+    /// `nats.max_event_bytes`: a batch of events plus one more must fit one Raft write
+    /// (`switchboard_raft::WRITE_BYTES_MAX`), so one event is at most 128 KiB.
+    pub(crate) const MAX_EVENT_BYTES: Range = Range::new(256, 128 * 1024, "bytes");
 }
 
 /// A configuration checked for completeness.
