@@ -90,7 +90,11 @@ async fn every_mistake_is_refused_before_any_write() {
         ("members: [mary, john]", "members: [mary, john, mary]", &["teams[0] (support)", "agent mary is listed twice"]),
         ("America/Sao_Paulo", "America/Atlantis", &["teams[1] (soporte)", "unknown IANA timezone"]),
         ("2026-12-25", "2026-02-30", &["teams[2] (sales)", "business_hours.holidays", "2026-02-30"]),
-        ("max_open: 2,", "max_open: 10001,", &["agents[0] (mary)", "10001 exceeds 10000"]),
+        (
+            "max_open: 2,",
+            "max_open: 10001,",
+            &["agents[0] (mary)", "10001 conversations is outside 0..=10000 conversations"],
+        ),
         ("refunds: 3", "refunds: 3, refunds: 5", &["agents[0]", "\"refunds\" is given twice"]),
         ("refunds: 3", "refunds: 7", &["agents[0] (mary)", "level 7 is not between 1 and 5"]),
         (

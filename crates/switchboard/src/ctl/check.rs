@@ -427,7 +427,11 @@ rules:
                 "teams[1] (soporte): invalid timezone: unknown IANA timezone \"Mars/Olympus\"",
             ),
             ("2026-12-25", "2026-13-45", "teams[1] (soporte): invalid business_hours.holidays: \"2026-13-45\""),
-            ("max_open: 2,", "max_open: 10001,", "agents[0] (mary): invalid agent.max_open: 10001 exceeds 10000"),
+            (
+                "max_open: 2,",
+                "max_open: 10001,",
+                "agents[0] (mary): invalid agent.max_open: 10001 conversations is outside 0..=10000 conversations",
+            ),
             ("refunds: 3", "refunds: 9", "agents[0] (mary): invalid agent.skills: level 9 is not between 1 and 5"),
             ("refunds: 3", "refunds: 300", "agents[0] (mary): agent.skills[refunds]: 300 is out of range"),
             ("{id: john, name: John}", "{id: \"\", name: John}", "agents[1] (): agent.id: is required"),
