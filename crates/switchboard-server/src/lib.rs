@@ -12,7 +12,8 @@
 //!   (heartbeats, membership changes) are forwarded to the leader's public API once.
 //! - `convert/`: protobuf ⇄ core types, one file per family; every shape check names its field.
 //! - `status.rs`: the one place library errors become gRPC statuses.
-//! - `watch.rs`: the ring of recent applied entries that makes Watch resumable.
+//! - `watch.rs`: the ring of recent applied entries that makes Watch resumable, and the limits
+//!   on Watch streams (how far one may fall behind, how many may be open).
 //! - [`presence`]: leader-side heartbeat supervision of agents.
 //! - [`metrics`]: series names, descriptions and the sampler.
 //!
@@ -33,4 +34,4 @@ pub use presence::PresenceConfig;
 pub use server::{SERVICE_NAMES, ServeError, ServerConfig, serve};
 pub use services::events::PUBLISH_BATCH_MAX_EVENTS;
 pub use status::LEADER_METADATA_KEY;
-pub use watch::WatchHub;
+pub use watch::{WatchHub, WatchLimits};
