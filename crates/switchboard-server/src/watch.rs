@@ -246,6 +246,15 @@ impl WatchHub {
         self.newest.subscribe()
     }
 
+    /// Waits until the hub (and so the replica) has applied `index`, up to `timeout`. `Err`
+    /// carries the newest index it reached.
+    pub(crate) async fn wait_for_index(&self, index: u64, timeout: Duration) -> Result<(), u64> {
+        let mut newest = self.newest();
+        let reached =
+            matches!(tokio::time::timeout(timeout, newest.wait_for(|newest| *newest >= index)).await, Ok(Ok(_)));
+        if reached { Ok(()) } else { Err(*newest.borrow()) }
+    }
+
     /// The first retained change at or after `index`, with the reader's backlog; `NotRetained`
     /// when changes at or after `index` exist but `index` itself is no longer retained.
     pub(crate) fn next_change(&self, index: u64) -> Result<NextChange, NotRetained> {

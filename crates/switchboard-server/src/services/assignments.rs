@@ -176,10 +176,32 @@ impl Assignments for AssignmentsService {
     }
 }
 
-/// Refuses a Watch on a workspace this node does not know.
-async fn check_workspace(api: &Api, workspace: &WorkspaceId, _from_index: u64) -> Result<(), Status> {
-    let known = api.node.read_local(|state| state.has_workspace(workspace)).value;
-    if known { Ok(()) } else { Err(unknown_workspace(workspace)) }
+/// Refuses a Watch on a workspace this node does not know, but only once it has caught up with
+/// what the caller knows: a caller that just created the workspace through another node names
+/// that write's index as `from_index`, so the node first waits until it has applied that index
+/// (up to `watch_catch_up_timeout`); and `NOT_FOUND` is decided by a linearizable read, like
+/// every other read. A workspace this node already knows needs no wait: the stream itself waits
+/// for `from_index` to be applied.
+async fn check_workspace(api: &Api, workspace: &WorkspaceId, from_index: u64) -> Result<(), Status> {
+    let known_here = || api.node.read_local(|state| state.has_workspace(workspace)).value;
+    if known_here() {
+        return Ok(());
+    }
+    if from_index > 0 {
+        let timeout = api.watch.limits().catch_up_timeout;
+        if let Err(reached) = api.watch.wait_for_index(from_index, timeout).await {
+            return Err(Status::unavailable(format!(
+                "this node has applied the log up to index {reached}, short of from_index {from_index} where the \
+                 watch starts, and did not catch up within {} ms; retry, or watch through another node",
+                timeout.as_millis()
+            )));
+        }
+        if known_here() {
+            return Ok(());
+        }
+    }
+    let read = api.read(pb::Consistency::Linearizable as i32, |state| state.has_workspace(workspace)).await?;
+    if read.value { Ok(()) } else { Err(unknown_workspace(workspace)) }
 }
 
 fn not_retained(from_index: u64, first_index: u64) -> Status {
