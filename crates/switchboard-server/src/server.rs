@@ -31,6 +31,10 @@ pub const SERVICE_NAMES: [&str; 5] = [
     "switchboard.v1.Cluster",
 ];
 
+/// Largest request accepted by the anonymous services (health and reflection), in bytes: their
+/// requests name a service or a symbol, and anyone may send them.
+pub const ANONYMOUS_REQUEST_MAX_BYTES: usize = 64 * 1024;
+
 /// How the public API behaves.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -162,8 +166,12 @@ pub async fn serve(
         .concurrency_limit_per_connection(config.concurrency_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
-        .add_service(reflection)
+        .add_service(
+            health_service.max_decoding_message_size(ANONYMOUS_REQUEST_MAX_BYTES).max_encoding_message_size(response),
+        )
+        .add_service(
+            reflection.max_decoding_message_size(ANONYMOUS_REQUEST_MAX_BYTES).max_encoding_message_size(response),
+        )
         .add_service(
             EventsServer::new(EventsService { api: api.clone() })
                 .max_decoding_message_size(request)
