@@ -215,7 +215,8 @@ async fn ten_thousand_events_take_effect_exactly_once_across_a_leader_crash_and_
             let opens = members.clone().map(|n| {
                 events::opened(&format!("open-{n}"), "nx", &conversation(n), &format!("+55{n}"), pb::Channel::Whatsapp)
             });
-            let messages = members.clone().map(|n| events::message_received(&format!("msg-{n}"), "nx", &conversation(n)));
+            let messages =
+                members.clone().map(|n| events::message_received(&format!("msg-{n}"), "nx", &conversation(n)));
             let closes = members.map(|n| events::closed(&format!("close-{n}"), "nx", &conversation(n)));
             opens.chain(messages).chain(closes).collect()
         })

@@ -86,7 +86,10 @@ async fn agents_whose_heartbeats_stop_are_marked_offline_through_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_zero_timeout_turns_supervision_off_instead_of_meaning_the_default() {
     let off = ServerConfig {
-        presence: PresenceConfig { heartbeat_timeout: Duration::ZERO, expire_to: switchboard_core::AgentStatus::Offline },
+        presence: PresenceConfig {
+            heartbeat_timeout: Duration::ZERO,
+            expire_to: switchboard_core::AgentStatus::Offline,
+        },
         ..Default::default()
     };
     let default_timeout = ServerConfig::default().presence.heartbeat_timeout;
