@@ -4,7 +4,8 @@
 //! [`switchboard_raft::RaftNode`], plus what a node runs beside them.
 //!
 //! - [`serve`] (`server.rs`): binds the five services, `grpc.health.v1` and reflection to a
-//!   listener, with request size limits and graceful shutdown.
+//!   listener, with request size limits (every service, health and reflection included) and
+//!   graceful shutdown.
 //! - `services/`: one file per service (`Events`, `Presence`, `Assignments`, `Admin`,
 //!   `Cluster`). Writes take `Api::write` (`api.rs`), which gives every write an idempotency key
 //!   and proposes it through Raft from any node; reads take `Api::read`, linearizable unless the
@@ -12,7 +13,8 @@
 //!   (heartbeats, membership changes) are forwarded to the leader's public API once.
 //! - `convert/`: protobuf ⇄ core types, one file per family; every shape check names its field.
 //! - `status.rs`: the one place library errors become gRPC statuses.
-//! - `watch.rs`: the ring of recent applied entries that makes Watch resumable.
+//! - `watch.rs`: the ring of recent applied entries that makes Watch resumable, and the limits
+//!   on Watch streams (how far one may fall behind, how many may be open).
 //! - [`presence`]: leader-side heartbeat supervision of agents.
 //! - [`metrics`]: series names, descriptions and the sampler.
 //!
@@ -30,7 +32,7 @@ mod status;
 mod watch;
 
 pub use presence::PresenceConfig;
-pub use server::{SERVICE_NAMES, ServeError, ServerConfig, serve};
+pub use server::{ANONYMOUS_REQUEST_MAX_BYTES, SERVICE_NAMES, ServeError, ServerConfig, serve};
 pub use services::events::PUBLISH_BATCH_MAX_EVENTS;
 pub use status::LEADER_METADATA_KEY;
-pub use watch::WatchHub;
+pub use watch::{WatchHub, WatchLimits};

@@ -41,8 +41,13 @@ pub const RAFT_LAST_APPLIED_INDEX: &str = "switchboard_raft_last_applied_index";
 /// on every replica and the cluster kept serving). Any increase pages.
 pub const APPLY_PANICS_TOTAL: &str = "switchboard_apply_panics_total";
 
+/// Watch streams open on this node.
+pub const WATCH_STREAMS: &str = "switchboard_watch_streams";
+/// Watch streams refused at the start (`stream_limit`) or cut off (`fell_behind`), by `reason`.
+pub const WATCH_STREAMS_REFUSED_TOTAL: &str = "switchboard_watch_streams_refused_total";
+
 /// Every series name, for checks of the dashboards and alert rules in `deploy/`.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 15] = [
     EVENTS_INGESTED_TOTAL,
     EVENTS_REJECTED_TOTAL,
     NATS_CONSUMER_PENDING,
@@ -56,6 +61,8 @@ pub const ALL: [&str; 13] = [
     RAFT_LAST_LOG_INDEX,
     RAFT_LAST_APPLIED_INDEX,
     APPLY_PANICS_TOTAL,
+    WATCH_STREAMS,
+    WATCH_STREAMS_REFUSED_TOTAL,
 ];
 
 /// How often Raft gauges are refreshed.
@@ -89,6 +96,12 @@ pub fn describe() {
     describe_gauge!(RAFT_TERM, "Current Raft term.");
     describe_gauge!(RAFT_LAST_LOG_INDEX, "Index of the last entry in this node's log.");
     describe_gauge!(RAFT_LAST_APPLIED_INDEX, "Index of the last entry applied to this node's state.");
+    describe_gauge!(WATCH_STREAMS, "Watch streams open on this node.");
+    describe_counter!(
+        WATCH_STREAMS_REFUSED_TOTAL,
+        "Watch streams refused (stream_limit: watch_streams_max reached) or cut off (fell_behind: the client read \
+         too slowly), by reason."
+    );
 }
 
 fn status_label(status: AgentStatus) -> &'static str {
@@ -116,6 +129,11 @@ fn reason_label(reason: AssignReason) -> &'static str {
 /// Counts an event refused for `reason` (a short stable label such as `unknown_agent`).
 pub(crate) fn event_rejected(reason: &str) {
     metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason.to_owned()).increment(1);
+}
+
+/// Counts a Watch stream refused or cut off for `reason` (`stream_limit`, `fell_behind`).
+pub(crate) fn watch_stream_refused(reason: &'static str) {
+    metrics::counter!(WATCH_STREAMS_REFUSED_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Records the time from the gateway's `occurred_at_ms` (0 = not given) to now.

@@ -7,7 +7,7 @@ use crate::services::assignments::AssignmentsService;
 use crate::services::cluster::ClusterService;
 use crate::services::events::EventsService;
 use crate::services::presence::PresenceService;
-use crate::watch::WatchHub;
+use crate::watch::{WatchHub, WatchLimits};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,10 @@ pub const SERVICE_NAMES: [&str; 5] = [
     "switchboard.v1.Cluster",
 ];
 
+/// Largest request accepted by the anonymous services (health and reflection), in bytes: their
+/// requests name a service or a symbol, and anyone may send them.
+pub const ANONYMOUS_REQUEST_MAX_BYTES: usize = 64 * 1024;
+
 /// How the public API behaves.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -38,7 +42,20 @@ pub struct ServerConfig {
     pub presence: PresenceConfig,
     /// About how many effects Watch streams can resume from.
     pub watch_retained_effects: usize,
-    /// Largest request message accepted, in bytes.
+    /// How many effects a Watch stream may fall behind the node (beyond the least it has been
+    /// behind since it started) before it is cut off with `RESOURCE_EXHAUSTED`. At most
+    /// `watch_retained_effects`.
+    pub watch_backlog_max_effects: usize,
+    /// Most Watch streams open at once on one node; more are refused with `RESOURCE_EXHAUSTED`.
+    /// Each holds at most one entry's messages of its own, plus what the HTTP/2 transport buffers
+    /// for a client that does not read (hyper's send buffer, 400 KiB).
+    pub watch_streams_max: usize,
+    /// How long a Watch call waits for the node to apply the `from_index` it names before it is
+    /// refused with `UNAVAILABLE`.
+    pub watch_catch_up_timeout: Duration,
+    /// Largest request message accepted by the five `switchboard.v1` services, in bytes; larger
+    /// ones are refused with `OUT_OF_RANGE` from the message's length prefix, before its body is
+    /// read.
     pub max_request_bytes: usize,
     /// Largest response message sent, in bytes.
     pub max_response_bytes: usize,
@@ -50,13 +67,28 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        let watch = WatchLimits::default();
         Self {
             presence: PresenceConfig::default(),
-            watch_retained_effects: 100_000,
+            watch_retained_effects: watch.retained_effects,
+            watch_backlog_max_effects: watch.backlog_max_effects,
+            watch_streams_max: watch.streams_max,
+            watch_catch_up_timeout: watch.catch_up_timeout,
             max_request_bytes: 4 * 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             concurrency_per_connection: 1024,
             nats: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn watch_limits(&self) -> WatchLimits {
+        WatchLimits {
+            retained_effects: self.watch_retained_effects,
+            backlog_max_effects: self.watch_backlog_max_effects,
+            streams_max: self.watch_streams_max,
+            catch_up_timeout: self.watch_catch_up_timeout,
         }
     }
 }
@@ -70,6 +102,9 @@ pub enum ServeError {
     /// The transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The configuration's limits do not fit together.
+    #[error("invalid API configuration: {0}")]
+    Config(String),
 }
 
 /// Serves the public API of `node` on `listener` until `shutdown` resolves, then stops
@@ -82,6 +117,8 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let watch_limits = config.watch_limits();
+    watch_limits.check().map_err(ServeError::Config)?;
     crate::metrics::describe();
     let (stop_sender, stop) = watch::channel(false);
     let stopped = move || {
@@ -94,7 +131,7 @@ pub async fn serve(
     // Subscribe before reading the applied index, so that no change falls between the two.
     let changes = node.subscribe();
     let applied = node.read_local(|_| ()).applied_index;
-    let hub = WatchHub::new(config.watch_retained_effects, applied);
+    let hub = WatchHub::new(watch_limits, applied);
     tokio::spawn(hub.clone().feed(changes));
     let presence = PresenceSupervisor::new(config.presence, node.clone());
     tokio::spawn(presence.clone().run(stopped()));
@@ -129,8 +166,12 @@ pub async fn serve(
         .concurrency_limit_per_connection(config.concurrency_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
-        .add_service(reflection)
+        .add_service(
+            health_service.max_decoding_message_size(ANONYMOUS_REQUEST_MAX_BYTES).max_encoding_message_size(response),
+        )
+        .add_service(
+            reflection.max_decoding_message_size(ANONYMOUS_REQUEST_MAX_BYTES).max_encoding_message_size(response),
+        )
         .add_service(
             EventsServer::new(EventsService { api: api.clone() })
                 .max_decoding_message_size(request)

@@ -1,47 +1,116 @@
 //! Recent applied entries, retained so that Watch streams can start from a past log index and
-//! resume after a disconnect.
+//! resume after a disconnect; and the limits that keep Watch streams from holding memory.
 //!
 //! One task per node copies every [`StateChange`] of the replica into a bounded ring (bounded by
-//! the number of effects it holds, `retained_effects`) and re-broadcasts it to the node's Watch
-//! streams. A stream that starts, or that falls behind the broadcast, reads the ring from the
-//! index it needs; if that index is no longer retained the stream ends with `OUT_OF_RANGE`
-//! naming the oldest index it could resume from.
+//! the number of effects it holds, `retained_effects`), announces the newest index it holds on a
+//! `watch` channel, and re-broadcasts each change for the effect publisher (`nats/egress.rs`).
+//!
+//! A Watch stream has no buffer and no task of its own: each time the transport asks it for the
+//! next message it looks up the first retained change at or after its next index
+//! ([`WatchHub::next_change`]) and converts that one change. What a slow client has not read
+//! stays in the shared ring, so a stream costs the same whether its client reads or not, and
+//! closing it frees everything it held. How far behind the ring's newest change a stream is, in
+//! effects, is its *backlog*; a stream whose backlog grows more than `watch_backlog_max_effects`
+//! beyond the smallest it has had ends with `RESOURCE_EXHAUSTED` naming the index to resume
+//! from. If the index it needs is no longer retained it ends with `OUT_OF_RANGE` naming the
+//! oldest index it could resume from. At most `watch_streams_max` streams are open at once
+//! ([`WatchHub::open_stream`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use switchboard_raft::StateChange;
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 
-/// Capacity of the broadcast from the ring to the Watch streams, in changes.
+/// Capacity of the broadcast from the ring to the effect publisher, in changes.
 const BROADCAST_CAPACITY: usize = 1024;
 
-/// Retained changes plus the broadcast that announces new ones.
+/// How Watch streams are bounded on one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchLimits {
+    /// About how many effects of recent changes the ring keeps for streams to resume from.
+    pub retained_effects: usize,
+    /// How many effects a stream may fall behind the newest retained change, beyond the least it
+    /// has been behind since it started, before it is cut off with `RESOURCE_EXHAUSTED`.
+    pub backlog_max_effects: usize,
+    /// Most Watch streams open at once on this node; more are refused with `RESOURCE_EXHAUSTED`.
+    pub streams_max: usize,
+    /// How long a Watch call waits for this node to apply the index it names before it is
+    /// refused with `UNAVAILABLE`.
+    pub catch_up_timeout: Duration,
+}
+
+impl Default for WatchLimits {
+    fn default() -> Self {
+        Self {
+            retained_effects: 100_000,
+            backlog_max_effects: 10_000,
+            streams_max: 512,
+            catch_up_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WatchLimits {
+    /// Refuses limits that do not fit together, naming the setting to change.
+    pub fn check(&self) -> Result<(), String> {
+        if self.retained_effects == 0 || self.backlog_max_effects == 0 || self.streams_max == 0 {
+            return Err(
+                "watch_retained_effects, watch_backlog_max_effects and watch_streams_max must be at least 1".to_owned()
+            );
+        }
+        // A stream further behind than the ring reaches fails with OUT_OF_RANGE first, and
+        // would never see the backlog limit that explains what happened.
+        if self.backlog_max_effects > self.retained_effects {
+            return Err(format!(
+                "watch_backlog_max_effects ({}) exceeds watch_retained_effects ({}): a stream that far behind is no \
+                 longer retained",
+                self.backlog_max_effects, self.retained_effects
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Retained changes, the newest index among them, and the broadcast for the effect publisher.
 #[derive(Debug)]
 pub struct WatchHub {
     ring: Mutex<Ring>,
     sender: broadcast::Sender<StateChange>,
+    /// The index of the newest change received (the applied index when the hub was made).
+    newest: watch::Sender<u64>,
+    limits: WatchLimits,
+    streams: Arc<Semaphore>,
+}
+
+/// One retained change and the number of effects retained before it was pushed.
+#[derive(Debug)]
+struct Retained {
+    change: StateChange,
+    /// `Ring::effects_pushed` before this change: the backlog of a stream at this change is
+    /// `effects_pushed - effects_before - effect_count(change)`.
+    effects_before: u64,
 }
 
 #[derive(Debug)]
 struct Ring {
-    changes: VecDeque<StateChange>,
+    changes: VecDeque<Retained>,
     effects: usize,
+    /// Effects of every change ever pushed (the running total behind `effects_before`).
+    effects_pushed: u64,
     retained_effects: usize,
     /// The first index the ring can serve: everything from it on is retained or not yet
     /// applied.
     first_index: u64,
 }
 
-/// What a new or lagging Watch stream gets: the retained changes it asked for and a receiver
-/// for everything after them.
+/// What the effect publisher gets: the retained changes it asked for and a receiver for
+/// everything after them.
 pub(crate) struct Backlog {
     /// Retained changes with index >= the requested one, in order.
     pub(crate) changes: Vec<StateChange>,
     /// New changes (may repeat some of `changes`; skip indexes already seen).
     pub(crate) receiver: broadcast::Receiver<StateChange>,
-    /// The first index the stream is to deliver: the requested one, or for "from now" the one
-    /// after the last change already broadcast.
-    pub(crate) start_index: u64,
 }
 
 /// The requested index is older than anything retained.
@@ -49,6 +118,36 @@ pub(crate) struct Backlog {
 pub(crate) struct NotRetained {
     /// The oldest index that can be resumed from.
     pub(crate) first_index: u64,
+}
+
+/// The answer to [`WatchHub::next_change`].
+pub(crate) enum NextChange {
+    /// The first retained change at or after the index asked for.
+    Change {
+        change: StateChange,
+        /// Effects of the retained changes after this one: how far the reader is behind.
+        backlog_effects: u64,
+    },
+    /// Nothing at or after the index has been received yet.
+    NotYet,
+}
+
+/// This node serves `watch_streams_max` streams already.
+#[derive(Debug)]
+pub(crate) struct TooManyStreams {
+    pub(crate) streams_max: usize,
+}
+
+/// A place among the node's open Watch streams; dropping it (with the stream) frees the place.
+#[derive(Debug)]
+pub(crate) struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
+    }
 }
 
 pub(crate) fn change_index(change: &StateChange) -> u64 {
@@ -65,19 +164,30 @@ fn effect_count(change: &StateChange) -> usize {
 }
 
 impl WatchHub {
-    /// A hub retaining about `retained_effects` effects of the changes after `applied_index`.
-    /// Subscribe to the replica before reading `applied_index`, so that nothing falls between.
-    pub fn new(retained_effects: usize, applied_index: u64) -> Arc<Self> {
+    /// A hub retaining about `limits.retained_effects` effects of the changes after
+    /// `applied_index`. Subscribe to the replica before reading `applied_index`, so that nothing
+    /// falls between.
+    pub fn new(limits: WatchLimits, applied_index: u64) -> Arc<Self> {
         let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let (newest, _) = watch::channel(applied_index);
         Arc::new(Self {
             ring: Mutex::new(Ring {
                 changes: VecDeque::new(),
                 effects: 0,
-                retained_effects: retained_effects.max(1),
+                effects_pushed: 0,
+                retained_effects: limits.retained_effects.max(1),
                 first_index: applied_index + 1,
             }),
             sender,
+            newest,
+            limits,
+            streams: Arc::new(Semaphore::new(limits.streams_max)),
         })
+    }
+
+    /// The limits this hub enforces.
+    pub(crate) fn limits(&self) -> WatchLimits {
+        self.limits
     }
 
     /// Copies the replica's changes into the ring until the replica's channel closes.
@@ -114,38 +224,163 @@ impl WatchHub {
         if ring.first_index == u64::MAX {
             ring.first_index = index;
         }
-        ring.effects += effect_count(&change);
-        ring.changes.push_back(change.clone());
+        let count = effect_count(&change);
+        let effects_before = ring.effects_pushed;
+        ring.effects += count;
+        ring.effects_pushed += count as u64;
+        ring.changes.push_back(Retained { change: change.clone(), effects_before });
         while ring.effects > ring.retained_effects && ring.changes.len() > 1 {
             if let Some(old) = ring.changes.pop_front() {
-                ring.effects -= effect_count(&old);
-                ring.first_index = change_index(&old) + 1;
+                ring.effects -= effect_count(&old.change);
+                ring.first_index = change_index(&old.change) + 1;
             }
         }
-        // Sent under the lock, so that a stream taking its backlog under the same lock sees each
+        // Sent under the lock, so that a reader taking its backlog under the same lock sees each
         // change exactly once (in the backlog or on the receiver).
         let _ = self.sender.send(change);
+        self.newest.send_replace(index);
     }
 
-    /// The retained changes from `from_index` on and a receiver for later ones. `from_index` 0
-    /// means "from now".
+    /// A receiver of the index of the newest change received, for waiting until one arrives.
+    pub(crate) fn newest(&self) -> watch::Receiver<u64> {
+        self.newest.subscribe()
+    }
+
+    /// Waits until the hub (and so the replica) has applied `index`, up to `timeout`. `Err`
+    /// carries the newest index it reached.
+    pub(crate) async fn wait_for_index(&self, index: u64, timeout: Duration) -> Result<(), u64> {
+        let mut newest = self.newest();
+        let reached =
+            matches!(tokio::time::timeout(timeout, newest.wait_for(|newest| *newest >= index)).await, Ok(Ok(_)));
+        if reached { Ok(()) } else { Err(*newest.borrow()) }
+    }
+
+    /// The first retained change at or after `index`, with the reader's backlog; `NotRetained`
+    /// when changes at or after `index` exist but `index` itself is no longer retained.
+    pub(crate) fn next_change(&self, index: u64) -> Result<NextChange, NotRetained> {
+        let ring = self.lock();
+        let last = ring.changes.back().map(|newest| change_index(&newest.change));
+        // Index 0 is "whatever comes next" (see `start_from_now`).
+        if index > 0 && index < ring.first_index && last.is_none_or(|last| index <= last) {
+            return Err(NotRetained { first_index: ring.first_index });
+        }
+        if last.is_none_or(|last| index > last) {
+            return Ok(NextChange::NotYet);
+        }
+        let position = ring.changes.partition_point(|retained| change_index(&retained.change) < index);
+        let Some(found) = ring.changes.get(position) else { return Ok(NextChange::NotYet) };
+        let backlog_effects = ring.effects_pushed - found.effects_before - effect_count(&found.change) as u64;
+        Ok(NextChange::Change { change: found.change.clone(), backlog_effects })
+    }
+
+    /// Takes a place among the node's open Watch streams, if one is free.
+    pub(crate) fn open_stream(&self) -> Result<StreamSlot, TooManyStreams> {
+        let permit = self
+            .streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| TooManyStreams { streams_max: self.limits.streams_max })?;
+        metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
+        Ok(StreamSlot { _permit: permit })
+    }
+
+    /// The retained changes from `from_index` (at least 1) on and a receiver for later ones, for
+    /// the effect publisher.
     pub(crate) fn backlog(&self, from_index: u64) -> Result<Backlog, NotRetained> {
         let ring = self.lock();
         let receiver = self.sender.subscribe();
-        let last = ring.changes.back().map(change_index);
-        if from_index == 0 {
-            let start_index = match last {
-                Some(last) => last + 1,
-                // After a hole nothing is known yet: deliver whatever comes next.
-                None if ring.first_index == u64::MAX => 0,
-                None => ring.first_index,
-            };
-            return Ok(Backlog { changes: Vec::new(), receiver, start_index });
-        }
+        let last = ring.changes.back().map(|newest| change_index(&newest.change));
         if from_index < ring.first_index && last.is_none_or(|last| from_index <= last) {
             return Err(NotRetained { first_index: ring.first_index });
         }
-        let start = ring.changes.partition_point(|change| change_index(change) < from_index);
-        Ok(Backlog { changes: ring.changes.range(start..).cloned().collect(), receiver, start_index: from_index })
+        let start = ring.changes.partition_point(|retained| change_index(&retained.change) < from_index);
+        let changes = ring.changes.range(start..).map(|retained| retained.change.clone()).collect();
+        Ok(Backlog { changes, receiver })
+    }
+
+    /// The index a stream "from now" starts at: the one after the newest change received, or 0
+    /// ("whatever comes next") when a hole left nothing retained.
+    pub(crate) fn start_from_now(&self) -> u64 {
+        let ring = self.lock();
+        match ring.changes.back() {
+            Some(newest) => change_index(&newest.change) + 1,
+            None if ring.first_index == u64::MAX => 0,
+            None => ring.first_index,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_core::{AgentId, AgentStatus, Effect, WorkspaceId};
+    use switchboard_raft::InputOutcome;
+
+    fn entry(index: u64, effects: usize) -> StateChange {
+        let effect = Effect::AgentStatusChanged {
+            workspace: WorkspaceId::new("w"),
+            agent: AgentId::new("a"),
+            status: AgentStatus::Online,
+        };
+        let outcome = InputOutcome { effects: vec![effect; effects], rejection: None };
+        StateChange::Entry { index, at_ms: 0, outcomes: Arc::new(vec![outcome]) }
+    }
+
+    fn found(next: Result<NextChange, NotRetained>) -> (u64, u64) {
+        match next {
+            Ok(NextChange::Change { change, backlog_effects }) => (change_index(&change), backlog_effects),
+            Ok(NextChange::NotYet) => panic!("expected a change, got NotYet"),
+            Err(e) => panic!("expected a change, got NotRetained from {}", e.first_index),
+        }
+    }
+
+    #[test]
+    fn a_reader_backlog_is_the_effects_retained_after_its_change() {
+        let hub = WatchHub::new(WatchLimits { retained_effects: 10, ..WatchLimits::default() }, 4);
+        assert!(matches!(hub.next_change(5), Ok(NextChange::NotYet)));
+        hub.push(entry(5, 3));
+        hub.push(entry(6, 0)); // an entry without effects counts as one
+        hub.push(entry(8, 4));
+        assert_eq!(found(hub.next_change(5)), (5, 5));
+        assert_eq!(found(hub.next_change(6)), (6, 4));
+        // Index 7 carried nothing for the state machine: the next retained change is 8.
+        assert_eq!(found(hub.next_change(7)), (8, 0));
+        assert!(matches!(hub.next_change(9), Ok(NextChange::NotYet)));
+        assert_eq!(*hub.newest().borrow(), 8);
+        // Over 10 retained effects, the oldest change goes; its index is no longer served.
+        hub.push(entry(9, 3));
+        assert!(matches!(hub.next_change(5), Err(NotRetained { first_index: 6 })));
+        assert_eq!(found(hub.next_change(6)), (6, 7));
+    }
+
+    #[test]
+    fn after_a_hole_nothing_older_is_served_and_from_now_means_whatever_comes_next() {
+        let hub = WatchHub::new(WatchLimits::default(), 0);
+        hub.push(entry(1, 1));
+        assert_eq!(hub.start_from_now(), 2);
+        hub.forget_all();
+        assert!(matches!(hub.next_change(2), Err(NotRetained { .. })));
+        assert_eq!(hub.start_from_now(), 0);
+        assert!(matches!(hub.next_change(0), Ok(NextChange::NotYet)));
+        hub.push(entry(7, 1));
+        assert_eq!(found(hub.next_change(0)), (7, 0));
+        assert!(matches!(hub.next_change(2), Err(NotRetained { first_index: 7 })));
+    }
+
+    #[test]
+    fn limits_that_do_not_fit_together_are_refused() {
+        assert!(WatchLimits::default().check().is_ok());
+        let too_far = WatchLimits { retained_effects: 100, backlog_max_effects: 101, ..WatchLimits::default() };
+        assert!(too_far.check().is_err_and(|e| e.contains("watch_backlog_max_effects")));
+        assert!(WatchLimits { streams_max: 0, ..WatchLimits::default() }.check().is_err());
+    }
+
+    #[tokio::test]
+    async fn places_among_streams_are_limited_and_given_back() {
+        let hub = WatchHub::new(WatchLimits { streams_max: 1, ..WatchLimits::default() }, 0);
+        let first = hub.open_stream().expect("a place");
+        assert!(matches!(hub.open_stream(), Err(TooManyStreams { streams_max: 1 })));
+        drop(first);
+        hub.open_stream().expect("the place was given back");
     }
 }

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 use support::{TestCluster, assigned_agent, opened, setup_workspace};
 use switchboard_client::pb;
+use switchboard_server::{ANONYMOUS_REQUEST_MAX_BYTES, ServerConfig};
 use tonic::Code;
 
 fn ctl(cluster: &TestCluster, args: &[&str]) -> (bool, String) {
@@ -321,4 +322,153 @@ async fn clients_survive_a_killed_leader() {
         assert_eq!(open as usize, total, "node {i}");
     }
     cluster.assert_replicas_agree().await;
+}
+
+/// A gRPC codec for raw message bytes, so that a test can send a message of any size to any
+/// method without building it field by field.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let length = prost::bytes::Buf::remaining(src);
+        Ok(Some(prost::bytes::Buf::copy_to_bytes(src, length).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// A message of exactly `size` bytes: field 1 as a string (or an embedded message) of `x`s.
+fn message_of(size: usize) -> Vec<u8> {
+    let mut message = vec![0x0a];
+    // Field tag (1 byte) + varint length + payload = size.
+    let mut payload = size - 2;
+    while 1 + prost::encoding::encoded_len_varint(payload as u64) + payload > size {
+        payload -= 1;
+    }
+    prost::encoding::encode_varint(payload as u64, &mut message);
+    message.resize(size, b'x');
+    message
+}
+
+/// Calls `path` with raw `message` and returns the call's status (`Ok` status when it answered).
+async fn raw_call(channel: &tonic::transport::Channel, path: &str, message: Vec<u8>, streaming: bool) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.expect("ready");
+    let path: tonic::codegen::http::uri::PathAndQuery = path.parse().expect("path");
+    let result = if streaming {
+        match grpc.server_streaming(tonic::Request::new(message), path, RawCodec).await {
+            Ok(response) => response.into_inner().message().await.map(|_| ()),
+            Err(status) => Err(status),
+        }
+    } else {
+        grpc.unary(tonic::Request::new(message), path, RawCodec).await.map(|_| ())
+    };
+    result.err().unwrap_or_else(|| tonic::Status::ok("answered"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_over_the_size_limit_are_refused_by_every_service() {
+    // Smaller than tonic's own default (4 MiB), so that a service left without the configured
+    // limit would accept the requests below.
+    const LIMIT: usize = 256 * 1024;
+    let config = ServerConfig { max_request_bytes: LIMIT, ..ServerConfig::default() };
+    let cluster = TestCluster::start_with(1, config).await;
+    let client = cluster.client().await;
+    setup_workspace(&client, "big", pb::Strategy::RoundRobin, 1, 10).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.api_addrs[0]))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+
+    // One method of each public service, with a request one byte over the limit.
+    let methods = [
+        ("/switchboard.v1.Events/Publish", false),
+        ("/switchboard.v1.Presence/GetAgent", false),
+        ("/switchboard.v1.Assignments/GetConversation", false),
+        ("/switchboard.v1.Assignments/Watch", true),
+        ("/switchboard.v1.Admin/UpsertAgent", false),
+        ("/switchboard.v1.Cluster/Status", false),
+    ];
+    for (path, streaming) in methods {
+        let status = raw_call(&channel, path, message_of(LIMIT + 1), streaming).await;
+        assert_eq!(status.code(), Code::OutOfRange, "{path}: {status:?}");
+        assert!(status.message().contains("too large"), "{path}: {status:?}");
+        assert!(status.message().contains(&LIMIT.to_string()), "{path} names the limit: {status:?}");
+    }
+    // Under the limit the request reaches the service, whose own checks answer (the client adds a
+    // request id, hence the margin).
+    let mut agent = pb::Agent { id: "a9".into(), max_open: 1, ..Default::default() };
+    let overhead = prost::Message::encoded_len(&pb::UpsertAgentRequest {
+        workspace: "big".into(),
+        agent: Some(agent.clone()),
+        ..Default::default()
+    });
+    agent.display_name = "n".repeat(LIMIT - overhead - 200);
+    let request = pb::UpsertAgentRequest { workspace: "big".into(), agent: Some(agent), ..Default::default() };
+    assert!(prost::Message::encoded_len(&request) <= LIMIT);
+    let status = client.upsert_agent(request).await.expect_err("a 256 KiB display name is refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("agent.display_name"), "{status:?}");
+
+    // The anonymous services take much less.
+    let status =
+        raw_call(&channel, "/grpc.health.v1.Health/Check", message_of(ANONYMOUS_REQUEST_MAX_BYTES + 1), false).await;
+    assert_eq!(status.code(), Code::OutOfRange, "health: {status:?}");
+    // Reflection is a bidirectional stream whose library ends it, unanswered, on a message it
+    // cannot read; one byte under the limit the same message is read and answered.
+    let reflect = |size: usize| {
+        let channel = channel.clone();
+        async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.expect("ready");
+            let path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".parse().expect("path");
+            let requests = futures::stream::iter([message_of(size)]);
+            let mut answers = grpc.streaming(tonic::Request::new(requests), path, RawCodec).await?.into_inner();
+            answers.message().await
+        }
+    };
+    let answer = reflect(ANONYMOUS_REQUEST_MAX_BYTES + 1).await;
+    assert!(matches!(answer, Ok(None)), "an oversized reflection request is dropped unread: {answer:?}");
+    let answer = reflect(ANONYMOUS_REQUEST_MAX_BYTES).await;
+    assert!(!matches!(answer, Ok(None)), "a reflection request at the limit is read: {answer:?}");
+
+    // Nothing of it stopped the node.
+    client.status(pb::StatusRequest {}).await.expect("still serving");
+    let agents = client
+        .list_agents(pb::ListAgentsRequest { workspace: "big".into(), ..Default::default() })
+        .await
+        .expect("agents");
+    assert_eq!(agents.agents.len(), 1);
 }

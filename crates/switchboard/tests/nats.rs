@@ -78,6 +78,10 @@ struct Seen {
     ids: BTreeMap<(u64, u32), u32>,
     /// Conversation → number of Assigned effects.
     assigned: BTreeMap<String, u32>,
+    /// Conversation → the kinds of its effects, in delivery order.
+    kinds: BTreeMap<String, Vec<&'static str>>,
+    /// Conversations whose (first) Closed effect arrived.
+    closed: usize,
     /// Log indexes in delivery order must never go back.
     last: (u64, u32),
     out_of_order: u32,
@@ -126,12 +130,34 @@ impl Seen {
             if let Some(pb::effect::Kind::Assigned(a)) = &effect.kind {
                 *self.assigned.entry(a.conversation.clone()).or_default() += 1;
             }
+            if let Some((conversation, kind)) = conversation_effect(effect) {
+                let kinds = self.kinds.entry(conversation.to_owned()).or_default();
+                if kind == "closed" && !kinds.contains(&"closed") {
+                    self.closed += 1;
+                }
+                kinds.push(kind);
+            }
         }
     }
 
     fn doubled(&self) -> usize {
         self.ids.values().filter(|n| **n > 1).count()
     }
+}
+
+/// The conversation an effect is about and the effect's kind, for effects about a conversation.
+fn conversation_effect(effect: &pb::Effect) -> Option<(&str, &'static str)> {
+    use pb::effect::Kind;
+    Some(match effect.kind.as_ref()? {
+        Kind::Assigned(e) => (e.conversation.as_str(), "assigned"),
+        Kind::Unassigned(e) => (e.conversation.as_str(), "unassigned"),
+        Kind::Queued(e) => (e.conversation.as_str(), "queued"),
+        Kind::OutsideHours(e) => (e.conversation.as_str(), "outside_hours"),
+        Kind::Welcome(e) => (e.conversation.as_str(), "welcome"),
+        Kind::Reopened(e) => (e.conversation.as_str(), "reopened"),
+        Kind::Closed(e) => (e.conversation.as_str(), "closed"),
+        Kind::AgentStatusChanged(_) => return None,
+    })
 }
 
 async fn open_total(client: &Client, workspace: &str) -> u32 {
@@ -142,49 +168,110 @@ async fn open_total(client: &Client, workspace: &str) -> u32 {
     agents.agents.iter().map(|a| a.open_count).sum()
 }
 
+/// Publishes `events` again under other `Nats-Msg-Id`s (same bytes, same event ids), so that
+/// JetStream stores them a second time and only the state machine's event-id dedupe stands
+/// between them and a second effect, as when a new leader is redelivered what its predecessor
+/// applied but did not ack.
+async fn publish_again(gateway: &Gateway, events: &[pb::GatewayEvent]) {
+    let js = async_nats::jetstream::new(gateway.client().clone());
+    for event in events {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("{}/again", event.event_id).as_str());
+            let payload = prost::Message::encode_to_vec(event);
+            let subject = format!("switchboard.events.{}", event.workspace);
+            let stored = match js.publish_with_headers(subject, headers, payload.into()).await {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            if stored {
+                break;
+            }
+            assert!(Instant::now() < deadline, "republish of {} never acknowledged", event.event_id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_events_take_effect_exactly_once_across_a_leader_crash_and_a_nats_restart() {
-    const TOTAL: usize = 10_000;
+    // Conversations go in groups of GROUP (the publish chunk): the group's opens, then its
+    // customer messages, then its closes, each chunk stored before the next is sent, so that a
+    // conversation's events are in the stream in order even when publishes are retried.
+    const GROUP: usize = 256;
+    const GROUPS: usize = 13;
+    const CONVERSATIONS: usize = GROUP * GROUPS; // 3,328 conversations, 9,984 events
     let mut nats = NatsServer::start().await;
     let mut cluster = TestCluster::start_with(3, config(&nats)).await;
     let client = cluster.client().await;
     setup_workspace(&client, "nx", pb::Strategy::LeastOpen, 20, 1_000).await;
     let gateway = Gateway::connect(&nats.url()).await.expect("gateway connects");
     let mut effects = effects_consumer(&gateway, "test-gateway", "nx").await;
-    let all: Vec<pb::GatewayEvent> = (0..TOTAL)
-        .map(|n| events::opened(&format!("ev-{n}"), "nx", &format!("c{n}"), &format!("+55{n}"), pb::Channel::Whatsapp))
+    let conversation = |n: usize| format!("c{n}");
+    let groups: Vec<Vec<pb::GatewayEvent>> = (0..GROUPS)
+        .map(|group| {
+            let members = group * GROUP..(group + 1) * GROUP;
+            let opens = members.clone().map(|n| {
+                events::opened(&format!("open-{n}"), "nx", &conversation(n), &format!("+55{n}"), pb::Channel::Whatsapp)
+            });
+            let messages =
+                members.clone().map(|n| events::message_received(&format!("msg-{n}"), "nx", &conversation(n)));
+            let closes = members.map(|n| events::closed(&format!("close-{n}"), "nx", &conversation(n)));
+            opens.chain(messages).chain(closes).collect()
+        })
         .collect();
-    let (first, second) = all.split_at(TOTAL / 2);
     let mut seen = Seen::default();
 
-    // First half, with the leader killed in the middle of the stream.
-    publish_all(&gateway, &first[..TOTAL / 4]).await;
-    seen.collect(&mut effects, Duration::from_secs(60), |s| s.assigned.len() >= TOTAL / 8).await;
+    // The first groups, with the leader killed in the middle of the stream.
+    for group in &groups[..4] {
+        publish_all(&gateway, group).await;
+    }
+    seen.collect(&mut effects, Duration::from_secs(60), |s| s.closed >= GROUP * 3 / 2).await;
     let leader = cluster.leader().await;
     cluster.kill(leader).await;
-    publish_all(&gateway, &first[TOTAL / 4..]).await;
-    seen.collect(&mut effects, Duration::from_secs(120), |s| s.assigned.len() >= TOTAL / 2).await;
+    for group in &groups[4..7] {
+        publish_all(&gateway, group).await;
+    }
+    seen.collect(&mut effects, Duration::from_secs(120), |s| s.closed >= GROUP * 7).await;
 
-    // Second half, with the NATS server killed and restarted in the middle.
-    publish_all(&gateway, &second[..TOTAL / 4]).await;
+    // Every event of two groups already applied is stored again under another Nats-Msg-Id:
+    // opened again, a closed conversation would reopen; its message would reopen it; its close
+    // would be refused as already closed. Then the rest, with NATS killed and restarted midway.
+    for group in &groups[7..10] {
+        publish_all(&gateway, group).await;
+    }
+    publish_again(&gateway, &groups[0]).await;
+    publish_again(&gateway, &groups[5]).await;
     nats.restart().await;
-    publish_all(&gateway, &second[TOTAL / 4..]).await;
-    seen.collect(&mut effects, Duration::from_secs(120), |s| s.assigned.len() >= TOTAL).await;
+    for group in &groups[10..] {
+        publish_all(&gateway, group).await;
+    }
+    seen.collect(&mut effects, Duration::from_secs(120), |s| s.closed >= CONVERSATIONS).await;
 
-    // Every event took effect once, every effect is on the stream once, in log order.
-    assert_eq!(seen.assigned.len(), TOTAL);
-    assert!(seen.assigned.values().all(|n| *n == 1), "a conversation was assigned twice");
-    assert_eq!(seen.doubled(), 0, "an effect was delivered twice");
-    assert_eq!(seen.out_of_order, 0, "effects went back in log order");
+    // Every event took effect once: each conversation was assigned, then closed, and nothing
+    // else; every effect is on the stream once, in log order; nothing was refused.
+    let check = |seen: &Seen| {
+        assert_eq!(seen.kinds.len(), CONVERSATIONS);
+        let wrong: Vec<_> = seen.kinds.iter().filter(|(_, kinds)| **kinds != ["assigned", "closed"]).take(5).collect();
+        assert!(wrong.is_empty(), "conversations whose effects were not exactly [assigned, closed]: {wrong:?}");
+        assert_eq!(seen.doubled(), 0, "an effect was delivered twice");
+        assert_eq!(seen.out_of_order, 0, "effects went back in log order");
+    };
+    check(&seen);
     let survivor = cluster.client_of(cluster.leader().await).await;
-    assert_eq!(open_total(&survivor, "nx").await as usize, TOTAL);
+    assert_eq!(open_total(&survivor, "nx").await, 0, "every conversation is closed");
     // The killed node comes back and catches up to the same state.
     cluster.restart(leader).await;
     cluster.assert_replicas_agree().await;
     // Nothing more arrives later: no late duplicate.
     seen.drain(&mut effects, Duration::from_secs(3)).await;
-    assert_eq!(seen.doubled(), 0, "an effect was delivered twice");
-    assert_eq!(seen.assigned.len(), TOTAL);
+    check(&seen);
+    // And nothing was rejected: a doubled close, or an open of a conversation already open, would
+    // be there.
+    let js = async_nats::jetstream::new(gateway.client().clone());
+    let mut rejected = js.get_stream("SWITCHBOARD_REJECTED").await.expect("the rejected stream exists");
+    assert_eq!(rejected.info().await.expect("stream info").state.messages, 0, "events were rejected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

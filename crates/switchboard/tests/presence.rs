@@ -78,16 +78,41 @@ async fn agents_whose_heartbeats_stop_are_marked_offline_through_the_log() {
     assert_eq!(heartbeat(&client, "a1").await.status(), pb::AgentStatus::Online);
 }
 
+/// A zero timeout turns supervision off; it must not mean "the default timeout". The test runs a
+/// node with supervision off beside a control node with the default configuration, brings the
+/// first node's agent online over a second earlier than the control's, then waits for the control
+/// to expire its agent (the default timeout, 30 s): had zero been taken as the default, the first
+/// node would have expired its agent before that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn supervision_turned_off_leaves_presence_alone() {
-    let config = ServerConfig {
-        presence: PresenceConfig { heartbeat_timeout: Duration::ZERO, expire_to: switchboard_core::AgentStatus::Away },
+async fn a_zero_timeout_turns_supervision_off_instead_of_meaning_the_default() {
+    let off = ServerConfig {
+        presence: PresenceConfig {
+            heartbeat_timeout: Duration::ZERO,
+            expire_to: switchboard_core::AgentStatus::Offline,
+        },
         ..Default::default()
     };
-    let cluster = TestCluster::start_with(1, config).await;
-    let client = cluster.client().await;
-    setup_workspace(&client, "hb", pb::Strategy::RoundRobin, 1, 10).await;
-    assert_eq!(heartbeat(&client, "a1").await.timeout_ms, 0);
-    sleep(Duration::from_millis(1500)).await;
-    assert_eq!(status_on(&client, "a1", false).await, pb::AgentStatus::Online);
+    let default_timeout = ServerConfig::default().presence.heartbeat_timeout;
+    assert!(!default_timeout.is_zero());
+    let off = TestCluster::start_with(1, off).await;
+    let control = TestCluster::start_with(1, ServerConfig::default()).await;
+    let off_client = off.client().await;
+    let control_client = control.client().await;
+
+    setup_workspace(&off_client, "hb", pb::Strategy::RoundRobin, 1, 10).await;
+    let brought_online = Instant::now();
+    assert_eq!(heartbeat(&off_client, "a1").await.timeout_ms, 0, "the answer says supervision is off");
+    setup_workspace(&control_client, "hb", pb::Strategy::RoundRobin, 1, 10).await;
+    // The control agent's deadline starts from its last heartbeat, sent a second after the other
+    // agent came online; this orders the two deadlines, it decides no outcome.
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(heartbeat(&control_client, "a1").await.timeout_ms, default_timeout.as_millis() as u64);
+
+    let deadline = Instant::now() + default_timeout * 2;
+    while status_on(&control_client, "a1", true).await != pb::AgentStatus::Offline {
+        assert!(Instant::now() < deadline, "the control node never expired its agent");
+        sleep(Duration::from_millis(200)).await;
+    }
+    assert!(brought_online.elapsed() > default_timeout, "the control expired its agent before the default timeout");
+    assert_eq!(status_on(&off_client, "a1", false).await, pb::AgentStatus::Online, "supervision off expired an agent");
 }

@@ -5,7 +5,7 @@ use crate::convert::effects::EffectOrigin;
 use crate::convert::views::{conversation_to_pb, queue_entry_to_pb};
 use crate::convert::{optional_id, required, required_id};
 use crate::services::{page_size, unknown_workspace};
-use crate::watch::{Backlog, change_index};
+use crate::watch::{NextChange, StreamSlot, change_index};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +13,10 @@ use switchboard_core::{AgentId, Command, ConversationId, Effect, TeamId, Transfe
 use switchboard_proto::switchboard::v1 as pb;
 use switchboard_proto::switchboard::v1::assignments_server::Assignments;
 use switchboard_raft::StateChange;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-/// Buffered Watch messages per stream before the stream waits for its client.
-const WATCH_BUFFER_MESSAGES: usize = 256;
 /// How often an idle Watch stream reports progress.
 const WATCH_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -139,22 +137,86 @@ impl Assignments for AssignmentsService {
             agent: optional_id(request.agent, "agent")?,
             conversation: optional_id(request.conversation, "conversation")?,
         };
-        let known = self.api.node.read_local(|state| state.has_workspace(&filter.workspace)).value;
-        if !known {
-            return Err(unknown_workspace(&filter.workspace));
-        }
-        let backlog =
-            self.api.watch.backlog(request.from_index).map_err(|e| not_retained(request.from_index, e.first_index))?;
-        let (sender, receiver) = mpsc::channel(WATCH_BUFFER_MESSAGES);
-        tokio::spawn(stream_changes(self.api.clone(), filter, request.from_index, backlog, sender));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        // Taken first, so that calls still waiting to catch up count among the open streams.
+        let slot = self.api.watch.open_stream().map_err(|e| {
+            crate::metrics::watch_stream_refused("stream_limit");
+            Status::resource_exhausted(format!(
+                "this node already serves {} Watch streams (watch_streams_max); close a stream you no longer read, \
+                 or watch through another node",
+                e.streams_max
+            ))
+        })?;
+        check_workspace(&self.api, &filter.workspace, request.from_index).await?;
+        let next_index = match request.from_index {
+            0 => self.api.watch.start_from_now(),
+            from_index => {
+                self.api.watch.next_change(from_index).map_err(|e| not_retained(from_index, e.first_index))?;
+                from_index
+            }
+        };
+        let stream = WatchStream {
+            newest: self.api.watch.newest(),
+            stopping: self.api.stopping.clone(),
+            api: self.api.clone(),
+            filter,
+            next_index,
+            least_backlog: u64::MAX,
+            sending: None,
+            progress_due: Instant::now() + WATCH_PROGRESS_INTERVAL,
+            ended: false,
+            _slot: slot,
+        };
+        // No task per stream: the transport pulls each message when it has room for it, and
+        // dropping the stream (the client went away) drops everything it held.
+        let events = futures::stream::unfold(stream, |mut stream| async move {
+            let event = stream.next_event().await?;
+            Some((event, stream))
+        });
+        Ok(Response::new(Box::pin(events)))
     }
+}
+
+/// Refuses a Watch on a workspace this node does not know, but only once it has caught up with
+/// what the caller knows: a caller that just created the workspace through another node names
+/// that write's index as `from_index`, so the node first waits until it has applied that index
+/// (up to `watch_catch_up_timeout`); and `NOT_FOUND` is decided by a linearizable read, like
+/// every other read. A workspace this node already knows needs no wait: the stream itself waits
+/// for `from_index` to be applied.
+async fn check_workspace(api: &Api, workspace: &WorkspaceId, from_index: u64) -> Result<(), Status> {
+    let known_here = || api.node.read_local(|state| state.has_workspace(workspace)).value;
+    if known_here() {
+        return Ok(());
+    }
+    if from_index > 0 {
+        let timeout = api.watch.limits().catch_up_timeout;
+        if let Err(reached) = api.watch.wait_for_index(from_index, timeout).await {
+            return Err(Status::unavailable(format!(
+                "this node has applied the log up to index {reached}, short of from_index {from_index} where the \
+                 watch starts, and did not catch up within {} ms; retry, or watch through another node",
+                timeout.as_millis()
+            )));
+        }
+        if known_here() {
+            return Ok(());
+        }
+    }
+    let read = api.read(pb::Consistency::Linearizable as i32, |state| state.has_workspace(workspace)).await?;
+    if read.value { Ok(()) } else { Err(unknown_workspace(workspace)) }
 }
 
 fn not_retained(from_index: u64, first_index: u64) -> Status {
     Status::out_of_range(format!(
         "log index {from_index} is no longer retained by this node for Watch (the oldest is {first_index}); \
          re-read the state you display, then watch from_index 0 (now) or {first_index}"
+    ))
+}
+
+fn fell_behind(backlog_effects: u64, limit: usize, resume_index: u64) -> Status {
+    Status::resource_exhausted(format!(
+        "this Watch stream fell {backlog_effects} effects behind this node, more than watch_backlog_max_effects \
+         ({limit}): the client does not read as fast as effects are applied, and the node does not buffer for it; \
+         resume with from_index {resume_index} (while it is retained) and read faster, or re-read the state you \
+         display and watch from_index 0 (now)"
     ))
 }
 
@@ -199,97 +261,153 @@ impl Filter {
     }
 }
 
-/// Feeds one Watch stream: its backlog, then new changes, re-reading the ring when it falls
-/// behind the broadcast. Ends when the client goes away.
-async fn stream_changes(
-    api: Arc<Api>,
-    filter: Filter,
-    from_index: u64,
-    backlog: Backlog,
-    sender: mpsc::Sender<Result<pb::WatchEvent, Status>>,
-) {
-    let Backlog { changes, mut receiver, start_index } = backlog;
-    let mut next_index = start_index.max(from_index);
-    let mut pending: std::collections::VecDeque<StateChange> = changes.into();
-    let mut stopping = api.stopping.clone();
-    let mut progress = tokio::time::interval(WATCH_PROGRESS_INTERVAL);
-    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    progress.tick().await;
-    loop {
-        let change = match pending.pop_front() {
-            Some(change) => change,
-            None => tokio::select! {
-                received = receiver.recv() => match received {
-                    Ok(change) => change,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        match api.watch.backlog(next_index) {
-                            Ok(again) => {
-                                pending = again.changes.into();
-                                receiver = again.receiver;
-                                continue;
-                            }
-                            Err(e) => {
-                                let _ = sender.send(Err(not_retained(next_index, e.first_index))).await;
-                                return;
-                            }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = progress.tick() => {
-                    // Everything before next_index has been streamed (or did not match), and
-                    // nothing past the applied index exists yet (a from_index ahead of it).
-                    let applied = api.node.read_local(|_| ()).applied_index;
-                    let reached = next_index.saturating_sub(1).min(applied);
-                    let event = pb::WatchEvent { event: Some(pb::watch_event::Event::Progress(reached)) };
-                    if sender.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                    continue;
+/// The change a stream is sending and where it is in it: the change is shared with the ring, and
+/// each effect is converted only when the transport asks for it.
+struct Sending {
+    change: StateChange,
+    outcome: usize,
+    effect: usize,
+    /// Sequence of the next effect within the entry (counted over every effect, matching or not).
+    sequence: u32,
+}
+
+impl Sending {
+    fn new(change: StateChange) -> Self {
+        Self { change, outcome: 0, effect: 0, sequence: 0 }
+    }
+
+    /// The next message of this change for `filter`, or `None` when the change is done.
+    fn next_message(&mut self, api: &Api, filter: &Filter) -> Option<pb::WatchEvent> {
+        match &self.change {
+            // One message; `outcome` counts it as sent.
+            StateChange::SnapshotInstalled { index } => {
+                if self.outcome > 0 {
+                    return None;
                 }
-                () = sender.closed() => return,
-                _ = stopping.changed() => {
-                    let _ = sender
-                        .send(Err(Status::unavailable(format!(
-                            "this node is shutting down; resume the watch on another node with from_index {next_index}"
-                        ))))
-                        .await;
-                    return;
+                self.outcome = 1;
+                Some(pb::WatchEvent { event: Some(pb::watch_event::Event::SnapshotInstalled(*index)) })
+            }
+            StateChange::Entry { index, at_ms, outcomes } => loop {
+                let outcome = outcomes.get(self.outcome)?;
+                let Some(effect) = outcome.effects.get(self.effect) else {
+                    self.outcome += 1;
+                    self.effect = 0;
+                    continue;
+                };
+                let sequence = self.sequence;
+                self.effect += 1;
+                self.sequence += 1;
+                if filter.matches(api, effect) {
+                    let origin = EffectOrigin { log_index: *index, at_ms: *at_ms };
+                    let effect = crate::convert::effects::effect_to_pb(effect, origin, sequence);
+                    return Some(pb::WatchEvent { event: Some(pb::watch_event::Event::Effect(effect)) });
                 }
             },
-        };
-        let index = change_index(&change);
-        if index < next_index {
-            continue;
         }
-        next_index = index + 1;
-        let messages: Vec<pb::WatchEvent> = match &change {
-            StateChange::SnapshotInstalled { index } => {
-                vec![pb::WatchEvent { event: Some(pb::watch_event::Event::SnapshotInstalled(*index)) }]
+    }
+}
+
+/// One Watch stream: where it is in the log and in the one change it is sending. It reads the
+/// node's ring of retained changes only when the transport asks for a message, so it holds no
+/// more than one message however slow its client is.
+struct WatchStream {
+    api: Arc<Api>,
+    filter: Filter,
+    /// Every change before this index has been sent (or did not match).
+    next_index: u64,
+    /// The least backlog (effects behind the newest retained change) this stream has had.
+    least_backlog: u64,
+    /// The change being sent, if its messages are not all taken yet.
+    sending: Option<Sending>,
+    /// The newest index the ring holds, to wait for the next change.
+    newest: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+    /// When to send a progress message if nothing matched until then.
+    progress_due: Instant,
+    ended: bool,
+    /// This stream's place among the node's open streams, freed when the stream is dropped.
+    _slot: StreamSlot,
+}
+
+impl WatchStream {
+    /// The next message; `None` once the stream has ended.
+    async fn next_event(&mut self) -> Option<Result<pb::WatchEvent, Status>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if let Some(sending) = &mut self.sending {
+                if let Some(message) = sending.next_message(&self.api, &self.filter) {
+                    self.progress_due = Instant::now() + WATCH_PROGRESS_INTERVAL;
+                    return Some(Ok(message));
+                }
+                self.sending = None;
             }
-            StateChange::Entry { index, at_ms, outcomes } => {
-                let origin = EffectOrigin { log_index: *index, at_ms: *at_ms };
-                let mut sequence = 0u32;
-                let mut messages = Vec::new();
-                for outcome in outcomes.iter() {
-                    for effect in &outcome.effects {
-                        if filter.matches(&api, effect) {
-                            let effect = crate::convert::effects::effect_to_pb(effect, origin, sequence);
-                            messages.push(pb::WatchEvent { event: Some(pb::watch_event::Event::Effect(effect)) });
+            if *self.stopping.borrow() {
+                return self.end(self.shutting_down());
+            }
+            if Instant::now() >= self.progress_due {
+                self.progress_due = Instant::now() + WATCH_PROGRESS_INTERVAL;
+                return Some(Ok(self.progress()));
+            }
+            // Marks the current newest index seen before looking, so that a change pushed after
+            // the look wakes the wait below.
+            self.newest.borrow_and_update();
+            match self.api.watch.next_change(self.next_index) {
+                Err(e) => return self.end(not_retained(self.next_index, e.first_index)),
+                Ok(NextChange::Change { change, backlog_effects }) => {
+                    // Measured from the least backlog so far, so that a stream asked to start far
+                    // back is not cut off for where it started, only for falling further behind.
+                    self.least_backlog = self.least_backlog.min(backlog_effects);
+                    let limit = self.api.watch.limits().backlog_max_effects;
+                    if backlog_effects > self.least_backlog.saturating_add(limit as u64) {
+                        crate::metrics::watch_stream_refused("fell_behind");
+                        return self.end(fell_behind(backlog_effects, limit, self.next_index));
+                    }
+                    self.next_index = change_index(&change) + 1;
+                    self.sending = Some(Sending::new(change));
+                    // A stream catching up walks many changes in one call; let other tasks run.
+                    tokio::task::coop::consume_budget().await;
+                }
+                Ok(NextChange::NotYet) => {
+                    self.least_backlog = 0;
+                    tokio::select! {
+                        changed = self.newest.changed() => {
+                            // The hub is gone: the server is stopping.
+                            if changed.is_err() {
+                                return self.end(self.shutting_down());
+                            }
                         }
-                        sequence += 1;
+                        () = tokio::time::sleep_until(self.progress_due) => {}
+                        changed = self.stopping.changed() => {
+                            if changed.is_err() {
+                                return self.end(self.shutting_down());
+                            }
+                        }
                     }
                 }
-                messages
-            }
-        };
-        if !messages.is_empty() {
-            progress.reset();
-        }
-        for message in messages {
-            if sender.send(Ok(message)).await.is_err() {
-                return;
             }
         }
+    }
+
+    fn end(&mut self, status: Status) -> Option<Result<pb::WatchEvent, Status>> {
+        self.ended = true;
+        self.sending = None;
+        Some(Err(status))
+    }
+
+    fn shutting_down(&self) -> Status {
+        Status::unavailable(format!(
+            "this node is shutting down; resume the watch on another node with from_index {}",
+            self.next_index
+        ))
+    }
+
+    /// Everything before `next_index` has been sent (or did not match), and nothing past the
+    /// applied index exists yet (a `from_index` ahead of it).
+    fn progress(&self) -> pb::WatchEvent {
+        let applied = self.api.node.read_local(|_| ()).applied_index;
+        let reached = self.next_index.saturating_sub(1).min(applied);
+        pb::WatchEvent { event: Some(pb::watch_event::Event::Progress(reached)) }
     }
 }
