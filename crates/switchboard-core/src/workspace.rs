@@ -811,10 +811,13 @@ impl Workspace {
         if let Some(dedicated) = contact.and_then(|c| c.spec.dedicated_agent.clone())
             && self.agents.contains_key(&dedicated)
         {
-            if self.can_take(&dedicated, ix) {
+            if self.can_take(&dedicated, ix, AssignReason::Dedicated) {
                 return self.assign(cx, ix, &dedicated, AssignReason::Dedicated);
             }
-            if self.settings.vip_waits_for_dedicated_agent {
+            // Waiting makes sense only for an agent who could take it one day: one with the
+            // skills and language the routing asked for.
+            if self.settings.vip_waits_for_dedicated_agent && self.could_serve(&dedicated, ix, AssignReason::Dedicated)
+            {
                 return self.enqueue_personal(cx, ix, &dedicated, AssignReason::Dedicated);
             }
         }
@@ -822,12 +825,12 @@ impl Workspace {
         let keeps_returning = self.team(&conversation.team)?.spec.options.keep_returning_customers;
         if keeps_returning
             && let Some((previous, _)) = self.contacts.get(&conversation.contact).and_then(|c| c.last_agent.clone())
-            && self.can_take(&previous, ix)
+            && self.can_take(&previous, ix, AssignReason::Returning)
         {
             return self.assign(cx, ix, &previous, AssignReason::Returning);
         }
         if let Some(agent) = rule_agent {
-            return if self.can_take(&agent, ix) {
+            return if self.can_take(&agent, ix, AssignReason::RuleAgent) {
                 self.assign(cx, ix, &agent, AssignReason::RuleAgent)
             } else {
                 self.enqueue_personal(cx, ix, &agent, AssignReason::RuleAgent)
@@ -851,13 +854,43 @@ impl Workspace {
         }
     }
 
-    /// Whether `agent_id` may take conversation `ix` now (in the conversation's team's terms).
-    fn can_take(&self, agent_id: &AgentId, ix: Ix) -> bool {
+    /// Whether `agent_id` may take conversation `ix` automatically now, for `reason`. Every
+    /// path (dedicated, returning, reopened, a waiting line) applies what the strategy applies:
+    /// a member of the conversation's team, with the skills and language its pool requires,
+    /// eligible by the team's options (status, `max_open`, hard cap, not excluded), with room
+    /// on the channel. An agent named explicitly — by a routing rule or as a contact's
+    /// dedicated agent — need not be a member: the configuration chose that person.
+    fn can_take(&self, agent_id: &AgentId, ix: Ix, reason: AssignReason) -> bool {
         let Ok(conversation) = self.conversation(ix) else {
             return false;
         };
         match (self.agents.get(agent_id), self.teams.get(&conversation.team)) {
-            (Some(agent), Some(team)) => base_eligible(agent, team) && agent.has_room_on(conversation.channel),
+            (Some(agent), Some(team)) => {
+                self.serves(agent, conversation, reason)
+                    && base_eligible(agent, team)
+                    && agent.has_room_on(conversation.channel)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `agent` could take the conversation for `reason` once they have room and the
+    /// right status: a member of its team (unless named explicitly) meeting its pool's
+    /// requirement (skills, language).
+    fn serves(&self, agent: &Agent, conversation: &Conversation, reason: AssignReason) -> bool {
+        let named = matches!(reason, AssignReason::RuleAgent | AssignReason::Dedicated);
+        let member = named || agent.memberships.binary_search_by(|(team, _)| team.cmp(&conversation.team)).is_ok();
+        let qualified = self
+            .teams
+            .get(&conversation.team)
+            .and_then(|team| team.pools.get(conversation.pool as usize))
+            .is_none_or(|pool| pool.requirement.is_met_by(&agent.spec));
+        member && qualified
+    }
+
+    fn could_serve(&self, agent_id: &AgentId, ix: Ix, reason: AssignReason) -> bool {
+        match (self.agents.get(agent_id), self.conversation(ix)) {
+            (Some(agent), Ok(conversation)) => self.serves(agent, conversation, reason),
             _ => false,
         }
     }
@@ -1098,14 +1131,14 @@ impl Workspace {
                 break;
             };
             let ix = self.ix_known(&head)?;
-            if !self.can_take(agent_id, ix) {
-                skipped = skipped.saturating_add(1);
-                continue;
-            }
             let reason = match &self.conversation(ix)?.placement {
                 Placement::Personal { reason, .. } => *reason,
                 _ => AssignReason::Manual,
             };
+            if !self.can_take(agent_id, ix, reason) {
+                skipped = skipped.saturating_add(1);
+                continue;
+            }
             self.unplace(ix)?;
             self.assign(cx, ix, agent_id, reason)?;
         }
@@ -1219,9 +1252,16 @@ impl Workspace {
         if closed_now {
             return self.admit(cx, ix, None);
         }
+        // Back to the previous agent if they may take it; else, unless the team reassigns,
+        // wait for them, but only if they still serve this team (an agent who left it, or
+        // lacks what its routing requires, never will).
         match previous {
-            Some(agent) if self.can_take(&agent, ix) => self.assign(cx, ix, &agent, AssignReason::Reopened),
-            Some(agent) if !reassign => self.enqueue_personal(cx, ix, &agent, AssignReason::Reopened),
+            Some(agent) if self.can_take(&agent, ix, AssignReason::Reopened) => {
+                self.assign(cx, ix, &agent, AssignReason::Reopened)
+            }
+            Some(agent) if !reassign && self.could_serve(&agent, ix, AssignReason::Reopened) => {
+                self.enqueue_personal(cx, ix, &agent, AssignReason::Reopened)
+            }
             _ => self.dispatch_to_team(cx, ix),
         }
     }
@@ -1677,7 +1717,11 @@ impl Workspace {
         for (agent_id, agent) in &self.agents {
             for (_, waiting) in agent.personal.page(0, usize::MAX) {
                 let ix = self.ix_known(&waiting).map_err(|e| e.to_string())?;
-                if self.can_take(agent_id, ix) {
+                let reason = match self.conversation(ix).map(|c| &c.placement) {
+                    Ok(Placement::Personal { reason, .. }) => *reason,
+                    _ => AssignReason::Manual,
+                };
+                if self.can_take(agent_id, ix, reason) {
                     return Err(format!("{waiting} waits for {agent_id} who could take it"));
                 }
             }

@@ -1058,3 +1058,60 @@ fn a_conversation_an_agent_cannot_take_does_not_block_the_ones_waiting_behind_it
     assert_eq!(sim.assignee("d1").as_deref(), Some("amy"));
     assert_eq!(sim.assignee("n1"), None);
 }
+
+#[test]
+fn a_returning_customer_routed_to_another_team_does_not_go_to_an_agent_outside_it() {
+    // Issue 11, case 1: amy (en) in `t`, sofia (es) in `soporte`; both teams keep returning
+    // customers. +X talked to amy; now writes in Spanish and a rule sends it to `soporte`,
+    // requiring Spanish: it goes to sofia, not back to amy.
+    let mut sim = Sim::new();
+    let mut amy = AgentSpec::new("amy", "Amy");
+    amy.languages = vec![Language::new("en")];
+    let mut sofia = AgentSpec::new("sofia", "Sofia");
+    sofia.languages = vec![Language::new("es")];
+    sim.agent_spec(amy);
+    sim.agent_spec(sofia);
+    for (team, member) in [("t", "amy"), ("soporte", "sofia")] {
+        let mut spec = TeamSpec::new(team, Strategy::RoundRobin, &[member]);
+        spec.options.keep_returning_customers = true;
+        sim.team(spec);
+    }
+    sim.default_team("t");
+    sim.online(&["amy", "sofia"]);
+    sim.open("x1", "+X");
+    sim.close("x1");
+    sim.ok(Command::SetRoutingRules(vec![RoutingRule {
+        id: RuleId::new("es"),
+        conditions: RuleConditions { languages: vec![Language::new("es")], ..RuleConditions::default() },
+        target: RuleTarget::Team {
+            team: TeamId::new("soporte"),
+            required_skills: BTreeMap::new(),
+            required_language: Some(Language::new("es")),
+        },
+    }]));
+    let mut spanish = OpenConversation::new("x2", "+X", Channel::WhatsApp);
+    spanish.language = Some(Language::new("es"));
+    let effects = sim.open_with(spanish);
+    assert_eq!(
+        effects,
+        vec![assigned("x2", "+X", "soporte", "sofia", "Sofia", 120_000, AssignReason::Strategy(Strategy::RoundRobin))]
+    );
+}
+
+#[test]
+fn a_reopened_chat_does_not_go_back_to_an_agent_who_left_the_team() {
+    // Issue 11, case 2: "chat" went to john and was closed; john is online again but has left
+    // `support`; the customer writes again.
+    for reassign in [true, false] {
+        let mut sim = callbell(reassign);
+        sim.status("john", AgentStatus::Online);
+        let mut spec = TeamSpec::new("support", Strategy::RoundRobin, &["william", "mary"]);
+        spec.options.reassign_reopened_if_unavailable = reassign;
+        sim.team(spec);
+        sim.team(TeamSpec::new("elsewhere", Strategy::RoundRobin, &["john"]));
+        let effects = sim.ok(Command::CustomerMessage { conversation: ConversationId::new("chat") });
+        let agents = assigned_agents(&effects);
+        // Without reassignment it does not wait for john either: he will never take it.
+        assert!(agents == ["william"] || agents == ["mary"], "reassign {reassign}: {effects:?}");
+    }
+}
