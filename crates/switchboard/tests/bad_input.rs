@@ -463,3 +463,28 @@ async fn request_ids_and_event_ids_do_not_collide() {
         &["control character"],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_id_of_any_allowed_length_works_and_a_refused_one_creates_nothing() {
+    let cluster = TestCluster::start(1).await;
+    let client = cluster.client().await;
+    let configure = |workspace: &str, request_id: String| pb::ConfigureWorkspaceRequest {
+        workspace: workspace.into(),
+        settings: Some(pb::WorkspaceSettings::default()),
+        request_id,
+    };
+    // 120 to 128 bytes used to be refused for the server's own prefix, after the workspace
+    // had been created anyway.
+    for length in [120, 128] {
+        let workspace = format!("ws-{length}");
+        client.configure_workspace(configure(&workspace, "r".repeat(length))).await.expect("a 128-byte id is allowed");
+    }
+    expect_error(
+        client.configure_workspace(configure("ws-129", "r".repeat(129))).await,
+        Code::InvalidArgument,
+        &["request_id", "128"],
+    );
+    let lookup =
+        client.get_workspace(pb::GetWorkspaceRequest { workspace: "ws-129".into(), ..Default::default() }).await;
+    expect_error(lookup, Code::NotFound, &["ws-129"]);
+}
