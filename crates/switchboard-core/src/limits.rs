@@ -44,7 +44,7 @@ pub const AGENTS_PER_WORKSPACE_MAX: usize = 100_000;
 /// Most teams one workspace may have.
 pub const TEAMS_PER_WORKSPACE_MAX: usize = 1_000;
 /// Most members one team may have.
-pub const TEAM_MEMBERS_MAX: usize = 10_000;
+pub const TEAM_MEMBERS_MAX: usize = 100_000;
 /// Longest activation delay, no-reply timeout, default handle time or default response time of
 /// a team, in seconds (7 days).
 pub const TEAM_DURATION_S_MAX: u32 = 7 * 86_400;

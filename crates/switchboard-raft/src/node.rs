@@ -30,7 +30,7 @@ pub const MAX_INPUTS_PER_PROPOSAL: usize = 4096;
 /// an entry must replicate well within one heartbeat interval (openraft 0.9 gives each
 /// AppendEntries call exactly that long), or followers time out, call elections and the
 /// cluster stops committing.
-pub const WRITE_BYTES_MAX: usize = 1024 * 1024;
+pub const WRITE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// The largest log entry the batcher forms from several writes, in bytes (a single larger
 /// write still forms an entry of its own, up to [`WRITE_BYTES_MAX`]).
 pub const ENTRY_BYTES_MAX: usize = 512 * 1024;

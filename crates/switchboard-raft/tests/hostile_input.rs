@@ -74,7 +74,7 @@ async fn bursts_of_large_writes_keep_the_cluster_committing_without_elections() 
     leader.propose(workspace_setup()).await.expect("setup commits");
     let term_before = leader.status().term;
 
-    // 4 writers × 12 writes of about 0.9 MiB each, all through the leader at once: before
+    // 4 writers × 12 writes of 0.9 × write_bytes_max each, all through the leader at once: before
     // entries and AppendEntries calls were bounded in bytes, such a burst made replication
     // time out on every heartbeat, followers called elections and nothing committed again.
     let message_bytes = 16 * 1024;

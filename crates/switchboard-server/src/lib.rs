@@ -31,6 +31,14 @@ mod services;
 mod status;
 mod watch;
 
+/// The conversions the admin service makes of configuration messages, for tools that check a
+/// configuration before sending it (`switchboard ctl apply` rehearses its writes on a local
+/// state machine with them). An error is the `INVALID_ARGUMENT` status the service would answer.
+pub mod requests {
+    pub use crate::convert::model::{agent_from_pb, rule_from_pb, settings_from_pb, team_from_pb};
+    pub use crate::convert::required_id;
+}
+
 pub use presence::PresenceConfig;
 pub use server::{ANONYMOUS_REQUEST_MAX_BYTES, SERVICE_NAMES, ServeError, ServerConfig, serve};
 pub use services::events::PUBLISH_BATCH_MAX_EVENTS;

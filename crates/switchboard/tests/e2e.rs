@@ -4,24 +4,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
-use support::{TestCluster, assigned_agent, opened, setup_workspace};
+use support::{TestCluster, assigned_agent, ctl, opened, setup_workspace};
 use switchboard_client::pb;
 use switchboard_server::{ANONYMOUS_REQUEST_MAX_BYTES, ServerConfig};
 use tonic::Code;
-
-fn ctl(cluster: &TestCluster, args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("ctl")
-        .arg("--nodes")
-        .arg(cluster.api_addrs.join(","))
-        .args(args)
-        .output()
-        .expect("switchboard runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
-}
 
 const WORKSPACE_FILE: &str = r#"
 workspace: acme

@@ -5,22 +5,9 @@
 
 mod support;
 
-use std::process::Command;
-use support::{TestCluster, assigned_agent, opened};
+use support::{TestCluster, assigned_agent, ctl, opened};
 use switchboard_client::pb;
 use tonic::Code;
-
-fn ctl(cluster: &TestCluster, args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("ctl")
-        .arg("--nodes")
-        .arg(cluster.api_addrs.join(","))
-        .args(args)
-        .output()
-        .expect("switchboard runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
-}
 
 const WITH_TEE: &str = r#"
 workspace: acme

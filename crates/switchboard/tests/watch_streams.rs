@@ -49,63 +49,17 @@ fn assigned(event: &pb::WatchEvent) -> Option<String> {
 /// A workspace whose agents have long display names, so that every `Assigned` effect (which
 /// carries the name) is about 3 KiB and a few hundred of them fill the transport's buffers.
 async fn setup_wide_workspace(client: &switchboard_client::Client, workspace: &str) {
-    client
-        .configure_workspace(pb::ConfigureWorkspaceRequest {
-            workspace: workspace.into(),
-            settings: Some(pb::WorkspaceSettings::default()),
+    let agents = (1..=4)
+        .map(|i| format!("a{i}"))
+        .map(|id| pb::Agent {
+            display_name: format!("{id} {}", "n".repeat(3000)),
+            id,
+            max_open: 10_000,
+            daily_limit: 10_000,
             ..Default::default()
         })
-        .await
-        .expect("workspace");
-    let agents: Vec<String> = (1..=4).map(|i| format!("a{i}")).collect();
-    for agent in &agents {
-        client
-            .upsert_agent(pb::UpsertAgentRequest {
-                workspace: workspace.into(),
-                agent: Some(pb::Agent {
-                    id: agent.clone(),
-                    display_name: format!("{agent} {}", "n".repeat(3000)),
-                    max_open: 10_000,
-                    daily_limit: 10_000,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .expect("agent");
-    }
-    client
-        .upsert_team(pb::UpsertTeamRequest {
-            workspace: workspace.into(),
-            team: Some(pb::Team {
-                id: "support".into(),
-                members: agents.clone(),
-                strategy: pb::Strategy::LeastOpen.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("team");
-    client
-        .configure_workspace(pb::ConfigureWorkspaceRequest {
-            workspace: workspace.into(),
-            settings: Some(pb::WorkspaceSettings { default_team: "support".into(), ..Default::default() }),
-            ..Default::default()
-        })
-        .await
-        .expect("default team");
-    for agent in &agents {
-        client
-            .set_status(pb::SetStatusRequest {
-                workspace: workspace.into(),
-                agent: agent.clone(),
-                status: pb::AgentStatus::Online.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("online");
-    }
+        .collect();
+    support::setup_workspace_of(client, workspace, pb::Strategy::LeastOpen, agents).await;
 }
 
 /// Reads `stream` until it ends with an error; returns the conversations assigned on the way and

@@ -27,7 +27,7 @@ pub(crate) fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
 }
 
 /// A required identifier: non-empty and at most [`ID_MAX_BYTES`] bytes.
-pub(crate) fn required_id<T: From<String>>(value: String, field: &str) -> Result<T, Status> {
+pub fn required_id<T: From<String>>(value: String, field: &str) -> Result<T, Status> {
     if value.is_empty() {
         return Err(invalid(field, "is required and must not be empty"));
     }

@@ -109,7 +109,8 @@ fn ids_from_pb<T: From<String>>(values: Vec<String>, field: &str) -> Result<Vec<
     values.into_iter().enumerate().map(|(i, value)| required_id(value, &format!("{field}[{i}]"))).collect()
 }
 
-pub(crate) fn agent_from_pb(agent: pb::Agent) -> Result<AgentSpec, Status> {
+/// An agent's configuration as the admin service takes it.
+pub fn agent_from_pb(agent: pb::Agent) -> Result<AgentSpec, Status> {
     let mut max_open_per_channel = BTreeMap::new();
     for (i, limit) in agent.max_open_per_channel.into_iter().enumerate() {
         let channel = channel_from_pb(limit.channel, &format!("agent.max_open_per_channel[{i}].channel"))?;
@@ -222,7 +223,8 @@ fn hours_to_pb(hours: &BusinessHours) -> pb::BusinessHours {
     }
 }
 
-pub(crate) fn team_from_pb(team: pb::Team) -> Result<TeamSpec, Status> {
+/// A team's configuration as the admin service takes it.
+pub fn team_from_pb(team: pb::Team) -> Result<TeamSpec, Status> {
     let id: switchboard_core::TeamId = required_id(team.id, "team.id")?;
     let templates = team.templates.unwrap_or_default();
     Ok(TeamSpec {
@@ -258,7 +260,8 @@ pub(crate) fn team_to_pb(spec: &TeamSpec) -> pb::Team {
     }
 }
 
-pub(crate) fn rule_from_pb(rule: pb::RoutingRule, index: usize) -> Result<RoutingRule, Status> {
+/// Routing rule `index` of a rule list, as the admin service takes it.
+pub fn rule_from_pb(rule: pb::RoutingRule, index: usize) -> Result<RoutingRule, Status> {
     let field = format!("rules[{index}]");
     let conditions = rule.conditions.unwrap_or_default();
     let mut channels = Vec::new();
@@ -353,7 +356,8 @@ pub(crate) fn contact_to_pb(spec: &ContactSpec) -> pb::Contact {
     }
 }
 
-pub(crate) fn settings_from_pb(settings: pb::WorkspaceSettings) -> Result<WorkspaceSettings, Status> {
+/// Workspace settings as the admin service takes them (zero means the default).
+pub fn settings_from_pb(settings: pb::WorkspaceSettings) -> Result<WorkspaceSettings, Status> {
     let defaults = WorkspaceSettings::default();
     let or = |value: u32, default: u32| if value == 0 { default } else { value };
     Ok(WorkspaceSettings {

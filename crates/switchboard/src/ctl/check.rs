@@ -8,21 +8,16 @@
 //! still has open conversations cannot be removed, which only the cluster knows. `apply`
 //! therefore sends removals last, so such a refusal leaves every team of the file in place.
 //!
-//! The conversions below mirror `switchboard-server`'s `convert/model.rs`, which is private to
-//! that crate; were it public, this file would call it instead. `tests/ctl_apply.rs` keeps the
-//! two in step: every mistake it makes is refused here before the server sees it, and the
-//! correct files are accepted by both.
+//! The requests are converted by the server's own code (`switchboard_server::requests`), so
+//! the rehearsal sees exactly the commands the cluster would apply.
 
 use super::apply::Change;
 use super::spec::WorkspaceFile;
-use std::collections::BTreeMap;
 use switchboard_client::pb;
-use switchboard_core::ids::ID_MAX_BYTES;
 use switchboard_core::{
-    AgentSpec, AgentStatus, ApplyError, BusinessHours, Channel, Command, CustomerKind, Event, Input, OpeningInterval,
-    RoutingRule, RuleConditions, RuleTarget, State, StatusSet, Strategy, TeamOptions, TeamSpec, Templates, WorkspaceId,
-    WorkspaceSettings,
+    AgentSpec, ApplyError, Command, Event, Input, RoutingRule, State, TeamSpec, WorkspaceId, WorkspaceSettings,
 };
+use switchboard_server::requests;
 
 /// Rehearses `changes` (planned from `file` against `live`, the workspace's configuration on
 /// the cluster, `None` if it does not exist) at time `at_ms`; the error names the file item the
@@ -115,223 +110,31 @@ fn command_of(change: &Change) -> Result<Command, String> {
     })
 }
 
-// ----- protobuf -> core, as the server converts requests ------------------------------------
+// ----- protobuf -> core: the server's own conversions ---------------------------------------
 
-/// A required identifier: non-empty, at most [`ID_MAX_BYTES`] bytes, no control character.
+/// The server's error message for a conversion it would refuse.
+fn message(status: tonic::Status) -> String {
+    status.message().to_owned()
+}
+
 fn required_id<T: From<String>>(value: String, field: &str) -> Result<T, String> {
-    if value.is_empty() {
-        return Err(format!("{field}: is required and must not be empty"));
-    }
-    if value.len() > ID_MAX_BYTES {
-        return Err(format!("{field}: is {} bytes; the limit is {ID_MAX_BYTES}", value.len()));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(format!("{field}: {value:?} contains a control character"));
-    }
-    Ok(T::from(value))
-}
-
-/// An optional identifier: empty means absent.
-fn optional_id<T: From<String>>(value: String, field: &str) -> Result<Option<T>, String> {
-    if value.is_empty() { Ok(None) } else { required_id(value, field).map(Some) }
-}
-
-fn optional_text(value: String) -> Option<String> {
-    if value.is_empty() { None } else { Some(value) }
-}
-
-fn small(value: u32, field: &str) -> Result<u8, String> {
-    u8::try_from(value).map_err(|_| format!("{field}: {value} is out of range"))
-}
-
-fn channel_from_pb(value: i32, field: &str) -> Result<Channel, String> {
-    Ok(match pb::Channel::try_from(value) {
-        Ok(pb::Channel::Whatsapp) => Channel::WhatsApp,
-        Ok(pb::Channel::Messenger) => Channel::Messenger,
-        Ok(pb::Channel::Instagram) => Channel::Instagram,
-        Ok(pb::Channel::Telegram) => Channel::Telegram,
-        Ok(pb::Channel::Line) => Channel::Line,
-        Ok(pb::Channel::Email) => Channel::Email,
-        Ok(pb::Channel::WebChat) => Channel::WebChat,
-        Ok(pb::Channel::Sms) => Channel::Sms,
-        Ok(pb::Channel::Other) => Channel::Other,
-        Ok(pb::Channel::Unspecified) => return Err(format!("{field}: is required (CHANNEL_UNSPECIFIED given)")),
-        Err(_) => return Err(format!("{field}: {value} is not a known channel")),
-    })
-}
-
-fn status_from_pb(value: i32, field: &str) -> Result<AgentStatus, String> {
-    match pb::AgentStatus::try_from(value) {
-        Ok(pb::AgentStatus::Online) => Ok(AgentStatus::Online),
-        Ok(pb::AgentStatus::Busy) => Ok(AgentStatus::Busy),
-        Ok(pb::AgentStatus::Away) => Ok(AgentStatus::Away),
-        Ok(pb::AgentStatus::Offline) => Ok(AgentStatus::Offline),
-        Ok(pb::AgentStatus::Unspecified) => Err(format!("{field}: is required (AGENT_STATUS_UNSPECIFIED given)")),
-        Err(_) => Err(format!("{field}: {value} is not a known agent status")),
-    }
-}
-
-fn strategy_from_pb(value: i32, field: &str) -> Result<Strategy, String> {
-    match pb::Strategy::try_from(value) {
-        Ok(pb::Strategy::RoundRobin) => Ok(Strategy::RoundRobin),
-        Ok(pb::Strategy::LeastOpen) => Ok(Strategy::LeastOpen),
-        Ok(pb::Strategy::Weighted) => Ok(Strategy::Weighted),
-        Ok(pb::Strategy::Ordered) => Ok(Strategy::Ordered),
-        Ok(pb::Strategy::Manual) => Ok(Strategy::Manual),
-        Ok(pb::Strategy::Unspecified) => Err(format!("{field}: is required (STRATEGY_UNSPECIFIED given)")),
-        Err(_) => Err(format!("{field}: {value} is not a known strategy")),
-    }
-}
-
-fn skills_from_pb<K: Ord + From<String>>(
-    skills: BTreeMap<String, u32>,
-    field: &str,
-) -> Result<BTreeMap<K, u8>, String> {
-    skills
-        .into_iter()
-        .map(|(name, level)| {
-            let field = format!("{field}[{name}]");
-            Ok((required_id(name, &field)?, small(level, &field)?))
-        })
-        .collect()
-}
-
-fn ids_from_pb<T: From<String>>(values: Vec<String>, field: &str) -> Result<Vec<T>, String> {
-    values.into_iter().enumerate().map(|(i, value)| required_id(value, &format!("{field}[{i}]"))).collect()
+    requests::required_id(value, field).map_err(message)
 }
 
 fn agent_from_pb(agent: pb::Agent) -> Result<AgentSpec, String> {
-    let mut max_open_per_channel = BTreeMap::new();
-    for (i, limit) in agent.max_open_per_channel.into_iter().enumerate() {
-        let channel = channel_from_pb(limit.channel, &format!("agent.max_open_per_channel[{i}].channel"))?;
-        if max_open_per_channel.insert(channel, limit.max_open).is_some() {
-            return Err(format!("agent.max_open_per_channel: {channel:?} is listed twice"));
-        }
-    }
-    Ok(AgentSpec {
-        id: required_id(agent.id, "agent.id")?,
-        display_name: agent.display_name,
-        skills: skills_from_pb(agent.skills, "agent.skills")?,
-        languages: ids_from_pb(agent.languages, "agent.languages")?,
-        max_open: agent.max_open,
-        max_open_per_channel,
-        daily_limit: agent.daily_limit,
-        auto_assign_excluded: agent.auto_assign_excluded,
-    })
-}
-
-fn options_from_pb(options: Option<pb::TeamOptions>) -> Result<TeamOptions, String> {
-    let defaults = TeamOptions::default();
-    let Some(options) = options else { return Ok(defaults) };
-    let mut allowed = Vec::new();
-    for (i, value) in options.allowed_statuses.iter().enumerate() {
-        allowed.push(status_from_pb(*value, &format!("team.options.allowed_statuses[{i}]"))?);
-    }
-    let or = |value: u32, default: u32| if value == 0 { default } else { value };
-    Ok(TeamOptions {
-        allowed_statuses: if allowed.is_empty() { StatusSet::ONLINE_ONLY } else { StatusSet::of(&allowed) },
-        daily_limit_hard_cap: options.daily_limit_hard_cap,
-        keep_returning_customers: options.keep_returning_customers,
-        reassign_reopened_if_unavailable: options.reassign_reopened_if_unavailable,
-        requeue_on_offline: options.requeue_on_offline,
-        no_reply_timeout_s: options.no_reply_timeout_s,
-        assign_delay_s: options.assign_delay_s,
-        default_handle_time_s: or(options.default_handle_time_s, defaults.default_handle_time_s),
-        default_response_time_s: or(options.default_response_time_s, defaults.default_response_time_s),
-    })
-}
-
-fn hours_from_pb(hours: pb::BusinessHours) -> Result<BusinessHours, String> {
-    let mut weekly = Vec::with_capacity(hours.weekly.len());
-    for (i, interval) in hours.weekly.into_iter().enumerate() {
-        let field = format!("team.business_hours.weekly[{i}]");
-        let minute = |value: u32, name: &str| {
-            u16::try_from(value).map_err(|_| format!("{field}.{name}: {value} is out of range"))
-        };
-        weekly.push(OpeningInterval {
-            weekday: small(interval.weekday, &format!("{field}.weekday"))?,
-            open_minute: minute(interval.open_minute, "open_minute")?,
-            close_minute: minute(interval.close_minute, "close_minute")?,
-        });
-    }
-    Ok(BusinessHours { weekly, holidays: hours.holidays })
+    requests::agent_from_pb(agent).map_err(message)
 }
 
 fn team_from_pb(team: pb::Team) -> Result<TeamSpec, String> {
-    let id: switchboard_core::TeamId = required_id(team.id, "team.id")?;
-    let templates = team.templates.unwrap_or_default();
-    Ok(TeamSpec {
-        name: if team.name.is_empty() { id.to_string() } else { team.name },
-        id,
-        members: ids_from_pb(team.members, "team.members")?,
-        strategy: strategy_from_pb(team.strategy, "team.strategy")?,
-        options: options_from_pb(team.options)?,
-        timezone: if team.timezone.is_empty() { "UTC".to_owned() } else { team.timezone },
-        business_hours: team.business_hours.map(hours_from_pb).transpose()?,
-        templates: Templates {
-            welcome: optional_text(templates.welcome),
-            away: optional_text(templates.away),
-            overcapacity: optional_text(templates.overcapacity),
-        },
-    })
-}
-
-fn rules_from_pb(rules: &[pb::RoutingRule]) -> Result<Vec<RoutingRule>, String> {
-    rules.iter().enumerate().map(|(i, rule)| rule_from_pb(rule.clone(), i)).collect()
-}
-
-fn rule_from_pb(rule: pb::RoutingRule, index: usize) -> Result<RoutingRule, String> {
-    let field = format!("rules[{index}]");
-    let conditions = rule.conditions.unwrap_or_default();
-    let mut channels = Vec::new();
-    for (i, value) in conditions.channels.iter().enumerate() {
-        channels.push(channel_from_pb(*value, &format!("{field}.conditions.channels[{i}]"))?);
-    }
-    let customer = match pb::CustomerKind::try_from(conditions.customer) {
-        Ok(pb::CustomerKind::Any) => CustomerKind::Any,
-        Ok(pb::CustomerKind::New) => CustomerKind::New,
-        Ok(pb::CustomerKind::Returning) => CustomerKind::Returning,
-        Err(_) => {
-            return Err(format!("{field}.conditions.customer: {} is not a known customer kind", conditions.customer));
-        }
-    };
-    let target = rule.target.and_then(|t| t.target).ok_or_else(|| format!("{field}.target: is required"))?;
-    let target = match target {
-        pb::rule_target::Target::Team(team) => RuleTarget::Team {
-            team: required_id(team.team, &format!("{field}.target.team.team"))?,
-            required_skills: skills_from_pb(team.required_skills, &format!("{field}.target.team.required_skills"))?,
-            required_language: optional_id(team.required_language, &format!("{field}.target.team.required_language"))?,
-        },
-        pb::rule_target::Target::Agent(agent) => {
-            RuleTarget::Agent { agent: required_id(agent, &format!("{field}.target.agent"))? }
-        }
-    };
-    Ok(RoutingRule {
-        id: required_id(rule.id, &format!("{field}.id"))?,
-        conditions: RuleConditions {
-            channels,
-            languages: ids_from_pb(conditions.languages, &format!("{field}.conditions.languages"))?,
-            topics: conditions.topics,
-            tiers: conditions.tiers,
-            tags: conditions.tags,
-            customer,
-            keywords: conditions.keywords,
-        },
-        target,
-    })
+    requests::team_from_pb(team).map_err(message)
 }
 
 fn settings_from_pb(settings: pb::WorkspaceSettings) -> Result<WorkspaceSettings, String> {
-    let defaults = WorkspaceSettings::default();
-    let or = |value: u32, default: u32| if value == 0 { default } else { value };
-    Ok(WorkspaceSettings {
-        default_team: optional_id(settings.default_team, "settings.default_team")?,
-        vip_waits_for_dedicated_agent: settings.vip_waits_for_dedicated_agent,
-        dedupe_window_s: or(settings.dedupe_window_s, defaults.dedupe_window_s),
-        dedupe_max_events: or(settings.dedupe_max_events, defaults.dedupe_max_events),
-        closed_retention_s: or(settings.closed_retention_s, defaults.closed_retention_s),
-        rng_seed: if settings.rng_seed == 0 { defaults.rng_seed } else { settings.rng_seed },
-    })
+    requests::settings_from_pb(settings).map_err(message)
+}
+
+fn rules_from_pb(rules: &[pb::RoutingRule]) -> Result<Vec<RoutingRule>, String> {
+    rules.iter().enumerate().map(|(i, rule)| requests::rule_from_pb(rule.clone(), i).map_err(message)).collect()
 }
 
 #[cfg(test)]

@@ -185,6 +185,16 @@ impl TestCluster {
 /// Applies a small workspace through the API: agents `a1..=agents` in team `support` with
 /// `strategy`, all online, default team `support`.
 pub async fn setup_workspace(client: &Client, workspace: &str, strategy: pb::Strategy, agents: usize, max_open: u32) {
+    let agents = (1..=agents)
+        .map(|i| format!("a{i}"))
+        .map(|id| pb::Agent { display_name: id.to_uppercase(), id, max_open, daily_limit: 100, ..Default::default() })
+        .collect();
+    setup_workspace_of(client, workspace, strategy, agents).await;
+}
+
+/// Applies a workspace of `agents` in team `support` with `strategy`, all online, default
+/// team `support`.
+pub async fn setup_workspace_of(client: &Client, workspace: &str, strategy: pb::Strategy, agents: Vec<pb::Agent>) {
     client
         .configure_workspace(pb::ConfigureWorkspaceRequest {
             workspace: workspace.into(),
@@ -193,18 +203,12 @@ pub async fn setup_workspace(client: &Client, workspace: &str, strategy: pb::Str
         })
         .await
         .expect("workspace");
-    let ids: Vec<String> = (1..=agents).map(|i| format!("a{i}")).collect();
-    for id in &ids {
+    let ids: Vec<String> = agents.iter().map(|agent| agent.id.clone()).collect();
+    for agent in agents {
         client
             .upsert_agent(pb::UpsertAgentRequest {
                 workspace: workspace.into(),
-                agent: Some(pb::Agent {
-                    id: id.clone(),
-                    display_name: id.to_uppercase(),
-                    max_open,
-                    daily_limit: 100,
-                    ..Default::default()
-                }),
+                agent: Some(agent),
                 ..Default::default()
             })
             .await
@@ -242,6 +246,19 @@ pub async fn setup_workspace(client: &Client, workspace: &str, strategy: pb::Str
             .await
             .expect("online");
     }
+}
+
+/// Runs `switchboard ctl` against the cluster; returns whether it succeeded and its output.
+pub fn ctl(cluster: &TestCluster, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("ctl")
+        .arg("--nodes")
+        .arg(cluster.api_addrs.join(","))
+        .args(args)
+        .output()
+        .expect("switchboard runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
 }
 
 /// A "conversation opened" event.
