@@ -481,10 +481,8 @@ impl Workspace {
         for agent in to_drain.iter().filter(|agent| !members.contains(agent)) {
             self.drain_agent(cx, agent)?;
         }
-        for pool in 0..pools {
-            self.drain_pool(cx, &team_id, pool as u32)?;
-        }
-        Ok(())
+        let pools: Vec<(TeamId, u32)> = (0..pools).map(|pool| (team_id.clone(), pool as u32)).collect();
+        self.drain_pools(cx, &pools)
     }
 
     pub(crate) fn remove_team(&mut self, team_id: &TeamId) -> Result<(), ApplyError> {
@@ -1142,31 +1140,40 @@ impl Workspace {
             self.unplace(ix)?;
             self.assign(cx, ix, agent_id, reason)?;
         }
-        let teams: Vec<TeamId> = self.agent(agent_id)?.memberships.iter().map(|(team, _)| team.clone()).collect();
-        for team_id in &teams {
-            let pools = self.teams.get(team_id).map_or(0, |t| t.pools.len());
-            for pool in 0..pools {
-                self.drain_pool(cx, team_id, pool as u32)?;
-            }
+        // Then the queues of every pool of every team the agent serves, merged.
+        let mut pools = Vec::new();
+        for (team_id, _) in &self.agent(agent_id)?.memberships {
+            let count = self.teams.get(team_id).map_or(0, |t| t.pools.len());
+            pools.extend((0..count).map(|pool| (team_id.clone(), pool as u32)));
         }
-        Ok(())
+        self.drain_pools(cx, &pools)
     }
 
-    /// Assigns the pool's waiting conversations, best first, while anyone can take them.
-    fn drain_pool(&mut self, cx: &mut Ctx<'_>, team_id: &TeamId, pool_index: u32) -> Result<(), ApplyError> {
+    /// Assigns the waiting conversations of `pools` while anyone can take them, best first
+    /// across all of them: highest priority, then earliest arrival (sequence numbers are
+    /// workspace-wide, so arrivals in different teams compare). An agent in several teams
+    /// therefore serves the one that has waited longest, and no team starves behind another.
+    /// Each step looks at the channel heads of the given pools only: O(pools × channels), the
+    /// pools being those of one agent's few teams or of one team.
+    fn drain_pools(&mut self, cx: &mut Ctx<'_>, pools: &[(TeamId, u32)]) -> Result<(), ApplyError> {
         loop {
-            let Some(pool) = self.teams.get(team_id).and_then(|t| t.pools.get(pool_index as usize)) else {
-                return Ok(());
-            };
-            if pool.queued() == 0 || !pool.has_eligible() {
-                return Ok(());
+            let mut candidates = Vec::new();
+            for (team_id, pool_index) in pools {
+                let Some(pool) = self.teams.get(team_id).and_then(|t| t.pools.get(*pool_index as usize)) else {
+                    continue;
+                };
+                if pool.queued() == 0 || !pool.has_eligible() {
+                    continue;
+                }
+                candidates.extend(pool.heads().into_iter().map(|(key, id)| (key, team_id.clone(), *pool_index, id)));
             }
+            candidates.sort_unstable_by_key(|candidate| candidate.0);
             let mut placed = false;
-            for (_, id) in pool.heads() {
+            for (_, team_id, pool_index, id) in candidates {
                 let ix = self.ix_known(&id)?;
-                if let Some(agent) = self.pick(team_id, pool_index, ix, None)? {
+                if let Some(agent) = self.pick(&team_id, pool_index, ix, None)? {
                     self.unplace(ix)?;
-                    let strategy = self.team(team_id)?.spec.strategy;
+                    let strategy = self.team(&team_id)?.spec.strategy;
                     self.assign(cx, ix, &agent, AssignReason::Strategy(strategy))?;
                     placed = true;
                     break;
@@ -1358,6 +1365,19 @@ impl Workspace {
     ) -> Result<(), ApplyError> {
         let agent = self.agents.get(agent_id).ok_or_else(|| ApplyError::UnknownAgent(agent_id.clone()))?;
         let ix = self.queued_conversation(id)?;
+        // Self-pick is for the team's members, and for the agent a conversation waits for in
+        // particular (a dedicated or named agent); supervisors use Assign.
+        let conversation = self.conversation(ix)?;
+        let waits_for_this_agent =
+            matches!(&conversation.placement, Placement::Personal { agent, .. } if agent == agent_id);
+        let member = agent.memberships.binary_search_by(|(team, _)| team.cmp(&conversation.team)).is_ok();
+        if !member && !waits_for_this_agent {
+            return Err(ApplyError::Precondition(format!(
+                "agent {agent_id} is not a member of team {}, whose conversation {id} is; only its members can \
+                 pick it (a supervisor can Assign it)",
+                conversation.team
+            )));
+        }
         if agent.open_count() >= agent.spec.max_open {
             return Err(ApplyError::AgentAtCapacity { agent: agent_id.clone(), max_open: agent.spec.max_open });
         }

@@ -243,7 +243,7 @@ fn command() -> impl Strategy<Value = Command> {
         3 => any_conversation().prop_map(|conversation| Command::CustomerMessage { conversation }),
         2 => (any_conversation(), any_agent()).prop_map(|(conversation, agent)| Command::AgentReplied { conversation, agent }),
         5 => any_conversation().prop_map(|conversation| Command::CloseConversation { conversation }),
-        2 => (any_conversation(), any_agent()).prop_map(|(conversation, agent)| Command::Claim { conversation, agent }),
+        5 => (any_conversation(), any_agent()).prop_map(|(conversation, agent)| Command::Claim { conversation, agent }),
         3 => (any_conversation(), any_agent()).prop_map(|(conversation, agent)| Command::Assign { conversation, agent }),
         2 => (any_conversation(), prop_oneof![any_agent().prop_map(TransferTarget::Agent), any_team().prop_map(TransferTarget::Team)])
             .prop_map(|(conversation, target)| Command::Transfer { conversation, target }),

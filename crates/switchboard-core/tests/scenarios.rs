@@ -1115,3 +1115,68 @@ fn a_reopened_chat_does_not_go_back_to_an_agent_who_left_the_team() {
         assert!(agents == ["william"] || agents == ["mary"], "reassign {reassign}: {effects:?}");
     }
 }
+
+#[test]
+fn only_members_pick_a_teams_conversations_and_supervisors_assign() {
+    // Issue 11, case 6.
+    let mut sim = team_of(Strategy::Manual, &["a", "b"]);
+    sim.agent("outsider", "Outsider");
+    sim.team(TeamSpec::new("sales", Strategy::RoundRobin, &["outsider"]));
+    sim.online(&["outsider"]);
+    sim.open("c1", "k1");
+    let before = sim.state.state_digest();
+    let error = sim.err(Command::Claim { conversation: ConversationId::new("c1"), agent: AgentId::new("outsider") });
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition);
+    assert!(error.to_string().contains("not a member of team support"), "{error}");
+    assert_eq!(sim.state.state_digest(), before);
+    sim.ok(Command::Assign { conversation: ConversationId::new("c1"), agent: AgentId::new("outsider") });
+    assert_eq!(sim.assignee("c1").as_deref(), Some("outsider"));
+}
+
+#[test]
+fn an_agent_in_several_teams_serves_the_longest_waiting_first_and_no_team_starves() {
+    // Issue 11, case 3: amy (max_open 1) is in teams `a` and `b` and busy. "old" waits in `b`
+    // (priority 5), then "new" in `a`: when amy's chat closes, "old" is hers.
+    let mut sim = Sim::new();
+    let mut amy = AgentSpec::new("amy", "Amy");
+    amy.max_open = 1;
+    sim.agent_spec(amy);
+    for team in ["a", "b", "c"] {
+        sim.team(TeamSpec::new(team, Strategy::RoundRobin, &["amy"]));
+    }
+    sim.default_team("a");
+    let to = |team: &str| RoutingRule {
+        id: RuleId::new(team),
+        conditions: RuleConditions { topics: vec![team.into()], ..RuleConditions::default() },
+        target: RuleTarget::Team { team: TeamId::new(team), required_skills: BTreeMap::new(), required_language: None },
+    };
+    sim.ok(Command::SetRoutingRules(vec![to("b"), to("c")]));
+    sim.online(&["amy"]);
+    let open = |sim: &mut Sim, id: &str, team: &str, priority: u8| {
+        let mut open = OpenConversation::new(id, format!("k-{id}"), Channel::WhatsApp);
+        open.topic = Some(team.into());
+        open.priority = priority;
+        sim.open_with(open)
+    };
+    open(&mut sim, "busy", "a", 0);
+    open(&mut sim, "old", "b", 5);
+    open(&mut sim, "new", "a", 0);
+    assert_eq!(assigned_agents(&sim.close("busy")), ["amy"]);
+    assert_eq!(sim.assignee("old").as_deref(), Some("amy"));
+    // Equal priorities: arrival order across the three teams, whatever their ids.
+    for (i, team) in ["c", "a", "b", "c", "b", "a"].iter().enumerate() {
+        open(&mut sim, &format!("q{i}"), team, 0);
+    }
+    let mut served = Vec::new();
+    let mut current = "old".to_owned();
+    for _ in 0..7 {
+        let effects = sim.close(&current);
+        let Some(Effect::Assigned { conversation, .. }) = effects.iter().find(|e| matches!(e, Effect::Assigned { .. }))
+        else {
+            break;
+        };
+        current = conversation.to_string();
+        served.push(current.clone());
+    }
+    assert_eq!(served, ["new", "q0", "q1", "q2", "q3", "q4", "q5"]);
+}
