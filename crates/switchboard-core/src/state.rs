@@ -40,8 +40,8 @@ pub enum SnapshotError {
     BadMagic,
     /// Written by an incompatible version.
     #[error(
-        "snapshot format version {found} is not supported (this build reads {SNAPSHOT_VERSION}); \
-         was it written by a newer Switchboard?"
+        "snapshot format version {found} is not supported (this build reads {SNAPSHOT_VERSION}): {}",
+        version_hint(.found)
     )]
     UnsupportedVersion {
         /// The version in the snapshot.
@@ -53,6 +53,15 @@ pub enum SnapshotError {
     /// The payload decodes but describes an impossible state.
     #[error("snapshot describes an invalid state: {0}")]
     Invalid(ApplyError),
+}
+
+fn version_hint(found: &u16) -> &'static str {
+    if *found > SNAPSHOT_VERSION {
+        "it was written by a newer Switchboard; run that version, or restore from a peer"
+    } else {
+        "it was written by an older Switchboard; install a snapshot from a peer running this version, or \
+         start this node with an empty data directory and let it catch up"
+    }
 }
 
 /// The assigner state machine.

@@ -1010,7 +1010,13 @@ fn snapshots_round_trip_and_keep_deciding_the_same_way() {
     assert!(matches!(State::restore(b"nope"), Err(SnapshotError::BadMagic)));
     let mut future = bytes.clone();
     future[4] = 99;
-    assert!(matches!(State::restore(&future), Err(SnapshotError::UnsupportedVersion { found: 99 })));
+    let error = State::restore(&future).expect_err("a newer format is refused");
+    assert!(matches!(error, SnapshotError::UnsupportedVersion { found: 99 }));
+    assert!(error.to_string().contains("newer Switchboard"), "{error}");
+    let mut older = bytes.clone();
+    older[4] = 1;
+    let error = State::restore(&older).expect_err("an older format is refused");
+    assert!(error.to_string().contains("older Switchboard"), "{error}");
     assert!(matches!(State::restore(&bytes[..bytes.len() / 2]), Err(SnapshotError::Decode(_))));
 }
 
