@@ -292,11 +292,15 @@ impl Workspace {
     /// Recomputes an agent's contribution to every pool it belongs to. Call after any change
     /// to the agent's status, counters or configuration.
     fn refresh_agent(&mut self, agent_id: &AgentId) {
-        let Some(memberships) = self.agents.get(agent_id).map(|agent| agent.memberships.clone()) else {
-            return;
-        };
-        for (team_id, position) in &memberships {
-            self.refresh_member(team_id, *position, agent_id);
+        // By index: this runs on every assignment, so no copy of the list is made.
+        let count = self.agents.get(agent_id).map_or(0, |agent| agent.memberships.len());
+        for index in 0..count {
+            let Some((team_id, position)) =
+                self.agents.get(agent_id).and_then(|agent| agent.memberships.get(index)).cloned()
+            else {
+                break;
+            };
+            self.refresh_member(&team_id, position, agent_id);
         }
     }
 

@@ -399,12 +399,12 @@ impl RaftNode {
     /// across leader changes until the request timeout, but retries a write whose outcome is
     /// unknown only when every input carries an event id (the state machine drops repeats).
     pub async fn propose(&self, inputs: Vec<Input>) -> Result<Committed, ProposeError> {
-        check_inputs(&inputs)?;
+        let bytes = check_inputs(&inputs)?;
         let idempotent = inputs.iter().all(|input| matches!(input, Input::Event(event) if event.event_id.is_some()));
         let deadline = Instant::now() + self.inner.tuning.request_timeout;
         loop {
             let attempt = match self.inner.leader() {
-                Some(leader) if leader.id == self.inner.id => self.inner.propose_as_leader(inputs.clone()).await,
+                Some(leader) if leader.id == self.inner.id => self.inner.submit(inputs.clone(), bytes).await,
                 Some(leader) => self.inner.forward_propose(&leader, inputs.clone(), deadline).await,
                 None => Err(ProposeError::NotLeader { leader: None }),
             };
@@ -627,12 +627,19 @@ impl Inner {
         tokio::time::sleep_until((Instant::now() + Duration::from_millis(50)).min(deadline)).await;
     }
 
-    /// Submits `inputs` to this node's batcher if it is the leader; never forwards.
+    /// Checks a write forwarded by another node and submits it to this node's batcher if it
+    /// is the leader; never forwards.
     pub(crate) async fn propose_as_leader(&self, inputs: Vec<Input>) -> Result<Committed, ProposeError> {
+        let bytes = check_inputs(&inputs)?;
+        self.submit(inputs, bytes).await
+    }
+
+    /// Submits a checked write of `bytes` to this node's batcher if it is the leader. The size
+    /// is measured once per write (an encoding pass), not again at every retry.
+    async fn submit(&self, inputs: Vec<Input>, bytes: usize) -> Result<Committed, ProposeError> {
         if self.stopped.load(Ordering::Relaxed) {
             return Err(ProposeError::ShuttingDown);
         }
-        let bytes = check_inputs(&inputs)?;
         if !self.is_leader() {
             return Err(ProposeError::NotLeader { leader: self.leader() });
         }

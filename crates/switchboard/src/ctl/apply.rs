@@ -344,14 +344,7 @@ mod tests {
 
     fn config_of(text: &str) -> (WorkspaceFile, pb::WorkspaceConfig) {
         let file = WorkspaceFile::parse(text, "w.yaml").expect("parses");
-        let config = pb::WorkspaceConfig {
-            workspace: file.workspace.clone(),
-            settings: Some(file.settings_pb()),
-            agents: file.agents_pb().expect("agents"),
-            teams: file.teams_pb().expect("teams"),
-            rules: file.rules_pb().expect("rules"),
-            applied_index: 0,
-        };
+        let config = file.config_pb();
         (file, config)
     }
 

@@ -176,15 +176,7 @@ rules:
 
     /// The configuration a cluster that applied `text` exports.
     fn live(text: &str) -> pb::WorkspaceConfig {
-        let file = file(text);
-        pb::WorkspaceConfig {
-            workspace: file.workspace.clone(),
-            settings: Some(file.settings_pb()),
-            agents: file.agents_pb().expect("agents"),
-            teams: file.teams_pb().expect("teams"),
-            rules: file.rules_pb().expect("rules"),
-            applied_index: 0,
-        }
+        file(text).config_pb()
     }
 
     fn rehearsal(text: &str, live: Option<&pb::WorkspaceConfig>, prune: bool) -> anyhow::Result<()> {

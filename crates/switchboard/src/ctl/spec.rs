@@ -795,6 +795,22 @@ pub(crate) fn rule_entry(r: &pb::RoutingRule) -> RuleEntry {
 }
 
 #[cfg(test)]
+impl WorkspaceFile {
+    /// The configuration a cluster that applied this file exports (for tests of the plan and
+    /// the rehearsal).
+    pub(crate) fn config_pb(&self) -> pb::WorkspaceConfig {
+        pb::WorkspaceConfig {
+            workspace: self.workspace.clone(),
+            settings: Some(self.settings_pb()),
+            agents: self.agents_pb().expect("agents"),
+            teams: self.teams_pb().expect("teams"),
+            rules: self.rules_pb().expect("rules"),
+            applied_index: 0,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
