@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("switchboard/v1/assignments.proto"),
         root.join("switchboard/v1/admin.proto"),
         root.join("switchboard/v1/cluster.proto"),
+        root.join("switchboard/v1/nats.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -94,6 +94,21 @@ pub enum Effect {
         /// The team's overcapacity message.
         message: Option<String>,
     },
+    /// A waiting customer's place in the queue moved: "you are now number 2".
+    QueuePosition {
+        /// Workspace.
+        workspace: WorkspaceId,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its team.
+        team: TeamId,
+        /// One-based position in the team's queue (or in one agent's line).
+        position: u32,
+        /// Expected wait in milliseconds, when anyone is serving the team.
+        eta_ms: Option<u64>,
+        /// Set when it waits for one particular agent.
+        waiting_for: Option<AgentId>,
+    },
     /// The team is closed; the conversation waits for opening time.
     OutsideHours {
         /// Workspace.
@@ -150,12 +165,26 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// Every kind, as [`Effect::kind`] names them.
+    pub const KINDS: [&'static str; 9] = [
+        "assigned",
+        "unassigned",
+        "queued",
+        "queue_position",
+        "outside_hours",
+        "welcome",
+        "reopened",
+        "closed",
+        "agent_status",
+    ];
+
     /// The last token of the NATS subject `switchboard.effects.<workspace>.<kind>`.
     pub fn kind(&self) -> &'static str {
         match self {
             Effect::Assigned { .. } => "assigned",
             Effect::Unassigned { .. } => "unassigned",
             Effect::Queued { .. } => "queued",
+            Effect::QueuePosition { .. } => "queue_position",
             Effect::OutsideHours { .. } => "outside_hours",
             Effect::Welcome { .. } => "welcome",
             Effect::Reopened { .. } => "reopened",
@@ -170,6 +199,7 @@ impl Effect {
             Effect::Assigned { conversation, .. }
             | Effect::Unassigned { conversation, .. }
             | Effect::Queued { conversation, .. }
+            | Effect::QueuePosition { conversation, .. }
             | Effect::OutsideHours { conversation, .. }
             | Effect::Welcome { conversation, .. }
             | Effect::Reopened { conversation, .. }
@@ -184,6 +214,7 @@ impl Effect {
             Effect::Assigned { team, .. }
             | Effect::Unassigned { team, .. }
             | Effect::Queued { team, .. }
+            | Effect::QueuePosition { team, .. }
             | Effect::OutsideHours { team, .. }
             | Effect::Welcome { team, .. }
             | Effect::Reopened { team, .. }
@@ -198,7 +229,7 @@ impl Effect {
             Effect::Assigned { agent, .. }
             | Effect::Unassigned { agent, .. }
             | Effect::AgentStatusChanged { agent, .. } => Some(agent),
-            Effect::Queued { waiting_for, .. } => waiting_for.as_ref(),
+            Effect::Queued { waiting_for, .. } | Effect::QueuePosition { waiting_for, .. } => waiting_for.as_ref(),
             Effect::Closed { agent, .. } => agent.as_ref(),
             Effect::OutsideHours { .. } | Effect::Welcome { .. } | Effect::Reopened { .. } => None,
         }
@@ -210,6 +241,7 @@ impl Effect {
             Effect::Assigned { workspace, .. }
             | Effect::Unassigned { workspace, .. }
             | Effect::Queued { workspace, .. }
+            | Effect::QueuePosition { workspace, .. }
             | Effect::OutsideHours { workspace, .. }
             | Effect::Welcome { workspace, .. }
             | Effect::Reopened { workspace, .. }

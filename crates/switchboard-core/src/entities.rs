@@ -98,6 +98,9 @@ pub(crate) struct Team {
     pub(crate) timer_version: u32,
     /// Whether an opening-time timer of the current version is pending.
     pub(crate) opening_timer_pending: bool,
+    /// Whether a queue-position update of the current version is pending: the queue moved and
+    /// its waiting customers will be told their new positions when the timer fires.
+    pub(crate) positions_pending: bool,
     #[serde(skip)]
     pub(crate) calendar: Option<Calendar>,
     /// Every queued conversation of the team, in service order: the team's queue.
@@ -179,6 +182,18 @@ pub(crate) struct Conversation {
     /// Bumped whenever the conversation changes hands or state, so that timers set for an
     /// earlier situation are recognised as stale.
     pub(crate) generation: u32,
+    /// What the customer was last told of their place in the queue (by a `Queued` or a
+    /// `QueuePosition` effect), while they wait; `None` once they no longer wait.
+    pub(crate) told: Option<Told>,
+}
+
+/// A queue position as a waiting customer was told it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Told {
+    pub(crate) position: u32,
+    pub(crate) eta_ms: Option<u64>,
+    /// When they were told (state time, UTC milliseconds).
+    pub(crate) at_ms: i64,
 }
 
 impl Conversation {

@@ -128,6 +128,23 @@ impl ApplyError {
         }
     }
 
+    /// Every label [`Self::reason_label`] gives.
+    pub const REASONS: [&'static str; 13] = [
+        "duplicate",
+        "invalid",
+        "unknown_workspace",
+        "unknown_agent",
+        "unknown_team",
+        "unknown_conversation",
+        "unknown_contact",
+        "not_claimable",
+        "already_open",
+        "closed",
+        "agent_at_capacity",
+        "precondition",
+        "internal",
+    ];
+
     /// A short stable label for metrics (`reason` label of rejection counters).
     pub fn reason_label(&self) -> &'static str {
         match self {
@@ -145,5 +162,33 @@ impl ApplyError {
             Self::Precondition(_) => "precondition",
             Self::Missing { .. } | Self::Internal(_) => "internal",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_label_is_listed_and_every_listed_label_is_given() {
+        let one_of_each = [
+            ApplyError::Duplicate { event_id: EventId::new("e") },
+            ApplyError::invalid("f", "r"),
+            ApplyError::UnknownWorkspace(WorkspaceId::new("w")),
+            ApplyError::UnknownAgent(AgentId::new("a")),
+            ApplyError::UnknownTeam(TeamId::new("t")),
+            ApplyError::UnknownConversation(ConversationId::new("c")),
+            ApplyError::UnknownContact(ContactId::new("k")),
+            ApplyError::NotClaimable { conversation: ConversationId::new("c"), state: "assigned" },
+            ApplyError::AlreadyOpen(ConversationId::new("c")),
+            ApplyError::Closed(ConversationId::new("c")),
+            ApplyError::AgentAtCapacity { agent: AgentId::new("a"), max_open: 1 },
+            ApplyError::Precondition("p".into()),
+            ApplyError::missing("team", "t"),
+            ApplyError::Internal("i".into()),
+        ];
+        let given: std::collections::BTreeSet<&str> = one_of_each.iter().map(ApplyError::reason_label).collect();
+        let listed: std::collections::BTreeSet<&str> = ApplyError::REASONS.into_iter().collect();
+        assert_eq!(given, listed);
     }
 }

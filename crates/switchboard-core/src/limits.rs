@@ -48,6 +48,15 @@ pub const TEAM_MEMBERS_MAX: usize = 100_000;
 /// Longest activation delay, no-reply timeout, default handle time or default response time of
 /// a team, in seconds (7 days).
 pub const TEAM_DURATION_S_MAX: u32 = 7 * 86_400;
+/// Shortest queue-position update interval a team may set, in seconds (0 turns updates off).
+pub const POSITION_UPDATE_INTERVAL_S_MIN: u32 = 5;
+/// Longest queue-position update interval, in seconds.
+pub const POSITION_UPDATE_INTERVAL_S_MAX: u32 = 86_400;
+/// Waiting customers of one team told their new position per update: the first this many of
+/// the queue (those further back are told once they move into this range).
+pub const POSITION_UPDATES_PER_TEAM_MAX: usize = 1_000;
+/// A change of the ETA alone this large (in milliseconds) is worth telling the customer.
+pub const POSITION_ETA_CHANGE_MS_MIN: u64 = 60_000;
 /// Most opening intervals in a team's weekly schedule.
 pub const OPENING_INTERVALS_MAX: usize = 7 * 48;
 /// Most holidays in a team's schedule.

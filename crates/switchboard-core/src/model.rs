@@ -190,6 +190,9 @@ pub struct TeamOptions {
     pub default_handle_time_s: u32,
     /// Response time announced for agents whose own response time is not known yet.
     pub default_response_time_s: u32,
+    /// When the queue moves, tell each waiting customer whose position (or ETA, by a minute or
+    /// more) changed, at most once per conversation per this many seconds. 0 = off.
+    pub position_update_interval_s: u32,
 }
 
 impl Default for TeamOptions {
@@ -204,6 +207,7 @@ impl Default for TeamOptions {
             assign_delay_s: 0,
             default_handle_time_s: 300,
             default_response_time_s: 120,
+            position_update_interval_s: 0,
         }
     }
 }

@@ -19,13 +19,15 @@ use thiserror::Error;
 /// First bytes of every snapshot.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SWBS";
 /// Format version written by this build; bump it when the serialised layout changes.
-pub const SNAPSHOT_VERSION: u16 = 2;
+pub const SNAPSHOT_VERSION: u16 = 3;
 
 /// What applying one entry produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// Effects in the order they happened: timers that fell due first, then the command's.
     pub effects: Vec<Effect>,
+    /// How many of `effects`, from the first, came from timers rather than the input.
+    pub timer_effects: usize,
     /// Whether the command itself was applied. On `Err` the command changed nothing and its
     /// event id is not remembered (timer effects above still happened), except for
     /// [`ErrorKind::Internal`], see there.
@@ -91,11 +93,12 @@ impl State {
         self.now_ms = self.next_time(at_ms);
         let mut effects = Vec::new();
         self.fire_due_timers(&mut effects);
+        let timer_effects = effects.len();
         let result = match input {
             Input::Tick => Ok(()),
             Input::Event(event) => self.apply_event(event, &mut effects),
         };
-        Outcome { effects, result }
+        Outcome { effects, timer_effects, result }
     }
 
     /// The clock after an entry stamped `at_ms`: never backwards, at most one
@@ -118,6 +121,7 @@ impl State {
                 if workspace.fire(&mut cx, timer).is_err() {
                     self.timer_faults = self.timer_faults.saturating_add(1);
                 }
+                workspace.schedule_position_updates(&mut cx);
             }
         }
     }
@@ -155,6 +159,8 @@ impl State {
             Command::Assign { conversation, agent } => workspace.assign_manually(&mut cx, conversation, agent),
             Command::Transfer { conversation, target } => workspace.transfer(&mut cx, conversation, target.clone()),
         };
+        // Refused commands moved no queue; an internal fault may have, like a success.
+        workspace.schedule_position_updates(&mut cx);
         match &result {
             Ok(()) => workspace.remember(event_hash, now_ms),
             // A fault found mid-way may have changed the state already (identically on every

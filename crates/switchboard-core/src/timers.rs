@@ -22,6 +22,8 @@ pub(crate) enum Timer {
     Forget { conversation: ConversationId, generation: u32 },
     /// The team's business hours may have begun.
     Opening { team: TeamId, version: u32 },
+    /// The team's queue moved an update interval ago: tell waiting customers where they are.
+    Positions { team: TeamId, version: u32 },
     /// Local midnight in the team's timezone: daily counts reset.
     Midnight { team: TeamId, version: u32 },
 }

@@ -168,6 +168,16 @@ impl TeamSpec {
         check_range("team.options.assign_delay_s", options.assign_delay_s.into(), 0, max, "s")?;
         check_range("team.options.default_handle_time_s", options.default_handle_time_s.into(), 0, max, "s")?;
         check_range("team.options.default_response_time_s", options.default_response_time_s.into(), 0, max, "s")?;
+        let interval = options.position_update_interval_s;
+        if interval != 0 && !(POSITION_UPDATE_INTERVAL_S_MIN..=POSITION_UPDATE_INTERVAL_S_MAX).contains(&interval) {
+            return Err(ApplyError::invalid(
+                "team.options.position_update_interval_s",
+                format!(
+                    "{interval} s is outside {POSITION_UPDATE_INTERVAL_S_MIN}..={POSITION_UPDATE_INTERVAL_S_MAX} s \
+                     (0 turns queue position updates off)"
+                ),
+            ));
+        }
         check_bytes("team.timezone", &self.timezone, ID_BYTES_MAX)?;
         if let Some(BusinessHours { weekly, holidays }) = &self.business_hours {
             check_count("team.business_hours.weekly", weekly.len(), OPENING_INTERVALS_MAX)?;

@@ -12,13 +12,13 @@
 use crate::command::{OpenConversation, TransferTarget};
 use crate::dedupe::Dedupe;
 use crate::effect::{AssignReason, Effect, UnassignReason};
-use crate::entities::{Agent, Contact, Conversation, ConversationState, Placement, Team};
+use crate::entities::{Agent, Contact, Conversation, ConversationState, Placement, Team, Told};
 use crate::error::ApplyError;
 use crate::hours::Calendar;
 use crate::ids::{AgentId, ContactId, ConversationId, Language, TeamId, WorkspaceId};
 use crate::limits::{
     AGENTS_PER_WORKSPACE_MAX, CONTACTS_PER_WORKSPACE_MAX, CONVERSATIONS_PER_WORKSPACE_MAX, KEYWORD_SCAN_BYTES_MAX,
-    TEAMS_PER_WORKSPACE_MAX,
+    POSITION_ETA_CHANGE_MS_MIN, POSITION_UPDATES_PER_TEAM_MAX, TEAMS_PER_WORKSPACE_MAX,
 };
 use crate::map::{Map, sorted_keys};
 use crate::model::{
@@ -93,6 +93,10 @@ pub(crate) struct Workspace {
     pub(crate) dedupe: Dedupe,
     #[serde(skip)]
     compiled_rules: Vec<CompiledRule>,
+    /// Teams whose queue moved during the entry being applied and that need a position-update
+    /// timer; always empty between entries.
+    #[serde(skip)]
+    moved_queues: Vec<TeamId>,
 }
 
 /// `now_ms` plus `seconds`, saturating (durations are bounded by `limits`, timestamps too).
@@ -154,6 +158,7 @@ impl Workspace {
             conversations: Map::default(),
             dedupe: Dedupe::default(),
             compiled_rules: Vec::new(),
+            moved_queues: Vec::new(),
         }
     }
 
@@ -450,6 +455,7 @@ impl Workspace {
             average_handle_ms: default_handle_ms,
             timer_version: 0,
             opening_timer_pending: false,
+            positions_pending: false,
             calendar: None,
             waiting: Default::default(),
             after_hours: BTreeMap::new(),
@@ -459,6 +465,7 @@ impl Workspace {
         // Wrapping: versions are only compared for equality with the one a timer carries.
         team.timer_version = team.timer_version.wrapping_add(1);
         team.opening_timer_pending = false;
+        team.positions_pending = false;
         let version = team.timer_version;
         let next_midnight = calendar.next_midnight(cx.now_ms);
         team.calendar = Some(calendar);
@@ -734,6 +741,7 @@ impl Workspace {
                 closed_ms: 0,
                 replied: false,
                 generation: 0,
+                told: None,
             },
         );
         if let Some(message) = welcome {
@@ -1014,7 +1022,97 @@ impl Workspace {
 
     fn set_placement(&mut self, ix: Ix, placement: Placement) -> Result<(), ApplyError> {
         self.conversation_mut(ix)?.placement = placement;
-        self.place(ix)
+        self.place(ix)?;
+        // Somebody queued ahead of others (a higher priority) moves them back.
+        let conversation = self.conversation(ix)?;
+        let key = conversation.queue_key();
+        let team_id = conversation.team.clone();
+        if let Some(team) = self.teams.get(&team_id)
+            && team.waiting.rank(&key).saturating_add(1) < team.waiting.len()
+        {
+            self.queue_moved(&team_id);
+        }
+        Ok(())
+    }
+
+    /// Notes that the queue of `team_id` moved, so that its waiting customers are told their
+    /// new positions once the team's update interval has passed (one timer per team at a time).
+    fn queue_moved(&mut self, team_id: &TeamId) {
+        let Some(team) = self.teams.get_mut(team_id) else {
+            return;
+        };
+        if team.spec.options.position_update_interval_s == 0 || team.positions_pending {
+            return;
+        }
+        team.positions_pending = true;
+        self.moved_queues.push(team_id.clone());
+    }
+
+    /// Sets the position-update timers of the teams whose queue moved in this entry. Called
+    /// once the entry's command or timer is done.
+    pub(crate) fn schedule_position_updates(&mut self, cx: &mut Ctx<'_>) {
+        for team_id in std::mem::take(&mut self.moved_queues) {
+            let Some(team) = self.teams.get(&team_id) else {
+                continue;
+            };
+            let at = after_s(cx.now_ms, team.spec.options.position_update_interval_s);
+            let version = team.timer_version;
+            cx.timers.schedule(at, self.id.clone(), Timer::Positions { team: team_id, version });
+        }
+    }
+
+    /// Tells the waiting customers of `team_id` whose position changed, or whose ETA changed
+    /// by [`POSITION_ETA_CHANGE_MS_MIN`] or more, where they now are: the first
+    /// [`POSITION_UPDATES_PER_TEAM_MAX`] of the queue, each at most once per interval (one told
+    /// too recently is told when the interval since has passed).
+    fn update_positions(&mut self, cx: &mut Ctx<'_>, team_id: &TeamId) -> Result<(), ApplyError> {
+        let Some(team) = self.teams.get(team_id) else {
+            return Ok(());
+        };
+        let interval_ms = i64::from(team.spec.options.position_update_interval_s).saturating_mul(1000);
+        if interval_ms == 0 {
+            return Ok(());
+        }
+        let mut later: Option<i64> = None;
+        for (_, id) in team.waiting.page(0, POSITION_UPDATES_PER_TEAM_MAX) {
+            let ix = self.ix_known(&id)?;
+            let Some(told) = self.conversation(ix)?.told else {
+                continue;
+            };
+            let Some(now) = self.position_of(ix)? else {
+                continue;
+            };
+            let eta_moved = match (told.eta_ms, now.eta_ms) {
+                (Some(before), Some(after)) => before.abs_diff(after) >= POSITION_ETA_CHANGE_MS_MIN,
+                (before, after) => before.is_some() != after.is_some(),
+            };
+            if told.position == now.position && !eta_moved {
+                continue;
+            }
+            let due = told.at_ms.saturating_add(interval_ms);
+            if due > cx.now_ms {
+                later = Some(later.map_or(due, |at| at.min(due)));
+                continue;
+            }
+            let conversation = self.conversation_mut(ix)?;
+            conversation.told = Some(Told { position: now.position, eta_ms: now.eta_ms, at_ms: cx.now_ms });
+            cx.effects.push(Effect::QueuePosition {
+                workspace: self.id.clone(),
+                conversation: id,
+                team: team_id.clone(),
+                position: now.position,
+                eta_ms: now.eta_ms,
+                waiting_for: now.waiting_for,
+            });
+        }
+        if let Some(at) = later
+            && let Some(team) = self.teams.get_mut(team_id)
+        {
+            team.positions_pending = true;
+            let version = team.timer_version;
+            cx.timers.schedule(at, self.id.clone(), Timer::Positions { team: team_id.clone(), version });
+        }
+        Ok(())
     }
 
     /// Inserts a queued conversation into the structures its placement names.
@@ -1056,6 +1154,7 @@ impl Workspace {
             return Err(ApplyError::missing("conversation at", ix.0));
         };
         let placement = std::mem::replace(&mut conversation.placement, Placement::None);
+        conversation.told = None;
         let key = conversation.queue_key();
         let Some(team) = self.teams.get_mut(&conversation.team) else {
             return Ok(());
@@ -1077,7 +1176,12 @@ impl Workspace {
                 team.after_hours.remove(&key);
             }
         }
+        let behind = team.waiting.rank(&key).saturating_add(1) < team.waiting.len();
         team.waiting.remove(&key);
+        if behind {
+            let team_id = team.spec.id.clone();
+            self.queue_moved(&team_id);
+        }
         Ok(())
     }
 
@@ -1102,6 +1206,9 @@ impl Workspace {
         let position = self.position_of(ix)?.unwrap_or(QueuePosition { position: 0, eta_ms: None, waiting_for: None });
         let conversation = self.conversation(ix)?;
         let message = self.team(&conversation.team)?.spec.templates.overcapacity.clone();
+        let told = Told { position: position.position, eta_ms: position.eta_ms, at_ms: cx.now_ms };
+        self.conversation_mut(ix)?.told = Some(told);
+        let conversation = self.conversation(ix)?;
         cx.effects.push(Effect::Queued {
             workspace: self.id.clone(),
             conversation: self.cid(ix)?,
@@ -1494,6 +1601,16 @@ impl Workspace {
                     self.conversations.swap_remove(&conversation);
                 }
                 Ok(())
+            }
+            Timer::Positions { team, version } => {
+                let Some(t) = self.teams.get_mut(&team) else {
+                    return Ok(());
+                };
+                if t.timer_version != version {
+                    return Ok(());
+                }
+                t.positions_pending = false;
+                self.update_positions(cx, &team)
             }
             Timer::Opening { team, version } => {
                 let Some(t) = self.teams.get_mut(&team) else {

@@ -369,6 +369,103 @@ fn a_full_channel_does_not_block_another_channels_conversation() {
     assert_eq!(sim.assignee("m2").as_deref(), Some("a"));
 }
 
+/// One agent taking one conversation at a time, a team telling queued customers their new
+/// position at most every `interval_s`, c1 assigned and c2..=c`queued+1` waiting.
+fn position_team(interval_s: u32, queued: usize) -> Sim {
+    let mut sim = Sim::new();
+    let mut spec = AgentSpec::new("a", "a");
+    spec.max_open = 1;
+    sim.agent_spec(spec);
+    let mut team = TeamSpec::new("support", Strategy::RoundRobin, &["a"]);
+    team.options.position_update_interval_s = interval_s;
+    sim.team(team);
+    sim.default_team("support");
+    sim.online(&["a"]);
+    for n in 1..=queued + 1 {
+        sim.open(&format!("c{n}"), &format!("k{n}"));
+    }
+    sim
+}
+
+/// `(conversation, position)` of every position update among `effects`.
+fn position_updates(effects: &[Effect]) -> Vec<(String, u32)> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::QueuePosition { conversation, position, .. } => Some((conversation.to_string(), *position)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn queued_customers_are_told_their_new_position_once_per_interval_when_the_queue_moves() {
+    let mut sim = position_team(30, 4);
+    assert_eq!(sim.conversation("c5").queue.map(|q| q.position), Some(4));
+    // Two conversations leave the queue within five seconds: nobody is told yet (coalesced).
+    sim.advance(5_000);
+    assert_eq!(position_updates(&sim.close("c1")), []);
+    sim.advance(5_000);
+    assert_eq!(position_updates(&sim.close("c2")), []);
+    // Thirty seconds after the first move, each waiting customer is told once, in queue order.
+    assert_eq!(position_updates(&sim.advance(24_999)), []);
+    let told = sim.advance(1);
+    assert_eq!(position_updates(&told), [("c4".to_owned(), 1), ("c5".to_owned(), 2)]);
+    assert!(
+        matches!(&told[..], [Effect::QueuePosition { team, eta_ms: Some(_), waiting_for: None, .. }, _] if team.as_str() == "support"),
+        "{told:?}"
+    );
+    // The queue stands still: nothing more, however long they wait.
+    assert_eq!(position_updates(&sim.advance(3_600_000)), []);
+    // A customer who just arrived at the tail moved nobody: still nothing.
+    sim.open("c6", "k6");
+    assert_eq!(position_updates(&sim.advance(60_000)), []);
+    // Somebody urgent is queued ahead of everyone: all three move back one place.
+    let mut urgent = OpenConversation::new("c7", "k7", Channel::WhatsApp);
+    urgent.priority = 5;
+    sim.open_with(urgent);
+    assert_eq!(sim.conversation("c7").queue.map(|q| q.position), Some(1));
+    assert_eq!(
+        position_updates(&sim.advance(30_000)),
+        [("c4".to_owned(), 2), ("c5".to_owned(), 3), ("c6".to_owned(), 4)]
+    );
+}
+
+#[test]
+fn a_customer_told_recently_is_told_again_only_after_the_interval() {
+    let mut sim = position_team(30, 1); // c2 at 1, told at t0
+    sim.advance(20_000);
+    sim.open("c3", "k3"); // told "2" at t0+20 s
+    sim.open("c4", "k4"); // told "3" at t0+20 s
+    sim.advance(1_000);
+    sim.close("c1"); // t0+21 s: c2 assigned; c3 -> 1, c4 -> 2; update due at t0+51 s
+    assert_eq!(position_updates(&sim.advance(29_999)), []);
+    assert_eq!(position_updates(&sim.advance(1)), [("c3".to_owned(), 1), ("c4".to_owned(), 2)]);
+    sim.advance(4_000); // t0+55 s; c3, c4 told at t0+51 s
+    sim.close("c2"); // c3 assigned; c4 -> 1; due at t0+85 s
+    sim.advance(10_000);
+    sim.open("c5", "k5"); // t0+65 s, told "2"
+    sim.advance(5_000);
+    sim.close("c3"); // t0+70 s: c4 assigned; c5 -> 1 (told at t0+65 s: may hear again at t0+95 s)
+    assert_eq!(position_updates(&sim.advance(14_999)), [], "t0+85 s - 1 ms");
+    // At t0+85 s the timer fires; c5 was told 20 s ago: it is told at t0+95 s instead.
+    assert_eq!(position_updates(&sim.advance(1)), []);
+    assert_eq!(position_updates(&sim.advance(9_999)), []);
+    assert_eq!(position_updates(&sim.advance(1)), [("c5".to_owned(), 1)]);
+}
+
+#[test]
+fn position_updates_are_off_unless_the_team_asks_for_them() {
+    let mut sim = position_team(0, 3);
+    sim.close("c1");
+    sim.close("c2");
+    assert_eq!(position_updates(&sim.advance(3_600_000)), []);
+    let mut team = TeamSpec::new("support", Strategy::RoundRobin, &["a"]);
+    team.options.position_update_interval_s = 3;
+    let error = sim.err(Command::UpsertTeam(team));
+    assert!(error.to_string().contains("team.options.position_update_interval_s"), "{error}");
+}
+
 // 8. Returning customers ---------------------------------------------------------------------------------
 
 #[test]

@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// The format of a stored log entry this build writes and reads. A node that finds an entry
 /// of another format (written by a newer build) refuses to start rather than misread it, so a
-/// rolling upgrade can be undone only before the new build wrote anything.
-pub(crate) const LOG_ENTRY_FORMAT: u8 = 1;
+/// rolling upgrade can be undone only before the new build wrote anything. Format 2: teams
+/// carry `position_update_interval_s`.
+pub(crate) const LOG_ENTRY_FORMAT: u8 = 2;
 
 /// A stored entry that this build cannot read.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,8 @@ pub(crate) enum EntryFormatError {
     /// Written in another format.
     #[error(
         "log entry format {found} is not readable by this build (it reads format {LOG_ENTRY_FORMAT}); \
-         was the log written by a newer Switchboard?"
+         the log was written by another Switchboard version: run that version, or start this node with an \
+         empty data directory and let it catch up from its peers"
     )]
     Version {
         /// The format byte found.
@@ -335,10 +337,13 @@ mod format_tests {
         let bytes = encode_entry(&entry).expect("encodes");
         assert_eq!(bytes.first(), Some(&LOG_ENTRY_FORMAT));
         assert_eq!(decode_entry(&bytes).expect("decodes").log_id, entry.log_id);
-        let mut newer = bytes.clone();
-        newer[0] = LOG_ENTRY_FORMAT + 1;
-        let error = decode_entry(&newer).expect_err("refused").to_string();
-        assert!(error.contains("newer Switchboard"), "{error}");
+        for other in [LOG_ENTRY_FORMAT - 1, LOG_ENTRY_FORMAT + 1] {
+            let mut written_elsewhere = bytes.clone();
+            written_elsewhere[0] = other;
+            let error = decode_entry(&written_elsewhere).expect_err("refused").to_string();
+            assert!(error.contains(&format!("format {other} is not readable")), "{error}");
+            assert!(error.contains("another Switchboard version"), "{error}");
+        }
         assert!(matches!(decode_entry(&[]), Err(EntryFormatError::Empty)));
     }
 }

@@ -266,7 +266,7 @@ impl StateMachineStore {
             state.apply(at_ms, input)
         }));
         match result {
-            Ok(outcome) => InputOutcome::from(outcome),
+            Ok(outcome) => InputOutcome::new(input, outcome),
             Err(payload) => {
                 let reason = payload
                     .downcast_ref::<&str>()
@@ -285,7 +285,12 @@ impl StateMachineStore {
                     "applying an input panicked (a bug): it is refused as an internal error on every replica and \
                      the node keeps serving"
                 );
-                InputOutcome { effects: Vec::new(), rejection: Some(Rejection::from(&ApplyError::Internal(reason))) }
+                InputOutcome {
+                    effects: Vec::new(),
+                    timer_effects: 0,
+                    event_id: None,
+                    rejection: Some(Rejection::from(&ApplyError::Internal(reason))),
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
-use switchboard_core::{ApplyError, Effect, ErrorKind, Input, Outcome};
+use switchboard_core::{ApplyError, Effect, ErrorKind, EventId, Input, Outcome};
 
 /// A node's id inside the cluster. Chosen by the operator; never reused for another machine.
 pub type NodeId = u64;
@@ -75,14 +75,36 @@ pub struct Applied {
 pub struct InputOutcome {
     /// Effects in order: timers that fell due first, then the input's own.
     pub effects: Vec<Effect>,
+    /// How many of `effects`, from the first, came from timers rather than the input.
+    pub timer_effects: u32,
+    /// The id of the input's event, when it had one and caused effects of its own (so that
+    /// each effect can name the event behind it).
+    pub event_id: Option<EventId>,
     /// Why the input itself was refused, if it was. A refused input changed nothing (timer
     /// effects above still happened).
     pub rejection: Option<Rejection>,
 }
 
-impl From<Outcome> for InputOutcome {
-    fn from(outcome: Outcome) -> Self {
-        Self { effects: outcome.effects, rejection: outcome.result.err().map(|e| Rejection::from(&e)) }
+impl InputOutcome {
+    /// What `input` did, from the state machine's outcome.
+    pub fn new(input: &Input, outcome: Outcome) -> Self {
+        let timer_effects = u32::try_from(outcome.timer_effects).unwrap_or(u32::MAX);
+        let event_id = match input {
+            Input::Event(event) if outcome.effects.len() > outcome.timer_effects => event.event_id.clone(),
+            _ => None,
+        };
+        Self {
+            effects: outcome.effects,
+            timer_effects,
+            event_id,
+            rejection: outcome.result.err().map(|e| Rejection::from(&e)),
+        }
+    }
+
+    /// The event behind the effect at `position` among [`Self::effects`]: `None` for effects
+    /// of timers and of inputs without an event id.
+    pub fn cause(&self, position: usize) -> Option<&EventId> {
+        if position < self.timer_effects as usize { None } else { self.event_id.as_ref() }
     }
 }
 

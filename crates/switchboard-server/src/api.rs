@@ -48,7 +48,7 @@ pub(crate) fn outcome_effects(outcome: &InputOutcome, origin: EffectOrigin, firs
         .effects
         .iter()
         .enumerate()
-        .map(|(i, effect)| effect_to_pb(effect, origin, first_sequence + i as u32))
+        .map(|(i, effect)| effect_to_pb(effect, origin, first_sequence + i as u32, outcome.cause(i)))
         .collect()
 }
 
@@ -59,8 +59,11 @@ pub(crate) fn outcome_effects(outcome: &InputOutcome, origin: EffectOrigin, firs
 /// gateways' event ids: ids from clients cannot contain control characters, so the prefix keeps a
 /// `request_id` equal to some event's `event_id` from being taken for it.
 pub(crate) fn request_event_id(request_id: &str) -> EventId {
-    EventId::new(format!("\u{1}request\u{1}{request_id}"))
+    EventId::new(format!("{REQUEST_ID_PREFIX}{request_id}"))
 }
+
+/// What [`request_event_id`] puts before a `request_id`.
+pub(crate) const REQUEST_ID_PREFIX: &str = "\u{1}request\u{1}";
 
 pub(crate) fn generated_event_id(node_id: u64) -> EventId {
     static INCARNATION: OnceLock<u128> = OnceLock::new();

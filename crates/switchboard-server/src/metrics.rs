@@ -16,6 +16,11 @@ use switchboard_raft::{RaftNode, StateChange};
 pub const EVENTS_INGESTED_TOTAL: &str = "switchboard_events_ingested_total";
 /// Events refused, by `reason`.
 pub const EVENTS_REJECTED_TOTAL: &str = "switchboard_events_rejected_total";
+/// Events whose event id had already taken effect, by `source`: acked (NATS) or answered
+/// `ALREADY_EXISTS` (gRPC) without effect. Redeliveries after a leader change count here too; a
+/// steady rate means a gateway re-sends event ids under new `Nats-Msg-Id`s or retries past
+/// JetStream's duplicate window.
+pub const EVENTS_DUPLICATE_TOTAL: &str = "switchboard_events_duplicate_total";
 /// Events not yet delivered to the leader by the NATS consumer `switchboard-assigner`.
 pub const NATS_CONSUMER_PENDING: &str = "switchboard_nats_consumer_pending";
 /// Times the effect publisher found effects no longer retained (a gap on the effects stream).
@@ -47,9 +52,10 @@ pub const WATCH_STREAMS: &str = "switchboard_watch_streams";
 pub const WATCH_STREAMS_REFUSED_TOTAL: &str = "switchboard_watch_streams_refused_total";
 
 /// Every series name, for checks of the dashboards and alert rules in `deploy/`.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
     EVENTS_INGESTED_TOTAL,
     EVENTS_REJECTED_TOTAL,
+    EVENTS_DUPLICATE_TOTAL,
     NATS_CONSUMER_PENDING,
     EFFECTS_UNPUBLISHED_TOTAL,
     EVENT_TO_EFFECT_SECONDS,
@@ -75,6 +81,10 @@ pub fn describe() {
     use metrics::{describe_counter, describe_gauge};
     describe_counter!(EVENTS_INGESTED_TOTAL, "Events accepted for proposal, by source (grpc, nats).");
     describe_counter!(EVENTS_REJECTED_TOTAL, "Events refused, by reason.");
+    describe_counter!(
+        EVENTS_DUPLICATE_TOTAL,
+        "Events whose event id had already taken effect (dropped without effect), by source (grpc, nats)."
+    );
     describe_counter!(ASSIGNMENTS_TOTAL, "Assignments applied by this replica, by workspace, team and strategy.");
     metrics::describe_histogram!(
         EVENT_TO_EFFECT_SECONDS,
@@ -129,6 +139,16 @@ fn reason_label(reason: AssignReason) -> &'static str {
 /// Counts an event refused for `reason` (a short stable label such as `unknown_agent`).
 pub(crate) fn event_rejected(reason: &str) {
     metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason.to_owned()).increment(1);
+}
+
+/// Counts an event the state machine refused, from `source`: a repeat of an event id that
+/// already took effect is a duplicate, anything else a rejection.
+pub(crate) fn event_refused(source: &'static str, rejection: &switchboard_raft::Rejection) {
+    if rejection.kind == switchboard_core::ErrorKind::AlreadyApplied {
+        metrics::counter!(EVENTS_DUPLICATE_TOTAL, "source" => source).increment(1);
+    } else {
+        event_rejected(&rejection.reason);
+    }
 }
 
 /// Counts a Watch stream refused or cut off for `reason` (`stream_limit`, `fell_behind`).

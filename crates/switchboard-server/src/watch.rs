@@ -322,7 +322,8 @@ mod tests {
             agent: AgentId::new("a"),
             status: AgentStatus::Online,
         };
-        let outcome = InputOutcome { effects: vec![effect; effects], rejection: None };
+        let outcome =
+            InputOutcome { effects: vec![effect; effects], timer_effects: 0, event_id: None, rejection: None };
         StateChange::Entry { index, at_ms: 0, outcomes: Arc::new(vec![outcome]) }
     }
 

@@ -152,11 +152,12 @@ fn conversation_effect(effect: &pb::Effect) -> Option<(&str, &'static str)> {
         Kind::Assigned(e) => (e.conversation.as_str(), "assigned"),
         Kind::Unassigned(e) => (e.conversation.as_str(), "unassigned"),
         Kind::Queued(e) => (e.conversation.as_str(), "queued"),
+        Kind::QueuePosition(e) => (e.conversation.as_str(), "queue_position"),
         Kind::OutsideHours(e) => (e.conversation.as_str(), "outside_hours"),
         Kind::Welcome(e) => (e.conversation.as_str(), "welcome"),
         Kind::Reopened(e) => (e.conversation.as_str(), "reopened"),
         Kind::Closed(e) => (e.conversation.as_str(), "closed"),
-        Kind::AgentStatusChanged(_) => return None,
+        Kind::AgentStatus(_) => return None,
     })
 }
 

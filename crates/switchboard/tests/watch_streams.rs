@@ -200,8 +200,7 @@ async fn watch_streams_beyond_the_limit_are_refused_and_a_closed_stream_frees_it
             .expect("open")
             .expect("not ended");
         if let Some(pb::watch_event::Event::Effect(pb::Effect {
-            kind: Some(pb::effect::Kind::AgentStatusChanged(_)),
-            ..
+            kind: Some(pb::effect::Kind::AgentStatus(_)), ..
         })) = event.event
         {
             break;

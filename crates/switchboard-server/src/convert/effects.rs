@@ -1,7 +1,7 @@
 //! Core effects into protobuf effects.
 
 use super::model::{channel_to_pb, status_to_pb, strategy_to_pb};
-use switchboard_core::{AssignReason, Effect, UnassignReason};
+use switchboard_core::{AssignReason, Effect, EventId, UnassignReason};
 use switchboard_proto::switchboard::v1 as pb;
 use switchboard_proto::switchboard::v1::effect::Kind;
 
@@ -14,8 +14,28 @@ pub(crate) struct EffectOrigin {
     pub(crate) at_ms: i64,
 }
 
-/// Converts `effect`, the `sequence`-th effect of the entry at `origin`.
-pub(crate) fn effect_to_pb(effect: &Effect, origin: EffectOrigin, sequence: u32) -> pb::Effect {
+/// The `event_id` an effect shows for the event behind it: a gateway's event id as it was
+/// published, the `request_id` of an API call; nothing for the ids a node makes up for calls
+/// without one.
+pub(crate) fn public_event_id(cause: Option<&EventId>) -> String {
+    let Some(id) = cause else { return String::new() };
+    let id = id.as_str();
+    match id.strip_prefix(crate::api::REQUEST_ID_PREFIX) {
+        Some(request_id) => request_id.to_owned(),
+        // Client ids cannot hold control characters: this one was made up by a node.
+        None if id.starts_with('\u{1}') => String::new(),
+        None => id.to_owned(),
+    }
+}
+
+/// Converts `effect`, the `sequence`-th effect of the entry at `origin`, caused by the event
+/// `cause` (`None` for a timer's).
+pub(crate) fn effect_to_pb(
+    effect: &Effect,
+    origin: EffectOrigin,
+    sequence: u32,
+    cause: Option<&EventId>,
+) -> pb::Effect {
     let kind = match effect {
         Effect::Assigned {
             conversation,
@@ -61,6 +81,15 @@ pub(crate) fn effect_to_pb(effect: &Effect, origin: EffectOrigin, sequence: u32)
             waiting_for: waiting_for.as_ref().map(ToString::to_string).unwrap_or_default(),
             message: message.clone().unwrap_or_default(),
         }),
+        Effect::QueuePosition { conversation, team, position, eta_ms, waiting_for, .. } => {
+            Kind::QueuePosition(pb::QueuePosition {
+                conversation: conversation.to_string(),
+                team: team.to_string(),
+                position: *position,
+                eta_ms: *eta_ms,
+                waiting_for: waiting_for.as_ref().map(ToString::to_string).unwrap_or_default(),
+            })
+        }
         Effect::OutsideHours { conversation, team, opens_at_ms, message, .. } => Kind::OutsideHours(pb::OutsideHours {
             conversation: conversation.to_string(),
             team: team.to_string(),
@@ -80,16 +109,16 @@ pub(crate) fn effect_to_pb(effect: &Effect, origin: EffectOrigin, sequence: u32)
             team: team.to_string(),
             agent: agent.as_ref().map(ToString::to_string).unwrap_or_default(),
         }),
-        Effect::AgentStatusChanged { agent, status, .. } => Kind::AgentStatusChanged(pb::AgentStatusChanged {
-            agent: agent.to_string(),
-            status: status_to_pb(*status).into(),
-        }),
+        Effect::AgentStatusChanged { agent, status, .. } => {
+            Kind::AgentStatus(pb::AgentStatusChanged { agent: agent.to_string(), status: status_to_pb(*status).into() })
+        }
     };
     pb::Effect {
         workspace: effect.workspace().to_string(),
         log_index: origin.log_index,
         sequence,
         at_ms: origin.at_ms,
+        event_id: public_event_id(cause),
         kind: Some(kind),
     }
 }

@@ -175,6 +175,7 @@ fn options_from_pb(options: Option<pb::TeamOptions>) -> Result<TeamOptions, Stat
         } else {
             options.default_response_time_s
         },
+        position_update_interval_s: options.position_update_interval_s,
     })
 }
 
@@ -189,6 +190,7 @@ fn options_to_pb(options: &TeamOptions) -> pb::TeamOptions {
         assign_delay_s: options.assign_delay_s,
         default_handle_time_s: options.default_handle_time_s,
         default_response_time_s: options.default_response_time_s,
+        position_update_interval_s: options.position_update_interval_s,
     }
 }
 

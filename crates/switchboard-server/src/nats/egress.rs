@@ -142,13 +142,13 @@ async fn session(
         let origin = EffectOrigin { log_index: *index, at_ms: *at_ms };
         let mut sequence = 0u32;
         for outcome in outcomes.iter() {
-            for effect in &outcome.effects {
+            for (position, effect) in outcome.effects.iter().enumerate() {
                 let this = (*index, sequence);
                 sequence += 1;
                 if this <= cursor {
                     continue;
                 }
-                let effect = effect_to_pb(effect, origin, this.1);
+                let effect = effect_to_pb(effect, origin, this.1, outcome.cause(position));
                 if !super::is_subject_token(&effect.workspace) {
                     // Cannot be a subject (a workspace created before ids were checked): skipped
                     // rather than stopping every later effect. Watch still delivers it.
@@ -209,7 +209,8 @@ pub(crate) fn kind_name(effect: &pb::Effect) -> &'static str {
         Some(Kind::Welcome(_)) => "welcome",
         Some(Kind::Reopened(_)) => "reopened",
         Some(Kind::Closed(_)) => "closed",
-        Some(Kind::AgentStatusChanged(_)) => "agent_status",
+        Some(Kind::AgentStatus(_)) => "agent_status",
+        Some(Kind::QueuePosition(_)) => "queue_position",
         None => "unknown",
     }
 }

@@ -31,6 +31,24 @@ use switchboard_raft::{Committed, ProposeError, RaftNode};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Why the consumer rejects a message before proposing it (the `Switchboard-Error` header);
+/// refusals by the state machine carry `switchboard_core::ApplyError::REASONS`.
+pub(super) mod reason {
+    /// Larger than `nats.max_event_bytes`.
+    pub(crate) const OVERSIZE: &str = "oversize";
+    /// Not `switchboard.events.<workspace>`.
+    pub(crate) const BAD_SUBJECT: &str = "bad_subject";
+    /// Not a `switchboard.v1.GatewayEvent`.
+    pub(crate) const UNDECODABLE: &str = "undecodable";
+    /// The event's workspace differs from its subject's.
+    pub(crate) const WORKSPACE_MISMATCH: &str = "workspace_mismatch";
+    /// A field is missing or out of bounds.
+    pub(crate) const INVALID: &str = "invalid";
+    /// All of them (the README's contract names each).
+    #[cfg(test)]
+    pub(crate) const ALL: [&str; 5] = [OVERSIZE, BAD_SUBJECT, UNDECODABLE, WORKSPACE_MISMATCH, INVALID];
+}
+
 /// How often the consumer re-checks leadership while idle.
 const LEADERSHIP_CHECK: Duration = Duration::from_millis(50);
 /// How often a rejection reason is logged at most.
@@ -217,21 +235,24 @@ fn check(
 ) -> Result<(switchboard_core::Event, i64), (&'static str, String)> {
     let limit = config.max_event_bytes.min(EVENT_BYTES_CEILING);
     if message.payload.len() > limit {
-        return Err(("oversize", format!("the message is {} bytes; the limit is {limit}", message.payload.len())));
+        return Err((
+            reason::OVERSIZE,
+            format!("the message is {} bytes; the limit is {limit}", message.payload.len()),
+        ));
     }
     let Some(workspace) = super::workspace_of_subject(message.subject.as_str()) else {
         return Err((
-            "bad_subject",
+            reason::BAD_SUBJECT,
             format!("subject {} is not switchboard.events.<workspace>", message.subject.as_str()),
         ));
     };
     let mut event = pb::GatewayEvent::decode(message.payload.as_ref())
-        .map_err(|e| ("undecodable", format!("the payload is not a switchboard.v1.GatewayEvent: {e}")))?;
+        .map_err(|e| (reason::UNDECODABLE, format!("the payload is not a switchboard.v1.GatewayEvent: {e}")))?;
     if event.workspace.is_empty() {
         event.workspace = workspace.to_owned();
     } else if event.workspace != workspace {
         return Err((
-            "workspace_mismatch",
+            reason::WORKSPACE_MISMATCH,
             format!(
                 "the event names workspace {:?} but was published to {}",
                 event.workspace,
@@ -240,7 +261,7 @@ fn check(
         ));
     }
     let occurred_at_ms = event.occurred_at_ms;
-    let event = event_from_pb(event, "event").map_err(|status| ("invalid", status.message().to_owned()))?;
+    let event = event_from_pb(event, "event").map_err(|status| (reason::INVALID, status.message().to_owned()))?;
     Ok((event, occurred_at_ms))
 }
 
@@ -257,7 +278,7 @@ async fn settle(
         // wedge the consumer. Alone in its batch it is the culprit, and is rejected.
         Err(error @ ProposeError::Invalid(_)) if batch.len() == 1 => {
             for pending in batch {
-                rejections.reject(&pending.message, "oversize", &error.to_string()).await;
+                rejections.reject(&pending.message, reason::OVERSIZE, &error.to_string()).await;
             }
             return Ok(());
         }
@@ -272,6 +293,7 @@ async fn settle(
     }
     let mut acks = Vec::with_capacity(batch.len());
     let mut accepted = 0u64;
+    let mut duplicates = 0u64;
     for (pending, outcome) in batch.into_iter().zip(committed.outcomes.iter()) {
         match &outcome.rejection {
             None => {
@@ -279,7 +301,11 @@ async fn settle(
                 metrics::event_took_effect("nats", pending.occurred_at_ms);
                 acks.push(pending.message);
             }
-            Some(rejection) if rejection.kind == ErrorKind::AlreadyApplied => acks.push(pending.message),
+            Some(rejection) if rejection.kind == ErrorKind::AlreadyApplied => {
+                // Acked without effect, and counted: the same event id already took effect.
+                duplicates += 1;
+                acks.push(pending.message);
+            }
             Some(rejection) => {
                 let reason = rejection.reason.clone();
                 rejections.reject(&pending.message, &reason, &rejection.message).await;
@@ -287,6 +313,10 @@ async fn settle(
         }
     }
     ::metrics::counter!(metrics::EVENTS_INGESTED_TOTAL, "source" => "nats").increment(accepted);
+    if duplicates > 0 {
+        ::metrics::counter!(metrics::EVENTS_DUPLICATE_TOTAL, "source" => "nats").increment(duplicates);
+        tracing::debug!(duplicates, "events whose id already took effect were acked without effect");
+    }
     // Acks are confirmed by the server concurrently, off the consumer's path.
     tokio::spawn(async move {
         let results = futures::future::join_all(acks.iter().map(|message| message.double_ack())).await;
@@ -313,12 +343,12 @@ impl Rejections {
         headers.insert(ERROR_HEADER, reason);
         // Header values are single lines.
         headers.insert(ERROR_MESSAGE_HEADER, explanation.replace(['\r', '\n'], " ").as_str());
-        headers.insert("Switchboard-Subject", message.subject.as_str());
+        headers.insert(super::ORIGINAL_SUBJECT_HEADER, message.subject.as_str());
         if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
-            headers.insert("Switchboard-Msg-Id", id.as_str());
+            headers.insert(super::ORIGINAL_MSG_ID_HEADER, id.as_str());
         }
         // An oversize message is not copied: with the headers it could exceed NATS's max payload.
-        let payload = if reason == "oversize" { message.payload.slice(..0) } else { message.payload.clone() };
+        let payload = if reason == reason::OVERSIZE { message.payload.slice(..0) } else { message.payload.clone() };
         // Kept by the stream SWITCHBOARD_REJECTED; the original is acked only once it is stored.
         let stored = match self.js.publish_with_headers(subject, headers, payload).await {
             Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),

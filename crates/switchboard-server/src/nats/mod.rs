@@ -39,6 +39,10 @@ pub const REJECTED_SUBJECTS: &str = "switchboard.rejected.>";
 pub const ERROR_HEADER: &str = "Switchboard-Error";
 /// Header with the human-readable explanation of a rejection.
 pub const ERROR_MESSAGE_HEADER: &str = "Switchboard-Error-Message";
+/// Header of a rejected event: the subject it was published to.
+pub const ORIGINAL_SUBJECT_HEADER: &str = "Switchboard-Subject";
+/// Header of a rejected event: the `Nats-Msg-Id` it was published with.
+pub const ORIGINAL_MSG_ID_HEADER: &str = "Switchboard-Msg-Id";
 /// Header of an effect message: its log index.
 pub const LOG_INDEX_HEADER: &str = "Switchboard-Log-Index";
 /// Header of an effect message: its sequence within the entry.
@@ -232,5 +236,111 @@ mod tests {
         for bad in ["", "a.b", "a*", "a>", "a b"] {
             assert!(!is_subject_token(bad), "{bad:?}");
         }
+    }
+
+    /// README.md's "NATS contract" section.
+    fn contract_section() -> &'static str {
+        let readme = include_str!("../../../../README.md");
+        let start = readme.find("\n## NATS contract\n").expect("README.md has a \"## NATS contract\" section");
+        let rest = &readme[start + 1..];
+        let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+        &rest[..end]
+    }
+
+    fn names_of_contract() -> Vec<(&'static str, String)> {
+        use switchboard_proto::switchboard::v1::NatsContract;
+        let contract = NatsContract::default();
+        vec![
+            (EVENTS_STREAM, contract.events_stream().to_owned()),
+            ("switchboard.events.", contract.events_subject_prefix().to_owned()),
+            (CONSUMER, contract.assigner_consumer().to_owned()),
+            (EFFECTS_STREAM, contract.effects_stream().to_owned()),
+            ("switchboard.effects.", contract.effects_subject_prefix().to_owned()),
+            (REJECTED_STREAM, contract.rejected_stream().to_owned()),
+            ("switchboard.rejected.", contract.rejected_subject_prefix().to_owned()),
+            ("Nats-Msg-Id", contract.msg_id_header().to_owned()),
+            ("Nats-Expected-Last-Msg-Id", contract.expected_last_msg_id_header().to_owned()),
+            (LOG_INDEX_HEADER, contract.log_index_header().to_owned()),
+            (SEQUENCE_HEADER, contract.sequence_header().to_owned()),
+            (ERROR_HEADER, contract.error_header().to_owned()),
+            (ERROR_MESSAGE_HEADER, contract.error_message_header().to_owned()),
+            (ORIGINAL_SUBJECT_HEADER, contract.original_subject_header().to_owned()),
+            (ORIGINAL_MSG_ID_HEADER, contract.original_msg_id_header().to_owned()),
+        ]
+    }
+
+    #[test]
+    fn the_node_uses_the_names_nats_proto_gives() {
+        for (ours, proto) in names_of_contract() {
+            assert_eq!(ours, proto, "nats.proto's NatsContract and the node disagree");
+        }
+        assert_eq!(
+            events_subject("w"),
+            format!("{}w", switchboard_proto::switchboard::v1::NatsContract::default().events_subject_prefix())
+        );
+        assert!(
+            EVENTS_SUBJECTS.starts_with("switchboard.events.") && EFFECTS_SUBJECTS.starts_with("switchboard.effects.")
+        );
+    }
+
+    #[test]
+    fn effect_kinds_are_the_fields_of_effect_kind_and_the_subject_tokens() {
+        use prost::Message as _;
+        use switchboard_proto::switchboard::v1::EffectKinds;
+        let kinds = EffectKinds::default();
+        let listed: std::collections::BTreeSet<&str> = [
+            kinds.assigned(),
+            kinds.unassigned(),
+            kinds.queued(),
+            kinds.queue_position(),
+            kinds.outside_hours(),
+            kinds.welcome(),
+            kinds.reopened(),
+            kinds.closed(),
+            kinds.agent_status(),
+        ]
+        .into_iter()
+        .collect();
+        let core: std::collections::BTreeSet<&str> = switchboard_core::Effect::KINDS.into_iter().collect();
+        assert_eq!(listed, core, "nats.proto's EffectKinds and the core's Effect::KINDS disagree");
+        // The fields of the oneof `Effect.kind`, read from the compiled descriptors.
+        let files =
+            prost_types::FileDescriptorSet::decode(switchboard_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let effect = files
+            .file
+            .iter()
+            .filter(|f| f.package() == "switchboard.v1")
+            .flat_map(|f| f.message_type.iter())
+            .find(|m| m.name() == "Effect")
+            .expect("message Effect");
+        let kind_oneof = effect.oneof_decl.iter().position(|o| o.name() == "kind").expect("oneof kind") as i32;
+        let fields: std::collections::BTreeSet<&str> =
+            effect.field.iter().filter(|f| f.oneof_index == Some(kind_oneof)).map(|f| f.name()).collect();
+        assert_eq!(fields, core, "the fields of Effect.kind are not the effect kinds");
+    }
+
+    #[test]
+    fn the_readme_states_the_nats_contract_with_the_same_names() {
+        let section = contract_section();
+        let mut missing = Vec::new();
+        let mut names: Vec<String> = names_of_contract().into_iter().map(|(_, name)| name).collect();
+        names.extend(switchboard_core::Effect::KINDS.iter().map(|kind| (*kind).to_owned()));
+        names.extend(super::ingest::reason::ALL.iter().map(|reason| (*reason).to_owned()));
+        // A duplicate is counted, not rejected.
+        names.extend(
+            switchboard_core::ApplyError::REASONS.iter().filter(|r| **r != "duplicate").map(|r| (*r).to_owned()),
+        );
+        names.push(crate::metrics::EVENTS_DUPLICATE_TOTAL.to_owned());
+        names.push(crate::metrics::EVENTS_REJECTED_TOTAL.to_owned());
+        for field in ["event_id", "log_index", "sequence", "position_update_interval_s"] {
+            names.push(field.to_owned());
+        }
+        for name in names {
+            // Subject prefixes appear with their placeholder, e.g. `switchboard.events.<workspace>`.
+            if !section.contains(&format!("`{name}")) {
+                missing.push(name);
+            }
+        }
+        assert!(missing.is_empty(), "README.md's NATS contract section does not name {missing:?}");
     }
 }

@@ -295,11 +295,12 @@ impl Sending {
                     continue;
                 };
                 let sequence = self.sequence;
+                let cause = outcome.cause(self.effect);
                 self.effect += 1;
                 self.sequence += 1;
                 if filter.matches(api, effect) {
                     let origin = EffectOrigin { log_index: *index, at_ms: *at_ms };
-                    let effect = crate::convert::effects::effect_to_pb(effect, origin, sequence);
+                    let effect = crate::convert::effects::effect_to_pb(effect, origin, sequence, cause);
                     return Some(pb::WatchEvent { event: Some(pb::watch_event::Event::Effect(effect)) });
                 }
             },

@@ -29,7 +29,7 @@ impl Events for EventsService {
         counter!(metrics::EVENTS_INGESTED_TOTAL, "source" => "grpc").increment(1);
         let outcome = committed.outcomes.first().ok_or_else(|| Status::internal("the write returned no outcome"))?;
         if let Some(rejection) = &outcome.rejection {
-            metrics::event_rejected(&rejection.reason);
+            metrics::event_refused("grpc", rejection);
             return Err(status::rejection(rejection));
         }
         metrics::event_took_effect("grpc", occurred_at_ms);
@@ -72,7 +72,7 @@ impl Events for EventsService {
         for (outcome, occurred_at_ms) in committed.outcomes.iter().zip(occurred) {
             match &outcome.rejection {
                 None => metrics::event_took_effect("grpc", occurred_at_ms),
-                Some(rejection) => metrics::event_rejected(&rejection.reason),
+                Some(rejection) => metrics::event_refused("grpc", rejection),
             }
         }
         let origin = EffectOrigin { log_index: committed.index, at_ms: committed.at_ms };

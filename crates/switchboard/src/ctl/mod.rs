@@ -209,6 +209,13 @@ pub(crate) fn describe_effect(effect: &pb::Effect) -> String {
             q.eta_ms.map_or_else(String::new, |eta| format!(", about {} min", eta.div_ceil(60_000))),
             if q.waiting_for.is_empty() { String::new() } else { format!(", waiting for {}", q.waiting_for) }
         ),
+        Some(Kind::QueuePosition(q)) => format!(
+            "position     {} in {}: now number {}{}",
+            q.conversation,
+            q.team,
+            q.position,
+            q.eta_ms.map_or_else(String::new, |eta| format!(", about {} min", eta.div_ceil(60_000)))
+        ),
         Some(Kind::OutsideHours(o)) => format!(
             "closed-hours {} in {}: opens at {}",
             o.conversation,
@@ -222,7 +229,7 @@ pub(crate) fn describe_effect(effect: &pb::Effect) -> String {
             c.conversation,
             if c.agent.is_empty() { String::new() } else { format!(" (agent {} freed)", c.agent) }
         ),
-        Some(Kind::AgentStatusChanged(s)) => format!("agent        {} is now {}", s.agent, spec::status_name(s.status)),
+        Some(Kind::AgentStatus(s)) => format!("agent        {} is now {}", s.agent, spec::status_name(s.status)),
         None => "(empty effect)".to_owned(),
     };
     format!("#{:<6} {body}", effect.log_index)

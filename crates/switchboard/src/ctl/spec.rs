@@ -123,6 +123,7 @@ pub(crate) struct TeamOptions {
     pub(crate) assign_delay_s: u32,
     pub(crate) default_handle_time_s: u32,
     pub(crate) default_response_time_s: u32,
+    pub(crate) position_update_interval_s: u32,
 }
 
 impl Default for TeamOptions {
@@ -137,6 +138,7 @@ impl Default for TeamOptions {
             assign_delay_s: 0,
             default_handle_time_s: 300,
             default_response_time_s: 120,
+            position_update_interval_s: 0,
         }
     }
 }
@@ -594,6 +596,7 @@ impl WorkspaceFile {
                     assign_delay_s: o.assign_delay_s,
                     default_handle_time_s: o.default_handle_time_s,
                     default_response_time_s: o.default_response_time_s,
+                    position_update_interval_s: o.position_update_interval_s,
                 }),
                 timezone: t.timezone.clone(),
                 business_hours,
@@ -743,6 +746,7 @@ pub(crate) fn team_entry(t: &pb::Team) -> TeamEntry {
             assign_delay_s: o.assign_delay_s,
             default_handle_time_s: o.default_handle_time_s,
             default_response_time_s: o.default_response_time_s,
+            position_update_interval_s: o.position_update_interval_s,
         },
         business_hours: t.business_hours.as_ref().map(|h| Hours {
             weekly: h
