@@ -1,7 +1,7 @@
 //! Read-only views of the state, for queries (gRPC reads, dashboards, tests).
 
 use crate::entities::ConversationState;
-use crate::ids::{AgentId, ContactId, ConversationId, Language, TeamId};
+use crate::ids::{AgentId, ContactId, ConversationId, Language, Skill, TeamId};
 use crate::model::{AgentStatus, Channel, ContactSpec};
 
 /// Where a queued conversation stands.
@@ -42,6 +42,11 @@ pub struct ConversationView {
     pub opened_ms: i64,
     /// Its place in the queue while queued.
     pub queue: Option<QueuePosition>,
+    /// Skills (with minimum levels) an agent needs to take it automatically, from the rule
+    /// that routed it.
+    pub required_skills: Vec<(Skill, u8)>,
+    /// The language an agent needs to take it automatically, from the rule that routed it.
+    pub required_language: Option<Language>,
 }
 
 /// An agent as a client sees it.

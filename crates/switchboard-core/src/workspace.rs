@@ -1694,6 +1694,8 @@ impl Workspace {
 
     pub(crate) fn conversation_view(&self, id: &ConversationId) -> Option<ConversationView> {
         let c = self.conversations.get(id)?;
+        let requirement =
+            self.teams.get(&c.team).and_then(|team| team.pools.get(c.pool as usize)).map(|p| &p.requirement);
         Some(ConversationView {
             id: id.clone(),
             contact: c.contact.clone(),
@@ -1707,6 +1709,8 @@ impl Workspace {
             last_agent: c.last_agent.clone(),
             opened_ms: c.opened_ms,
             queue: self.queue_position(id),
+            required_skills: requirement.map(|r| r.skills.clone()).unwrap_or_default(),
+            required_language: requirement.and_then(|r| r.language.clone()),
         })
     }
 

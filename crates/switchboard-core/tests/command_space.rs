@@ -5,8 +5,12 @@
 //! every step:
 //! - no input is refused as an internal error (that would be a bug the core met);
 //! - the structural invariants and invariant 5 hold (`State::check_invariants`);
-//! - invariant 1: nobody is over `max_open` through an automatic assignment; invariant 2 for
-//!   teams that allow only ONLINE agents;
+//! - every automatic assignment, whatever its reason (strategy, returning, dedicated, reopened,
+//!   rule agent, a waiting line), goes to an agent eligible for it at that point: a status the
+//!   team allows (invariant 2), within `max_open` (invariant 1) and a hard daily cap, not
+//!   excluded, with the skills and language the conversation's rule requires, and a member of
+//!   its team unless a rule or the contact names the agent. Claims, supervisor assignments and
+//!   transfers are excepted (they have rules of their own);
 //! - a refused command changed nothing: the digest before and after are equal, and it
 //!   produced no effect;
 //! - a replica rebuilt from a snapshot at a random point agrees byte for byte at the end.
@@ -389,7 +393,13 @@ fn check_history(seed: u64, steps: &[Step], cut: f64, coverage: &mut Coverage) -
         let tally = if outcome.result.is_ok() { &mut coverage.applied } else { &mut coverage.refused };
         *tally.entry(kind(command)).or_insert(0) += 1;
         match &outcome.result {
-            Ok(()) => track(&state, &workspace, &outcome.effects, &mut statuses)?,
+            Ok(()) => {
+                track(&state, &workspace, &outcome.effects, &mut statuses)?;
+                // A removed agent's status goes with them: one added again starts offline.
+                if let Command::RemoveAgent { agent } = command {
+                    statuses.remove(agent);
+                }
+            }
             Err(error) => {
                 prop_assert!(error.kind() != ErrorKind::Internal, "internal error on {:?}: {}", command, error);
                 prop_assert_eq!(&outcome.effects, &Vec::new(), "refused {:?} ({}) produced effects", command, error);
@@ -428,19 +438,63 @@ fn track(
                 if matches!(reason, AssignReason::Claimed | AssignReason::Manual | AssignReason::Transfer) {
                     continue;
                 }
-                let only_online = state
-                    .team_spec(workspace, team)
-                    .is_some_and(|spec| spec.options.allowed_statuses == StatusSet::ONLINE_ONLY);
+                let spec = state.team_spec(workspace, team);
+                prop_assert!(
+                    spec.is_some(),
+                    "{} assigned to {} in {}, which does not exist",
+                    conversation,
+                    agent,
+                    team
+                );
+                let allowed = spec.map_or(StatusSet::ONLINE_ONLY, |spec| spec.options.allowed_statuses);
                 let status = statuses.get(agent).copied().unwrap_or(AgentStatus::Offline);
                 prop_assert!(
-                    !only_online || status == AgentStatus::Online,
-                    "{} ({:?}) got {} automatically ({:?}) from {}",
+                    allowed.contains(status),
+                    "{} ({:?}) got {} automatically ({:?}) from {}, which allows {:?}",
                     agent,
                     status,
                     conversation,
                     reason,
+                    team,
+                    allowed
+                );
+                // Only an agent named by the configuration (a rule, a contact's dedicated agent)
+                // may serve a team they are not a member of.
+                let named = matches!(reason, AssignReason::RuleAgent | AssignReason::Dedicated);
+                prop_assert!(
+                    named || spec.is_some_and(|spec| spec.members.contains(agent)),
+                    "{} got {} ({:?}) from {} without being a member",
+                    agent,
+                    conversation,
+                    reason,
                     team
                 );
+                let agent_spec = state.agent_spec(workspace, agent);
+                prop_assert!(agent_spec.is_some(), "{} assigned to unknown agent {}", conversation, agent);
+                let agent_spec = agent_spec.expect("checked");
+                prop_assert!(
+                    !agent_spec.auto_assign_excluded,
+                    "{} is excluded from automatic assignment but got {} ({:?})",
+                    agent,
+                    conversation,
+                    reason
+                );
+                if let Some(view) = state.conversation(workspace, conversation) {
+                    let skilled = view
+                        .required_skills
+                        .iter()
+                        .all(|(skill, level)| agent_spec.skills.get(skill).is_some_and(|have| have >= level));
+                    let speaks = view.required_language.as_ref().is_none_or(|l| agent_spec.languages.contains(l));
+                    prop_assert!(
+                        skilled && speaks,
+                        "{} got {} ({:?}) without the skills {:?} or language {:?} it requires",
+                        agent,
+                        conversation,
+                        reason,
+                        view.required_skills,
+                        view.required_language
+                    );
+                }
                 if let Some(view) = state.agent(workspace, agent) {
                     prop_assert!(
                         view.open <= view.max_open,
@@ -448,6 +502,15 @@ fn track(
                         agent,
                         view.open,
                         view.max_open,
+                        reason
+                    );
+                    let capped = spec.is_some_and(|spec| spec.options.daily_limit_hard_cap);
+                    prop_assert!(
+                        !capped || view.received_today <= view.daily_limit,
+                        "{} received {} today, over the hard cap {} ({:?})",
+                        agent,
+                        view.received_today,
+                        view.daily_limit,
                         reason
                     );
                 }

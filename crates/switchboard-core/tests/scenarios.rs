@@ -544,6 +544,47 @@ fn a_vip_waits_for_their_dedicated_agent_when_the_workspace_says_so() {
     assert_eq!(sim.assignee("v2").as_deref(), Some("mary"));
 }
 
+#[test]
+fn a_dedicated_or_previous_agent_without_the_skill_a_rule_requires_is_passed_over() {
+    let mut sim = vip_sim(WorkspaceSettings::default());
+    let mut b = AgentSpec::new("b", "b");
+    b.max_open = 1;
+    b.skills.insert(Skill::new("refunds"), 4);
+    sim.agent_spec(b);
+    let mut team = TeamSpec::new("support", Strategy::RoundRobin, &["a", "b", "mary"]);
+    team.options.keep_returning_customers = true;
+    sim.team(team);
+    // k's first conversation goes to a; it closes.
+    assert_eq!(assigned_agents(&sim.open("k1", "k")), ["a"]);
+    sim.close("k1");
+    sim.ok(Command::SetRoutingRules(vec![RoutingRule {
+        id: RuleId::new("refunds"),
+        conditions: RuleConditions { topics: vec!["refund".into()], ..RuleConditions::default() },
+        target: RuleTarget::Team {
+            team: TeamId::new("support"),
+            required_skills: [(Skill::new("refunds"), 3)].into(),
+            required_language: None,
+        },
+    }]));
+    let refund = |conversation: &str, contact: &str| {
+        let mut open = OpenConversation::new(conversation, contact, Channel::WhatsApp);
+        open.topic = Some("refund".into());
+        open
+    };
+    // Neither the VIP's dedicated agent (mary) nor k's previous agent (a) handles refunds.
+    let effects = sim.open_with(refund("v1", "vip"));
+    assert_eq!(
+        effects,
+        vec![assigned("v1", "vip", "support", "b", "b", 120_000, AssignReason::Strategy(Strategy::RoundRobin))]
+    );
+    sim.close("v1");
+    let effects = sim.open_with(refund("k2", "k"));
+    assert_eq!(
+        effects,
+        vec![assigned("k2", "k", "support", "b", "b", 120_000, AssignReason::Strategy(Strategy::RoundRobin))]
+    );
+}
+
 // 10. Reopen (Callbell: John, William, Mary) ----------------------------------------------------------------
 
 fn callbell(reassign: bool) -> Sim {
