@@ -88,7 +88,7 @@ pub(crate) async fn run(
             waiters.push((submission.inputs.len(), submission.reply));
             inputs.extend(submission.inputs);
         }
-        match raft.client_write_ff(Proposal { at_ms, inputs }).await {
+        match raft.client_write_ff(Proposal { at_ms, inputs, published: None }).await {
             Err(fatal) => {
                 let error = ProposeError::Unavailable { reason: format!("raft stopped: {fatal}") };
                 answer_all(waiters, &Err(error));

@@ -41,6 +41,7 @@ mod error;
 mod log_store;
 pub mod network;
 mod node;
+mod outbox;
 mod service;
 mod state_machine;
 mod types;
@@ -49,9 +50,10 @@ pub use error::{LeaderHint, MembershipError, ProposeError, ReadError};
 pub use log_store::{LogStore, OpenLogError};
 pub use network::{Fate, FaultPlan, MAX_PEER_MESSAGE_BYTES, PeerRpc};
 pub use node::{
-    ClusterStatus, Committed, ENTRY_BYTES_MAX, MAX_INPUTS_PER_PROPOSAL, RaftNode, RaftNodeConfig, Read, StartError,
-    Tuning, WRITE_BYTES_MAX,
+    ClusterStatus, Committed, ENTRY_BYTES_MAX, MAX_INPUTS_PER_PROPOSAL, OutboxStats, RaftNode, RaftNodeConfig, Read,
+    StartError, Tuning, WRITE_BYTES_MAX,
 };
+pub use outbox::{OUTBOX_EFFECTS_MAX, Outbox, OutboxBacklog, OutboxEntry};
 pub use state_machine::{Replica, SnapshotBuilder, SnapshotFileError, StateChange, StateMachineStore};
 pub use types::{
     Applied, Entry, InputOutcome, LogId, NodeId, NodeInfo, Proposal, Raft, Rejection, SnapshotMeta, StorageError,

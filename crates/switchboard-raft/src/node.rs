@@ -5,6 +5,7 @@ use crate::batcher::{self, BatchLimits, Submission, wall_clock_ms};
 use crate::error::{LeaderHint, MembershipError, ProposeError, ReadError};
 use crate::log_store::{LogStore, OpenLogError};
 use crate::network::{PeerCallError, PeerNetwork, PeerPool, PeerRpc, decode, encode};
+use crate::outbox::{OutboxBacklog, OutboxEntry};
 use crate::service::PeerService;
 use crate::state_machine::{Shared, SnapshotFileError, StateChange, StateMachineStore};
 use crate::types::{InputOutcome, NodeId, NodeInfo, Raft};
@@ -144,6 +145,21 @@ pub enum StartError {
     Raft(String),
 }
 
+/// The state of a replica's outbox (see [`crate::Outbox`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Effects waiting to be confirmed published.
+    pub effects: usize,
+    /// Effects of every entry up to this index are confirmed published.
+    pub confirmed: u64,
+    /// The replica's applied index.
+    pub applied: u64,
+    /// The index of the oldest entry in the outbox.
+    pub oldest: Option<u64>,
+    /// Effects this replica dropped unpublished (over the outbox's bound) since it started.
+    pub dropped: u64,
+}
+
 /// A write that was committed and applied.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Committed {
@@ -204,6 +220,8 @@ pub(crate) struct Inner {
     tuning: Tuning,
     stopped: AtomicBool,
     committed: Arc<AtomicU64>,
+    /// The term in which this node last confirmed its leadership with a quorum (0: never).
+    confirmed_term: AtomicU64,
 }
 
 /// A running Switchboard replica.
@@ -286,6 +304,7 @@ impl RaftNode {
             tuning: tuning.clone(),
             stopped: AtomicBool::new(false),
             committed,
+            confirmed_term: AtomicU64::new(0),
         });
         let limits = BatchLimits {
             max_batch_inputs: tuning.max_batch_inputs.max(1),
@@ -295,6 +314,7 @@ impl RaftNode {
         };
         let batcher = tokio::spawn(batcher::run(raft, batch_rx, limits, Arc::clone(&last_proposed_ms)));
         let ticker = tokio::spawn(tick(Arc::clone(&inner), last_proposed_ms));
+        let confirmer = tokio::spawn(confirm_leadership(Arc::clone(&inner)));
 
         let service = RaftPeerServer::new(PeerService { inner: Arc::clone(&inner) })
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -314,7 +334,8 @@ impl RaftNode {
             }
         });
         tracing::info!(node = id, raft_addr = %info.raft_addr, "raft node started");
-        let running = Running { tasks: vec![batcher, ticker], server_stop: Some(server_stop), server: Some(server) };
+        let running =
+            Running { tasks: vec![batcher, ticker, confirmer], server_stop: Some(server_stop), server: Some(server) };
         Ok(Self { inner, info, running: std::sync::Mutex::new(running) })
     }
 
@@ -477,9 +498,80 @@ impl RaftNode {
         self.inner.sm.subscribe()
     }
 
-    /// Whether this node currently believes it is the leader.
+    /// Whether this node currently believes it is the leader. Momentary: a node starting up may
+    /// believe it for a few milliseconds; work that must run on one node only waits for
+    /// [`RaftNode::confirmed_leader_term`].
     pub fn is_leader(&self) -> bool {
         self.inner.is_leader()
+    }
+
+    /// The term in which this node is the confirmed leader: it leads, a quorum has confirmed it
+    /// in this term since it took over (`ensure_linearizable`: no other node leads in this term
+    /// or a later one that the quorum knows of) and it has applied its own first entry of the
+    /// term. `None` otherwise. The one leadership signal for the NATS consumer, the effect
+    /// publisher, presence supervision and the ticker. A node restarted with a vote for itself
+    /// may call itself leader for a moment: it is not confirmed.
+    pub fn confirmed_leader_term(&self) -> Option<u64> {
+        self.inner.confirmed_leader_term()
+    }
+
+    /// Waits until this node is the confirmed leader (see [`RaftNode::confirmed_leader_term`])
+    /// and returns the term, or returns `None` once `stop` turns true.
+    pub async fn until_confirmed_leader(&self, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<u64> {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            if let Some(term) = self.inner.confirmed_leader_term() {
+                return Some(term);
+            }
+            // The confirmation itself is not a metrics change: look again now and then too.
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return None },
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+
+    /// The effects not yet confirmed published, from log index `index` on.
+    pub fn outbox_from(&self, index: u64) -> OutboxBacklog {
+        self.inner.sm.read().outbox.from_index(index)
+    }
+
+    /// The first outbox entry at or after `index` (see [`crate::Outbox::entry_from`]).
+    pub fn outbox_entry_from(&self, index: u64) -> Result<Option<OutboxEntry>, u64> {
+        self.inner.sm.read().outbox.entry_from(index)
+    }
+
+    /// How many effects wait in the outbox, the confirmed index, and how many effects this
+    /// replica dropped from it unpublished (over its bound) since it started.
+    pub fn outbox_stats(&self) -> OutboxStats {
+        let replica = self.inner.sm.read();
+        OutboxStats {
+            effects: replica.outbox.effects(),
+            confirmed: replica.outbox.confirmed(),
+            applied: replica.last_applied.map_or(0, |id| id.index),
+            oldest: replica.outbox.oldest_index(),
+            dropped: self.inner.sm.outbox_dropped(),
+        }
+    }
+
+    /// Records in the log that the effects of every entry up to `index` are stored outside the
+    /// cluster, so that replicas drop them from their outboxes. Leader only.
+    pub async fn confirm_published(&self, index: u64) -> Result<(), ProposeError> {
+        if self.inner.stopped.load(Ordering::Relaxed) {
+            return Err(ProposeError::ShuttingDown);
+        }
+        let proposal = crate::types::Proposal { at_ms: wall_clock_ms(), inputs: Vec::new(), published: Some(index) };
+        match self.inner.raft.client_write(proposal).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ProposeError::NotLeader { leader: self.inner.leader() })
+            }
+            Err(error) => Err(ProposeError::Unavailable { reason: error.to_string() }),
+        }
     }
 
     /// The current leader, if known.
@@ -608,6 +700,17 @@ impl Inner {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
 
+    fn confirmed_leader_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let applied_term = metrics.last_applied.map(|id| id.leader_id.term);
+        (metrics.state == ServerState::Leader
+            && metrics.current_leader == Some(self.id)
+            && applied_term == Some(metrics.current_term)
+            && self.confirmed_term.load(Ordering::Acquire) == metrics.current_term)
+            .then_some(metrics.current_term)
+    }
+
     pub(crate) fn leader(&self) -> Option<LeaderHint> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
@@ -711,6 +814,34 @@ impl Inner {
     }
 }
 
+/// Confirms this node's leadership with a quorum each time it becomes leader in a new term, and
+/// records the term (see [`RaftNode::confirmed_leader_term`]).
+async fn confirm_leadership(inner: Arc<Inner>) {
+    let mut metrics = inner.raft.metrics();
+    loop {
+        let (leading, term) = {
+            let m = metrics.borrow_and_update();
+            (m.state == ServerState::Leader && m.current_leader == Some(inner.id), m.current_term)
+        };
+        if leading && inner.confirmed_term.load(Ordering::Acquire) != term {
+            match tokio::time::timeout(inner.tuning.request_timeout, inner.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) if inner.raft.metrics().borrow().current_term == term => {
+                    inner.confirmed_term.store(term, Ordering::Release);
+                    tracing::info!(node = inner.id, term, "leadership confirmed by a quorum");
+                    continue;
+                }
+                // Not (or no longer) the leader, or no quorum yet: look again after the next change
+                // or a short pause.
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+            continue;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Proposes a `Tick` whenever the leader has proposed nothing for a tick interval, so that
 /// timers (delays, no-reply timeouts, day rollovers, opening hours) fire on an idle cluster.
 async fn tick(inner: Arc<Inner>, last_proposed_ms: Arc<AtomicI64>) {
@@ -720,7 +851,9 @@ async fn tick(inner: Arc<Inner>, last_proposed_ms: Arc<AtomicI64>) {
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         timer.tick().await;
-        if !inner.is_leader() || wall_clock_ms() - last_proposed_ms.load(Ordering::Relaxed) < interval_ms {
+        if inner.confirmed_leader_term().is_none()
+            || wall_clock_ms() - last_proposed_ms.load(Ordering::Relaxed) < interval_ms
+        {
             continue;
         }
         // A full batcher is busy proposing anyway; skipping this tick loses nothing.

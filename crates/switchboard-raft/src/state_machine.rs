@@ -9,15 +9,19 @@
 //! A snapshot file is:
 //!
 //! ```text
-//! b"SWRS" | u16 LE format version | u32 LE meta length | postcard(SnapshotMeta) | core snapshot
+//! b"SWRS" | u16 LE format version | u32 LE meta length | postcard(SnapshotMeta)
+//!         | u32 LE outbox length | postcard(outbox) | core snapshot
 //! ```
 //!
-//! where the core snapshot is [`State::snapshot`] (which carries its own magic and version).
+//! where the core snapshot is [`State::snapshot`] (which carries its own magic and version) and
+//! the outbox holds the effects not yet confirmed published (see [`crate::Outbox`]), which the
+//! entries the snapshot covers can no longer give again.
 //! The same bytes are what a leader streams to a follower, so installing means checking the
 //! bytes, restoring the core state from them (a bad snapshot is refused and the old state kept),
 //! writing the file and only then swapping the in-memory state.
 
 use crate::FaultPlan;
+use crate::outbox::{Outbox, StoredOutbox};
 use crate::types::{
     Applied, Entry, InputOutcome, LogId, Rejection, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -31,7 +35,8 @@ use switchboard_core::{ApplyError, Input, State};
 use tokio::sync::broadcast;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SWRS";
-const SNAPSHOT_FORMAT: u16 = 1;
+/// Format 2 added the outbox.
+const SNAPSHOT_FORMAT: u16 = 2;
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// The applied state of one replica: the assigner plus what openraft needs to know about it.
@@ -43,6 +48,8 @@ pub struct Replica {
     pub last_applied: Option<LogId>,
     /// The last membership configuration applied.
     pub last_membership: StoredMembership,
+    /// Effects not yet confirmed published.
+    pub outbox: Outbox,
 }
 
 /// Something that happened to the applied state, in log order; what Watch streams and effect
@@ -75,6 +82,8 @@ pub(crate) struct Shared {
     snapshots_built: AtomicU64,
     /// Inputs whose apply panicked (and were refused as internal errors) since start.
     apply_panics: AtomicU64,
+    /// Effects dropped from the outbox unpublished (over its bound) since start.
+    outbox_dropped: AtomicU64,
 }
 
 impl Shared {
@@ -92,6 +101,10 @@ impl Shared {
 
     pub(crate) fn apply_panics(&self) -> u64 {
         self.apply_panics.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn outbox_dropped(&self) -> u64 {
+        self.outbox_dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -120,22 +133,30 @@ pub enum SnapshotFileError {
     Format(String),
 }
 
-/// Encodes a snapshot file from its metadata and the core snapshot bytes.
-fn encode_snapshot(meta: &SnapshotMeta, core: &[u8]) -> Result<Vec<u8>, SnapshotFileError> {
+/// Encodes a snapshot file from its metadata, outbox and the core snapshot bytes.
+fn encode_snapshot(meta: &SnapshotMeta, outbox: &StoredOutbox, core: &[u8]) -> Result<Vec<u8>, SnapshotFileError> {
     let meta_bytes = postcard::to_allocvec(meta).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
     let meta_len =
         u32::try_from(meta_bytes.len()).map_err(|_| SnapshotFileError::Format("metadata too large".into()))?;
-    let mut out = Vec::with_capacity(10 + meta_bytes.len() + core.len());
+    let outbox_bytes = postcard::to_allocvec(outbox).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
+    let outbox_len =
+        u32::try_from(outbox_bytes.len()).map_err(|_| SnapshotFileError::Format("outbox too large".into()))?;
+    let mut out = Vec::with_capacity(14 + meta_bytes.len() + outbox_bytes.len() + core.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
     out.extend_from_slice(&meta_len.to_le_bytes());
     out.extend_from_slice(&meta_bytes);
+    out.extend_from_slice(&outbox_len.to_le_bytes());
+    out.extend_from_slice(&outbox_bytes);
     out.extend_from_slice(core);
     Ok(out)
 }
 
-/// Splits a snapshot file into its metadata and the core snapshot bytes.
-fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), SnapshotFileError> {
+/// A decoded snapshot file: metadata, outbox, and the core snapshot bytes.
+type DecodedSnapshot<'a> = (SnapshotMeta, StoredOutbox, &'a [u8]);
+
+/// Splits a snapshot file into its metadata, outbox and the core snapshot bytes.
+fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot<'_>, SnapshotFileError> {
     let format = |m: &str| SnapshotFileError::Format(m.to_owned());
     if bytes.len() < 10 || &bytes[..4] != SNAPSHOT_MAGIC {
         return Err(format("missing SWRS header"));
@@ -150,7 +171,18 @@ fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), SnapshotFileEr
         return Err(format("truncated metadata"));
     }
     let meta = postcard::from_bytes(&rest[..meta_len]).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
-    Ok((meta, &rest[meta_len..]))
+    let rest = &rest[meta_len..];
+    if rest.len() < 4 {
+        return Err(format("truncated outbox length"));
+    }
+    let outbox_len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    let rest = &rest[4..];
+    if rest.len() < outbox_len {
+        return Err(format("truncated outbox"));
+    }
+    let outbox =
+        postcard::from_bytes(&rest[..outbox_len]).map_err(|e| SnapshotFileError::Format(format!("outbox: {e}")))?;
+    Ok((meta, outbox, &rest[outbox_len..]))
 }
 
 /// Writes `bytes` to `dir/name` so that a crash leaves either the old file or the new one.
@@ -173,9 +205,14 @@ impl StateMachineStore {
         let path = dir.join(SNAPSHOT_FILE);
         let replica = match std::fs::read(&path) {
             Ok(bytes) => {
-                let (meta, core) = decode_snapshot(&bytes)?;
+                let (meta, outbox, core) = decode_snapshot(&bytes)?;
                 let state = State::restore(core).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
-                Replica { state, last_applied: meta.last_log_id, last_membership: meta.last_membership }
+                Replica {
+                    state,
+                    last_applied: meta.last_log_id,
+                    last_membership: meta.last_membership,
+                    outbox: Outbox::from_stored(outbox),
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Replica::default(),
             Err(source) => return Err(SnapshotFileError::Io { path: path.display().to_string(), source }),
@@ -187,6 +224,7 @@ impl StateMachineStore {
             changes,
             snapshots_built: AtomicU64::new(0),
             apply_panics: AtomicU64::new(0),
+            outbox_dropped: AtomicU64::new(0),
         };
         Ok(Self { shared: Arc::new(shared), faults: None })
     }
@@ -205,7 +243,7 @@ impl StateMachineStore {
         let path = dir.join(SNAPSHOT_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let (meta, _) = decode_snapshot(&bytes)?;
+                let (meta, _, _) = decode_snapshot(&bytes)?;
                 Ok(Some((meta, bytes)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -228,7 +266,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = Arc::clone(&self.shared);
         let built = tokio::task::spawn_blocking(move || {
-            let (meta, core) = {
+            let (meta, outbox, core) = {
                 let replica = shared.read();
                 let n = shared.snapshots_built.fetch_add(1, Ordering::Relaxed);
                 let last = replica.last_applied;
@@ -238,9 +276,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 };
                 let meta =
                     SnapshotMeta { last_log_id: last, last_membership: replica.last_membership.clone(), snapshot_id };
-                (meta, replica.state.snapshot())
+                (meta, replica.outbox.to_stored(), replica.state.snapshot())
             };
-            let bytes = encode_snapshot(&meta, &core).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            let bytes = encode_snapshot(&meta, &outbox, &core).map_err(|e| snapshot_error(Some(&meta), &e))?;
             write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
             tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
             Ok::<_, StorageError>(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
@@ -323,17 +361,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         responses.push(Applied::default());
                     }
                     EntryPayload::Normal(proposal) => {
+                        let index = entry.log_id.index;
                         let outcomes: Vec<InputOutcome> = proposal
                             .inputs
                             .iter()
-                            .map(|input| self.apply_one(&mut replica.state, entry.log_id.index, proposal.at_ms, input))
+                            .map(|input| self.apply_one(&mut replica.state, index, proposal.at_ms, input))
                             .collect();
-                        if announce {
-                            changes.push(StateChange::Entry {
-                                index: entry.log_id.index,
-                                at_ms: proposal.at_ms,
-                                outcomes: Arc::new(outcomes.clone()),
-                            });
+                        if let Some(published) = proposal.published {
+                            replica.outbox.confirm(published);
+                        }
+                        if outcomes.iter().any(|outcome| !outcome.effects.is_empty()) || announce {
+                            let shared = Arc::new(outcomes.clone());
+                            let dropped = replica.outbox.push(index, proposal.at_ms, &shared);
+                            if dropped > 0 {
+                                self.shared.outbox_dropped.fetch_add(dropped, Ordering::Relaxed);
+                            }
+                            if announce {
+                                changes.push(StateChange::Entry { index, at_ms: proposal.at_ms, outcomes: shared });
+                            }
                         }
                         responses.push(Applied { outcomes });
                     }
@@ -364,7 +409,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta = meta.clone();
         let bytes = snapshot.into_inner();
         tokio::task::spawn_blocking(move || {
-            let (embedded, core) = decode_snapshot(&bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            let (embedded, outbox, core) = decode_snapshot(&bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
             if embedded.last_log_id != meta.last_log_id {
                 let e = SnapshotFileError::Format(format!(
                     "snapshot covers {:?} but was announced as covering {:?}",
@@ -377,8 +422,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let index = meta.last_log_id.map_or(0, |id| id.index);
             {
                 let mut replica = shared.write();
-                *replica =
-                    Replica { state, last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
+                *replica = Replica {
+                    state,
+                    last_applied: meta.last_log_id,
+                    last_membership: meta.last_membership.clone(),
+                    outbox: Outbox::from_stored(outbox),
+                };
             }
             tracing::info!(snapshot = %meta.snapshot_id, index, "snapshot installed");
             let _ = shared.changes.send(StateChange::SnapshotInstalled { index });
@@ -405,9 +454,10 @@ mod tests {
     #[test]
     fn snapshot_header_round_trips_and_refuses_garbage() {
         let meta = SnapshotMeta::default();
-        let bytes = encode_snapshot(&meta, b"core").expect("encodes");
-        let (decoded, core) = decode_snapshot(&bytes).expect("decodes");
+        let bytes = encode_snapshot(&meta, &StoredOutbox::default(), b"core").expect("encodes");
+        let (decoded, outbox, core) = decode_snapshot(&bytes).expect("decodes");
         assert_eq!(decoded, meta);
+        assert_eq!(outbox, StoredOutbox::default());
         assert_eq!(core, b"core");
         assert!(decode_snapshot(b"SWRS").is_err());
         let mut wrong_version = bytes.clone();

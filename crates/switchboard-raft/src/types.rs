@@ -60,6 +60,9 @@ pub struct Proposal {
     pub at_ms: i64,
     /// The inputs, applied in order.
     pub inputs: Vec<Input>,
+    /// Set by the effect publisher: the effects of every entry up to this index are stored
+    /// outside the cluster, so replicas may drop them from their outbox.
+    pub published: Option<u64>,
 }
 
 /// What applying one log entry produced: one outcome per input, in order. Blank and membership

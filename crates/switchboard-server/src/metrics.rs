@@ -23,8 +23,13 @@ pub const EVENTS_REJECTED_TOTAL: &str = "switchboard_events_rejected_total";
 pub const EVENTS_DUPLICATE_TOTAL: &str = "switchboard_events_duplicate_total";
 /// Events not yet delivered to the leader by the NATS consumer `switchboard-assigner`.
 pub const NATS_CONSUMER_PENDING: &str = "switchboard_nats_consumer_pending";
-/// Times the effect publisher found effects no longer retained (a gap on the effects stream).
+/// Times the effect publisher found effects that are neither in the stream nor in the outbox
+/// (a gap on the effects stream).
 pub const EFFECTS_UNPUBLISHED_TOTAL: &str = "switchboard_effects_unpublished_total";
+/// Effects in this replica's outbox: applied, not yet confirmed stored in NATS.
+pub const OUTBOX_EFFECTS: &str = "switchboard_outbox_effects";
+/// Effects this replica dropped from its outbox unpublished, over its bound of 1,000,000.
+pub const OUTBOX_DROPPED_TOTAL: &str = "switchboard_outbox_dropped_total";
 /// Seconds from the gateway's `occurred_at_ms` to the effects being known, by `source`.
 pub const EVENT_TO_EFFECT_SECONDS: &str = "switchboard_event_to_effect_seconds";
 /// Assignments applied, by `workspace`, `team` and `strategy` (or the non-strategy reason).
@@ -52,12 +57,14 @@ pub const WATCH_STREAMS: &str = "switchboard_watch_streams";
 pub const WATCH_STREAMS_REFUSED_TOTAL: &str = "switchboard_watch_streams_refused_total";
 
 /// Every series name, for checks of the dashboards and alert rules in `deploy/`.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 18] = [
     EVENTS_INGESTED_TOTAL,
     EVENTS_REJECTED_TOTAL,
     EVENTS_DUPLICATE_TOTAL,
     NATS_CONSUMER_PENDING,
     EFFECTS_UNPUBLISHED_TOTAL,
+    OUTBOX_EFFECTS,
+    OUTBOX_DROPPED_TOTAL,
     EVENT_TO_EFFECT_SECONDS,
     ASSIGNMENTS_TOTAL,
     QUEUE_DEPTH,
@@ -94,7 +101,12 @@ pub fn describe() {
     describe_gauge!(NATS_CONSUMER_PENDING, "Events in SWITCHBOARD not yet delivered to the leader's consumer.");
     describe_counter!(
         EFFECTS_UNPUBLISHED_TOTAL,
-        "Gaps on the effects stream: effects no longer retained when the publisher resumed."
+        "Gaps on the effects stream: effects neither in the stream nor in the outbox when the publisher resumed."
+    );
+    describe_gauge!(OUTBOX_EFFECTS, "Effects applied and not yet confirmed stored in NATS (grows while NATS is down).");
+    describe_counter!(
+        OUTBOX_DROPPED_TOTAL,
+        "Effects dropped from the outbox unpublished because it held 1,000,000 (NATS down for very long)."
     );
     describe_gauge!(QUEUE_DEPTH, "Conversations waiting in a team's queue.");
     describe_gauge!(AGENTS, "Agents by workspace and status.");
@@ -207,6 +219,9 @@ pub async fn run_sampler(node: Arc<RaftNode>, shutdown: impl std::future::Future
                 metrics::gauge!(RAFT_LAST_LOG_INDEX).set(metrics.last_log_index.unwrap_or(0) as f64);
                 metrics::gauge!(RAFT_LAST_APPLIED_INDEX).set(metrics.last_applied.map_or(0, |id| id.index) as f64);
                 metrics::counter!(APPLY_PANICS_TOTAL).absolute(node.apply_panics());
+                let outbox = node.outbox_stats();
+                metrics::gauge!(OUTBOX_EFFECTS).set(outbox.effects as f64);
+                metrics::counter!(OUTBOX_DROPPED_TOTAL).absolute(outbox.dropped);
             }
             _ = state_tick.tick() => sample_state(&node),
         }

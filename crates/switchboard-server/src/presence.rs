@@ -163,7 +163,7 @@ impl PresenceSupervisor {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
                 _ = check.tick() => {
-                    let now_leading = self.node.is_leader();
+                    let now_leading = self.node.confirmed_leader_term().is_some();
                     if now_leading && !leading {
                         self.seed();
                     } else if !now_leading && leading {

@@ -131,14 +131,15 @@ pub async fn serve(
     // Subscribe before reading the applied index, so that no change falls between the two.
     let changes = node.subscribe();
     let applied = node.read_local(|_| ()).applied_index;
-    let hub = WatchHub::new(watch_limits, applied);
+    let hub = WatchHub::new(watch_limits, applied, Some(node.clone()));
     tokio::spawn(hub.clone().feed(changes));
     let presence = PresenceSupervisor::new(config.presence, node.clone());
     tokio::spawn(presence.clone().run(stopped()));
     tokio::spawn(crate::metrics::run_sampler(node.clone(), stopped()));
-    if let Some(nats) = config.nats.clone() {
-        tokio::spawn(crate::nats::run(node.clone(), hub.clone(), nats, stopped()));
-    }
+    match config.nats.clone() {
+        Some(nats) => tokio::spawn(crate::nats::run(node.clone(), nats, stopped())),
+        None => tokio::spawn(crate::nats::release_outbox_without_nats(node.clone(), stopped())),
+    };
 
     let api = Arc::new(Api::new(node, hub, presence, stopped_flag(&stop_sender)));
     let (health, health_service) = tonic_health::server::health_reporter();

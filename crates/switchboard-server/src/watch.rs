@@ -2,8 +2,11 @@
 //! resume after a disconnect; and the limits that keep Watch streams from holding memory.
 //!
 //! One task per node copies every [`StateChange`] of the replica into a bounded ring (bounded by
-//! the number of effects it holds, `retained_effects`), announces the newest index it holds on a
-//! `watch` channel, and re-broadcasts each change for the effect publisher (`nats/egress.rs`).
+//! the number of effects it holds, `retained_effects`) and announces the newest index it holds on
+//! a `watch` channel. A stream resuming from an index older than the ring reads the replica's
+//! outbox instead (`switchboard_raft::Outbox`: every effect not yet confirmed published, kept
+//! across restarts by snapshots and the log), and gets `OUT_OF_RANGE` only for effects that are
+//! in neither.
 //!
 //! A Watch stream has no buffer and no task of its own: each time the transport asks it for the
 //! next message it looks up the first retained change at or after its next index
@@ -19,11 +22,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use switchboard_raft::StateChange;
+use switchboard_raft::{RaftNode, StateChange};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
-
-/// Capacity of the broadcast from the ring to the effect publisher, in changes.
-const BROADCAST_CAPACITY: usize = 1024;
 
 /// How Watch streams are bounded on one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +76,9 @@ impl WatchLimits {
 #[derive(Debug)]
 pub struct WatchHub {
     ring: Mutex<Ring>,
-    sender: broadcast::Sender<StateChange>,
+    /// Where changes older than the ring come from: the replica's outbox, which keeps every
+    /// effect not yet confirmed published (`None` in unit tests).
+    outbox: Option<Arc<RaftNode>>,
     /// The index of the newest change received (the applied index when the hub was made).
     newest: watch::Sender<u64>,
     limits: WatchLimits,
@@ -102,15 +104,6 @@ struct Ring {
     /// The first index the ring can serve: everything from it on is retained or not yet
     /// applied.
     first_index: u64,
-}
-
-/// What the effect publisher gets: the retained changes it asked for and a receiver for
-/// everything after them.
-pub(crate) struct Backlog {
-    /// Retained changes with index >= the requested one, in order.
-    pub(crate) changes: Vec<StateChange>,
-    /// New changes (may repeat some of `changes`; skip indexes already seen).
-    pub(crate) receiver: broadcast::Receiver<StateChange>,
 }
 
 /// The requested index is older than anything retained.
@@ -167,8 +160,7 @@ impl WatchHub {
     /// A hub retaining about `limits.retained_effects` effects of the changes after
     /// `applied_index`. Subscribe to the replica before reading `applied_index`, so that nothing
     /// falls between.
-    pub fn new(limits: WatchLimits, applied_index: u64) -> Arc<Self> {
-        let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+    pub fn new(limits: WatchLimits, applied_index: u64, outbox: Option<Arc<RaftNode>>) -> Arc<Self> {
         let (newest, _) = watch::channel(applied_index);
         Arc::new(Self {
             ring: Mutex::new(Ring {
@@ -178,7 +170,7 @@ impl WatchHub {
                 retained_effects: limits.retained_effects.max(1),
                 first_index: applied_index + 1,
             }),
-            sender,
+            outbox,
             newest,
             limits,
             streams: Arc::new(Semaphore::new(limits.streams_max)),
@@ -228,16 +220,13 @@ impl WatchHub {
         let effects_before = ring.effects_pushed;
         ring.effects += count;
         ring.effects_pushed += count as u64;
-        ring.changes.push_back(Retained { change: change.clone(), effects_before });
+        ring.changes.push_back(Retained { change, effects_before });
         while ring.effects > ring.retained_effects && ring.changes.len() > 1 {
             if let Some(old) = ring.changes.pop_front() {
                 ring.effects -= effect_count(&old.change);
                 ring.first_index = change_index(&old.change) + 1;
             }
         }
-        // Sent under the lock, so that a reader taking its backlog under the same lock sees each
-        // change exactly once (in the backlog or on the receiver).
-        let _ = self.sender.send(change);
         self.newest.send_replace(index);
     }
 
@@ -262,7 +251,25 @@ impl WatchHub {
         let last = ring.changes.back().map(|newest| change_index(&newest.change));
         // Index 0 is "whatever comes next" (see `start_from_now`).
         if index > 0 && index < ring.first_index && last.is_none_or(|last| index <= last) {
-            return Err(NotRetained { first_index: ring.first_index });
+            // Older than the ring: the outbox still has it unless it was confirmed published.
+            let Some(node) = &self.outbox else {
+                return Err(NotRetained { first_index: ring.first_index });
+            };
+            return match node.outbox_entry_from(index) {
+                Ok(Some(entry)) if entry.index < ring.first_index => Ok(NextChange::Change {
+                    change: StateChange::Entry { index: entry.index, at_ms: entry.at_ms, outcomes: entry.outcomes },
+                    // Kept whether this stream reads it or not: it holds no memory of its own.
+                    backlog_effects: 0,
+                }),
+                // Nothing with effects between `index` and the ring: go on with the ring.
+                Ok(_) => match ring.changes.front() {
+                    Some(first) => Ok(NextChange::Change { change: first.change.clone(), backlog_effects: 0 }),
+                    None => Ok(NextChange::NotYet),
+                },
+                Err(served_after) => {
+                    Err(NotRetained { first_index: served_after.saturating_add(1).min(ring.first_index) })
+                }
+            };
         }
         if last.is_none_or(|last| index > last) {
             return Ok(NextChange::NotYet);
@@ -282,20 +289,6 @@ impl WatchHub {
             .map_err(|_| TooManyStreams { streams_max: self.limits.streams_max })?;
         metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
         Ok(StreamSlot { _permit: permit })
-    }
-
-    /// The retained changes from `from_index` (at least 1) on and a receiver for later ones, for
-    /// the effect publisher.
-    pub(crate) fn backlog(&self, from_index: u64) -> Result<Backlog, NotRetained> {
-        let ring = self.lock();
-        let receiver = self.sender.subscribe();
-        let last = ring.changes.back().map(|newest| change_index(&newest.change));
-        if from_index < ring.first_index && last.is_none_or(|last| from_index <= last) {
-            return Err(NotRetained { first_index: ring.first_index });
-        }
-        let start = ring.changes.partition_point(|retained| change_index(&retained.change) < from_index);
-        let changes = ring.changes.range(start..).map(|retained| retained.change.clone()).collect();
-        Ok(Backlog { changes, receiver })
     }
 
     /// The index a stream "from now" starts at: the one after the newest change received, or 0
@@ -337,7 +330,7 @@ mod tests {
 
     #[test]
     fn a_reader_backlog_is_the_effects_retained_after_its_change() {
-        let hub = WatchHub::new(WatchLimits { retained_effects: 10, ..WatchLimits::default() }, 4);
+        let hub = WatchHub::new(WatchLimits { retained_effects: 10, ..WatchLimits::default() }, 4, None);
         assert!(matches!(hub.next_change(5), Ok(NextChange::NotYet)));
         hub.push(entry(5, 3));
         hub.push(entry(6, 0)); // an entry without effects counts as one
@@ -356,7 +349,7 @@ mod tests {
 
     #[test]
     fn after_a_hole_nothing_older_is_served_and_from_now_means_whatever_comes_next() {
-        let hub = WatchHub::new(WatchLimits::default(), 0);
+        let hub = WatchHub::new(WatchLimits::default(), 0, None);
         hub.push(entry(1, 1));
         assert_eq!(hub.start_from_now(), 2);
         hub.forget_all();
@@ -378,7 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn places_among_streams_are_limited_and_given_back() {
-        let hub = WatchHub::new(WatchLimits { streams_max: 1, ..WatchLimits::default() }, 0);
+        let hub = WatchHub::new(WatchLimits { streams_max: 1, ..WatchLimits::default() }, 0, None);
         let first = hub.open_stream().expect("a place");
         assert!(matches!(hub.open_stream(), Err(TooManyStreams { streams_max: 1 })));
         drop(first);

@@ -1,45 +1,49 @@
 //! The leader's publisher of effects to `SWITCHBOARD_EFFECTS`.
 //!
-//! On becoming leader it reads the last effect the stream holds (its log index and sequence are
-//! headers) and publishes every later effect from the node's retained changes (the same ring
-//! Watch streams read), in log order, each with `Nats-Msg-Id = <index>.<sequence>`. A publish
-//! repeated across a failover is dropped by JetStream's duplicate window; one older than the
-//! window is skipped by the cursor. Each publish also names its predecessor
-//! (`Nats-Expected-Last-Msg-Id`), so nothing is stored after a gap. So the stream holds each
-//! effect once, in log order.
+//! The replicated log is the outbox. Every replica keeps the effects of each applied entry in
+//! its outbox (`switchboard_raft::Outbox`, carried in snapshots) until an entry of the log says
+//! they are stored in the stream. On becoming the confirmed leader, the publisher reads the last
+//! effect the stream holds (its log index and sequence are headers) and publishes every later
+//! effect from the outbox, then each new one as it is applied, in log order, each with
+//! `Nats-Msg-Id = <index>.<sequence>`. Each publish also names its predecessor
+//! (`Nats-Expected-Last-Msg-Id`), so nothing is stored after a gap; a session that meets an
+//! error restarts from what the stream really holds. About once a second it proposes the index
+//! through which JetStream has acknowledged everything (`RaftNode::confirm_published`), and
+//! only then do replicas drop those effects. So whatever restarts, crashes or compacts its log
+//! meanwhile, every effect of every committed entry reaches the stream once, in log order.
 
 use super::{EFFECTS_STREAM, EFFECTS_SUBJECTS, LOG_INDEX_HEADER, NatsConfig, SEQUENCE_HEADER};
-use crate::WatchHub;
 use crate::convert::effects::{EffectOrigin, effect_to_pb};
-use crate::watch::{Backlog, change_index};
 use async_nats::jetstream;
 use prost::Message as _;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_proto::switchboard::v1 as pb;
-use switchboard_raft::{RaftNode, StateChange};
+use switchboard_raft::{OutboxEntry, RaftNode, StateChange};
 use tokio::sync::broadcast;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Most publishes awaiting JetStream's ack.
 const PUBLISH_WINDOW: usize = 512;
+/// How often the publisher records in the log how far the stream has everything.
+const CONFIRM_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(super) async fn run(
     node: Arc<RaftNode>,
-    hub: Arc<WatchHub>,
     js: jetstream::Context,
+    client: async_nats::Client,
     config: NatsConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = super::Backoff::new();
-    while super::until_leader(&node, &mut stop).await {
-        match session(&node, &hub, &js, &config, &mut stop).await {
+    while let Some(term) = node.until_confirmed_leader(&mut stop).await {
+        match session(&node, term, &js, &config, &mut stop).await {
             Ok(()) => backoff.reset(),
             Err(error) => {
                 tracing::warn!(%error, "effect publisher failed; resuming from the stream's last effect");
-                backoff.pause().await;
+                backoff.pause_or_reconnected(&client, &mut stop).await;
             }
         }
     }
@@ -54,21 +58,21 @@ pub(super) async fn stream(
     Ok(super::file_stream(js, config, EFFECTS_STREAM, EFFECTS_SUBJECTS, window, Some(config.effects_max_age)).await?)
 }
 
-/// The `(log index, sequence)` of the last effect in the stream, `(0, 0)` when it is empty.
-async fn last_published(stream: &mut jetstream::stream::Stream) -> Result<(u64, u32), BoxError> {
+/// The `(log index, sequence)` of the last effect in the stream: `Some((0, 0))` when it never
+/// held one, `None` when its last one is gone (past `effects_max_age`).
+async fn last_published(stream: &mut jetstream::stream::Stream) -> Result<Option<(u64, u32)>, BoxError> {
     let last = stream.info().await?.state.last_sequence;
     if last == 0 {
-        return Ok((0, 0));
+        return Ok(Some((0, 0)));
     }
     let message = match stream.get_raw_message(last).await {
         Ok(message) => message,
-        // Deleted (max age): nothing to resume from.
-        Err(error) if error.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => return Ok((0, 0)),
+        Err(error) if error.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => return Ok(None),
         Err(error) => return Err(error.into()),
     };
     let header = |name: &str| message.headers.get(name).and_then(|v| v.as_str().parse::<u64>().ok());
     match (header(LOG_INDEX_HEADER), header(SEQUENCE_HEADER)) {
-        (Some(index), Some(sequence)) => Ok((index, sequence as u32)),
+        (Some(index), Some(sequence)) => Ok(Some((index, sequence as u32))),
         _ => {
             Err(format!("the last message of {EFFECTS_STREAM} has no {LOG_INDEX_HEADER}/{SEQUENCE_HEADER} headers")
                 .into())
@@ -76,126 +80,209 @@ async fn last_published(stream: &mut jetstream::stream::Stream) -> Result<(u64, 
     }
 }
 
+/// Where the publisher stands: the last effect stored or sent, and what is acknowledged.
+struct Cursor {
+    /// The last effect sent (or found in the stream), `(log index, sequence)`.
+    sent: (u64, u32),
+    /// Its `Nats-Msg-Id`, named by the next publish as its predecessor.
+    last_id: Option<String>,
+    /// The next log index to look at.
+    next_index: u64,
+    /// Publishes not yet acknowledged, with the entry they belong to and whether they are its
+    /// last effect.
+    acks: VecDeque<(jetstream::context::PublishAckFuture, u64, bool)>,
+    /// Effects of every entry up to this index are acknowledged by JetStream.
+    stored_through: u64,
+}
+
+impl Cursor {
+    async fn await_one(&mut self) -> Result<(), BoxError> {
+        if let Some((ack, index, last_of_entry)) = self.acks.pop_front() {
+            ack.await?;
+            let through = if last_of_entry { index } else { index.saturating_sub(1) };
+            self.stored_through = self.stored_through.max(through);
+        }
+        Ok(())
+    }
+}
+
+/// The outbox from the cursor on. Effects the outbox can no longer serve (confirmed stored, or
+/// dropped over its bound) but the stream does not hold are a gap: logged, counted, skipped —
+/// unless the stream's last effect aged out (`expired`), when the confirmed index is where the
+/// stream stood.
+fn outbox_from(node: &RaftNode, cursor: &mut Cursor, expired: bool) -> VecDeque<OutboxEntry> {
+    let backlog = node.outbox_from(cursor.next_index);
+    if backlog.served_after > cursor.sent.0 {
+        if expired {
+            tracing::info!(
+                through = backlog.served_after,
+                "{EFFECTS_STREAM}'s last effect aged out; resuming after it"
+            );
+        } else {
+            tracing::error!(
+                after = cursor.sent.0,
+                through = backlog.served_after,
+                "the effects of these log entries are not in {EFFECTS_STREAM} and no longer in the outbox (the stream \
+             lost them, or NATS was down so long that the outbox dropped them): they are not published"
+            );
+            ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
+        }
+        cursor.sent = (backlog.served_after, u32::MAX);
+        cursor.next_index = backlog.served_after + 1;
+    }
+    backlog.entries.into()
+}
+
 async fn session(
-    node: &RaftNode,
-    hub: &WatchHub,
+    node: &Arc<RaftNode>,
+    term: u64,
     js: &jetstream::Context,
     config: &NatsConfig,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
     let mut stream = stream(js, config).await?;
-    let mut cursor = last_published(&mut stream).await?;
-    // Each publish names the id of the one before it (`Nats-Expected-Last-Msg-Id`), so JetStream
-    // stores nothing after a gap: a publish lost in a NATS restart while later ones in the
-    // pipeline got through, or a deposed leader's late publish, is refused and the session
-    // restarts from what the stream really holds.
-    let mut last_id = (cursor != (0, 0)).then(|| format!("{}.{}", cursor.0, cursor.1));
-    let mut next_index = cursor.0.max(1);
-    let Backlog { changes, mut receiver, .. } = backlog(hub, next_index, cursor)?;
-    let mut pending: VecDeque<StateChange> = changes.into();
-    let mut acks: VecDeque<jetstream::context::PublishAckFuture> = VecDeque::new();
-    tracing::info!(after_index = cursor.0, after_sequence = cursor.1, "leader: publishing effects to {EFFECTS_STREAM}");
+    let found = last_published(&mut stream).await?;
+    let last = found.unwrap_or((0, 0));
+    // Subscribe before reading the outbox, so that no entry falls between the two.
+    let mut receiver = node.subscribe();
+    let mut cursor = Cursor {
+        sent: last,
+        last_id: (last != (0, 0)).then(|| format!("{}.{}", last.0, last.1)),
+        next_index: last.0.max(1),
+        acks: VecDeque::new(),
+        stored_through: last.0.saturating_sub(1),
+    };
+    let mut pending = outbox_from(node, &mut cursor, found.is_none());
+    tracing::info!(
+        term,
+        after_index = last.0,
+        after_sequence = last.1,
+        "leader: publishing effects to {EFFECTS_STREAM}"
+    );
+    let confirmer = Confirmer::new(node.clone());
+    let mut confirm = tokio::time::interval(CONFIRM_INTERVAL);
+    confirm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if !node.is_leader() || *stop.borrow() {
+        if node.confirmed_leader_term() != Some(term) || *stop.borrow() {
             return Ok(());
         }
-        let change = match pending.pop_front() {
-            Some(change) => change,
+        let entry = match pending.pop_front() {
+            Some(entry) => entry,
             None => {
                 // Idle: make sure everything sent is stored before waiting.
-                while let Some(ack) = acks.pop_front() {
-                    ack.await?;
+                while !cursor.acks.is_empty() {
+                    cursor.await_one().await?;
                 }
+                cursor.stored_through = cursor.stored_through.max(cursor.next_index.saturating_sub(1));
                 tokio::select! {
                     received = receiver.recv() => match received {
-                        Ok(change) => change,
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let again = backlog(hub, next_index, cursor)?;
-                            pending = again.changes.into();
-                            receiver = again.receiver;
+                        Ok(StateChange::Entry { index, at_ms, outcomes }) => OutboxEntry { index, at_ms, outcomes },
+                        // A snapshot replaced the state (not while leading), or this publisher fell
+                        // behind the live feed: the outbox has everything not yet confirmed.
+                        Ok(StateChange::SnapshotInstalled { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            pending = outbox_from(node, &mut cursor, false);
                             continue;
                         }
                         Err(broadcast::error::RecvError::Closed) => return Ok(()),
                     },
+                    _ = confirm.tick() => {
+                        confirmer.confirm(cursor.stored_through);
+                        continue;
+                    }
                     _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
                     _ = stop.changed() => continue,
                 }
             }
         };
-        let StateChange::Entry { index, at_ms, outcomes } = &change else {
-            // A snapshot installed while this node followed: the entries it covers were never
-            // applied here one by one. Those the stream lacks cannot be published from here.
-            let covered = change_index(&change);
-            if covered > cursor.0 {
-                tracing::error!(
-                    after = cursor.0,
-                    to = covered,
-                    "effects of entries covered by an installed snapshot were not published to NATS"
-                );
-                ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
-                cursor = (covered, u32::MAX);
-            }
-            next_index = next_index.max(covered + 1);
-            continue;
-        };
-        next_index = index + 1;
-        let origin = EffectOrigin { log_index: *index, at_ms: *at_ms };
-        let mut sequence = 0u32;
-        for outcome in outcomes.iter() {
-            for (position, effect) in outcome.effects.iter().enumerate() {
-                let this = (*index, sequence);
-                sequence += 1;
-                if this <= cursor {
-                    continue;
-                }
-                let effect = effect_to_pb(effect, origin, this.1, outcome.cause(position));
-                if !super::is_subject_token(&effect.workspace) {
-                    // Cannot be a subject (a workspace created before ids were checked): skipped
-                    // rather than stopping every later effect. Watch still delivers it.
-                    tracing::error!(workspace = %effect.workspace, "workspace id is not a NATS subject token; effect not published");
-                    ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
-                    continue;
-                }
-                let subject = super::effects_subject(&effect.workspace, kind_name(&effect));
-                let id = format!("{}.{}", this.0, this.1);
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", id.as_str());
-                if let Some(previous) = &last_id {
-                    headers.insert("Nats-Expected-Last-Msg-Id", previous.as_str());
-                }
-                headers.insert(LOG_INDEX_HEADER, this.0.to_string().as_str());
-                headers.insert(SEQUENCE_HEADER, this.1.to_string().as_str());
-                acks.push_back(js.publish_with_headers(subject, headers, effect.encode_to_vec().into()).await?);
-                cursor = this;
-                last_id = Some(id);
-                if acks.len() >= PUBLISH_WINDOW
-                    && let Some(ack) = acks.pop_front()
-                {
-                    ack.await?;
-                }
-            }
+        if entry.index < cursor.next_index {
+            continue; // already published from the outbox
+        }
+        cursor.next_index = entry.index + 1;
+        publish_entry(js, &mut cursor, &entry).await?;
+        if confirmer.due() {
+            confirmer.confirm(cursor.stored_through);
         }
     }
 }
 
-/// The retained changes from `index` on; when they are no longer retained, from the oldest
-/// retained one, after logging the gap (those effects reach gateways through Watch only).
-fn backlog(hub: &WatchHub, index: u64, cursor: (u64, u32)) -> Result<Backlog, BoxError> {
-    match hub.backlog(index.max(1)) {
-        Ok(backlog) => Ok(backlog),
-        Err(not_retained) => {
-            if cursor.0 > 0 {
-                tracing::error!(
-                    from = index,
-                    to = not_retained.first_index,
-                    "effects between these log indexes are no longer retained and were not published to NATS"
-                );
-                ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
+/// Publishes the effects of `entry` after the cursor.
+async fn publish_entry(js: &jetstream::Context, cursor: &mut Cursor, entry: &OutboxEntry) -> Result<(), BoxError> {
+    let origin = EffectOrigin { log_index: entry.index, at_ms: entry.at_ms };
+    let total: usize = entry.outcomes.iter().map(|outcome| outcome.effects.len()).sum();
+    let mut sequence = 0u32;
+    for outcome in entry.outcomes.iter() {
+        for (position, effect) in outcome.effects.iter().enumerate() {
+            let this = (entry.index, sequence);
+            sequence += 1;
+            let last_of_entry = sequence as usize == total;
+            if this <= cursor.sent {
+                continue;
             }
-            hub.backlog(not_retained.first_index.max(1))
-                .map_err(|e| format!("the effect ring cannot serve index {} either", e.first_index).into())
+            let effect = effect_to_pb(effect, origin, this.1, outcome.cause(position));
+            if !super::is_subject_token(&effect.workspace) {
+                // Cannot be a subject (a workspace created before ids were checked): skipped
+                // rather than stopping every later effect. Watch still delivers it.
+                tracing::error!(workspace = %effect.workspace, "workspace id is not a NATS subject token; effect not published");
+                ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
+                continue;
+            }
+            let subject = super::effects_subject(&effect.workspace, kind_name(&effect));
+            let id = format!("{}.{}", this.0, this.1);
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            if let Some(previous) = &cursor.last_id {
+                headers.insert("Nats-Expected-Last-Msg-Id", previous.as_str());
+            }
+            headers.insert(LOG_INDEX_HEADER, this.0.to_string().as_str());
+            headers.insert(SEQUENCE_HEADER, this.1.to_string().as_str());
+            let ack = js.publish_with_headers(subject, headers, effect.encode_to_vec().into()).await?;
+            cursor.acks.push_back((ack, entry.index, last_of_entry));
+            cursor.sent = this;
+            cursor.last_id = Some(id);
+            if cursor.acks.len() >= PUBLISH_WINDOW {
+                cursor.await_one().await?;
+            }
         }
     }
+    Ok(())
+}
+
+/// Proposes `confirm_published` at most once per [`CONFIRM_INTERVAL`], off the publishing
+/// path, and only when the outbox holds something it would free.
+struct Confirmer {
+    node: Arc<RaftNode>,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Confirmer {
+    fn new(node: Arc<RaftNode>) -> Self {
+        Self { node, last: std::sync::Mutex::new(tokio::time::Instant::now()) }
+    }
+
+    fn due(&self) -> bool {
+        self.last.lock().map_or(true, |last| last.elapsed() >= CONFIRM_INTERVAL)
+    }
+
+    fn confirm(&self, through: u64) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = tokio::time::Instant::now();
+        }
+        confirm_in_background(&self.node, through);
+    }
+}
+
+/// Proposes that effects through `index` are stored, if the outbox has any it would free.
+pub(super) fn confirm_in_background(node: &Arc<RaftNode>, index: u64) {
+    let stats = node.outbox_stats();
+    if stats.oldest.is_none_or(|oldest| oldest > index) {
+        return;
+    }
+    let node = node.clone();
+    tokio::spawn(async move {
+        if let Err(error) = node.confirm_published(index).await {
+            tracing::debug!(%error, index, "could not record the published index (retried next time)");
+        }
+    });
 }
 
 /// The `<kind>` token of an effect's subject.

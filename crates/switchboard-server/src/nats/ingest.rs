@@ -59,16 +59,17 @@ const PENDING_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 pub(super) async fn run(
     node: Arc<RaftNode>,
     js: jetstream::Context,
+    client: async_nats::Client,
     config: NatsConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut rejections = Rejections { js: js.clone(), last_logged: BTreeMap::new() };
     let mut backoff = super::Backoff::new();
-    while super::until_leader(&node, &mut stop).await {
-        tracing::info!("leader: consuming {EVENTS_STREAM} as {CONSUMER}");
-        if let Err(error) = session(&node, &js, &config, &mut rejections, &mut stop).await {
+    while let Some(term) = node.until_confirmed_leader(&mut stop).await {
+        tracing::info!(term, "leader: consuming {EVENTS_STREAM} as {CONSUMER}");
+        if let Err(error) = session(&node, term, &js, &config, &mut rejections, &mut stop).await {
             tracing::warn!(%error, "event consumer failed; retrying");
-            backoff.pause().await;
+            backoff.pause_or_reconnected(&client, &mut stop).await;
             continue;
         }
         backoff.reset();
@@ -76,10 +77,14 @@ pub(super) async fn run(
     }
 }
 
-/// Creates the stream and the consumer if they do not exist.
+/// The consumer's metadata key naming the Raft term of the leader that created it.
+pub(super) const TERM_METADATA: &str = "switchboard-leader-term";
+
+/// Creates the stream and (re)creates the consumer for the confirmed leader of `term`.
 pub(super) async fn consumer(
     js: &jetstream::Context,
     config: &NatsConfig,
+    term: u64,
 ) -> Result<jetstream::consumer::PullConsumer, BoxError> {
     let stream =
         super::file_stream(js, config, EVENTS_STREAM, EVENTS_SUBJECTS, Some(config.duplicate_window), None).await?;
@@ -88,9 +93,17 @@ pub(super) async fn consumer(
     // delivered again, at once and in order (what already committed is dropped by the state
     // machine's dedupe and acked). Waiting for the redelivery of an old leader's unacked
     // messages instead would apply newer events of a conversation before older ones. Deleting
-    // the consumer also cuts off a deposed leader still pulling.
+    // the consumer also cuts off a deposed leader still pulling. It is fenced by term: the
+    // consumer records the term of the leader that made it, and a leader of an older term
+    // (deposed, and not yet aware of it) leaves it alone.
     let deliver_policy = match stream.consumer_info(CONSUMER).await {
         Ok(info) => {
+            let owner = info.config.metadata.get(TERM_METADATA).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+            if owner > term {
+                return Err(
+                    format!("{CONSUMER} belongs to the leader of term {owner}; this node led term {term}").into()
+                );
+            }
             let start_sequence = info.ack_floor.stream_sequence + 1;
             stream.delete_consumer(CONSUMER).await?;
             jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence }
@@ -114,6 +127,7 @@ pub(super) async fn consumer(
             // NATS requires a delivery limit above the backoff steps; at the default steps
             // this one is reached only after years of failed deliveries.
             max_deliver: if config.redelivery_backoff.is_empty() { -1 } else { 1_000_000 },
+            metadata: [(TERM_METADATA.to_owned(), term.to_string())].into(),
             ..Default::default()
         })
         .await?;
@@ -145,12 +159,13 @@ type Proposal =
 
 async fn session(
     node: &Arc<RaftNode>,
+    term: u64,
     js: &jetstream::Context,
     config: &NatsConfig,
     rejections: &mut Rejections,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), BoxError> {
-    let mut consumer = consumer(js, config).await?;
+    let mut consumer = consumer(js, config, term).await?;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(batch_max(config))
@@ -162,7 +177,7 @@ async fn session(
     let mut check = tokio::time::interval(LEADERSHIP_CHECK);
     let mut sample = tokio::time::interval(PENDING_SAMPLE_INTERVAL);
     loop {
-        if !node.is_leader() || *stop.borrow() {
+        if node.confirmed_leader_term() != Some(term) || *stop.borrow() {
             // Stop pulling at once and ack nothing more: what is in flight is redelivered to
             // the next leader, whose dedupe drops what committed.
             return Ok(());

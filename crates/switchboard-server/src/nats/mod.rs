@@ -9,7 +9,11 @@
 //!
 //! The leader also publishes every applied effect (`egress.rs`) to
 //! `switchboard.effects.<workspace>.<kind>`, kept by the stream `SWITCHBOARD_EFFECTS`, with
-//! `Nats-Msg-Id` = `<log index>.<sequence>`, resuming after the last effect the stream holds.
+//! `Nats-Msg-Id` = `<log index>.<sequence>`, resuming after the last effect the stream holds
+//! from the replicated outbox.
+//!
+//! Both start only on the *confirmed* leader (`RaftNode::until_confirmed_leader`): a node that
+//! believes for a moment that it leads, as openraft may report at start-up, touches nothing.
 
 mod egress;
 mod ingest;
@@ -18,8 +22,6 @@ use async_nats::jetstream;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_raft::RaftNode;
-
-use crate::WatchHub;
 
 /// The stream of gateway events.
 pub const EVENTS_STREAM: &str = "SWITCHBOARD";
@@ -109,10 +111,10 @@ impl Default for NatsConfig {
 }
 
 /// Connects to NATS and runs ingest and egress until `shutdown` resolves. Both work only while
-/// this node leads; a NATS outage is retried with backoff and never stops the node.
+/// this node is the confirmed leader; a NATS outage is retried as soon as NATS answers again
+/// and never stops the node.
 pub async fn run(
     node: Arc<RaftNode>,
-    hub: Arc<WatchHub>,
     config: NatsConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
@@ -133,8 +135,8 @@ pub async fn run(
     };
     tracing::info!(url = %config.url, "connected to NATS");
     let js = jetstream::new(client.clone());
-    let ingest = tokio::spawn(ingest::run(node.clone(), js.clone(), config.clone(), stop_rx.clone()));
-    let egress = tokio::spawn(egress::run(node, hub, js, config, stop_rx));
+    let ingest = tokio::spawn(ingest::run(node.clone(), js.clone(), client.clone(), config.clone(), stop_rx.clone()));
+    let egress = tokio::spawn(egress::run(node, js, client.clone(), config, stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
     // Bounded: with NATS down, a flush or an ack could wait for a reconnection forever.
@@ -151,7 +153,27 @@ pub async fn run(
     }
 }
 
-/// The pause between failed sessions: 100 ms doubling to 5 s, reset by a clean end.
+/// Without NATS nobody publishes effects (gateways use Watch streams): the confirmed leader
+/// releases the outbox about once a second, so that it does not grow without bound. All nodes
+/// of a cluster must agree on having NATS or not.
+pub async fn release_outbox_without_nats(node: Arc<RaftNode>, shutdown: impl std::future::Future<Output = ()> + Send) {
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let releasing = async {
+        while let Some(term) = node.until_confirmed_leader(&mut stop).await {
+            while node.confirmed_leader_term() == Some(term) {
+                egress::confirm_in_background(&node, node.outbox_stats().applied);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    tokio::select! {
+        () = releasing => {}
+        () = shutdown => { let _ = stop_tx.send(true); }
+    }
+}
+
+/// The pause between failed sessions: 100 ms doubling to 5 s, reset by a clean end; while the
+/// connection to NATS is down, until it is back instead.
 struct Backoff(Duration);
 
 impl Backoff {
@@ -170,6 +192,29 @@ impl Backoff {
         tokio::time::sleep(self.0).await;
         self.0 = (self.0 * 2).min(Self::MAX);
     }
+
+    /// After a failed session: if the connection to NATS is down, waits until it is back (and
+    /// starts the back-off over, so the next session starts at once); otherwise pauses.
+    async fn pause_or_reconnected(
+        &mut self,
+        client: &async_nats::Client,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) {
+        if client.connection_state() == async_nats::connection::State::Connected {
+            self.pause().await;
+            return;
+        }
+        while client.connection_state() != async_nats::connection::State::Connected && !*stop.borrow() {
+            tokio::select! {
+                _ = tokio::time::sleep(Self::POLL) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        self.reset();
+    }
+
+    /// How often a broken connection is checked for its return.
+    const POLL: Duration = Duration::from_millis(20);
 }
 
 /// Creates a file-backed stream of `subjects` with the node's replica count (or checks it
@@ -192,22 +237,6 @@ async fn file_stream(
         ..Default::default()
     })
     .await
-}
-
-/// Waits until this node leads (or `stop`); true when it leads.
-async fn until_leader(node: &RaftNode, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
-    loop {
-        if *stop.borrow() {
-            return false;
-        }
-        if node.is_leader() {
-            return true;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = stop.changed() => {}
-        }
-    }
 }
 
 /// Whether `token` can be one subject token: non-empty, no `.`, `*`, `>` or whitespace.

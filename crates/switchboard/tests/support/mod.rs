@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod nats;
+pub mod processes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,230 @@
+//! Issue 12: the replicated log is the outbox. Real `switchboard node` processes and a real
+//! nats-server: effects committed while NATS is down reach `SWITCHBOARD_EFFECTS` once NATS is
+//! back, exactly once and in log order, whatever the nodes did meanwhile (SIGKILL of all of
+//! them, or a graceful rolling restart; with or without a snapshot covering those entries).
+//! And a node that starts while another leads never touches the leader's NATS consumer.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+use support::nats::NatsServer;
+use support::processes::NodeProcesses;
+use switchboard_client::{Client, pb};
+
+/// `(log index, sequence)` of effects.
+type Ids = BTreeSet<(u64, u32)>;
+
+fn ids(effects: &[pb::Effect]) -> Ids {
+    effects.iter().map(|e| (e.log_index, e.sequence)).collect()
+}
+
+async fn open(client: &Client, conversation: &str) -> Ids {
+    let published = client
+        .publish(pb::PublishRequest { event: Some(support::opened("acme", conversation)) })
+        .await
+        .unwrap_or_else(|e| panic!("open {conversation}: {e}"));
+    assert!(!published.effects.is_empty(), "{conversation} had no effect");
+    ids(&published.effects)
+}
+
+/// Every `(log index, sequence)` in `SWITCHBOARD_EFFECTS`, in stream order.
+async fn stream_ids(nats: &NatsServer) -> Vec<(u64, u32)> {
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let Ok(mut stream) = js.get_stream("SWITCHBOARD_EFFECTS").await else { return Vec::new() };
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut out = Vec::new();
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await.expect("message");
+        let header = |name: &str| {
+            message.headers.get(name).and_then(|v| v.as_str().parse::<u64>().ok()).expect("effect headers")
+        };
+        out.push((header("Switchboard-Log-Index"), header("Switchboard-Sequence") as u32));
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Restart {
+    /// SIGKILL every node, then start them all.
+    KillAll,
+    /// SIGTERM one node, start it, wait until it serves, then the next.
+    Rolling,
+}
+
+async fn effects_survive_an_outage(restart: Restart, snapshot: bool) {
+    let mut nats = NatsServer::start().await;
+    let raft = if snapshot { "[raft]\nsnapshot_every_entries = 100\nkeep_entries_after_snapshot = 0\n" } else { "" };
+    let mut nodes = NodeProcesses::start(3, &format!("[nats]\nurl = \"{}\"\n{raft}", nats.url())).await;
+    let client = nodes.client();
+    support::setup_workspace(&client, "acme", pb::Strategy::LeastOpen, 3, 10_000).await;
+    let mut expected = Ids::new();
+    for n in 0..10 {
+        expected.extend(open(&client, &format!("before-{n}")).await);
+    }
+
+    // NATS goes away; the cluster keeps deciding.
+    nats.kill();
+    let set = client
+        .set_status(pb::SetStatusRequest {
+            workspace: "acme".into(),
+            agent: "a1".into(),
+            status: pb::AgentStatus::Away.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a1 away");
+    expected.insert((set.log_index, 0)); // the status effect: the reproduction of the issue
+    let during = if snapshot { 150 } else { 20 };
+    for n in 0..during {
+        expected.extend(open(&client, &format!("during-{n}")).await);
+    }
+    let snapshots: Vec<bool> =
+        (1..=3).map(|i| nodes.dir.path().join(format!("node{i}/state/snapshot.bin")).exists()).collect();
+    if snapshot {
+        // The snapshot covers entries whose effects are not in NATS yet.
+        assert!(snapshots.iter().any(|s| *s), "no node took a snapshot while NATS was down");
+    }
+
+    match restart {
+        Restart::KillAll => {
+            for i in 0..3 {
+                nodes.kill(i).await;
+            }
+            for i in 0..3 {
+                nodes.start_node(i);
+            }
+        }
+        Restart::Rolling => {
+            for i in 0..3 {
+                nodes.stop(i).await;
+                nodes.start_node(i);
+                // It has a leader and has caught up before the next one goes.
+                let target = client.status_of(nodes.leader().await).await.map_or(0, |s| s.applied_index);
+                let mut caught_up = false;
+                for _ in 0..400 {
+                    if nodes.client().status_of(i).await.is_ok_and(|s| s.leader_id > 0 && s.applied_index >= target) {
+                        caught_up = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                assert!(caught_up, "node {} did not catch up after its restart:\n{}", i + 1, nodes.log(i));
+            }
+        }
+    }
+    nodes.leader().await;
+    // Committed after the restart, still without NATS.
+    expected.extend(open(&client, "after-restart").await);
+
+    nats.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = stream_ids(&nats).await;
+        let have: Ids = got.iter().copied().collect();
+        if expected.is_subset(&have) || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let have: Ids = got.iter().copied().collect();
+    eprintln!("DEBUG expected {} got {} snapshots {snapshots:?}", expected.len(), got.len());
+    let missing: Vec<_> = expected.difference(&have).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} effects never reached the stream ({restart:?}, snapshot {snapshot}): {missing:?}\nleader log:\n{}",
+        missing.len(),
+        expected.len(),
+        nodes.log(nodes.leader().await)
+    );
+    assert_eq!(have.len(), got.len(), "an effect was stored twice");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "effects out of log order: {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_committed_while_nats_is_down_survive_killing_every_node() {
+    effects_survive_an_outage(Restart::KillAll, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_committed_while_nats_is_down_survive_killing_every_node_after_a_snapshot() {
+    effects_survive_an_outage(Restart::KillAll, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_committed_while_nats_is_down_survive_a_rolling_restart() {
+    effects_survive_an_outage(Restart::Rolling, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_committed_while_nats_is_down_survive_a_rolling_restart_after_a_snapshot() {
+    effects_survive_an_outage(Restart::Rolling, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starting_while_another_leads_never_touches_the_consumer() {
+    let nats = NatsServer::start().await;
+    let mut nodes = NodeProcesses::start(3, &format!("[nats]\nurl = \"{}\"\n", nats.url())).await;
+    let client = nodes.client();
+    support::setup_workspace(&client, "acme", pb::Strategy::RoundRobin, 2, 100).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+    let consumer_info = || async {
+        for _ in 0..200 {
+            if let Ok(stream) = js.get_stream("SWITCHBOARD").await
+                && let Ok(info) = stream.consumer_info("switchboard-assigner").await
+            {
+                return info;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the leader never created its consumer");
+    };
+    let gateway = switchboard_client::gateway::Gateway::connect(&nats.url()).await.expect("gateway");
+    // A node that was leader when it died restarts with its old vote, for itself: openraft may
+    // report it as leader for a moment before it learns of the new one. That moment must not
+    // start its NATS consumer or effect publisher.
+    for round in 0..3 {
+        let old_leader = nodes.leader().await;
+        nodes.kill(old_leader).await;
+        let leader = nodes.leader().await;
+        // The new leader's consumer (it recreates it once, on taking over).
+        let mut before = consumer_info().await;
+        for _ in 0..100 {
+            let term = before.config.metadata.get("switchboard-leader-term").cloned().unwrap_or_default();
+            let status = client.status_of(leader).await.expect("status");
+            if term == status.term.to_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            before = consumer_info().await;
+        }
+        let log_before = nodes.log(old_leader).len();
+        nodes.start_node(old_leader);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Events still flow through the same consumer.
+        let conversation = format!("after-restart-{round}");
+        gateway.publish(&support::opened("acme", &conversation)).await.expect("published");
+        let mut applied = false;
+        for _ in 0..200 {
+            let request = pb::GetConversationRequest {
+                workspace: "acme".into(),
+                conversation: conversation.clone(),
+                ..Default::default()
+            };
+            if client.get_conversation(request).await.is_ok() {
+                applied = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(applied, "{conversation} was not applied");
+        assert_eq!(nodes.leader().await, leader, "the leader changed; this round proves nothing");
+        let after = consumer_info().await;
+        assert_eq!(after.created, before.created, "round {round}: the consumer was deleted and created again");
+        let log = nodes.log(old_leader);
+        let restarted = &log[log_before.min(log.len())..];
+        assert!(!restarted.contains("consuming SWITCHBOARD"), "the restarted node started consuming:\n{restarted}");
+        assert!(!restarted.contains("publishing effects"), "the restarted node started publishing:\n{restarted}");
+    }
+}

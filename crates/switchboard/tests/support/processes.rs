@@ -1,0 +1,133 @@
+//! A cluster of real `switchboard node` processes on 127.0.0.1, for tests that kill them with
+//! SIGKILL or stop them gracefully (SIGTERM) and start them again on the same data.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use switchboard_client::{Client, ClientConfig};
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+pub struct NodeProcesses {
+    pub dir: tempfile::TempDir,
+    pub api_addrs: Vec<String>,
+    configs: Vec<PathBuf>,
+    children: Vec<Option<Child>>,
+}
+
+impl NodeProcesses {
+    /// Writes the configuration of `count` nodes (`extra` is appended to each, e.g. a `[nats]`
+    /// or `[raft]` table) and starts them.
+    pub async fn start(count: usize, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
+        let mut peers = String::new();
+        for (i, (api, raft)) in ports.iter().enumerate() {
+            peers.push_str(&format!(
+                "\n[[peers]]\nid = {}\nraft_addr = \"127.0.0.1:{raft}\"\napi_addr = \"127.0.0.1:{api}\"\n",
+                i + 1
+            ));
+        }
+        let mut configs = Vec::new();
+        for (i, (api, raft)) in ports.iter().enumerate() {
+            let data = dir.path().join(format!("node{}", i + 1));
+            let path = dir.path().join(format!("node{}.toml", i + 1));
+            std::fs::write(
+                &path,
+                format!(
+                    "id = {}\ndata_dir = {:?}\nlisten = \"127.0.0.1:{api}\"\nraft_listen = \"127.0.0.1:{raft}\"\n\
+                     [presence]\nheartbeat_timeout_ms = 0\n{extra}\n{peers}",
+                    i + 1,
+                    data.display().to_string(),
+                ),
+            )
+            .expect("write config");
+            configs.push(path);
+        }
+        let api_addrs = ports.iter().map(|(api, _)| format!("127.0.0.1:{api}")).collect();
+        let mut cluster = Self { dir, api_addrs, configs, children: (0..count).map(|_| None).collect() };
+        for i in 0..count {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    /// Starts node `i` (0-based) on its configuration and data.
+    pub fn start_node(&mut self, i: usize) {
+        assert!(self.children[i].is_none(), "node {} is running", i + 1);
+        let log = std::fs::File::create(self.dir.path().join(format!("node{}.log", i + 1)))
+            .or_else(|_| std::fs::File::create("/dev/null"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("node")
+            .arg("--config")
+            .arg(&self.configs[i])
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the node starts");
+        self.children[i] = Some(child);
+    }
+
+    /// SIGKILL: the node stops at once, mid-write if it was writing.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGTERM, then waits for the node to exit (it stops gracefully).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            }
+            match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+                Ok(status) => {
+                    let status = status.expect("wait");
+                    assert!(status.success(), "node {} exited with {status} on SIGTERM", i + 1);
+                }
+                Err(_) => panic!("node {} did not stop within 20 s of SIGTERM", i + 1),
+            }
+        }
+    }
+
+    /// A client of every node, patient enough for elections and restarts.
+    pub fn client(&self) -> Client {
+        Client::with_config(
+            self.api_addrs.clone(),
+            ClientConfig { retry_timeout: Duration::from_secs(30), ..ClientConfig::default() },
+        )
+        .expect("client")
+    }
+
+    /// The index of the node that reports itself leader, waiting for one.
+    pub async fn leader(&self) -> usize {
+        let client = self.client();
+        for _ in 0..400 {
+            for i in 0..self.api_addrs.len() {
+                if self.children[i].is_none() {
+                    continue;
+                }
+                if let Ok(status) = client.status_of(i).await
+                    && status.role == "leader"
+                {
+                    return i;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader");
+    }
+
+    /// The node's log (stderr), for failure messages.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{}.log", i + 1))).unwrap_or_default()
+    }
+}
