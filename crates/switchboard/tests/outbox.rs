@@ -228,3 +228,86 @@ async fn a_node_starting_while_another_leads_never_touches_the_consumer() {
         assert!(!restarted.contains("publishing effects"), "the restarted node started publishing:\n{restarted}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_older_than_the_ring_is_served_from_the_outbox_and_out_of_range_once_released() {
+    use switchboard_server::ServerConfig;
+    use switchboard_server::nats::NatsConfig;
+    // A ring of a handful of effects, and NATS configured but down: nothing is confirmed.
+    let unreachable = format!("nats://127.0.0.1:{}", {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    });
+    let config = ServerConfig {
+        watch_retained_effects: 5,
+        watch_backlog_max_effects: 5,
+        nats: Some(NatsConfig { url: unreachable, ..NatsConfig::default() }),
+        ..ServerConfig::default()
+    };
+    let cluster = support::TestCluster::start_with(1, config).await;
+    let client = cluster.client().await;
+    support::setup_workspace(&client, "acme", pb::Strategy::RoundRobin, 2, 1_000).await;
+    let mut expected = Vec::new();
+    let mut first_index = 0;
+    for n in 0..30 {
+        let conversation = format!("c{n}");
+        let published = client
+            .publish(pb::PublishRequest { event: Some(support::opened("acme", &conversation)) })
+            .await
+            .expect("open");
+        if n == 0 {
+            first_index = published.log_index;
+        }
+        expected.push(conversation);
+    }
+    let mut watch =
+        client.watch(pb::WatchRequest { workspace: "acme".into(), from_index: first_index, ..Default::default() });
+    let mut assigned = Vec::new();
+    while assigned.len() < expected.len() {
+        let effect = tokio::time::timeout(Duration::from_secs(10), watch.next_effect())
+            .await
+            .expect("effects within 10 s")
+            .expect("stream open")
+            .unwrap_or_else(|status| panic!("after {} effects: {status:?}", assigned.len()));
+        if let Some(pb::effect::Kind::Assigned(a)) = &effect.kind {
+            assigned.push(a.conversation.clone());
+        }
+    }
+    assert_eq!(assigned, expected);
+
+    // Without NATS the leader releases the outbox about once a second: then the same Watch
+    // is OUT_OF_RANGE, naming where it could start.
+    let config = ServerConfig { watch_retained_effects: 5, watch_backlog_max_effects: 5, ..ServerConfig::default() };
+    let cluster = support::TestCluster::start_with(1, config).await;
+    let client = cluster.client().await;
+    support::setup_workspace(&client, "acme", pb::Strategy::RoundRobin, 2, 1_000).await;
+    let mut first_index = 0;
+    for n in 0..30 {
+        let published = client
+            .publish(pb::PublishRequest { event: Some(support::opened("acme", &format!("c{n}"))) })
+            .await
+            .expect("open");
+        if n == 0 {
+            first_index = published.log_index;
+        }
+    }
+    let mut assignments = switchboard_client::pb::assignments_client::AssignmentsClient::connect(format!(
+        "http://{}",
+        cluster.api_addrs[0]
+    ))
+    .await
+    .expect("connect");
+    let mut refused = None;
+    for _ in 0..100 {
+        let request = pb::WatchRequest { workspace: "acme".into(), from_index: first_index, ..Default::default() };
+        match assignments.watch(request).await {
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let refused = refused.expect("the released effects are out of range within 5 s");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+}
