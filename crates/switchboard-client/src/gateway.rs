@@ -75,7 +75,15 @@ pub struct Gateway {
 impl Gateway {
     /// Connects to NATS (`nats://host:port`, several comma separated).
     pub async fn connect(url: &str) -> Result<Self, GatewayError> {
-        let client = async_nats::ConnectOptions::new().name("switchboard-gateway").connect(url).await?;
+        // Reconnect within 250 ms of NATS being back (async-nats's default backs off to 4 s).
+        let client = async_nats::ConnectOptions::new()
+            .name("switchboard-gateway")
+            .reconnect_delay_callback(|attempts| {
+                let steps = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+                (Duration::from_millis(50) * steps.min(5)).min(Duration::from_millis(250))
+            })
+            .connect(url)
+            .await?;
         Ok(Self::with_client(client))
     }
 

@@ -111,6 +111,14 @@ pub(crate) struct Team {
     pub(crate) after_hours: BTreeMap<QueueKey, ConversationId>,
 }
 
+impl Team {
+    /// Whether a move of this team's queue should set a position-update timer: updates are on
+    /// and none is pending yet.
+    pub(crate) fn wants_position_updates(&self) -> bool {
+        self.spec.options.position_update_interval_s > 0 && !self.positions_pending
+    }
+}
+
 /// A customer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Contact {

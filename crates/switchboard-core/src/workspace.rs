@@ -1028,6 +1028,7 @@ impl Workspace {
         let key = conversation.queue_key();
         let team_id = conversation.team.clone();
         if let Some(team) = self.teams.get(&team_id)
+            && team.wants_position_updates()
             && team.waiting.rank(&key).saturating_add(1) < team.waiting.len()
         {
             self.queue_moved(&team_id);
@@ -1176,7 +1177,8 @@ impl Workspace {
                 team.after_hours.remove(&key);
             }
         }
-        let behind = team.waiting.rank(&key).saturating_add(1) < team.waiting.len();
+        // Only teams that tell positions pay for the rank.
+        let behind = team.wants_position_updates() && team.waiting.rank(&key).saturating_add(1) < team.waiting.len();
         team.waiting.remove(&key);
         if behind {
             let team_id = team.spec.id.clone();

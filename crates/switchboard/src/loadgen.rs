@@ -70,6 +70,15 @@ pub(crate) struct LoadgenArgs {
     /// Measure raw JetStream publish→consume (no Switchboard) with this many messages instead.
     #[arg(long)]
     raw: Option<usize>,
+    /// Also report recovery from a fault caused during the run (by `benches/e2e.sh`), labelled
+    /// with this kind (`leader_kill`, `nats_restart`): the time from the fault to the first
+    /// decision after it, and the longest time without any decision.
+    #[arg(long)]
+    recovery: Option<String>,
+    /// With `--recovery`: a file where the fault's moment is written (UTC milliseconds) during
+    /// the run: the leader's kill, or NATS being back.
+    #[arg(long)]
+    fault_file: Option<std::path::PathBuf>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -105,11 +114,15 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
         })
         .await?;
 
-    // Effects side: first decision per conversation, duplicates by (index, sequence).
+    // Effects side: first decision per conversation. A delivery of an effect already seen (same
+    // index and sequence) is a redelivery by this consumer (its ack was lost), not a doubled
+    // effect; a second assignment of one conversation is a doubled decision.
     let (decided_tx, mut decided_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let doubled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let redelivered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = tokio::spawn({
         let doubled = doubled.clone();
+        let redelivered = redelivered.clone();
         async move {
             let mut seen = std::collections::BTreeSet::new();
             let mut assigned: BTreeMap<String, u32> = BTreeMap::new();
@@ -118,7 +131,7 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
                 let received = Instant::now();
                 let effect = &delivery.effect;
                 if !seen.insert((effect.log_index, effect.sequence)) {
-                    doubled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    redelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 } else {
                     use pb::effect::Kind;
                     let decision = match &effect.kind {
@@ -130,6 +143,14 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
                                 doubled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
                             Some(a.conversation.clone())
+                        }
+                        // The loadgen pipelines and re-publishes an event whose ack was lost (a
+                        // NATS restart) after later events of its conversation: a message that
+                        // lands after the close reopens the conversation, and its assignment is
+                        // not a doubled one.
+                        Some(Kind::Reopened(r)) => {
+                            assigned.remove(&r.conversation);
+                            None
                         }
                         Some(Kind::Queued(q)) => Some(q.conversation.clone()),
                         Some(Kind::OutsideHours(o)) => Some(o.conversation.clone()),
@@ -179,6 +200,7 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     let end = started + Duration::from_secs(args.duration);
     let mut opened_at: BTreeMap<String, Instant> = BTreeMap::new();
     let mut decided: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut stall = Stall::default();
     let mut acks = VecDeque::new();
     let mut active: VecDeque<(String, String, usize)> = VecDeque::new();
     let mut published = 0u64;
@@ -219,7 +241,7 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
             }
         }
         while let Ok((conversation, at)) = decided_rx.try_recv() {
-            record(&opened_at, &mut decided, conversation, at);
+            record(&opened_at, &mut decided, &mut stall, conversation, at);
         }
     }
     for (ack, event) in acks {
@@ -230,7 +252,7 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     while decided.len() < opened_at.len() && Instant::now() < drain_until {
         if let Ok(Some((conversation, at))) = tokio::time::timeout(Duration::from_millis(200), decided_rx.recv()).await
         {
-            record(&opened_at, &mut decided, conversation, at);
+            record(&opened_at, &mut decided, &mut stall, conversation, at);
         }
     }
     let effects_seconds = started.elapsed().as_secs_f64();
@@ -242,17 +264,33 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     drop(decided_rx);
     counter.abort();
     let doubled_effects = doubled.load(std::sync::atomic::Ordering::Relaxed);
+    let redelivered_effects = redelivered.load(std::sync::atomic::Ordering::Relaxed);
     let mut latencies: Vec<Duration> = decided.values().copied().collect();
     latencies.sort();
     let lost = opened_at.len() - decided.len();
     let achieved = (published as f64 / publish_seconds).min(published as f64 / effects_seconds.max(publish_seconds));
     let offered = if args.rate == 0 { "max".to_owned() } else { args.rate.to_string() };
     println!(
-        "e2e: offered_per_s={offered} achieved_per_s={achieved:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} lost={lost} doubled={doubled_effects}",
+        "e2e: offered_per_s={offered} achieved_per_s={achieved:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} lost={lost} doubled={doubled_effects} redelivered={redelivered_effects}",
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0),
         percentile(&latencies, 99.9),
     );
+    if let Some(kind) = &args.recovery {
+        let fault_ms = args
+            .fault_file
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| text.trim().parse::<i64>().ok());
+        let first_after = fault_ms
+            .and_then(|fault| stall.decided_wall_ms.iter().filter(|at| **at >= fault).min().map(|first| first - fault));
+        let ended_s = stall.ended.map_or(0.0, |at| at.saturating_duration_since(started).as_secs_f64());
+        println!(
+            "recovery: kind={kind} first_effect_after_ms={} longest_stall_ms={:.0} (ended {ended_s:.1} s into the run) lost={lost} doubled={doubled_effects} redelivered={redelivered_effects}",
+            first_after.map_or_else(|| "unknown".to_owned(), |ms| ms.to_string()),
+            stall.longest.as_secs_f64() * 1000.0
+        );
+    }
     eprintln!(
         "loadgen: {published} events ({} conversations) in {publish_seconds:.1} s; last decision after {effects_seconds:.1} s",
         opened_at.len()
@@ -282,11 +320,40 @@ async fn confirm(
 fn record(
     opened_at: &BTreeMap<String, Instant>,
     decided: &mut BTreeMap<String, Duration>,
+    stall: &mut Stall,
     conversation: String,
     at: Instant,
 ) {
     if let Some(opened) = opened_at.get(&conversation) {
         decided.entry(conversation).or_insert_with(|| at.saturating_duration_since(*opened));
+        stall.decided(at);
+    }
+}
+
+/// The longest time without a decision, when it ended, and when decisions came (UTC ms).
+#[derive(Default)]
+struct Stall {
+    last: Option<Instant>,
+    longest: Duration,
+    ended: Option<Instant>,
+    decided_wall_ms: Vec<i64>,
+}
+
+impl Stall {
+    fn decided(&mut self, at: Instant) {
+        let ago = at.elapsed();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.decided_wall_ms.push(now_ms - i64::try_from(ago.as_millis()).unwrap_or(0));
+        if let Some(last) = self.last {
+            let gap = at.saturating_duration_since(last);
+            if gap > self.longest {
+                self.longest = gap;
+                self.ended = Some(at);
+            }
+        }
+        self.last = Some(self.last.map_or(at, |last| last.max(at)));
     }
 }
 

@@ -122,6 +122,7 @@ pub async fn run(
     let client = loop {
         match async_nats::ConnectOptions::new()
             .name(format!("switchboard-node-{}", node.id()))
+            .reconnect_delay_callback(reconnect_delay)
             .retry_on_initial_connect()
             .connect(config.url.as_str())
             .await
@@ -151,6 +152,14 @@ pub async fn run(
     {
         tracing::warn!("NATS ingest and egress did not stop within {grace:?}; leaving them");
     }
+}
+
+/// The pause before reconnection attempt `attempts` to NATS: at once, then 50 ms more per
+/// attempt up to 250 ms. async-nats's default backs off to 4 s, which kept a node from
+/// resuming for seconds after NATS was back; an attempt every 250 ms costs nothing.
+pub fn reconnect_delay(attempts: usize) -> Duration {
+    let steps = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+    (Duration::from_millis(50) * steps.min(5)).min(Duration::from_millis(250))
 }
 
 /// Without NATS nobody publishes effects (gateways use Watch streams): the confirmed leader
@@ -252,6 +261,15 @@ fn workspace_of_subject(subject: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnection_is_attempted_at_once_then_every_250_ms_at_most() {
+        assert_eq!(reconnect_delay(0), Duration::ZERO);
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        assert_eq!(reconnect_delay(2), Duration::from_millis(50));
+        assert_eq!(reconnect_delay(6), Duration::from_millis(250));
+        assert_eq!(reconnect_delay(usize::MAX), Duration::from_millis(250));
+    }
 
     #[test]
     fn subjects_follow_the_design() {
