@@ -12,8 +12,6 @@ Prints one line per passed step; on the first failure prints the step and what w
 and exits with status 1.
 """
 
-import importlib
-import os
 import queue
 import secrets
 import sys
@@ -23,58 +21,10 @@ import time
 import traceback
 
 import grpc
-from grpc_tools import protoc
+from protostubs import StepFailed, connect, generate_stubs
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PROTO_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "proto"))
 RPC_TIMEOUT_S = 10.0
 WATCH_DEADLINE_S = 10.0
-
-
-class StepFailed(Exception):
-    pass
-
-
-def generate_stubs(out_dir):
-    """Compiles every switchboard/v1/*.proto into out_dir and makes it importable."""
-    proto_dir = os.path.join(PROTO_ROOT, "switchboard", "v1")
-    files = sorted(
-        os.path.join("switchboard", "v1", name) for name in os.listdir(proto_dir) if name.endswith(".proto")
-    )
-    if not files:
-        raise SystemExit(f"no .proto files in {proto_dir}")
-    well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{well_known}",
-        f"--python_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        *files,
-    ]
-    code = protoc.main(args)
-    if code != 0:
-        raise SystemExit(f"protoc failed ({code}) on {files}")
-    sys.path.insert(0, out_dir)
-    modules = {}
-    for name in ("model", "admin", "assignments", "cluster", "events", "presence"):
-        modules[name] = importlib.import_module(f"switchboard.v1.{name}_pb2")
-        modules[name + "_grpc"] = importlib.import_module(f"switchboard.v1.{name}_pb2_grpc")
-    return modules
-
-
-def connect(addresses):
-    """A channel to the first address that answers (any node serves; followers forward writes)."""
-    errors = []
-    for address in addresses:
-        channel = grpc.insecure_channel(address)
-        try:
-            grpc.channel_ready_future(channel).result(timeout=5)
-            return address, channel
-        except grpc.FutureTimeoutError:
-            errors.append(f"{address}: not reachable within 5 s")
-            channel.close()
-    raise SystemExit("no node answered: " + "; ".join(errors))
 
 
 class Scenario:

@@ -19,8 +19,6 @@ and exits with status 1.
 
 import argparse
 import asyncio
-import importlib
-import os
 import re
 import secrets
 import sys
@@ -34,11 +32,9 @@ import grpc
 import nats
 import nats.errors
 import nats.js.errors
-from grpc_tools import protoc
 from nats.js import api as js_api
+from protostubs import StepFailed, connect, generate_stubs
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PROTO_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "proto"))
 RPC_TIMEOUT_S = 10.0
 # How long to wait for an effect that should come at once (an event's direct consequence).
 EFFECT_TIMEOUT_S = 15.0
@@ -53,53 +49,6 @@ RETRY_DEADLINE_S = 30.0
 NO_EVENT = ""
 # Bytes that are no GatewayEvent: field 15 with wire type 7, which does not exist.
 GARBAGE = bytes([0xFF, 0x00, 0x13, 0x37])
-
-
-class StepFailed(Exception):
-    pass
-
-
-def generate_stubs(out_dir):
-    """Compiles every switchboard/v1/*.proto into out_dir and makes it importable."""
-    proto_dir = os.path.join(PROTO_ROOT, "switchboard", "v1")
-    files = sorted(
-        os.path.join("switchboard", "v1", name) for name in os.listdir(proto_dir) if name.endswith(".proto")
-    )
-    if not files:
-        raise SystemExit(f"no .proto files in {proto_dir}")
-    well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{well_known}",
-        f"--python_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        *files,
-    ]
-    code = protoc.main(args)
-    if code != 0:
-        raise SystemExit(f"protoc failed ({code}) on {files}")
-    sys.path.insert(0, out_dir)
-    modules = {}
-    for name in ("model", "admin", "cluster", "events", "presence"):
-        modules[name] = importlib.import_module(f"switchboard.v1.{name}_pb2")
-        modules[name + "_grpc"] = importlib.import_module(f"switchboard.v1.{name}_pb2_grpc")
-    modules["nats"] = importlib.import_module("switchboard.v1.nats_pb2")
-    return modules
-
-
-def connect(addresses):
-    """A channel to the first address that answers (any node serves; followers forward writes)."""
-    errors = []
-    for address in addresses:
-        channel = grpc.insecure_channel(address)
-        try:
-            grpc.channel_ready_future(channel).result(timeout=5)
-            return address, channel
-        except grpc.FutureTimeoutError:
-            errors.append(f"{address}: not reachable within 5 s")
-            channel.close()
-    raise SystemExit("no node answered: " + "; ".join(errors))
 
 
 def scrape(addresses, series, labels):

@@ -6,31 +6,8 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use support::TestCluster;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
-}
-
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("SWITCHBOARD_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(python);
-    }
-    let script = repo_root().join("tests/python/setup_env.sh");
-    let output = Command::new("bash").arg(&script).output().expect("bash runs");
-    assert!(
-        output.status.success(),
-        "the Python environment could not be prepared by {}:\n{}\n{}",
-        script.display(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().expect("setup_env.sh prints the interpreter's path last");
-    PathBuf::from(last.trim())
-}
+use support::python::{python, repo_root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_python_client_generated_from_the_protos_drives_the_cluster() {

@@ -7,35 +7,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use support::TestCluster;
 use support::nats::NatsServer;
+use support::python::{python, repo_root};
 use switchboard_server::ServerConfig;
 use switchboard_server::nats::NatsConfig;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
-}
-
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("SWITCHBOARD_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(python);
-    }
-    let script = repo_root().join("tests/python/setup_env.sh");
-    let output = Command::new("bash").arg(&script).output().expect("bash runs");
-    assert!(
-        output.status.success(),
-        "the Python environment could not be prepared by {}:\n{}\n{}",
-        script.display(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().expect("setup_env.sh prints the interpreter's path last");
-    PathBuf::from(last.trim())
-}
 
 /// Serves this process's metrics on a free port. The three nodes run in this process and share
 /// its one recorder, so this single endpoint sums them, as scraping each node would.

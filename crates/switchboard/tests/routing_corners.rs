@@ -54,6 +54,16 @@ async fn close(client: &Client, conversation: &str) -> Vec<pb::Effect> {
     client.publish(pb::PublishRequest { event: Some(event) }).await.expect("close").effects
 }
 
+async fn claim(client: &Client, conversation: &str, agent: &str) -> Result<pb::AssignmentResponse, tonic::Status> {
+    let request = pb::ClaimRequest {
+        workspace: "acme".into(),
+        conversation: conversation.into(),
+        agent: agent.into(),
+        ..Default::default()
+    };
+    client.claim(request).await
+}
+
 /// `(conversation, agent, reason)` of every assignment among `effects`.
 fn assignments(effects: &[pb::Effect]) -> Vec<(String, String, pb::AssignReason)> {
     effects
@@ -163,27 +173,11 @@ rules:
 
     // A conversation waiting in the manual team m: bob, not a member, cannot pick it.
     assert!(assignments(&open(&client, "pick-me", "k3", "", "m", 0).await).is_empty());
-    let refused = client
-        .claim(pb::ClaimRequest {
-            workspace: "acme".into(),
-            conversation: "pick-me".into(),
-            agent: "bob".into(),
-            ..Default::default()
-        })
-        .await
-        .expect_err("bob is not in m");
+    let refused = claim(&client, "pick-me", "bob").await.expect_err("bob is not in m");
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert!(refused.message().contains("bob"), "{refused:?}");
     close(&client, "new").await;
-    let claimed = client
-        .claim(pb::ClaimRequest {
-            workspace: "acme".into(),
-            conversation: "pick-me".into(),
-            agent: "amy".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("amy is");
+    let claimed = claim(&client, "pick-me", "amy").await.expect("amy is");
     assert_eq!(assignments(&claimed.effects), [("pick-me".into(), "amy".into(), pb::AssignReason::Claimed)]);
     cluster.assert_replicas_agree().await;
 }

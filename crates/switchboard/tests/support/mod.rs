@@ -5,6 +5,7 @@
 
 pub mod nats;
 pub mod processes;
+pub mod python;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,63 @@
+"""What the Python scenarios share: stubs generated from ../../proto at start-up, and a channel
+to the first node that answers. The stubs come from the .proto files alone (grpc_tools.protoc
+into a temporary directory), which is the point: any language can do the same."""
+
+import importlib
+import os
+import sys
+
+import grpc
+from grpc_tools import protoc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROTO_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "proto"))
+# The switchboard.v1 files with services (a _pb2_grpc module each); nats.proto has none.
+SERVICE_FILES = ("model", "admin", "assignments", "cluster", "events", "presence")
+
+
+class StepFailed(Exception):
+    pass
+
+
+def generate_stubs(out_dir):
+    """Compiles every switchboard/v1/*.proto into out_dir and makes it importable. Returns the
+    modules by file name (`admin`, `admin_grpc`, ..., `nats`)."""
+    proto_dir = os.path.join(PROTO_ROOT, "switchboard", "v1")
+    files = sorted(
+        os.path.join("switchboard", "v1", name) for name in os.listdir(proto_dir) if name.endswith(".proto")
+    )
+    if not files:
+        raise SystemExit(f"no .proto files in {proto_dir}")
+    well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{well_known}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *files,
+    ]
+    code = protoc.main(args)
+    if code != 0:
+        raise SystemExit(f"protoc failed ({code}) on {files}")
+    sys.path.insert(0, out_dir)
+    modules = {}
+    for name in SERVICE_FILES:
+        modules[name] = importlib.import_module(f"switchboard.v1.{name}_pb2")
+        modules[name + "_grpc"] = importlib.import_module(f"switchboard.v1.{name}_pb2_grpc")
+    modules["nats"] = importlib.import_module("switchboard.v1.nats_pb2")
+    return modules
+
+
+def connect(addresses):
+    """A channel to the first address that answers (any node serves; followers forward writes)."""
+    errors = []
+    for address in addresses:
+        channel = grpc.insecure_channel(address)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=5)
+            return address, channel
+        except grpc.FutureTimeoutError:
+            errors.append(f"{address}: not reachable within 5 s")
+            channel.close()
+    raise SystemExit("no node answered: " + "; ".join(errors))
