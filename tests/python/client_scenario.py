@@ -21,13 +21,13 @@ import time
 import traceback
 
 import grpc
-from protostubs import StepFailed, connect, generate_stubs
+from protostubs import StepFailed, Steps, connect, generate_stubs
 
 RPC_TIMEOUT_S = 10.0
 WATCH_DEADLINE_S = 10.0
 
 
-class Scenario:
+class Scenario(Steps):
     def __init__(self, pb, channel, addresses):
         self.pb = pb
         self.channel = channel
@@ -44,20 +44,6 @@ class Scenario:
         self.workspace_index = 0
 
     # ---- helpers -------------------------------------------------------------------------
-
-    def ok(self, detail=""):
-        self.passed += 1
-        print(f"ok {self.passed:2d} {self.step}" + (f": {detail}" if detail else ""), flush=True)
-
-    def check(self, condition, message):
-        if not condition:
-            raise StepFailed(message)
-
-    def call(self, method, request):
-        try:
-            return method(request, timeout=RPC_TIMEOUT_S)
-        except grpc.RpcError as error:
-            raise StepFailed(f"unexpected {error.code().name}: {error.details()!r}") from None
 
     def expect_error(self, method, request, code, mentions=()):
         try:

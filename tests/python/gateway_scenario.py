@@ -33,7 +33,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.js import api as js_api
-from protostubs import StepFailed, connect, generate_stubs
+from protostubs import StepFailed, Steps, connect, generate_stubs
 
 RPC_TIMEOUT_S = 10.0
 # How long to wait for an effect that should come at once (an event's direct consequence).
@@ -90,7 +90,7 @@ class Heartbeats:
         self.thread.join(timeout=10)
 
 
-class Scenario:
+class Scenario(Steps):
     def __init__(self, pb, channel, nats_url, metrics):
         self.pb = pb
         self.channel = channel
@@ -118,20 +118,6 @@ class Scenario:
         self.handled = 0
 
     # ---- helpers -------------------------------------------------------------------------
-
-    def ok(self, detail=""):
-        self.passed += 1
-        print(f"ok {self.passed:2d} {self.step}" + (f": {detail}" if detail else ""), flush=True)
-
-    def check(self, condition, message):
-        if not condition:
-            raise StepFailed(message)
-
-    def call(self, method, request):
-        try:
-            return method(request, timeout=RPC_TIMEOUT_S)
-        except grpc.RpcError as error:
-            raise StepFailed(f"unexpected {error.code().name}: {error.details()!r}") from None
 
     def kind(self, name):
         """An effect kind's name as nats.proto's EffectKinds gives it."""

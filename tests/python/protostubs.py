@@ -15,8 +15,30 @@ PROTO_ROOT = os.path.normpath(os.path.join(HERE, "..", "..", "proto"))
 SERVICE_FILES = ("model", "admin", "assignments", "cluster", "events", "presence")
 
 
+# Deadline of each gRPC call a scenario makes.
+RPC_TIMEOUT_S = 10.0
+
+
 class StepFailed(Exception):
     pass
+
+
+class Steps:
+    """A scenario's steps: `self.step` names the one under way, `self.passed` counts the passed."""
+
+    def ok(self, detail=""):
+        self.passed += 1
+        print(f"ok {self.passed:2d} {self.step}" + (f": {detail}" if detail else ""), flush=True)
+
+    def check(self, condition, message):
+        if not condition:
+            raise StepFailed(message)
+
+    def call(self, method, request):
+        try:
+            return method(request, timeout=RPC_TIMEOUT_S)
+        except grpc.RpcError as error:
+            raise StepFailed(f"unexpected {error.code().name}: {error.details()!r}") from None
 
 
 def generate_stubs(out_dir):
