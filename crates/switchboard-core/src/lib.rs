@@ -36,8 +36,8 @@
 //!
 //! Layout:
 //! - [`State`] (`state.rs`): the entry point [`State::apply`], snapshots, digest, queries.
-//! - `workspace.rs`: one tenant's agents, teams, rules, contacts, conversations, and every
-//!   routing and lifecycle rule.
+//! - `workspace/`: one tenant's agents, teams, rules, contacts, conversations, and every
+//!   routing and lifecycle rule (`admin`, `routing`, `queues`, `lifecycle`, `timers`, `views`).
 //! - `pool.rs`: per-team, per-requirement eligibility indexes for the five strategies.
 //! - `line.rs`, `fenwick.rs`: the order-statistic treap (queue positions) and Fenwick tree
 //!   (weighted draws) that keep decisions O(log n).

@@ -2,7 +2,7 @@
 //! list's count, every number's range. They need no state, so the edges run the very same code
 //! before proposing ([`Command::validate`], [`Event::validate`]) and `apply` runs it again
 //! before the first mutation. Checks that need the state (does the team exist, is the member
-//! listed twice) stay with the operation in `workspace.rs`.
+//! listed twice) stay with the operation in `workspace/`.
 
 use crate::command::{Command, Event, OpenConversation, TransferTarget};
 use crate::error::ApplyError;
