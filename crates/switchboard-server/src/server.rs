@@ -132,14 +132,18 @@ pub async fn serve(
     let changes = node.subscribe();
     let applied = node.read_local(|_| ()).applied_index;
     let hub = WatchHub::new(watch_limits, applied, Some(node.clone()));
-    tokio::spawn(hub.clone().feed(changes));
+    // Runs until the node's change feed closes; stopped when the server is done.
+    let feed = tokio::spawn(hub.clone().feed(changes));
     let presence = PresenceSupervisor::new(config.presence, node.clone());
-    tokio::spawn(presence.clone().run(stopped()));
-    tokio::spawn(crate::metrics::run_sampler(node.clone(), stopped()));
-    match config.nats.clone() {
-        Some(nats) => tokio::spawn(crate::nats::run(node.clone(), nats, stopped())),
-        None => tokio::spawn(crate::nats::release_outbox_without_nats(node.clone(), stopped())),
-    };
+    // Each of these ends once `stop` turns true; `serve` waits for them before it returns.
+    let background = vec![
+        tokio::spawn(presence.clone().run(stopped())),
+        tokio::spawn(crate::metrics::run_sampler(node.clone(), stopped())),
+        match config.nats.clone() {
+            Some(nats) => tokio::spawn(crate::nats::run(node.clone(), nats, stopped())),
+            None => tokio::spawn(crate::nats::release_outbox_without_nats(node.clone(), stopped())),
+        },
+    ];
 
     let api = Arc::new(Api::new(node, hub, presence, stopped_flag(&stop_sender)));
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -155,15 +159,17 @@ pub async fn serve(
 
     let request = config.max_request_bytes;
     let response = config.max_response_bytes;
+    let stop_sender = Arc::new(stop_sender);
+    let signal_stop = Arc::clone(&stop_sender);
     let signal = async move {
         shutdown.await;
         for name in SERVICE_NAMES.into_iter().chain([""]) {
             health.set_service_status(name, ServingStatus::NotServing).await;
         }
-        let _ = stop_sender.send(true);
+        let _ = signal_stop.send(true);
         tracing::info!("public API shutting down");
     };
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(config.concurrency_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -199,9 +205,28 @@ pub async fn serve(
                 .max_encoding_message_size(response),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-        .await?;
+        .await;
+    // Also when the server failed: the background tasks stop, and are waited for, so that the
+    // caller can rely on nothing of this server running once `serve` returns.
+    let _ = stop_sender.send(true);
+    let stopping = async {
+        for task in background {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "a background task of the API server failed");
+            }
+        }
+    };
+    if tokio::time::timeout(BACKGROUND_STOP_GRACE, stopping).await.is_err() {
+        tracing::warn!("background tasks did not stop within {BACKGROUND_STOP_GRACE:?}; leaving them");
+    }
+    feed.abort();
+    served?;
     Ok(())
 }
+
+/// How long `serve` waits for its background tasks (presence, metrics, NATS) to stop after the
+/// server did. NATS gives its own tasks 5 s.
+const BACKGROUND_STOP_GRACE: Duration = Duration::from_secs(10);
 
 fn stopped_flag(sender: &watch::Sender<bool>) -> watch::Receiver<bool> {
     sender.subscribe()

@@ -145,7 +145,11 @@ pub async fn run(
     if tokio::time::timeout(grace, async {
         let _ = ingest.await;
         let _ = egress.await;
-        let _ = client.flush().await;
+        // With NATS down there is nothing to flush to; waiting for it would only delay the
+        // node's shutdown.
+        if client.connection_state() == async_nats::connection::State::Connected {
+            let _ = client.flush().await;
+        }
     })
     .await
     .is_err()
