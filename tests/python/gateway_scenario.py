@@ -427,8 +427,10 @@ class Scenario(Steps):
         duplicates = None
         series, labels = "switchboard_events_duplicate_total", {"source": "nats"}
         shown = series + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+        ingested_series = "switchboard_events_ingested_total"
         if self.metrics:
             duplicates = scrape(self.metrics, series, labels)
+            ingested = scrape(self.metrics, ingested_series, labels)
         again = events["c1"]
         ack = await self.publish_raw(self.events_subject(), again.SerializeToString(), again.event_id + "/again")
         self.check(not ack.duplicate, "JetStream did not store the re-sent event (another Nats-Msg-Id)")
@@ -458,6 +460,16 @@ class Scenario(Steps):
                 now = scrape(self.metrics, series, labels)
             self.check(now > duplicates, f"{shown} stayed at {duplicates:g} on {self.metrics}")
             detail += f"; {shown} {duplicates:g} -> {now:g}"
+            # Only the marker took effect: the re-sent event is a duplicate, not ingested.
+            ingested_now = scrape(self.metrics, ingested_series, labels)
+            while ingested_now < ingested + 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                ingested_now = scrape(self.metrics, ingested_series, labels)
+            self.check(
+                ingested_now == ingested + 1,
+                f"{ingested_series}{{source=\"nats\"}} went {ingested:g} -> {ingested_now:g}; expected +1 (the marker only)",
+            )
+            detail += f"; ingested +{ingested_now - ingested:g}"
         else:
             detail += " (no --metrics: duplicate counter not checked)"
         self.ok(detail)

@@ -12,7 +12,8 @@ use std::time::Duration;
 use switchboard_core::{AgentStatus, AssignReason, Effect};
 use switchboard_raft::{RaftNode, StateChange};
 
-/// Events accepted for proposal, by `source` (`grpc`, `nats`).
+/// Events that took effect (committed and not refused), by `source` (`grpc`, `nats`); counted
+/// in one place for both sources, [`event_took_effect`].
 pub const EVENTS_INGESTED_TOTAL: &str = "switchboard_events_ingested_total";
 /// Events refused, by `reason`.
 pub const EVENTS_REJECTED_TOTAL: &str = "switchboard_events_rejected_total";
@@ -86,7 +87,10 @@ const STATE_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 /// Registers descriptions of every series, for the exporter's `# HELP` lines.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge};
-    describe_counter!(EVENTS_INGESTED_TOTAL, "Events accepted for proposal, by source (grpc, nats).");
+    describe_counter!(
+        EVENTS_INGESTED_TOTAL,
+        "Events that took effect (committed, not refused), by source (grpc, nats)."
+    );
     describe_counter!(EVENTS_REJECTED_TOTAL, "Events refused, by reason.");
     describe_counter!(
         EVENTS_DUPLICATE_TOTAL,
@@ -170,6 +174,7 @@ pub(crate) fn watch_stream_refused(reason: &'static str) {
 
 /// Records the time from the gateway's `occurred_at_ms` (0 = not given) to now.
 pub(crate) fn event_took_effect(source: &'static str, occurred_at_ms: i64) {
+    metrics::counter!(EVENTS_INGESTED_TOTAL, "source" => source).increment(1);
     if occurred_at_ms <= 0 {
         return;
     }

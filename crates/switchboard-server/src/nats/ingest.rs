@@ -307,12 +307,10 @@ async fn settle(
         return Ok(());
     }
     let mut acks = Vec::with_capacity(batch.len());
-    let mut accepted = 0u64;
     let mut duplicates = 0u64;
     for (pending, outcome) in batch.into_iter().zip(committed.outcomes.iter()) {
         match &outcome.rejection {
             None => {
-                accepted += 1;
                 metrics::event_took_effect("nats", pending.occurred_at_ms);
                 acks.push(pending.message);
             }
@@ -327,7 +325,6 @@ async fn settle(
             }
         }
     }
-    ::metrics::counter!(metrics::EVENTS_INGESTED_TOTAL, "source" => "nats").increment(accepted);
     if duplicates > 0 {
         ::metrics::counter!(metrics::EVENTS_DUPLICATE_TOTAL, "source" => "nats").increment(duplicates);
         tracing::debug!(duplicates, "events whose id already took effect were acked without effect");

@@ -5,7 +5,6 @@ use crate::convert::effects::EffectOrigin;
 use crate::convert::events::event_from_pb;
 use crate::convert::invalid;
 use crate::{metrics, status};
-use ::metrics::counter;
 use std::sync::Arc;
 use switchboard_core::Input;
 use switchboard_proto::switchboard::v1 as pb;
@@ -26,7 +25,6 @@ impl Events for EventsService {
         let occurred_at_ms = event.occurred_at_ms;
         let event = event_from_pb(event, "event").inspect_err(|_| metrics::event_rejected("malformed"))?;
         let committed = self.api.node.propose(vec![Input::Event(event)]).await.map_err(status::propose)?;
-        counter!(metrics::EVENTS_INGESTED_TOTAL, "source" => "grpc").increment(1);
         let outcome = committed.outcomes.first().ok_or_else(|| Status::internal("the write returned no outcome"))?;
         if let Some(rejection) = &outcome.rejection {
             metrics::event_refused("grpc", rejection);
@@ -66,9 +64,7 @@ impl Events for EventsService {
                 event_from_pb(event, &format!("events[{i}]")).inspect_err(|_| metrics::event_rejected("malformed"))?;
             inputs.push(Input::Event(event));
         }
-        let count = inputs.len() as u64;
         let committed = self.api.node.propose(inputs).await.map_err(status::propose)?;
-        counter!(metrics::EVENTS_INGESTED_TOTAL, "source" => "grpc").increment(count);
         for (outcome, occurred_at_ms) in committed.outcomes.iter().zip(occurred) {
             match &outcome.rejection {
                 None => metrics::event_took_effect("grpc", occurred_at_ms),
