@@ -93,3 +93,9 @@ id_type!(
     /// A language tag (for example `es`, `pt-BR`). Compared exactly, case-sensitively.
     Language
 );
+
+/// Whether `id` can be a workspace id: one token of a NATS subject (`switchboard.events.<id>`),
+/// non-empty, without `.`, `*`, `>` or whitespace. Checked when a workspace is created.
+pub fn is_subject_token(id: &str) -> bool {
+    !id.is_empty() && !id.contains(|c: char| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+}

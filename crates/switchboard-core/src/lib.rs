@@ -87,7 +87,9 @@ pub use effect::{AssignReason, Effect, UnassignReason};
 pub use entities::ConversationState;
 pub use error::{ApplyError, ErrorKind};
 pub use hours::{BusinessHours, OpeningInterval};
-pub use ids::{AgentId, ContactId, ConversationId, EventId, Language, RuleId, Skill, TeamId, WorkspaceId};
+pub use ids::{
+    AgentId, ContactId, ConversationId, EventId, Language, RuleId, Skill, TeamId, WorkspaceId, is_subject_token,
+};
 pub use model::{
     AgentSpec, AgentStatus, Channel, ContactSpec, CustomerKind, RoutingRule, RuleConditions, RuleTarget, StatusSet,
     Strategy, TeamOptions, TeamSpec, Templates, WorkspaceSettings,

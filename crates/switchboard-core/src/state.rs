@@ -179,6 +179,17 @@ impl State {
         let Command::ConfigureWorkspace(settings) = &event.command else {
             return Err(ApplyError::UnknownWorkspace(event.workspace.clone()));
         };
+        // Workspace ids name NATS subjects (`switchboard.events.<workspace>`). Only new ones are
+        // checked: a workspace created before the rule keeps working (its effects reach Watch).
+        if !crate::ids::is_subject_token(event.workspace.as_str()) {
+            return Err(ApplyError::invalid(
+                "workspace",
+                format!(
+                    "{:?} must not contain '.', '*', '>' or whitespace (it is a NATS subject token)",
+                    event.workspace.as_str()
+                ),
+            ));
+        }
         if let Some(team) = &settings.default_team {
             // A new workspace has no teams yet.
             return Err(ApplyError::UnknownTeam(team.clone()));

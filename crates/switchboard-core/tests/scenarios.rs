@@ -1324,3 +1324,29 @@ fn an_agent_in_several_teams_serves_the_longest_waiting_first_and_no_team_starve
     }
     assert_eq!(served, ["new", "q0", "q1", "q2", "q3", "q4", "q5"]);
 }
+
+#[test]
+fn a_workspace_id_that_cannot_name_a_nats_subject_is_refused_at_creation() {
+    let mut state = State::new();
+    for bad in ["acme.eu", "acme*", "acme>", "acme eu"] {
+        let event = Event {
+            workspace: WorkspaceId::new(bad),
+            event_id: None,
+            command: Command::ConfigureWorkspace(WorkspaceSettings::default()),
+        };
+        let outcome = state.apply(MONDAY_10_UTC, &Input::Event(event));
+        match outcome.result {
+            Err(ApplyError::Invalid { field: "workspace", reason }) => {
+                assert!(reason.contains("NATS subject token"), "{bad:?}: {reason}");
+            }
+            other => panic!("{bad:?}: {other:?}"),
+        }
+        assert!(!state.has_workspace(&WorkspaceId::new(bad)), "{bad:?} was created");
+    }
+    let good = Event {
+        workspace: WorkspaceId::new("acme-eu_1"),
+        event_id: None,
+        command: Command::ConfigureWorkspace(WorkspaceSettings::default()),
+    };
+    assert_eq!(state.apply(MONDAY_10_UTC, &Input::Event(good)).result, Ok(()));
+}

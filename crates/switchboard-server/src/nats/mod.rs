@@ -252,10 +252,8 @@ async fn file_stream(
     .await
 }
 
-/// Whether `token` can be one subject token: non-empty, no `.`, `*`, `>` or whitespace.
-pub fn is_subject_token(token: &str) -> bool {
-    !token.is_empty() && !token.contains(|c: char| c == '.' || c == '*' || c == '>' || c.is_whitespace())
-}
+/// Whether `token` can be one subject token (the core's workspace-id rule).
+pub use switchboard_core::is_subject_token;
 
 /// The workspace token of `switchboard.events.<workspace>`.
 fn workspace_of_subject(subject: &str) -> Option<&str> {

@@ -29,16 +29,7 @@ impl Admin for AdminService {
         request: Request<pb::ConfigureWorkspaceRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let request = request.into_inner();
-        // Workspace ids name NATS subjects (switchboard.events.<workspace>): one token each.
-        if !request.workspace.is_empty() && !crate::nats::is_subject_token(&request.workspace) {
-            return Err(crate::convert::invalid(
-                "workspace",
-                format!(
-                    "{:?} must not contain '.', '*', '>' or whitespace (it is a NATS subject token)",
-                    request.workspace
-                ),
-            ));
-        }
+        // A new workspace's id is checked by the core (one NATS subject token).
         let workspace = required_id(request.workspace, "workspace")?;
         let settings = settings_from_pb(required(request.settings, "settings")?)?;
         self.api.write(workspace, request.request_id, Command::ConfigureWorkspace(settings)).await.map(written)

@@ -32,7 +32,7 @@ pub(crate) fn rehearse(
         required_id(file.workspace.clone(), "workspace").map_err(|reason| anyhow::anyhow!("{reason}\n{REHEARSED}"))?;
     // Workspace ids name NATS subjects (`switchboard.events.<workspace>`); the server refuses
     // to create one that is not a single subject token.
-    if live.is_none() && !switchboard_server::nats::is_subject_token(&file.workspace) {
+    if live.is_none() && !switchboard_core::is_subject_token(&file.workspace) {
         anyhow::bail!(
             "workspace: {:?} must not contain '.', '*', '>' or whitespace (it is a NATS subject token)\n{REHEARSED}",
             file.workspace
