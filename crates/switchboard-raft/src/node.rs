@@ -27,6 +27,9 @@ use tokio::time::Instant;
 
 /// The most inputs one write may carry.
 pub const MAX_INPUTS_PER_PROPOSAL: usize = 4096;
+/// Writes waiting for the batcher, in full entries' worth (`max_batch_inputs` each): beyond
+/// it, writers wait for room (back-pressure) instead of queueing without bound.
+const BATCHER_QUEUE_ENTRIES: usize = 16;
 /// The largest write, in bytes of its encoded inputs. A write is one log entry at least, and
 /// an entry must replicate well within one heartbeat interval (openraft 0.9 gives each
 /// AppendEntries call exactly that long), or followers time out, call elections and the
@@ -293,7 +296,7 @@ impl RaftNode {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let (batch_tx, batch_rx) = mpsc::channel(tuning.max_batch_inputs.max(1) * 16);
+        let (batch_tx, batch_rx) = mpsc::channel(tuning.max_batch_inputs.max(1) * BATCHER_QUEUE_ENTRIES);
         let last_proposed_ms = Arc::new(AtomicI64::new(0));
         let inner = Arc::new(Inner {
             id,
@@ -493,7 +496,7 @@ impl RaftNode {
     }
 
     /// A stream of applied entries and snapshot installs, in log order. A subscriber that falls
-    /// more than 4096 changes behind gets `Lagged` and should re-read.
+    /// more than `CHANGE_FEED_CAPACITY` (4096) changes behind gets `Lagged` and should re-read.
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.inner.sm.subscribe()
     }

@@ -38,6 +38,9 @@ const SNAPSHOT_MAGIC: &[u8; 4] = b"SWRS";
 /// Format 2 added the outbox.
 const SNAPSHOT_FORMAT: u16 = 2;
 const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// Applied entries the change feed holds for a slow subscriber before it gets `Lagged` (and
+/// re-reads: the Watch ring, the effect publisher from the outbox).
+pub(crate) const CHANGE_FEED_CAPACITY: usize = 4096;
 
 /// The applied state of one replica: the assigner plus what openraft needs to know about it.
 #[derive(Debug, Default)]
@@ -217,7 +220,7 @@ impl StateMachineStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Replica::default(),
             Err(source) => return Err(SnapshotFileError::Io { path: path.display().to_string(), source }),
         };
-        let (changes, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
         let shared = Shared {
             replica: RwLock::new(replica),
             dir: dir.to_owned(),

@@ -35,7 +35,7 @@ mod watch;
 /// configuration before sending it (`switchboard ctl apply` rehearses its writes on a local
 /// state machine with them). An error is the `INVALID_ARGUMENT` status the service would answer.
 pub mod requests {
-    pub use crate::convert::model::{agent_from_pb, rule_from_pb, settings_from_pb, team_from_pb};
+    pub use crate::convert::model::{agent_from_pb, rule_from_pb, settings_from_pb, team_from_pb, team_to_pb};
     pub use crate::convert::required_id;
 }
 

@@ -13,7 +13,7 @@ use switchboard_core::{AgentStatus, AssignReason, Effect};
 use switchboard_raft::{RaftNode, StateChange};
 
 /// Events that took effect (committed and not refused), by `source` (`grpc`, `nats`); counted
-/// in one place for both sources, [`event_took_effect`].
+/// in one place for both sources (`event_took_effect`).
 pub const EVENTS_INGESTED_TOTAL: &str = "switchboard_events_ingested_total";
 /// Events refused, by `reason`.
 pub const EVENTS_REJECTED_TOTAL: &str = "switchboard_events_rejected_total";

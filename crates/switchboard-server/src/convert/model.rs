@@ -245,7 +245,8 @@ pub fn team_from_pb(team: pb::Team) -> Result<TeamSpec, Status> {
     })
 }
 
-pub(crate) fn team_to_pb(spec: &TeamSpec) -> pb::Team {
+/// A core team as the API states it (what `GetWorkspace` returns).
+pub fn team_to_pb(spec: &TeamSpec) -> pb::Team {
     pb::Team {
         id: spec.id.to_string(),
         name: spec.name.clone(),

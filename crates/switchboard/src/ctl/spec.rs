@@ -127,18 +127,27 @@ pub(crate) struct TeamOptions {
 }
 
 impl Default for TeamOptions {
+    /// The core's defaults, as the API states them: one place decides them.
     fn default() -> Self {
-        Self {
-            allowed_statuses: vec!["online".to_owned()],
-            daily_limit_hard_cap: false,
-            keep_returning_customers: false,
-            reassign_reopened_if_unavailable: false,
-            requeue_on_offline: false,
-            no_reply_timeout_s: 0,
-            assign_delay_s: 0,
-            default_handle_time_s: 300,
-            default_response_time_s: 120,
-            position_update_interval_s: 0,
+        let core = switchboard_core::TeamSpec::new("defaults", switchboard_core::Strategy::RoundRobin, &[]);
+        let pb = switchboard_server::requests::team_to_pb(&core);
+        TeamOptions::from_pb(&pb.options.unwrap_or_default())
+    }
+}
+
+impl TeamOptions {
+    fn from_pb(o: &pb::TeamOptions) -> Self {
+        TeamOptions {
+            allowed_statuses: o.allowed_statuses.iter().map(|s| status_name(*s)).collect(),
+            daily_limit_hard_cap: o.daily_limit_hard_cap,
+            keep_returning_customers: o.keep_returning_customers,
+            reassign_reopened_if_unavailable: o.reassign_reopened_if_unavailable,
+            requeue_on_offline: o.requeue_on_offline,
+            no_reply_timeout_s: o.no_reply_timeout_s,
+            assign_delay_s: o.assign_delay_s,
+            default_handle_time_s: o.default_handle_time_s,
+            default_response_time_s: o.default_response_time_s,
+            position_update_interval_s: o.position_update_interval_s,
         }
     }
 }
@@ -736,18 +745,7 @@ pub(crate) fn team_entry(t: &pb::Team) -> TeamEntry {
         strategy: strategy_name(t.strategy),
         members: t.members.clone(),
         timezone: t.timezone.clone(),
-        options: TeamOptions {
-            allowed_statuses: o.allowed_statuses.iter().map(|s| status_name(*s)).collect(),
-            daily_limit_hard_cap: o.daily_limit_hard_cap,
-            keep_returning_customers: o.keep_returning_customers,
-            reassign_reopened_if_unavailable: o.reassign_reopened_if_unavailable,
-            requeue_on_offline: o.requeue_on_offline,
-            no_reply_timeout_s: o.no_reply_timeout_s,
-            assign_delay_s: o.assign_delay_s,
-            default_handle_time_s: o.default_handle_time_s,
-            default_response_time_s: o.default_response_time_s,
-            position_update_interval_s: o.position_update_interval_s,
-        },
+        options: TeamOptions::from_pb(&o),
         business_hours: t.business_hours.as_ref().map(|h| Hours {
             weekly: h
                 .weekly
