@@ -56,6 +56,6 @@ pub use node::{
 pub use outbox::{OUTBOX_EFFECTS_MAX, Outbox, OutboxBacklog, OutboxEntry};
 pub use state_machine::{Replica, SnapshotBuilder, SnapshotFileError, StateChange, StateMachineStore};
 pub use types::{
-    Applied, Entry, InputOutcome, LogId, NodeId, NodeInfo, Proposal, Raft, Rejection, SnapshotMeta, StorageError,
-    StoredMembership, TypeConfig,
+    Applied, Entry, InputOutcome, LogId, NodeId, NodeInfo, NumberedEffect, Proposal, Raft, Rejection, SnapshotMeta,
+    StorageError, StoredMembership, TypeConfig, numbered_effects,
 };

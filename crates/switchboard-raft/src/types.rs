@@ -111,6 +111,38 @@ impl InputOutcome {
     }
 }
 
+/// One effect of an applied entry, with its place in the entry: `(log index, sequence)` names
+/// an effect everywhere (API answers, Watch, NATS `Nats-Msg-Id`).
+#[derive(Clone, Copy, Debug)]
+pub struct NumberedEffect<'a> {
+    /// Its position among the effects of its entry, from 0.
+    pub sequence: u32,
+    /// The effect.
+    pub effect: &'a Effect,
+    /// The event behind it (`None` for a timer's, see [`InputOutcome::cause`]).
+    pub cause: Option<&'a EventId>,
+    /// Whether it is the last effect of `outcomes` (of the entry, when given them all).
+    pub last: bool,
+}
+
+/// The effects of consecutive `outcomes` of one entry, numbered from `first_sequence` (0 for
+/// an entry's first outcome; [`crate::Committed::first_effect_sequence`] for a writer's own).
+pub fn numbered_effects(outcomes: &[InputOutcome], first_sequence: u32) -> impl Iterator<Item = NumberedEffect<'_>> {
+    let total: usize = outcomes.iter().map(|outcome| outcome.effects.len()).sum();
+    outcomes
+        .iter()
+        .flat_map(|outcome| {
+            outcome.effects.iter().enumerate().map(move |(position, effect)| (effect, outcome.cause(position)))
+        })
+        .enumerate()
+        .map(move |(n, (effect, cause))| NumberedEffect {
+            sequence: first_sequence.saturating_add(u32::try_from(n).unwrap_or(u32::MAX)),
+            effect,
+            cause,
+            last: n + 1 == total,
+        })
+}
+
 /// A refused input, in a form that survives serialization: the family for choosing a status
 /// code, a stable label for metrics and the full message for a person.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,5 +164,45 @@ impl From<&ApplyError> for Rejection {
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod numbering_tests {
+    use super::*;
+    use switchboard_core::{AgentId, AgentStatus, WorkspaceId};
+
+    fn status(agent: &str) -> Effect {
+        Effect::AgentStatusChanged {
+            workspace: WorkspaceId::new("w"),
+            agent: AgentId::new(agent),
+            status: AgentStatus::Online,
+        }
+    }
+
+    #[test]
+    fn effects_are_numbered_across_outcomes_with_their_cause_and_the_last_marked() {
+        let outcomes = vec![
+            // A timer's effect first, then the event's own.
+            InputOutcome {
+                effects: vec![status("timer"), status("a")],
+                timer_effects: 1,
+                event_id: Some(EventId::new("e1")),
+                rejection: None,
+            },
+            InputOutcome { effects: Vec::new(), timer_effects: 0, event_id: None, rejection: None },
+            InputOutcome {
+                effects: vec![status("b")],
+                timer_effects: 0,
+                event_id: Some(EventId::new("e3")),
+                rejection: None,
+            },
+        ];
+        let numbered: Vec<(u32, Option<&str>, bool)> =
+            numbered_effects(&outcomes, 0).map(|n| (n.sequence, n.cause.map(EventId::as_str), n.last)).collect();
+        assert_eq!(numbered, [(0, None, false), (1, Some("e1"), false), (2, Some("e3"), true)]);
+        // A writer's own outcome, numbered where its entry put it.
+        let own: Vec<u32> = numbered_effects(&outcomes[2..], 7).map(|n| n.sequence).collect();
+        assert_eq!(own, [7]);
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use switchboard_core::{Command, Event, EventId, Input, State, WorkspaceId};
 use switchboard_proto::switchboard::v1 as pb;
-use switchboard_raft::{InputOutcome, RaftNode};
+use switchboard_raft::{InputOutcome, RaftNode, numbered_effects};
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
@@ -42,13 +42,10 @@ pub(crate) struct Api {
     leader_channels: Mutex<BTreeMap<String, Channel>>,
 }
 
-/// Effects of consecutive outcomes of one entry, numbered from `first_sequence`.
+/// The effects of one outcome of an entry, numbered from `first_sequence`.
 pub(crate) fn outcome_effects(outcome: &InputOutcome, origin: EffectOrigin, first_sequence: u32) -> Vec<pb::Effect> {
-    outcome
-        .effects
-        .iter()
-        .enumerate()
-        .map(|(i, effect)| effect_to_pb(effect, origin, first_sequence + i as u32, outcome.cause(i)))
+    numbered_effects(std::slice::from_ref(outcome), first_sequence)
+        .map(|numbered| effect_to_pb(numbered.effect, origin, numbered.sequence, numbered.cause))
         .collect()
 }
 

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_proto::switchboard::v1 as pb;
-use switchboard_raft::{OutboxEntry, RaftNode, StateChange};
+use switchboard_raft::{OutboxEntry, RaftNode, StateChange, numbered_effects};
 use tokio::sync::broadcast;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -208,40 +208,35 @@ async fn session(
 /// Publishes the effects of `entry` after the cursor.
 async fn publish_entry(js: &jetstream::Context, cursor: &mut Cursor, entry: &OutboxEntry) -> Result<(), BoxError> {
     let origin = EffectOrigin { log_index: entry.index, at_ms: entry.at_ms };
-    let total: usize = entry.outcomes.iter().map(|outcome| outcome.effects.len()).sum();
-    let mut sequence = 0u32;
-    for outcome in entry.outcomes.iter() {
-        for (position, effect) in outcome.effects.iter().enumerate() {
-            let this = (entry.index, sequence);
-            sequence += 1;
-            let last_of_entry = sequence as usize == total;
-            if this <= cursor.sent {
-                continue;
-            }
-            let effect = effect_to_pb(effect, origin, this.1, outcome.cause(position));
-            if !super::is_subject_token(&effect.workspace) {
-                // Cannot be a subject (a workspace created before ids were checked): skipped
-                // rather than stopping every later effect. Watch still delivers it.
-                tracing::error!(workspace = %effect.workspace, "workspace id is not a NATS subject token; effect not published");
-                ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
-                continue;
-            }
-            let subject = super::effects_subject(&effect.workspace, kind_name(&effect));
-            let id = format!("{}.{}", this.0, this.1);
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id.as_str());
-            if let Some(previous) = &cursor.last_id {
-                headers.insert("Nats-Expected-Last-Msg-Id", previous.as_str());
-            }
-            headers.insert(LOG_INDEX_HEADER, this.0.to_string().as_str());
-            headers.insert(SEQUENCE_HEADER, this.1.to_string().as_str());
-            let ack = js.publish_with_headers(subject, headers, effect.encode_to_vec().into()).await?;
-            cursor.acks.push_back((ack, entry.index, last_of_entry));
-            cursor.sent = this;
-            cursor.last_id = Some(id);
-            if cursor.acks.len() >= PUBLISH_WINDOW {
-                cursor.await_one().await?;
-            }
+    for numbered in numbered_effects(&entry.outcomes, 0) {
+        let this = (entry.index, numbered.sequence);
+        let last_of_entry = numbered.last;
+        if this <= cursor.sent {
+            continue;
+        }
+        let effect = effect_to_pb(numbered.effect, origin, this.1, numbered.cause);
+        if !super::is_subject_token(&effect.workspace) {
+            // Cannot be a subject (a workspace created before ids were checked): skipped
+            // rather than stopping every later effect. Watch still delivers it.
+            tracing::error!(workspace = %effect.workspace, "workspace id is not a NATS subject token; effect not published");
+            ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
+            continue;
+        }
+        let subject = super::effects_subject(&effect.workspace, kind_name(&effect));
+        let id = format!("{}.{}", this.0, this.1);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        if let Some(previous) = &cursor.last_id {
+            headers.insert("Nats-Expected-Last-Msg-Id", previous.as_str());
+        }
+        headers.insert(LOG_INDEX_HEADER, this.0.to_string().as_str());
+        headers.insert(SEQUENCE_HEADER, this.1.to_string().as_str());
+        let ack = js.publish_with_headers(subject, headers, effect.encode_to_vec().into()).await?;
+        cursor.acks.push_back((ack, entry.index, last_of_entry));
+        cursor.sent = this;
+        cursor.last_id = Some(id);
+        if cursor.acks.len() >= PUBLISH_WINDOW {
+            cursor.await_one().await?;
         }
     }
     Ok(())
