@@ -62,6 +62,13 @@ pub(crate) fn request_event_id(request_id: &str) -> EventId {
 /// What [`request_event_id`] puts before a `request_id`.
 pub(crate) const REQUEST_ID_PREFIX: &str = "\u{1}request\u{1}";
 
+// A request id of the longest allowed length, with its prefix, is still an event id the core
+// accepts: checked when the node is built, not at the first long request id.
+const _: () = assert!(
+    REQUEST_ID_PREFIX.len() + switchboard_core::limits::ID_BYTES_MAX <= switchboard_core::limits::EVENT_ID_BYTES_MAX,
+    "REQUEST_ID_PREFIX plus a request id of ID_BYTES_MAX bytes exceeds EVENT_ID_BYTES_MAX"
+);
+
 pub(crate) fn generated_event_id(node_id: u64) -> EventId {
     static INCARNATION: OnceLock<u128> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
