@@ -18,7 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 import grpc
 from protostubs import StepFailed, Steps, connect, generate_stubs
@@ -509,15 +508,8 @@ def main(argv):
         started = time.monotonic()
         try:
             scenario.run()
-        except StepFailed as failure:
-            print(f"FAILED at step {scenario.passed + 1} ({scenario.step}): {failure}", file=sys.stderr)
-            print(f"{scenario.passed} passed, 1 failed")
-            return 1
-        except Exception:
-            traceback.print_exc()
-            print(f"FAILED at step {scenario.passed + 1} ({scenario.step}): the client crashed (above)", file=sys.stderr)
-            print(f"{scenario.passed} passed, 1 failed")
-            return 1
+        except Exception as failure:  # a failed step, or a crash of the client
+            return scenario.failed(failure, "client")
         finally:
             channel.close()
     print(f"scenario took {time.monotonic() - started:.1f} s")

@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import urllib.request
 
 import grpc
@@ -537,15 +536,8 @@ async def run_scenario(pb, channel, args):
     started = time.monotonic()
     try:
         await scenario.run()
-    except StepFailed as failure:
-        print(f"FAILED at step {scenario.passed + 1} ({scenario.step}): {failure}", file=sys.stderr)
-        print(f"{scenario.passed} passed, 1 failed")
-        return 1
-    except Exception:
-        traceback.print_exc()
-        print(f"FAILED at step {scenario.passed + 1} ({scenario.step}): the gateway crashed (above)", file=sys.stderr)
-        print(f"{scenario.passed} passed, 1 failed")
-        return 1
+    except Exception as failure:  # a failed step, or a crash of the gateway
+        return scenario.failed(failure, "gateway")
     finally:
         await scenario.close()
     print(f"scenario took {time.monotonic() - started:.1f} s")

@@ -5,6 +5,7 @@ into a temporary directory), which is the point: any language can do the same.""
 import importlib
 import os
 import sys
+import traceback
 
 import grpc
 from grpc_tools import protoc
@@ -25,6 +26,18 @@ class StepFailed(Exception):
 
 class Steps:
     """A scenario's steps: `self.step` names the one under way, `self.passed` counts the passed."""
+
+    def failed(self, failure, who):
+        """Reports the step that failed (`failure`: a StepFailed, or an exception that crashed
+        `who`, whose traceback is printed first) and returns the exit status, 1."""
+        if isinstance(failure, StepFailed):
+            reason = str(failure)
+        else:
+            traceback.print_exception(failure)
+            reason = f"the {who} crashed (above)"
+        print(f"FAILED at step {self.passed + 1} ({self.step}): {reason}", file=sys.stderr)
+        print(f"{self.passed} passed, 1 failed")
+        return 1
 
     def ok(self, detail=""):
         self.passed += 1

@@ -136,6 +136,23 @@ impl Default for TeamOptions {
 }
 
 impl TeamOptions {
+    /// As the API takes them, with the statuses already resolved (names are checked where the
+    /// file's field path is known).
+    fn to_pb(&self, allowed_statuses: Vec<i32>) -> pb::TeamOptions {
+        pb::TeamOptions {
+            allowed_statuses,
+            daily_limit_hard_cap: self.daily_limit_hard_cap,
+            keep_returning_customers: self.keep_returning_customers,
+            reassign_reopened_if_unavailable: self.reassign_reopened_if_unavailable,
+            requeue_on_offline: self.requeue_on_offline,
+            no_reply_timeout_s: self.no_reply_timeout_s,
+            assign_delay_s: self.assign_delay_s,
+            default_handle_time_s: self.default_handle_time_s,
+            default_response_time_s: self.default_response_time_s,
+            position_update_interval_s: self.position_update_interval_s,
+        }
+    }
+
     fn from_pb(o: &pb::TeamOptions) -> Self {
         TeamOptions {
             allowed_statuses: o.allowed_statuses.iter().map(|s| status_name(*s)).collect(),
@@ -595,18 +612,7 @@ impl WorkspaceFile {
                 name: t.name.clone(),
                 members: t.members.clone(),
                 strategy: strategy.into(),
-                options: Some(pb::TeamOptions {
-                    allowed_statuses: allowed,
-                    daily_limit_hard_cap: o.daily_limit_hard_cap,
-                    keep_returning_customers: o.keep_returning_customers,
-                    reassign_reopened_if_unavailable: o.reassign_reopened_if_unavailable,
-                    requeue_on_offline: o.requeue_on_offline,
-                    no_reply_timeout_s: o.no_reply_timeout_s,
-                    assign_delay_s: o.assign_delay_s,
-                    default_handle_time_s: o.default_handle_time_s,
-                    default_response_time_s: o.default_response_time_s,
-                    position_update_interval_s: o.position_update_interval_s,
-                }),
+                options: Some(o.to_pb(allowed)),
                 timezone: t.timezone.clone(),
                 business_hours,
                 templates: Some(pb::Templates {
