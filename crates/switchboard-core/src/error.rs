@@ -6,7 +6,11 @@
 //! [`ErrorKind::Internal`], a bug found mid-way; see there. The variants are grouped by [`ErrorKind`] so that the gRPC edge
 //! can pick a status code without matching every variant.
 
-use crate::ids::{AgentId, ContactId, ConversationId, EventId, TeamId, WorkspaceId};
+use crate::ids::{AgentId, ContactId, ConversationId, EventId, RuleId, TeamId, WorkspaceId};
+use crate::limits::{
+    AGENTS_PER_WORKSPACE_MAX, CONTACTS_PER_WORKSPACE_MAX, CONVERSATIONS_PER_WORKSPACE_MAX, TEAMS_PER_WORKSPACE_MAX,
+    WORKSPACES_MAX,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -81,9 +85,9 @@ pub enum ApplyError {
         /// Their limit.
         max_open: u32,
     },
-    /// The state forbids the operation for a reason given in full.
-    #[error("{0}")]
-    Precondition(String),
+    /// The state forbids the operation (gRPC `FAILED_PRECONDITION`, reason `precondition`).
+    #[error(transparent)]
+    Precondition(Conflict),
     /// An entity the state itself refers to is missing: an internal inconsistency (a bug),
     /// never the caller's mistake.
     #[error("internal error: {entity} {id} is missing from the state")]
@@ -183,7 +187,7 @@ mod tests {
             ApplyError::AlreadyOpen(ConversationId::new("c")),
             ApplyError::Closed(ConversationId::new("c")),
             ApplyError::AgentAtCapacity { agent: AgentId::new("a"), max_open: 1 },
-            ApplyError::Precondition("p".into()),
+            ApplyError::Precondition(Conflict::NoDefaultTeam),
             ApplyError::missing("team", "t"),
             ApplyError::Internal("i".into()),
         ];
@@ -191,4 +195,112 @@ mod tests {
         let listed: std::collections::BTreeSet<&str> = ApplyError::REASONS.into_iter().collect();
         assert_eq!(given, listed);
     }
+}
+
+/// Why the state forbids an operation that is well formed: a limit is reached, or the entities
+/// it names are in a relation that does not allow it. The text says what to do instead.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Conflict {
+    /// The cluster holds [`WORKSPACES_MAX`] workspaces.
+    #[error("this cluster holds {WORKSPACES_MAX} workspaces, the most it may (limit workspaces_max)")]
+    WorkspacesFull,
+    /// The workspace holds [`CONVERSATIONS_PER_WORKSPACE_MAX`] conversations.
+    #[error(
+        "workspace {0} holds {CONVERSATIONS_PER_WORKSPACE_MAX} conversations, the most it may (limit \
+         conversations_per_workspace_max); close conversations or shorten closed_retention_s"
+    )]
+    ConversationsFull(WorkspaceId),
+    /// The workspace has [`AGENTS_PER_WORKSPACE_MAX`] agents.
+    #[error(
+        "workspace {0} has {AGENTS_PER_WORKSPACE_MAX} agents, the most it may (limit agents_per_workspace_max); \
+         remove one first"
+    )]
+    AgentsFull(WorkspaceId),
+    /// The workspace has [`TEAMS_PER_WORKSPACE_MAX`] teams.
+    #[error("workspace {0} has {TEAMS_PER_WORKSPACE_MAX} teams, the most it may (limit teams_per_workspace_max)")]
+    TeamsFull(WorkspaceId),
+    /// The workspace remembers [`CONTACTS_PER_WORKSPACE_MAX`] contacts.
+    #[error(
+        "workspace {0} remembers {CONTACTS_PER_WORKSPACE_MAX} contacts, the most it may (limit \
+         contacts_per_workspace_max)"
+    )]
+    ContactsFull(WorkspaceId),
+    /// No rule matched a new conversation and there is no default team.
+    #[error("no routing rule matched and the workspace has no default_team")]
+    NoDefaultTeam,
+    /// A rule that targets an agent matched, and neither the workspace's default team nor the
+    /// agent's teams can account the conversation.
+    #[error("rule {0} has no team to account to")]
+    RuleWithoutTeam(RuleId),
+    /// A rule would target an agent who is in no team, with no default team.
+    #[error(
+        "rule {rule} targets agent {agent}, who is in no team, and the workspace has no default team to account \
+         the conversation to"
+    )]
+    RuleAgentWithoutTeam {
+        /// The rule.
+        rule: RuleId,
+        /// The agent it targets.
+        agent: AgentId,
+    },
+    /// A conversation of a removed team cannot be routed again.
+    #[error(
+        "conversation {conversation} belonged to team {team}, which was removed, and cannot be routed again: {why}"
+    )]
+    TeamRemoved {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The team it belonged to.
+        team: TeamId,
+        /// Why routing it afresh failed.
+        why: Box<ApplyError>,
+    },
+    /// An agent tried to pick a conversation of a team they are not in.
+    #[error(
+        "agent {agent} is not a member of team {team}, whose conversation {conversation} is; only its members can \
+         pick it (a supervisor can Assign it)"
+    )]
+    NotTeamMember {
+        /// The agent.
+        agent: AgentId,
+        /// The conversation's team.
+        team: TeamId,
+        /// The conversation.
+        conversation: ConversationId,
+    },
+    /// A transfer to the agent who already holds the conversation.
+    #[error("conversation {conversation} is already assigned to {agent}")]
+    AlreadyAssigned {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its assignee.
+        agent: AgentId,
+    },
+    /// An agent a routing rule targets cannot be removed.
+    #[error("agent {agent} is the target of routing rule {rule}; change the rules first")]
+    AgentIsRuleTarget {
+        /// The agent.
+        agent: AgentId,
+        /// The rule.
+        rule: RuleId,
+    },
+    /// The workspace's default team cannot be removed.
+    #[error("team {0} is the workspace's default team")]
+    DefaultTeam(TeamId),
+    /// A team a routing rule targets cannot be removed.
+    #[error("team {team} is the target of routing rule {rule}")]
+    TeamIsRuleTarget {
+        /// The team.
+        team: TeamId,
+        /// The rule.
+        rule: RuleId,
+    },
+    /// A team with open conversations cannot be removed.
+    #[error("team {team} still has open conversation {conversation}; transfer or close it first")]
+    TeamHasOpenConversation {
+        /// The team.
+        team: TeamId,
+        /// Its open conversation with the smallest id.
+        conversation: ConversationId,
+    },
 }

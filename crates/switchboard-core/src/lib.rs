@@ -85,7 +85,7 @@ mod workspace;
 pub use command::{Command, Event, Input, OpenConversation, TransferTarget};
 pub use effect::{AssignReason, Effect, UnassignReason};
 pub use entities::ConversationState;
-pub use error::{ApplyError, ErrorKind};
+pub use error::{ApplyError, Conflict, ErrorKind};
 pub use hours::{BusinessHours, OpeningInterval};
 pub use ids::{
     AgentId, ContactId, ConversationId, EventId, Language, RuleId, Skill, TeamId, WorkspaceId, is_subject_token,

@@ -151,16 +151,22 @@ pub struct AgentSpec {
 }
 
 impl AgentSpec {
-    /// An agent with the given id and name, 5 open conversations, a daily limit of 100.
+    /// `max_open` of an agent that does not say.
+    pub const DEFAULT_MAX_OPEN: u32 = 5;
+    /// `daily_limit` of an agent that does not say.
+    pub const DEFAULT_DAILY_LIMIT: u32 = 100;
+
+    /// An agent with the given id and name, [`Self::DEFAULT_MAX_OPEN`] open conversations and a
+    /// daily limit of [`Self::DEFAULT_DAILY_LIMIT`].
     pub fn new(id: impl Into<AgentId>, display_name: impl Into<String>) -> Self {
         Self {
             id: id.into(),
             display_name: display_name.into(),
             skills: BTreeMap::new(),
             languages: Vec::new(),
-            max_open: 5,
+            max_open: Self::DEFAULT_MAX_OPEN,
             max_open_per_channel: BTreeMap::new(),
-            daily_limit: 100,
+            daily_limit: Self::DEFAULT_DAILY_LIMIT,
             auto_assign_excluded: false,
         }
     }
@@ -245,7 +251,10 @@ pub struct TeamSpec {
 }
 
 impl TeamSpec {
-    /// A team with default options, UTC, always open.
+    /// `timezone` of a team that does not say.
+    pub const DEFAULT_TIMEZONE: &str = "UTC";
+
+    /// A team with default options, [`Self::DEFAULT_TIMEZONE`], always open.
     pub fn new(id: impl Into<TeamId>, strategy: Strategy, members: &[&str]) -> Self {
         let id = id.into();
         Self {
@@ -254,7 +263,7 @@ impl TeamSpec {
             members: members.iter().map(AgentId::new).collect(),
             strategy,
             options: TeamOptions::default(),
-            timezone: "UTC".to_string(),
+            timezone: Self::DEFAULT_TIMEZONE.to_string(),
             business_hours: None,
             templates: Templates::default(),
         }
@@ -353,12 +362,17 @@ pub struct WorkspaceSettings {
     pub rng_seed: u64,
 }
 
+impl WorkspaceSettings {
+    /// `dedupe_window_s` of a workspace that does not say: event ids are remembered 10 minutes.
+    pub const DEFAULT_DEDUPE_WINDOW_S: u32 = 600;
+}
+
 impl Default for WorkspaceSettings {
     fn default() -> Self {
         Self {
             default_team: None,
             vip_waits_for_dedicated_agent: false,
-            dedupe_window_s: 600,
+            dedupe_window_s: Self::DEFAULT_DEDUPE_WINDOW_S,
             dedupe_max_events: 1_000_000,
             closed_retention_s: 30 * 86_400,
             rng_seed: 0x5157_1C4B_0A2D,

@@ -4,7 +4,7 @@
 use crate::command::{Command, Event, Input};
 use crate::dedupe::Dedupe;
 use crate::effect::Effect;
-use crate::error::{ApplyError, ErrorKind};
+use crate::error::{ApplyError, Conflict, ErrorKind};
 use crate::ids::ContactId;
 use crate::ids::{AgentId, ConversationId, TeamId, WorkspaceId};
 use crate::limits::{CLOCK_STEP_MS_MAX, TIMERS_PER_APPLY_MAX, TIMESTAMP_MS_MAX, WORKSPACES_MAX};
@@ -195,9 +195,7 @@ impl State {
             return Err(ApplyError::UnknownTeam(team.clone()));
         }
         if self.workspaces.len() >= WORKSPACES_MAX {
-            return Err(ApplyError::Precondition(format!(
-                "this cluster holds {WORKSPACES_MAX} workspaces, the most it may (limit workspaces_max)"
-            )));
+            return Err(ApplyError::Precondition(Conflict::WorkspacesFull));
         }
         let mut workspace = Workspace::new(event.workspace.clone(), settings.clone());
         workspace.remember(event.event_id.as_ref().map(|id| Dedupe::hash(id.as_str())), self.now_ms);

@@ -29,8 +29,9 @@ fn hint(leader: &Option<LeaderHint>) -> String {
     }
 }
 
-/// A write that did not (or may not) take effect.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+/// A write that did not (or may not) take effect. Crosses the peer link as
+/// `wire::ProposeReply`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     /// This node is not the leader, and the write was not appended.
     #[error("this node is not the Raft leader{}", hint(.leader))]
@@ -60,8 +61,9 @@ pub enum ProposeError {
     ShuttingDown,
 }
 
-/// A read that could not be made linearizable.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+/// A read that could not be made linearizable. Crosses the peer link as
+/// `wire::ReadIndexReply`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
     /// Asked of a node that is not the leader (peer-level; [`crate::RaftNode`] forwards).
     #[error("this node is not the Raft leader{}", hint(.leader))]

@@ -45,6 +45,7 @@ mod outbox;
 mod service;
 mod state_machine;
 mod types;
+mod wire;
 
 pub use error::{LeaderHint, MembershipError, ProposeError, ReadError};
 pub use log_store::{LogStore, OpenLogError};
@@ -53,9 +54,9 @@ pub use node::{
     ClusterStatus, Committed, ENTRY_BYTES_MAX, MAX_INPUTS_PER_PROPOSAL, OutboxStats, RaftNode, RaftNodeConfig, Read,
     StartError, Tuning, WRITE_BYTES_MAX,
 };
-pub use outbox::{OUTBOX_EFFECTS_MAX, Outbox, OutboxBacklog, OutboxEntry};
+pub use outbox::{OUTBOX_EFFECTS_MAX, Outbox, OutboxBacklog};
 pub use state_machine::{Replica, SnapshotBuilder, SnapshotFileError, StateChange, StateMachineStore};
 pub use types::{
-    Applied, Entry, InputOutcome, LogId, NodeId, NodeInfo, NumberedEffect, Proposal, Raft, Rejection, SnapshotMeta,
-    StorageError, StoredMembership, TypeConfig, numbered_effects,
+    Applied, AppliedEntry, EffectCursor, Entry, InputOutcome, LogId, NodeId, NodeInfo, NumberedEffect, Proposal, Raft,
+    Rejection, SnapshotMeta, StorageError, StoredMembership, TypeConfig, numbered_effects,
 };

@@ -5,10 +5,10 @@ use crate::batcher::{self, BatchLimits, Submission, wall_clock_ms};
 use crate::error::{LeaderHint, MembershipError, ProposeError, ReadError};
 use crate::log_store::{LogStore, OpenLogError};
 use crate::network::{PeerCallError, PeerNetwork, PeerPool, PeerRpc, decode, encode};
-use crate::outbox::{OutboxBacklog, OutboxEntry};
+use crate::outbox::OutboxBacklog;
 use crate::service::PeerService;
 use crate::state_machine::{Shared, SnapshotFileError, StateChange, StateMachineStore};
-use crate::types::{InputOutcome, NodeId, NodeInfo, Raft};
+use crate::types::{AppliedEntry, InputOutcome, NodeId, NodeInfo, Raft};
 use crate::{FaultPlan, MAX_PEER_MESSAGE_BYTES};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
@@ -143,9 +143,12 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    /// openraft refused the configuration or failed to start.
+    /// openraft refused the configuration derived from the tuning.
+    #[error("raft configuration: {0}")]
+    Config(#[from] openraft::ConfigError),
+    /// openraft failed to start.
     #[error("raft: {0}")]
-    Raft(String),
+    Raft(#[from] openraft::error::Fatal<NodeId>),
 }
 
 /// The state of a replica's outbox (see [`crate::Outbox`]).
@@ -288,13 +291,10 @@ impl RaftNode {
             max_in_snapshot_log_to_keep: tuning.keep_entries_after_snapshot,
             ..Default::default()
         }
-        .validate()
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        .validate()?;
         let pool = PeerPool::new(id, faults, tuning.connect_timeout);
         let shared = Arc::clone(sm.shared());
-        let raft = Raft::new(id, Arc::new(raft_config), PeerNetwork::new(pool.clone()), log, sm)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(id, Arc::new(raft_config), PeerNetwork::new(pool.clone()), log, sm).await?;
 
         let (batch_tx, batch_rx) = mpsc::channel(tuning.max_batch_inputs.max(1) * BATCHER_QUEUE_ENTRIES);
         let last_proposed_ms = Arc::new(AtomicI64::new(0));
@@ -544,7 +544,7 @@ impl RaftNode {
     }
 
     /// The first outbox entry at or after `index` (see [`crate::Outbox::entry_from`]).
-    pub fn outbox_entry_from(&self, index: u64) -> Result<Option<OutboxEntry>, u64> {
+    pub fn outbox_entry_from(&self, index: u64) -> Result<Option<AppliedEntry>, u64> {
         self.inner.sm.read().outbox.entry_from(index)
     }
 
@@ -772,9 +772,9 @@ impl Inner {
             .call(leader.id, &leader.node.raft_addr, PeerRpc::Propose, payload, timeout)
             .await
             .map_err(|e| ProposeError::Uncertain { reason: format!("forwarding to the leader failed: {e}") })?;
-        match decode::<Result<Committed, ProposeError>>(&reply)
-            .map_err(|e| ProposeError::Uncertain { reason: format!("unreadable answer from the leader: {e}") })?
-        {
+        let reply: crate::wire::ProposeReply = decode(&reply)
+            .map_err(|e| ProposeError::Uncertain { reason: format!("unreadable answer from the leader: {e}") })?;
+        match Result::<Committed, ProposeError>::from(reply) {
             // The leader stopping is not this node stopping: try the next leader.
             Err(ProposeError::ShuttingDown) => {
                 Err(ProposeError::Unavailable { reason: format!("leader {} is shutting down", leader.id) })
@@ -808,7 +808,9 @@ impl Inner {
             .call(leader.id, &leader.node.raft_addr, PeerRpc::ReadIndex, payload, timeout)
             .await
             .map_err(|e: PeerCallError| ReadError::Unavailable { reason: e.to_string() })?;
-        match decode::<Result<u64, ReadError>>(&reply).map_err(|e| ReadError::Unavailable { reason: e.to_string() })? {
+        let reply: crate::wire::ReadIndexReply =
+            decode(&reply).map_err(|e| ReadError::Unavailable { reason: e.to_string() })?;
+        match Result::<u64, ReadError>::from(reply) {
             Err(ReadError::ShuttingDown) => {
                 Err(ReadError::Unavailable { reason: format!("leader {} is shutting down", leader.id) })
             }

@@ -15,7 +15,7 @@
 //!
 //! [`Proposal::published`]: crate::Proposal::published
 
-use crate::types::InputOutcome;
+use crate::types::{AppliedEntry, InputOutcome};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,30 +23,13 @@ use std::sync::Arc;
 /// Most effects an outbox holds; beyond it the oldest entries are dropped (and counted).
 pub const OUTBOX_EFFECTS_MAX: usize = 1_000_000;
 
-/// The effects of one applied entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutboxEntry {
-    /// Its log index.
-    pub index: u64,
-    /// The leader's timestamp on it.
-    pub at_ms: i64,
-    /// One outcome per input (shared with Watch streams).
-    pub outcomes: Arc<Vec<InputOutcome>>,
-}
-
-impl OutboxEntry {
-    fn effects(&self) -> usize {
-        self.outcomes.iter().map(|outcome| outcome.effects.len()).sum()
-    }
-}
-
 /// Effects not yet confirmed published, in log order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outbox {
     /// Effects of every entry up to this index are confirmed stored by the publisher.
     confirmed: u64,
     /// Entries after `confirmed` that had effects, in log order.
-    entries: VecDeque<OutboxEntry>,
+    entries: VecDeque<AppliedEntry>,
     /// Effects in `entries`.
     effects: usize,
     /// The highest index whose effects were dropped unpublished because of the bound; 0 if none.
@@ -57,7 +40,7 @@ pub struct Outbox {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxBacklog {
     /// The entries with an index at or after the one asked for, in order.
-    pub entries: Vec<OutboxEntry>,
+    pub entries: Vec<AppliedEntry>,
     /// Effects of entries up to this index are confirmed stored elsewhere (or were dropped):
     /// the outbox cannot serve anything at or before it.
     pub served_after: u64,
@@ -67,7 +50,7 @@ impl Outbox {
     /// Keeps the effects of the entry at `index`, if it had any. Returns how many older effects
     /// it dropped unpublished to stay within the bound.
     pub(crate) fn push(&mut self, index: u64, at_ms: i64, outcomes: &Arc<Vec<InputOutcome>>) -> u64 {
-        let entry = OutboxEntry { index, at_ms, outcomes: Arc::clone(outcomes) };
+        let entry = AppliedEntry { index, at_ms, outcomes: Arc::clone(outcomes) };
         let effects = entry.effects();
         if effects == 0 || index <= self.confirmed {
             return 0;
@@ -131,7 +114,7 @@ impl Outbox {
     /// The first entry at or after `index`, if the outbox is complete from `index` on (`None`:
     /// no entry from `index` on had effects); otherwise the index through which it cannot
     /// serve.
-    pub fn entry_from(&self, index: u64) -> Result<Option<OutboxEntry>, u64> {
+    pub fn entry_from(&self, index: u64) -> Result<Option<AppliedEntry>, u64> {
         let served_after = self.confirmed.max(self.dropped_through);
         if served_after >= index {
             return Err(served_after);
@@ -154,7 +137,7 @@ impl Outbox {
         let mut outbox =
             Outbox { confirmed: stored.confirmed, dropped_through: stored.dropped_through, ..Outbox::default() };
         for (index, at_ms, outcomes) in stored.entries {
-            let entry = OutboxEntry { index, at_ms, outcomes: Arc::new(outcomes) };
+            let entry = AppliedEntry { index, at_ms, outcomes: Arc::new(outcomes) };
             outbox.effects = outbox.effects.saturating_add(entry.effects());
             outbox.entries.push_back(entry);
         }

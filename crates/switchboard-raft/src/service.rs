@@ -3,6 +3,7 @@
 
 use crate::network::{PayloadError, decode, encode};
 use crate::node::Inner;
+use crate::wire::{ProposeReply, ReadIndexReply};
 use std::sync::Arc;
 use switchboard_core::Input;
 use switchboard_proto::raft::v1::RaftPayload;
@@ -41,11 +42,11 @@ impl RaftPeer for PeerService {
 
     async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let inputs: Vec<Input> = decode(request.get_ref()).map_err(bad_payload)?;
-        reply(&self.inner.propose_as_leader(inputs).await)
+        reply(&ProposeReply::from(self.inner.propose_as_leader(inputs).await))
     }
 
     async fn read_index(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let () = decode(request.get_ref()).map_err(bad_payload)?;
-        reply(&self.inner.read_index_as_leader().await)
+        reply(&ReadIndexReply::from(self.inner.read_index_as_leader().await))
     }
 }

@@ -23,7 +23,8 @@
 use crate::FaultPlan;
 use crate::outbox::{Outbox, StoredOutbox};
 use crate::types::{
-    Applied, Entry, InputOutcome, LogId, Rejection, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Applied, AppliedEntry, Entry, InputOutcome, LogId, Rejection, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
@@ -60,14 +61,7 @@ pub struct Replica {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateChange {
     /// An application entry was applied.
-    Entry {
-        /// Its log index.
-        index: u64,
-        /// The leader's timestamp on it.
-        at_ms: i64,
-        /// One outcome per input.
-        outcomes: Arc<Vec<InputOutcome>>,
-    },
+    Entry(AppliedEntry),
     /// A snapshot replaced the state (this replica was behind). Changes up to `index` were not
     /// delivered one by one; a subscriber should re-read what it cares about.
     SnapshotInstalled {
@@ -380,7 +374,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 self.shared.outbox_dropped.fetch_add(dropped, Ordering::Relaxed);
                             }
                             if announce {
-                                changes.push(StateChange::Entry { index, at_ms: proposal.at_ms, outcomes: shared });
+                                changes.push(StateChange::Entry(AppliedEntry {
+                                    index,
+                                    at_ms: proposal.at_ms,
+                                    outcomes: shared,
+                                }));
                             }
                         }
                         responses.push(Applied { outcomes });

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
+use std::sync::Arc;
 use switchboard_core::{ApplyError, Effect, ErrorKind, EventId, Input, Outcome};
 
 /// A node's id inside the cluster. Chosen by the operator; never reused for another machine.
@@ -111,6 +112,31 @@ impl InputOutcome {
     }
 }
 
+/// An applied application entry and the outcome of each of its inputs: what the change feed
+/// ([`crate::StateChange::Entry`]), the outbox and Watch streams carry. A writer gets its own
+/// share of one as [`crate::Committed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedEntry {
+    /// Its log index.
+    pub index: u64,
+    /// The leader's timestamp on it (UTC milliseconds).
+    pub at_ms: i64,
+    /// One outcome per input, in order; shared, never copied, between the feed's subscribers.
+    pub outcomes: Arc<Vec<InputOutcome>>,
+}
+
+impl AppliedEntry {
+    /// How many effects the entry had.
+    pub fn effects(&self) -> usize {
+        self.outcomes.iter().map(|outcome| outcome.effects.len()).sum()
+    }
+
+    /// Its effects, numbered from 0 (see [`numbered_effects`]).
+    pub fn numbered_effects(&self) -> impl Iterator<Item = NumberedEffect<'_>> {
+        numbered_effects(&self.outcomes, 0)
+    }
+}
+
 /// One effect of an applied entry, with its place in the entry: `(log index, sequence)` names
 /// an effect everywhere (API answers, Watch, NATS `Nats-Msg-Id`).
 #[derive(Clone, Copy, Debug)]
@@ -129,18 +155,49 @@ pub struct NumberedEffect<'a> {
 /// an entry's first outcome; [`crate::Committed::first_effect_sequence`] for a writer's own).
 pub fn numbered_effects(outcomes: &[InputOutcome], first_sequence: u32) -> impl Iterator<Item = NumberedEffect<'_>> {
     let total: usize = outcomes.iter().map(|outcome| outcome.effects.len()).sum();
-    outcomes
-        .iter()
-        .flat_map(|outcome| {
-            outcome.effects.iter().enumerate().map(move |(position, effect)| (effect, outcome.cause(position)))
-        })
-        .enumerate()
-        .map(move |(n, (effect, cause))| NumberedEffect {
-            sequence: first_sequence.saturating_add(u32::try_from(n).unwrap_or(u32::MAX)),
-            effect,
-            cause,
-            last: n + 1 == total,
-        })
+    let mut cursor = EffectCursor::starting_at(first_sequence);
+    let mut taken = 0usize;
+    std::iter::from_fn(move || {
+        let mut numbered = cursor.next(outcomes)?;
+        taken += 1;
+        numbered.last = taken == total;
+        Some(numbered)
+    })
+}
+
+/// A place in an entry's effects that can be kept between calls, for a reader that takes one
+/// effect at a time (a Watch stream sends one when its client is ready). It numbers effects as
+/// [`numbered_effects`] does; that function is built on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EffectCursor {
+    outcome: usize,
+    effect: usize,
+    sequence: u32,
+}
+
+impl EffectCursor {
+    /// A cursor before the first effect, which gets `first_sequence`.
+    pub fn starting_at(first_sequence: u32) -> Self {
+        Self { outcome: 0, effect: 0, sequence: first_sequence }
+    }
+
+    /// The next effect of `outcomes` (always the same outcomes for one cursor), or `None` when
+    /// all are taken. Its `last` is `false`: a one-at-a-time reader does not need it.
+    pub fn next<'a>(&mut self, outcomes: &'a [InputOutcome]) -> Option<NumberedEffect<'a>> {
+        loop {
+            let outcome = outcomes.get(self.outcome)?;
+            let Some(effect) = outcome.effects.get(self.effect) else {
+                self.outcome += 1;
+                self.effect = 0;
+                continue;
+            };
+            let numbered =
+                NumberedEffect { sequence: self.sequence, effect, cause: outcome.cause(self.effect), last: false };
+            self.effect += 1;
+            self.sequence = self.sequence.saturating_add(1);
+            return Some(numbered);
+        }
+    }
 }
 
 /// A refused input, in a form that survives serialization: the family for choosing a status

@@ -38,9 +38,9 @@ fn count_effects(node: &RaftNode) -> Arc<Mutex<BTreeMap<(String, &'static str), 
     tokio::spawn(async move {
         loop {
             match changes.recv().await {
-                Ok(StateChange::Entry { outcomes, .. }) => {
+                Ok(StateChange::Entry(entry)) => {
                     let mut counts = sink.lock().expect("lock");
-                    for effect in outcomes.iter().flat_map(|outcome| &outcome.effects) {
+                    for effect in entry.outcomes.iter().flat_map(|outcome| &outcome.effects) {
                         let key = match effect {
                             Effect::Assigned { conversation, .. } => (conversation.to_string(), "assigned"),
                             Effect::Closed { conversation, .. } => (conversation.to_string(), "closed"),

@@ -102,7 +102,7 @@ impl Api {
         };
         let event = Event { workspace, event_id: Some(event_id), command };
         // The core's bounds, before anything is proposed (the state machine checks them again).
-        event.validate().map_err(|error| crate::convert::core_invalid("", &error))?;
+        event.validate().map_err(|error| crate::convert::core_invalid("", error))?;
         let input = Input::Event(event);
         let committed = self.node.propose(vec![input]).await.map_err(status::propose)?;
         let outcome = committed.outcomes.first().ok_or_else(|| Status::internal("the write returned no outcome"))?;
@@ -125,7 +125,8 @@ impl Api {
                 return Err(crate::convert::invalid(
                     "consistency",
                     format!("{consistency} is not a known consistency"),
-                ));
+                )
+                .into());
             }
         };
         let read = if local { self.node.read_local(f) } else { self.node.read(f).await.map_err(status::read)? };

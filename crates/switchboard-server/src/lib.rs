@@ -11,7 +11,10 @@
 //!   and proposes it through Raft from any node; reads take `Api::read`, linearizable unless the
 //!   request asks for a local read. Calls that must run on the leader but are not log writes
 //!   (heartbeats, membership changes) are forwarded to the leader's public API once.
-//! - `convert/`: protobuf ⇄ core types, one file per family; every shape check names its field.
+//! - [`convert`]: protobuf ⇄ core types, one file per family; every shape check names its
+//!   field in a [`convert::ConvertError`]. Public for the other edges that speak protobuf: NATS
+//!   ingest and egress (`switchboard-nats`) and `switchboard ctl apply`, which rehearses its
+//!   writes on a local state machine with the same conversions the admin service makes.
 //! - `status.rs`: the one place library errors become gRPC statuses.
 //! - `watch.rs`: the ring of recent applied entries that makes Watch resumable, and the limits
 //!   on Watch streams (how far one may fall behind, how many may be open).
@@ -22,22 +25,13 @@
 //! protobuf; the core and raft crates never see a generated type.
 
 mod api;
-mod convert;
+pub mod convert;
 pub mod metrics;
-pub mod nats;
 pub mod presence;
 mod server;
 mod services;
 mod status;
 mod watch;
-
-/// The conversions the admin service makes of configuration messages, for tools that check a
-/// configuration before sending it (`switchboard ctl apply` rehearses its writes on a local
-/// state machine with them). An error is the `INVALID_ARGUMENT` status the service would answer.
-pub mod requests {
-    pub use crate::convert::model::{agent_from_pb, rule_from_pb, settings_from_pb, team_from_pb, team_to_pb};
-    pub use crate::convert::required_id;
-}
 
 pub use presence::PresenceConfig;
 pub use server::{ANONYMOUS_REQUEST_MAX_BYTES, SERVICE_NAMES, ServeError, ServerConfig, serve};

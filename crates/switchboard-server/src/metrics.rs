@@ -153,7 +153,7 @@ fn reason_label(reason: AssignReason) -> &'static str {
 }
 
 /// Counts an event refused for `reason` (a short stable label such as `unknown_agent`).
-pub(crate) fn event_rejected(reason: &str) {
+pub fn event_rejected(reason: &str) {
     metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason.to_owned()).increment(1);
 }
 
@@ -173,7 +173,7 @@ pub(crate) fn watch_stream_refused(reason: &'static str) {
 }
 
 /// Records the time from the gateway's `occurred_at_ms` (0 = not given) to now.
-pub(crate) fn event_took_effect(source: &'static str, occurred_at_ms: i64) {
+pub fn event_took_effect(source: &'static str, occurred_at_ms: i64) {
     metrics::counter!(EVENTS_INGESTED_TOTAL, "source" => source).increment(1);
     if occurred_at_ms <= 0 {
         return;
@@ -198,8 +198,8 @@ pub async fn run_sampler(node: Arc<RaftNode>, shutdown: impl std::future::Future
         tokio::select! {
             () = &mut shutdown => return,
             change = changes.recv() => match change {
-                Ok(StateChange::Entry { outcomes, .. }) => {
-                    for effect in outcomes.iter().flat_map(|outcome| &outcome.effects) {
+                Ok(StateChange::Entry(entry)) => {
+                    for effect in entry.outcomes.iter().flat_map(|outcome| &outcome.effects) {
                         if let Effect::Assigned { workspace, team, reason, .. } = effect {
                             metrics::counter!(
                                 ASSIGNMENTS_TOTAL,

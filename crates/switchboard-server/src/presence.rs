@@ -143,10 +143,10 @@ impl PresenceSupervisor {
             tokio::select! {
                 () = &mut shutdown => return,
                 change = changes.recv() => match change {
-                    Ok(StateChange::Entry { outcomes, .. }) if leading => {
+                    Ok(StateChange::Entry(entry)) if leading => {
                         let now = Instant::now();
                         let mut deadlines = self.lock();
-                        for effect in outcomes.iter().flat_map(|outcome| &outcome.effects) {
+                        for effect in entry.outcomes.iter().flat_map(|outcome| &outcome.effects) {
                             if let Effect::AgentStatusChanged { workspace, agent, status } = effect {
                                 let key = (workspace.clone(), agent.clone());
                                 if self.config.supervises(*status) {

@@ -61,8 +61,6 @@ pub struct ServerConfig {
     pub max_response_bytes: usize,
     /// Most concurrent requests per client connection.
     pub concurrency_per_connection: usize,
-    /// NATS JetStream ingest and egress; `None` serves gRPC only.
-    pub nats: Option<crate::nats::NatsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -77,7 +75,6 @@ impl Default for ServerConfig {
             max_request_bytes: 4 * 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             concurrency_per_connection: 1024,
-            nats: None,
         }
     }
 }
@@ -139,10 +136,6 @@ pub async fn serve(
     let background = vec![
         tokio::spawn(presence.clone().run(stopped())),
         tokio::spawn(crate::metrics::run_sampler(node.clone(), stopped())),
-        match config.nats.clone() {
-            Some(nats) => tokio::spawn(crate::nats::run(node.clone(), nats, stopped())),
-            None => tokio::spawn(crate::nats::release_outbox_without_nats(node.clone(), stopped())),
-        },
     ];
 
     let api = Arc::new(Api::new(node, hub, presence, stopped_flag(&stop_sender)));
@@ -224,8 +217,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// How long `serve` waits for its background tasks (presence, metrics, NATS) to stop after the
-/// server did. NATS gives its own tasks 5 s.
+/// How long `serve` waits for its background tasks (presence supervision, the metrics sampler)
+/// to stop after the server did.
 const BACKGROUND_STOP_GRACE: Duration = Duration::from_secs(10);
 
 fn stopped_flag(sender: &watch::Sender<bool>) -> watch::Receiver<bool> {

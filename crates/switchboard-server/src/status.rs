@@ -89,3 +89,10 @@ pub(crate) fn membership(error: MembershipError) -> Status {
         MembershipError::Failed(_) => Status::unavailable(error.to_string()),
     }
 }
+
+/// A request of the wrong shape (a conversion's error names the field).
+impl From<crate::convert::ConvertError> for Status {
+    fn from(error: crate::convert::ConvertError) -> Self {
+        Status::invalid_argument(error.to_string())
+    }
+}

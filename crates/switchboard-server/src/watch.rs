@@ -22,7 +22,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use switchboard_raft::{RaftNode, StateChange};
+use switchboard_raft::{AppliedEntry, RaftNode, StateChange};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 
 /// How Watch streams are bounded on one node.
@@ -145,13 +145,13 @@ impl Drop for StreamSlot {
 
 pub(crate) fn change_index(change: &StateChange) -> u64 {
     match change {
-        StateChange::Entry { index, .. } | StateChange::SnapshotInstalled { index } => *index,
+        StateChange::Entry(AppliedEntry { index, .. }) | StateChange::SnapshotInstalled { index } => *index,
     }
 }
 
 fn effect_count(change: &StateChange) -> usize {
     match change {
-        StateChange::Entry { outcomes, .. } => outcomes.iter().map(|o| o.effects.len()).sum::<usize>().max(1),
+        StateChange::Entry(entry) => entry.effects().max(1),
         StateChange::SnapshotInstalled { .. } => 1,
     }
 }
@@ -257,7 +257,7 @@ impl WatchHub {
             };
             return match node.outbox_entry_from(index) {
                 Ok(Some(entry)) if entry.index < ring.first_index => Ok(NextChange::Change {
-                    change: StateChange::Entry { index: entry.index, at_ms: entry.at_ms, outcomes: entry.outcomes },
+                    change: StateChange::Entry(entry),
                     // Kept whether this stream reads it or not: it holds no memory of its own.
                     backlog_effects: 0,
                 }),
@@ -317,7 +317,7 @@ mod tests {
         };
         let outcome =
             InputOutcome { effects: vec![effect; effects], timer_effects: 0, event_id: None, rejection: None };
-        StateChange::Entry { index, at_ms: 0, outcomes: Arc::new(vec![outcome]) }
+        StateChange::Entry(AppliedEntry { index, at_ms: 0, outcomes: Arc::new(vec![outcome]) })
     }
 
     fn found(next: Result<NextChange, NotRetained>) -> (u64, u64) {

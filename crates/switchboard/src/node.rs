@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_core::AgentStatus;
+use switchboard_nats::NatsConfig;
 use switchboard_raft::{NodeInfo, RaftNode, RaftNodeConfig, Tuning};
-use switchboard_server::nats::NatsConfig;
 use switchboard_server::{PresenceConfig, ServerConfig};
 
 /// `switchboard node` flags. Each overrides the same setting of the config file.
@@ -290,6 +290,8 @@ struct Resolved {
     peers: Vec<PeerConfig>,
     tuning: Tuning,
     server: ServerConfig,
+    /// NATS ingest and egress; `None` serves gRPC only.
+    nats: Option<NatsConfig>,
 }
 
 fn resolve(config: NodeConfig) -> Result<Resolved> {
@@ -329,7 +331,6 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
     let watch_retained_effects =
         ranges::WATCH_RETAINED_EFFECTS.check("api.watch_retained_effects", api.watch_retained_effects)?;
     let server = ServerConfig {
-        nats,
         presence: PresenceConfig { heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms), expire_to },
         // Both fit in usize: their ranges are below 2^32.
         watch_retained_effects: watch_retained_effects as usize,
@@ -347,6 +348,7 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
         peers: config.peers,
         tuning,
         server,
+        nats,
     })
 }
 
@@ -457,10 +459,17 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
             Err(error) => return Err(error).context("could not initialise the cluster"),
         }
     }
-    let (stop_sender, stop_receiver) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(switchboard_server::serve(node.clone(), api_listener, config.server, async move {
-        let _ = stop_receiver.await;
-    }));
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    };
+    let mut server = tokio::spawn(switchboard_server::serve(node.clone(), api_listener, config.server, stopped()));
+    // NATS ingest and egress (or, without NATS, releasing the outbox) beside the API; stopped
+    // with it, and waited for before the Raft node shuts down.
+    let edge = tokio::spawn(switchboard_nats::run_edge(node.clone(), config.nats, stopped()));
     // The node runs until it is told to stop, or until something it cannot live without stops
     // for good. In the second case it exits non-zero with the reason, so that the supervisor
     // (systemd, Kubernetes) restarts it and alerts fire; a node that stayed up without its
@@ -480,7 +489,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
         None => tracing::info!("stopping: draining API calls"),
         Some(reason) => tracing::error!(%reason, "stopping: this node cannot serve any more"),
     }
-    let _ = stop_sender.send(());
+    let _ = stop_sender.send(true);
     // Calls in flight get time to finish; after a failure they cannot commit anything, so the
     // wait is short (writes would only run into their own timeout).
     let grace = if failure.is_none() { Duration::from_secs(10) } else { Duration::from_secs(1) };
@@ -492,6 +501,10 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
             Err(_) => tracing::warn!("API calls did not finish within {grace:?}"),
         }
     }
+    // The edge bounds its own stop (5 s with NATS unreachable).
+    if tokio::time::timeout(EDGE_STOP_GRACE, edge).await.is_err() {
+        tracing::warn!("the NATS edge did not stop within {EDGE_STOP_GRACE:?}");
+    }
     node.shutdown().await;
     tracing::info!("stopped");
     match failure {
@@ -499,6 +512,9 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
         Some(reason) => bail!("{reason}"),
     }
 }
+
+/// How long a stopping node waits for its NATS edge, which gives its own tasks 5 s.
+const EDGE_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Resolves when openraft's core has stopped, with the reason. The core reports its end in its
 /// metrics (`running_state` becomes the fatal error, the state `Shutdown`); if it ends without

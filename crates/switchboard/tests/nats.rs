@@ -9,20 +9,19 @@ use support::nats::NatsServer;
 use support::{TestCluster, setup_workspace};
 use switchboard_client::gateway::{Effects, Gateway, events};
 use switchboard_client::{Client, pb};
+use switchboard_nats::NatsConfig;
 use switchboard_server::ServerConfig;
-use switchboard_server::nats::NatsConfig;
 use tokio::time::Instant;
 
-fn config(nats: &NatsServer) -> ServerConfig {
-    ServerConfig {
-        nats: Some(NatsConfig {
-            url: nats.url(),
-            ack_wait: Duration::from_secs(5),
-            redelivery_backoff: vec![Duration::from_secs(5), Duration::from_secs(10)],
-            ..NatsConfig::default()
-        }),
-        ..ServerConfig::default()
-    }
+/// A cluster of `count` nodes consuming from and publishing to `nats`.
+async fn cluster(count: usize, nats: &NatsServer) -> TestCluster {
+    let config = NatsConfig {
+        url: nats.url(),
+        ack_wait: Duration::from_secs(5),
+        redelivery_backoff: vec![Duration::from_secs(5), Duration::from_secs(10)],
+        ..NatsConfig::default()
+    };
+    TestCluster::start_with_nats(count, ServerConfig::default(), Some(config)).await
 }
 
 /// Publishes until JetStream stores it, across NATS restarts (the event id makes retries safe).
@@ -204,7 +203,7 @@ async fn ten_thousand_events_take_effect_exactly_once_across_a_leader_crash_and_
     const GROUPS: usize = 13;
     const CONVERSATIONS: usize = GROUP * GROUPS; // 3,328 conversations, 9,984 events
     let mut nats = NatsServer::start().await;
-    let mut cluster = TestCluster::start_with(3, config(&nats)).await;
+    let mut cluster = cluster(3, &nats).await;
     let client = cluster.client().await;
     setup_workspace(&client, "nx", pb::Strategy::LeastOpen, 20, 1_000).await;
     let gateway = Gateway::connect(&nats.url()).await.expect("gateway connects");
@@ -278,7 +277,7 @@ async fn ten_thousand_events_take_effect_exactly_once_across_a_leader_crash_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_messages_are_rejected_with_a_reason_and_never_block_the_stream() {
     let nats = NatsServer::start().await;
-    let cluster = TestCluster::start_with(3, config(&nats)).await;
+    let cluster = cluster(3, &nats).await;
     let client = cluster.client().await;
     setup_workspace(&client, "px", pb::Strategy::RoundRobin, 4, 1_000).await;
     let gateway = Gateway::connect(&nats.url()).await.expect("gateway connects");
@@ -359,7 +358,7 @@ async fn poison_messages_are_rejected_with_a_reason_and_never_block_the_stream()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_quorum_the_consumer_stops_and_resumes_when_nodes_return() {
     let nats = NatsServer::start().await;
-    let mut cluster = TestCluster::start_with(3, config(&nats)).await;
+    let mut cluster = cluster(3, &nats).await;
     let client = cluster.client().await;
     setup_workspace(&client, "qx", pb::Strategy::RoundRobin, 4, 1_000).await;
     let gateway = Gateway::connect(&nats.url()).await.expect("gateway connects");

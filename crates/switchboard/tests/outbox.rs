@@ -231,20 +231,16 @@ async fn a_node_starting_while_another_leads_never_touches_the_consumer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_older_than_the_ring_is_served_from_the_outbox_and_out_of_range_once_released() {
+    use switchboard_nats::NatsConfig;
     use switchboard_server::ServerConfig;
-    use switchboard_server::nats::NatsConfig;
     // A ring of a handful of effects, and NATS configured but down: nothing is confirmed.
     let unreachable = format!("nats://127.0.0.1:{}", {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr").port()
     });
-    let config = ServerConfig {
-        watch_retained_effects: 5,
-        watch_backlog_max_effects: 5,
-        nats: Some(NatsConfig { url: unreachable, ..NatsConfig::default() }),
-        ..ServerConfig::default()
-    };
-    let cluster = support::TestCluster::start_with(1, config).await;
+    let config = ServerConfig { watch_retained_effects: 5, watch_backlog_max_effects: 5, ..ServerConfig::default() };
+    let nats = NatsConfig { url: unreachable, ..NatsConfig::default() };
+    let cluster = support::TestCluster::start_with_nats(1, config, Some(nats)).await;
     let client = cluster.client().await;
     support::setup_workspace(&client, "acme", pb::Strategy::RoundRobin, 2, 1_000).await;
     let mut expected = Vec::new();

@@ -22,11 +22,7 @@ impl Workspace {
             Some(agent) => agent.spec = spec,
             None => {
                 if self.agents.len() >= AGENTS_PER_WORKSPACE_MAX {
-                    return Err(ApplyError::Precondition(format!(
-                        "workspace {} has {AGENTS_PER_WORKSPACE_MAX} agents, the most it may (limit \
-                         agents_per_workspace_max); remove one first",
-                        self.id
-                    )));
+                    return Err(ApplyError::Precondition(Conflict::AgentsFull(self.id.clone())));
                 }
                 self.agents.insert(id.clone(), Agent::new(spec));
             }
@@ -42,10 +38,10 @@ impl Workspace {
         if let Some(rule) =
             self.rules.iter().find(|rule| matches!(&rule.target, RuleTarget::Agent { agent } if agent == agent_id))
         {
-            return Err(ApplyError::Precondition(format!(
-                "agent {agent_id} is the target of routing rule {}; change the rules first",
-                rule.id
-            )));
+            return Err(ApplyError::Precondition(Conflict::AgentIsRuleTarget {
+                agent: agent_id.clone(),
+                rule: rule.id.clone(),
+            }));
         }
         // Leave every team, then route the agent's open and waiting conversations again.
         let teams: Vec<TeamId> = agent.memberships.iter().map(|(team, _)| team.clone()).collect();
@@ -83,10 +79,7 @@ impl Workspace {
         let calendar = Calendar::new(&spec.timezone, spec.business_hours.as_ref())?;
         let team_id = spec.id.clone();
         if !self.teams.contains_key(&team_id) && self.teams.len() >= TEAMS_PER_WORKSPACE_MAX {
-            return Err(ApplyError::Precondition(format!(
-                "workspace {} has {TEAMS_PER_WORKSPACE_MAX} teams, the most it may (limit teams_per_workspace_max)",
-                self.id
-            )));
+            return Err(ApplyError::Precondition(Conflict::TeamsFull(self.id.clone())));
         }
 
         // Leave the old member list, join the new one (memberships stay in team-id order).
@@ -154,12 +147,15 @@ impl Workspace {
     pub(crate) fn remove_team(&mut self, team_id: &TeamId) -> Result<(), ApplyError> {
         let team = self.teams.get(team_id).ok_or_else(|| ApplyError::UnknownTeam(team_id.clone()))?;
         if self.settings.default_team.as_ref() == Some(team_id) {
-            return Err(ApplyError::Precondition(format!("team {team_id} is the workspace's default team")));
+            return Err(ApplyError::Precondition(Conflict::DefaultTeam(team_id.clone())));
         }
         if let Some(rule) =
             self.rules.iter().find(|rule| matches!(&rule.target, RuleTarget::Team { team, .. } if team == team_id))
         {
-            return Err(ApplyError::Precondition(format!("team {team_id} is the target of routing rule {}", rule.id)));
+            return Err(ApplyError::Precondition(Conflict::TeamIsRuleTarget {
+                team: team_id.clone(),
+                rule: rule.id.clone(),
+            }));
         }
         // The smallest id, so that every replica words the error the same way.
         if let Some(id) = self
@@ -169,9 +165,10 @@ impl Workspace {
             .map(|(id, _)| id)
             .min()
         {
-            return Err(ApplyError::Precondition(format!(
-                "team {team_id} still has open conversation {id}; transfer or close it first"
-            )));
+            return Err(ApplyError::Precondition(Conflict::TeamHasOpenConversation {
+                team: team_id.clone(),
+                conversation: id.clone(),
+            }));
         }
         // Closed conversations may still name the team: a customer who writes again is routed
         // afresh (see `customer_message`).
@@ -202,11 +199,10 @@ impl Workspace {
                         return Err(ApplyError::UnknownAgent(agent.clone()));
                     };
                     if self.settings.default_team.is_none() && agent_entry.memberships.is_empty() {
-                        return Err(ApplyError::Precondition(format!(
-                            "rule {} targets agent {agent}, who is in no team, and the workspace has no default team \
-                             to account the conversation to",
-                            rule.id
-                        )));
+                        return Err(ApplyError::Precondition(Conflict::RuleAgentWithoutTeam {
+                            rule: rule.id.clone(),
+                            agent: agent.clone(),
+                        }));
                     }
                 }
             }
@@ -243,11 +239,7 @@ impl Workspace {
 
     pub(super) fn check_contact_room(&self) -> Result<(), ApplyError> {
         if self.contacts.len() >= CONTACTS_PER_WORKSPACE_MAX {
-            return Err(ApplyError::Precondition(format!(
-                "workspace {} remembers {CONTACTS_PER_WORKSPACE_MAX} contacts, the most it may (limit \
-                 contacts_per_workspace_max)",
-                self.id
-            )));
+            return Err(ApplyError::Precondition(Conflict::ContactsFull(self.id.clone())));
         }
         Ok(())
     }

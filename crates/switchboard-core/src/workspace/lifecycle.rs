@@ -27,10 +27,11 @@ impl Workspace {
             priority: conversation.priority,
         };
         let route = self.route(&open).map_err(|error| {
-            ApplyError::Precondition(format!(
-                "conversation {id} belonged to team {}, which was removed, and cannot be routed again: {error}",
-                conversation.team
-            ))
+            ApplyError::Precondition(Conflict::TeamRemoved {
+                conversation: id.clone(),
+                team: conversation.team.clone(),
+                why: Box::new(error),
+            })
         })?;
         Ok((route.team, route.pool))
     }
@@ -174,11 +175,11 @@ impl Workspace {
             matches!(&conversation.placement, Placement::Personal { agent, .. } if agent == agent_id);
         let member = agent.memberships.binary_search_by(|(team, _)| team.cmp(&conversation.team)).is_ok();
         if !member && !waits_for_this_agent {
-            return Err(ApplyError::Precondition(format!(
-                "agent {agent_id} is not a member of team {}, whose conversation {id} is; only its members can \
-                 pick it (a supervisor can Assign it)",
-                conversation.team
-            )));
+            return Err(ApplyError::Precondition(Conflict::NotTeamMember {
+                agent: agent_id.clone(),
+                team: conversation.team.clone(),
+                conversation: id.clone(),
+            }));
         }
         if agent.open_count() >= agent.spec.max_open {
             return Err(ApplyError::AgentAtCapacity { agent: agent_id.clone(), max_open: agent.spec.max_open });
@@ -215,7 +216,10 @@ impl Workspace {
                     return Err(ApplyError::UnknownAgent(agent.clone()));
                 }
                 if conversation.assignee.as_ref() == Some(agent) {
-                    return Err(ApplyError::Precondition(format!("conversation {id} is already assigned to {agent}")));
+                    return Err(ApplyError::Precondition(Conflict::AlreadyAssigned {
+                        conversation: id.clone(),
+                        agent: agent.clone(),
+                    }));
                 }
             }
             TransferTarget::Team(team) => {

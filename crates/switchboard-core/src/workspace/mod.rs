@@ -13,7 +13,7 @@ use crate::command::{OpenConversation, TransferTarget};
 use crate::dedupe::Dedupe;
 use crate::effect::{AssignReason, Effect, UnassignReason};
 use crate::entities::{Agent, Contact, Conversation, ConversationState, Placement, Team, Told};
-use crate::error::ApplyError;
+use crate::error::{ApplyError, Conflict};
 use crate::hours::Calendar;
 use crate::ids::{AgentId, ContactId, ConversationId, Language, TeamId, WorkspaceId};
 use crate::limits::{

@@ -46,18 +46,14 @@ impl Workspace {
                         .default_team
                         .clone()
                         .or_else(|| self.agents.get(agent).and_then(|a| a.memberships.first().map(|(t, _)| t.clone())))
-                        .ok_or_else(|| {
-                            ApplyError::Precondition(format!("rule {} has no team to account to", rule.rule.id))
-                        })?;
+                        .ok_or_else(|| ApplyError::Precondition(Conflict::RuleWithoutTeam(rule.rule.id.clone())))?;
                     Route { team, pool: 0, rule_agent: Some(agent.clone()) }
                 }
             });
         }
         match &self.settings.default_team {
             Some(team) => Ok(Route { team: team.clone(), pool: 0, rule_agent: None }),
-            None => Err(ApplyError::Precondition(
-                "no routing rule matched and the workspace has no default_team".to_string(),
-            )),
+            None => Err(ApplyError::Precondition(Conflict::NoDefaultTeam)),
         }
     }
 
@@ -77,11 +73,7 @@ impl Workspace {
             self.check_contact_room()?;
         }
         if self.conversations.len() >= CONVERSATIONS_PER_WORKSPACE_MAX {
-            return Err(ApplyError::Precondition(format!(
-                "workspace {} holds {CONVERSATIONS_PER_WORKSPACE_MAX} conversations, the most it may (limit \
-                 conversations_per_workspace_max); close conversations or shorten closed_retention_s",
-                self.id
-            )));
+            return Err(ApplyError::Precondition(Conflict::ConversationsFull(self.id.clone())));
         }
         let contact = self.contacts.entry(open.contact.clone()).or_insert_with(|| Contact {
             spec: ContactSpec { id: open.contact.clone(), tier: None, dedicated_agent: None },

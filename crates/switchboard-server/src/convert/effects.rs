@@ -7,17 +7,17 @@ use switchboard_proto::switchboard::v1::effect::Kind;
 
 /// Where an effect came from in the log.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct EffectOrigin {
+pub struct EffectOrigin {
     /// Log index of the entry.
-    pub(crate) log_index: u64,
+    pub log_index: u64,
     /// The entry's timestamp.
-    pub(crate) at_ms: i64,
+    pub at_ms: i64,
 }
 
 /// The `event_id` an effect shows for the event behind it: a gateway's event id as it was
 /// published, the `request_id` of an API call; nothing for the ids a node makes up for calls
 /// without one.
-pub(crate) fn public_event_id(cause: Option<&EventId>) -> String {
+pub fn public_event_id(cause: Option<&EventId>) -> String {
     let Some(id) = cause else { return String::new() };
     let id = id.as_str();
     match id.strip_prefix(crate::api::REQUEST_ID_PREFIX) {
@@ -30,12 +30,7 @@ pub(crate) fn public_event_id(cause: Option<&EventId>) -> String {
 
 /// Converts `effect`, the `sequence`-th effect of the entry at `origin`, caused by the event
 /// `cause` (`None` for a timer's).
-pub(crate) fn effect_to_pb(
-    effect: &Effect,
-    origin: EffectOrigin,
-    sequence: u32,
-    cause: Option<&EventId>,
-) -> pb::Effect {
+pub fn effect_to_pb(effect: &Effect, origin: EffectOrigin, sequence: u32, cause: Option<&EventId>) -> pb::Effect {
     let kind = match effect {
         Effect::Assigned {
             conversation,

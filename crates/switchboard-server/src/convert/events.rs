@@ -1,12 +1,12 @@
 //! Gateway events into core commands.
 
+use super::ConvertError;
 use super::model::{channel_from_pb, contact_from_pb};
 use super::{invalid, optional_id, optional_text, required, required_id};
 use switchboard_core::limits::KEYWORD_SCAN_BYTES_MAX;
 use switchboard_core::{Command, Event, EventId, OpenConversation, WorkspaceId};
 use switchboard_proto::switchboard::v1 as pb;
 use switchboard_proto::switchboard::v1::gateway_event::Kind;
-use tonic::Status;
 
 /// The part of a first message the router reads: keyword rules search only the first
 /// `KEYWORD_SCAN_BYTES_MAX` bytes, and the text is never stored, so the rest is not carried
@@ -22,7 +22,7 @@ fn scanned_part(mut message: String) -> String {
 
 /// Turns a gateway event into a core event. `field` prefixes error messages (for example
 /// `events[3]`). The workspace must be set.
-pub(crate) fn event_from_pb(event: pb::GatewayEvent, field: &str) -> Result<Event, Status> {
+pub fn event_from_pb(event: pb::GatewayEvent, field: &str) -> Result<Event, ConvertError> {
     let event_id: EventId = required_id(event.event_id, &format!("{field}.event_id"))?;
     let workspace: WorkspaceId = required_id(event.workspace, &format!("{field}.workspace"))?;
     let kind = required(event.kind, &format!("{field}.kind (conversation_opened, message_received, ...)"))?;
@@ -60,6 +60,6 @@ pub(crate) fn event_from_pb(event: pb::GatewayEvent, field: &str) -> Result<Even
     let event = Event { workspace, event_id: Some(event_id), command };
     // The core's own bounds (string lengths, list counts, ranges), checked before anything is
     // proposed; the state machine checks them again.
-    event.validate().map_err(|error| super::core_invalid(field, &error))?;
+    event.validate().map_err(|error| super::core_invalid(field, error))?;
     Ok(event)
 }

@@ -3,31 +3,47 @@
 //! not make itself (required fields, enum values, integer ranges) happens here, and each error
 //! names the field at fault.
 
-pub(crate) mod effects;
-pub(crate) mod events;
-pub(crate) mod model;
-pub(crate) mod views;
+pub mod effects;
+pub mod events;
+pub mod model;
+pub mod views;
 
+use switchboard_core::ApplyError;
 use switchboard_core::limits::ID_BYTES_MAX as ID_MAX_BYTES;
-use tonic::Status;
 
-/// `INVALID_ARGUMENT` for an input the core's `validate` refused, its field under `prefix`
-/// (for example `events[3]`).
-pub(crate) fn core_invalid(prefix: &str, error: &switchboard_core::ApplyError) -> Status {
+/// A request whose shape is wrong. `status.rs` answers it as `INVALID_ARGUMENT`; NATS ingest
+/// rejects the message with reason `invalid`. The text names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// A field of the message is missing, malformed or out of range.
+    #[error("{field}: {reason}")]
+    Field {
+        /// The field, as a path into the request (`events[3].opened.priority`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The core's own check of the converted input (`Command::validate`) refused it.
+    #[error(transparent)]
+    Core(ApplyError),
+}
+
+/// An input the core's `validate` refused, its field under `prefix` (for example `events[3]`).
+pub fn core_invalid(prefix: &str, error: ApplyError) -> ConvertError {
     match error {
-        switchboard_core::ApplyError::Invalid { field, reason } if prefix.is_empty() => invalid(field, reason),
-        switchboard_core::ApplyError::Invalid { field, reason } => invalid(&format!("{prefix}.{field}"), reason),
-        other => Status::invalid_argument(other.to_string()),
+        ApplyError::Invalid { field, reason } if prefix.is_empty() => invalid(field, reason),
+        ApplyError::Invalid { field, reason } => invalid(&format!("{prefix}.{field}"), reason),
+        other => ConvertError::Core(other),
     }
 }
 
-/// `INVALID_ARGUMENT` naming `field`.
-pub(crate) fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {reason}"))
+/// A field at fault, and why.
+pub fn invalid(field: &str, reason: impl std::fmt::Display) -> ConvertError {
+    ConvertError::Field { field: field.to_owned(), reason: reason.to_string() }
 }
 
 /// A required identifier: non-empty and at most [`ID_MAX_BYTES`] bytes.
-pub fn required_id<T: From<String>>(value: String, field: &str) -> Result<T, Status> {
+pub fn required_id<T: From<String>>(value: String, field: &str) -> Result<T, ConvertError> {
     if value.is_empty() {
         return Err(invalid(field, "is required and must not be empty"));
     }
@@ -41,16 +57,16 @@ pub fn required_id<T: From<String>>(value: String, field: &str) -> Result<T, Sta
 }
 
 /// An optional identifier: empty means absent.
-pub(crate) fn optional_id<T: From<String>>(value: String, field: &str) -> Result<Option<T>, Status> {
+pub fn optional_id<T: From<String>>(value: String, field: &str) -> Result<Option<T>, ConvertError> {
     if value.is_empty() { Ok(None) } else { required_id(value, field).map(Some) }
 }
 
 /// An optional free-text field: empty means absent.
-pub(crate) fn optional_text(value: String) -> Option<String> {
+pub fn optional_text(value: String) -> Option<String> {
     if value.is_empty() { None } else { Some(value) }
 }
 
 /// A required sub-message.
-pub(crate) fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
+pub fn required<T>(value: Option<T>, field: &str) -> Result<T, ConvertError> {
     value.ok_or_else(|| invalid(field, "is required"))
 }

@@ -1,6 +1,7 @@
 //! Channels, statuses, strategies and the configuration of agents, teams, rules, contacts and
 //! workspaces.
 
+use super::ConvertError;
 use super::{invalid, optional_id, optional_text, required, required_id};
 use std::collections::BTreeMap;
 use switchboard_core::{
@@ -8,9 +9,8 @@ use switchboard_core::{
     RuleConditions, RuleTarget, StatusSet, Strategy, TeamOptions, TeamSpec, Templates, WorkspaceSettings,
 };
 use switchboard_proto::switchboard::v1 as pb;
-use tonic::Status;
 
-pub(crate) fn channel_from_pb(value: i32, field: &str) -> Result<Channel, Status> {
+pub(crate) fn channel_from_pb(value: i32, field: &str) -> Result<Channel, ConvertError> {
     Ok(match pb::Channel::try_from(value) {
         Ok(pb::Channel::Whatsapp) => Channel::WhatsApp,
         Ok(pb::Channel::Messenger) => Channel::Messenger,
@@ -42,7 +42,7 @@ pub(crate) fn channel_to_pb(channel: Channel) -> pb::Channel {
 
 /// An agent status; `None` for `AGENT_STATUS_UNSPECIFIED` (callers decide whether that is
 /// allowed).
-pub(crate) fn status_from_pb(value: i32, field: &str) -> Result<Option<AgentStatus>, Status> {
+pub fn status_from_pb(value: i32, field: &str) -> Result<Option<AgentStatus>, ConvertError> {
     Ok(match pb::AgentStatus::try_from(value) {
         Ok(pb::AgentStatus::Online) => Some(AgentStatus::Online),
         Ok(pb::AgentStatus::Busy) => Some(AgentStatus::Busy),
@@ -53,7 +53,7 @@ pub(crate) fn status_from_pb(value: i32, field: &str) -> Result<Option<AgentStat
     })
 }
 
-pub(crate) fn required_status(value: i32, field: &str) -> Result<AgentStatus, Status> {
+pub(crate) fn required_status(value: i32, field: &str) -> Result<AgentStatus, ConvertError> {
     status_from_pb(value, field)?.ok_or_else(|| invalid(field, "is required (AGENT_STATUS_UNSPECIFIED given)"))
 }
 
@@ -66,7 +66,7 @@ pub(crate) fn status_to_pb(status: AgentStatus) -> pb::AgentStatus {
     }
 }
 
-pub(crate) fn strategy_from_pb(value: i32, field: &str) -> Result<Strategy, Status> {
+pub(crate) fn strategy_from_pb(value: i32, field: &str) -> Result<Strategy, ConvertError> {
     Ok(match pb::Strategy::try_from(value) {
         Ok(pb::Strategy::RoundRobin) => Strategy::RoundRobin,
         Ok(pb::Strategy::LeastOpen) => Strategy::LeastOpen,
@@ -88,14 +88,14 @@ pub(crate) fn strategy_to_pb(strategy: Strategy) -> pb::Strategy {
     }
 }
 
-fn small(value: u32, field: &str) -> Result<u8, Status> {
+fn small(value: u32, field: &str) -> Result<u8, ConvertError> {
     u8::try_from(value).map_err(|_| invalid(field, format!("{value} is out of range")))
 }
 
 fn skills_from_pb<K: Ord + From<String>>(
     skills: BTreeMap<String, u32>,
     field: &str,
-) -> Result<BTreeMap<K, u8>, Status> {
+) -> Result<BTreeMap<K, u8>, ConvertError> {
     skills
         .into_iter()
         .map(|(name, level)| {
@@ -105,12 +105,12 @@ fn skills_from_pb<K: Ord + From<String>>(
         .collect()
 }
 
-fn ids_from_pb<T: From<String>>(values: Vec<String>, field: &str) -> Result<Vec<T>, Status> {
+fn ids_from_pb<T: From<String>>(values: Vec<String>, field: &str) -> Result<Vec<T>, ConvertError> {
     values.into_iter().enumerate().map(|(i, value)| required_id(value, &format!("{field}[{i}]"))).collect()
 }
 
 /// An agent's configuration as the admin service takes it.
-pub fn agent_from_pb(agent: pb::Agent) -> Result<AgentSpec, Status> {
+pub fn agent_from_pb(agent: pb::Agent) -> Result<AgentSpec, ConvertError> {
     let mut max_open_per_channel = BTreeMap::new();
     for (i, limit) in agent.max_open_per_channel.into_iter().enumerate() {
         let channel = channel_from_pb(limit.channel, &format!("agent.max_open_per_channel[{i}].channel"))?;
@@ -150,7 +150,7 @@ pub(crate) fn agent_to_pb(spec: &AgentSpec) -> pb::Agent {
     }
 }
 
-fn options_from_pb(options: Option<pb::TeamOptions>) -> Result<TeamOptions, Status> {
+fn options_from_pb(options: Option<pb::TeamOptions>) -> Result<TeamOptions, ConvertError> {
     let defaults = TeamOptions::default();
     let Some(options) = options else { return Ok(defaults) };
     let mut allowed = Vec::new();
@@ -194,7 +194,7 @@ fn options_to_pb(options: &TeamOptions) -> pb::TeamOptions {
     }
 }
 
-fn hours_from_pb(hours: pb::BusinessHours) -> Result<BusinessHours, Status> {
+fn hours_from_pb(hours: pb::BusinessHours) -> Result<BusinessHours, ConvertError> {
     let mut weekly = Vec::with_capacity(hours.weekly.len());
     for (i, interval) in hours.weekly.into_iter().enumerate() {
         let field = format!("team.business_hours.weekly[{i}]");
@@ -226,7 +226,7 @@ fn hours_to_pb(hours: &BusinessHours) -> pb::BusinessHours {
 }
 
 /// A team's configuration as the admin service takes it.
-pub fn team_from_pb(team: pb::Team) -> Result<TeamSpec, Status> {
+pub fn team_from_pb(team: pb::Team) -> Result<TeamSpec, ConvertError> {
     let id: switchboard_core::TeamId = required_id(team.id, "team.id")?;
     let templates = team.templates.unwrap_or_default();
     Ok(TeamSpec {
@@ -264,7 +264,7 @@ pub fn team_to_pb(spec: &TeamSpec) -> pb::Team {
 }
 
 /// Routing rule `index` of a rule list, as the admin service takes it.
-pub fn rule_from_pb(rule: pb::RoutingRule, index: usize) -> Result<RoutingRule, Status> {
+pub fn rule_from_pb(rule: pb::RoutingRule, index: usize) -> Result<RoutingRule, ConvertError> {
     let field = format!("rules[{index}]");
     let conditions = rule.conditions.unwrap_or_default();
     let mut channels = Vec::new();
@@ -343,7 +343,7 @@ pub(crate) fn rule_to_pb(rule: &RoutingRule) -> pb::RoutingRule {
     }
 }
 
-pub(crate) fn contact_from_pb(contact: pb::Contact, field: &str) -> Result<ContactSpec, Status> {
+pub(crate) fn contact_from_pb(contact: pb::Contact, field: &str) -> Result<ContactSpec, ConvertError> {
     Ok(ContactSpec {
         id: required_id(contact.id, &format!("{field}.id"))?,
         tier: optional_text(contact.tier),
@@ -360,7 +360,7 @@ pub(crate) fn contact_to_pb(spec: &ContactSpec) -> pb::Contact {
 }
 
 /// Workspace settings as the admin service takes them (zero means the default).
-pub fn settings_from_pb(settings: pb::WorkspaceSettings) -> Result<WorkspaceSettings, Status> {
+pub fn settings_from_pb(settings: pb::WorkspaceSettings) -> Result<WorkspaceSettings, ConvertError> {
     let defaults = WorkspaceSettings::default();
     let or = |value: u32, default: u32| if value == 0 { default } else { value };
     Ok(WorkspaceSettings {

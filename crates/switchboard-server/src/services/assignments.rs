@@ -12,7 +12,7 @@ use std::time::Duration;
 use switchboard_core::{AgentId, Command, ConversationId, Effect, TeamId, TransferTarget, WorkspaceId};
 use switchboard_proto::switchboard::v1 as pb;
 use switchboard_proto::switchboard::v1::assignments_server::Assignments;
-use switchboard_raft::StateChange;
+use switchboard_raft::{AppliedEntry, EffectCursor, StateChange};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -265,42 +265,36 @@ impl Filter {
 /// each effect is converted only when the transport asks for it.
 struct Sending {
     change: StateChange,
-    outcome: usize,
-    effect: usize,
-    /// Sequence of the next effect within the entry (counted over every effect, matching or not).
-    sequence: u32,
+    /// The next effect of the entry (numbered over every effect, matching or not).
+    cursor: EffectCursor,
+    /// Whether a snapshot notice was sent.
+    sent_notice: bool,
 }
 
 impl Sending {
     fn new(change: StateChange) -> Self {
-        Self { change, outcome: 0, effect: 0, sequence: 0 }
+        Self { change, cursor: EffectCursor::default(), sent_notice: false }
     }
 
     /// The next message of this change for `filter`, or `None` when the change is done.
     fn next_message(&mut self, api: &Api, filter: &Filter) -> Option<pb::WatchEvent> {
         match &self.change {
-            // One message; `outcome` counts it as sent.
             StateChange::SnapshotInstalled { index } => {
-                if self.outcome > 0 {
+                if std::mem::replace(&mut self.sent_notice, true) {
                     return None;
                 }
-                self.outcome = 1;
                 Some(pb::WatchEvent { event: Some(pb::watch_event::Event::SnapshotInstalled(*index)) })
             }
-            StateChange::Entry { index, at_ms, outcomes } => loop {
-                let outcome = outcomes.get(self.outcome)?;
-                let Some(effect) = outcome.effects.get(self.effect) else {
-                    self.outcome += 1;
-                    self.effect = 0;
-                    continue;
-                };
-                let sequence = self.sequence;
-                let cause = outcome.cause(self.effect);
-                self.effect += 1;
-                self.sequence += 1;
-                if filter.matches(api, effect) {
+            StateChange::Entry(AppliedEntry { index, at_ms, outcomes }) => loop {
+                let numbered = self.cursor.next(outcomes)?;
+                if filter.matches(api, numbered.effect) {
                     let origin = EffectOrigin { log_index: *index, at_ms: *at_ms };
-                    let effect = crate::convert::effects::effect_to_pb(effect, origin, sequence, cause);
+                    let effect = crate::convert::effects::effect_to_pb(
+                        numbered.effect,
+                        origin,
+                        numbered.sequence,
+                        numbered.cause,
+                    );
                     return Some(pb::WatchEvent { event: Some(pb::watch_event::Event::Effect(effect)) });
                 }
             },

@@ -64,10 +64,10 @@ impl Cluster for ClusterService {
         }
         let request = request.into_inner();
         if request.id == 0 {
-            return Err(invalid("id", "node ids start at 1"));
+            return Err(invalid("id", "node ids start at 1").into());
         }
         if request.raft_addr.is_empty() {
-            return Err(invalid("raft_addr", "is required (host:port of the new node's Raft peer listener)"));
+            return Err(invalid("raft_addr", "is required (host:port of the new node's Raft peer listener)").into());
         }
         let info = NodeInfo::new(request.raft_addr, request.api_addr);
         let log_index =
@@ -85,7 +85,7 @@ impl Cluster for ClusterService {
         let request = request.into_inner();
         let voters: BTreeSet<u64> = request.voters.iter().copied().collect();
         if voters.is_empty() {
-            return Err(invalid("voters", "must name at least one node"));
+            return Err(invalid("voters", "must name at least one node").into());
         }
         let mut log_index = self.api.node.change_membership(voters.clone()).await.map_err(status::membership)?;
         if request.remove_learners {

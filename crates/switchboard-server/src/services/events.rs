@@ -44,13 +44,14 @@ impl Events for EventsService {
     ) -> Result<Response<pb::PublishBatchResponse>, Status> {
         let events = request.into_inner().events;
         if events.is_empty() {
-            return Err(invalid("events", "must contain at least one event"));
+            return Err(invalid("events", "must contain at least one event").into());
         }
         if events.len() > PUBLISH_BATCH_MAX_EVENTS {
             return Err(invalid(
                 "events",
                 format!("{} events exceed the limit of {PUBLISH_BATCH_MAX_EVENTS} per batch", events.len()),
-            ));
+            )
+            .into());
         }
         // A malformed event fails the whole call before anything is written, so that a caller
         // never has to work out which half of a batch was applied.

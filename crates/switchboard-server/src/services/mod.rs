@@ -18,7 +18,7 @@ pub(crate) fn page_size(requested: u32, field: &str) -> Result<usize, tonic::Sta
     match requested {
         0 => Ok(PAGE_SIZE_DEFAULT as usize),
         n if n <= PAGE_SIZE_MAX => Ok(n as usize),
-        n => Err(crate::convert::invalid(field, format!("{n} exceeds the limit of {PAGE_SIZE_MAX}"))),
+        n => Err(crate::convert::invalid(field, format!("{n} exceeds the limit of {PAGE_SIZE_MAX}")).into()),
     }
 }
 

@@ -17,7 +17,7 @@ use switchboard_client::pb;
 use switchboard_core::{
     AgentSpec, ApplyError, Command, Event, Input, RoutingRule, State, TeamSpec, WorkspaceId, WorkspaceSettings,
 };
-use switchboard_server::requests;
+use switchboard_server::convert::{self, ConvertError, model};
 
 /// Rehearses `changes` (planned from `file` against `live`, the workspace's configuration on
 /// the cluster, `None` if it does not exist) at time `at_ms`; the error names the file item the
@@ -113,28 +113,28 @@ fn command_of(change: &Change) -> Result<Command, String> {
 // ----- protobuf -> core: the server's own conversions ---------------------------------------
 
 /// The server's error message for a conversion it would refuse.
-fn message(status: tonic::Status) -> String {
-    status.message().to_owned()
+fn message(error: ConvertError) -> String {
+    error.to_string()
 }
 
 fn required_id<T: From<String>>(value: String, field: &str) -> Result<T, String> {
-    requests::required_id(value, field).map_err(message)
+    convert::required_id(value, field).map_err(message)
 }
 
 fn agent_from_pb(agent: pb::Agent) -> Result<AgentSpec, String> {
-    requests::agent_from_pb(agent).map_err(message)
+    model::agent_from_pb(agent).map_err(message)
 }
 
 fn team_from_pb(team: pb::Team) -> Result<TeamSpec, String> {
-    requests::team_from_pb(team).map_err(message)
+    model::team_from_pb(team).map_err(message)
 }
 
 fn settings_from_pb(settings: pb::WorkspaceSettings) -> Result<WorkspaceSettings, String> {
-    requests::settings_from_pb(settings).map_err(message)
+    model::settings_from_pb(settings).map_err(message)
 }
 
 fn rules_from_pb(rules: &[pb::RoutingRule]) -> Result<Vec<RoutingRule>, String> {
-    rules.iter().enumerate().map(|(i, rule)| requests::rule_from_pb(rule.clone(), i).map_err(message)).collect()
+    rules.iter().enumerate().map(|(i, rule)| model::rule_from_pb(rule.clone(), i).map_err(message)).collect()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use switchboard_client::pb;
+use switchboard_core::{AgentSpec, TeamSpec};
 
 /// Largest workspace file `ctl apply` reads, in bytes (`workspace_file_bytes_max`): room for
 /// about 100,000 agents.
@@ -59,11 +60,11 @@ fn is_zero_u64(value: &u64) -> bool {
 }
 
 fn default_max_open() -> u32 {
-    5
+    AgentSpec::DEFAULT_MAX_OPEN
 }
 
 fn default_daily_limit() -> u32 {
-    100
+    AgentSpec::DEFAULT_DAILY_LIMIT
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -108,7 +109,7 @@ pub(crate) struct TeamEntry {
 }
 
 fn default_timezone() -> String {
-    "UTC".to_owned()
+    TeamSpec::DEFAULT_TIMEZONE.to_owned()
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -130,7 +131,7 @@ impl Default for TeamOptions {
     /// The core's defaults, as the API states them: one place decides them.
     fn default() -> Self {
         let core = switchboard_core::TeamSpec::new("defaults", switchboard_core::Strategy::RoundRobin, &[]);
-        let pb = switchboard_server::requests::team_to_pb(&core);
+        let pb = switchboard_server::convert::model::team_to_pb(&core);
         TeamOptions::from_pb(&pb.options.unwrap_or_default())
     }
 }
@@ -413,65 +414,86 @@ pub(crate) fn check_nesting(text: &str, source: &str) -> Result<()> {
 
 // ----- names ---------------------------------------------------------------------------------
 
-const CHANNELS: [(&str, pb::Channel); 9] = [
-    ("whatsapp", pb::Channel::Whatsapp),
-    ("messenger", pb::Channel::Messenger),
-    ("instagram", pb::Channel::Instagram),
-    ("telegram", pb::Channel::Telegram),
-    ("line", pb::Channel::Line),
-    ("email", pb::Channel::Email),
-    ("web_chat", pb::Channel::WebChat),
-    ("sms", pb::Channel::Sms),
-    ("other", pb::Channel::Other),
-];
+/// A protobuf enum as YAML names it: each value's protobuf name without the enum's prefix, in
+/// lower case (`CHANNEL_WEB_CHAT` is `web_chat`). The names come from the generated code, so a
+/// value added to the proto is a YAML name at once.
+trait YamlName: Copy + PartialEq + TryFrom<i32> {
+    /// The prefix of every value's protobuf name (`CHANNEL_`).
+    const PREFIX: &str;
+    /// What a value is called in errors (`channel`).
+    const WHAT: &str;
+    fn proto_name(self) -> &'static str;
+    fn from_proto_name(name: &str) -> Option<Self>;
 
-const STATUSES: [(&str, pb::AgentStatus); 4] = [
-    ("online", pb::AgentStatus::Online),
-    ("busy", pb::AgentStatus::Busy),
-    ("away", pb::AgentStatus::Away),
-    ("offline", pb::AgentStatus::Offline),
-];
+    /// Every value but the zero `*_UNSPECIFIED`, as (YAML name, value).
+    fn table() -> Vec<(String, Self)> {
+        (1..)
+            .map_while(|n| Self::try_from(n).ok())
+            .map(|value| (value.proto_name().trim_start_matches(Self::PREFIX).to_ascii_lowercase(), value))
+            .collect()
+    }
+}
 
-const STRATEGIES: [(&str, pb::Strategy); 5] = [
-    ("round_robin", pb::Strategy::RoundRobin),
-    ("least_open", pb::Strategy::LeastOpen),
-    ("weighted", pb::Strategy::Weighted),
-    ("ordered", pb::Strategy::Ordered),
-    ("manual", pb::Strategy::Manual),
-];
+macro_rules! yaml_names {
+    ($($ty:ty => $prefix:literal, $what:literal;)*) => {$(
+        impl YamlName for $ty {
+            const PREFIX: &str = $prefix;
+            const WHAT: &str = $what;
+            fn proto_name(self) -> &'static str {
+                self.as_str_name()
+            }
+            fn from_proto_name(name: &str) -> Option<Self> {
+                Self::from_str_name(name)
+            }
+        }
+    )*};
+}
+
+yaml_names! {
+    pb::Channel => "CHANNEL_", "channel";
+    pb::AgentStatus => "AGENT_STATUS_", "status";
+    pb::Strategy => "STRATEGY_", "strategy";
+}
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
-fn lookup<T: Copy>(table: &[(&str, T)], name: &str, what: &str, field: &str) -> Result<T> {
-    let wanted = name.to_ascii_lowercase().replace('-', "_");
-    table.iter().find(|(n, _)| *n == wanted).map(|(_, v)| *v).with_context(|| {
-        let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
-        format!("{field}: {name:?} is not a {what} (one of {})", names.join(", "))
-    })
+fn lookup<T: YamlName>(name: &str, field: &str) -> Result<T> {
+    let wanted = name.to_ascii_uppercase().replace('-', "_");
+    T::from_proto_name(&format!("{}{wanted}", T::PREFIX))
+        .filter(|value| T::table().iter().any(|(_, v)| v == value))
+        .with_context(|| {
+            let names: Vec<String> = T::table().into_iter().map(|(n, _)| n).collect();
+            format!("{field}: {name:?} is not a {} (one of {})", T::WHAT, names.join(", "))
+        })
 }
 
-fn name_of<T: Copy + PartialEq>(table: &[(&str, T)], value: T) -> String {
-    table.iter().find(|(_, v)| *v == value).map_or_else(|| "unspecified".to_owned(), |(n, _)| (*n).to_owned())
+fn name_of<T: YamlName>(value: i32) -> String {
+    match T::try_from(value) {
+        Ok(value) => {
+            T::table().into_iter().find(|(_, v)| *v == value).map_or_else(|| "unspecified".to_owned(), |(n, _)| n)
+        }
+        Err(_) => value.to_string(),
+    }
 }
 
 pub(crate) fn channel(name: &str, field: &str) -> Result<pb::Channel> {
-    lookup(&CHANNELS, name, "channel", field)
+    lookup(name, field)
 }
 
 pub(crate) fn channel_name(value: i32) -> String {
-    pb::Channel::try_from(value).map_or_else(|_| value.to_string(), |c| name_of(&CHANNELS, c))
+    name_of::<pb::Channel>(value)
 }
 
 pub(crate) fn status(name: &str, field: &str) -> Result<pb::AgentStatus> {
-    lookup(&STATUSES, name, "status", field)
+    lookup(name, field)
 }
 
 pub(crate) fn status_name(value: i32) -> String {
-    pb::AgentStatus::try_from(value).map_or_else(|_| value.to_string(), |s| name_of(&STATUSES, s))
+    name_of::<pb::AgentStatus>(value)
 }
 
 pub(crate) fn strategy_name(value: i32) -> String {
-    pb::Strategy::try_from(value).map_or_else(|_| value.to_string(), |s| name_of(&STRATEGIES, s))
+    name_of::<pb::Strategy>(value)
 }
 
 fn minute(text: &str, field: &str) -> Result<u32> {
@@ -578,7 +600,7 @@ impl WorkspaceFile {
         let mut teams = Vec::new();
         for (i, t) in self.teams.iter().enumerate() {
             let field = format!("teams[{i}] ({})", t.id);
-            let strategy = lookup(&STRATEGIES, &t.strategy, "strategy", &format!("{field}.strategy"))?;
+            let strategy = lookup::<pb::Strategy>(&t.strategy, &format!("{field}.strategy"))?;
             let o = &t.options;
             let mut allowed = Vec::new();
             for name in &o.allowed_statuses {

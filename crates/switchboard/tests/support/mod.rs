@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_client::{Client, pb};
+use switchboard_nats::NatsConfig;
 use switchboard_raft::{NodeInfo, RaftNode, RaftNodeConfig, Tuning};
 use switchboard_server::ServerConfig;
 use tokio::sync::oneshot;
@@ -29,6 +30,7 @@ pub fn init_logging() {
 pub struct TestNode {
     pub node: Arc<RaftNode>,
     stop: Option<oneshot::Sender<()>>,
+    /// The API and the NATS edge, run as the binary runs them.
     server: JoinHandle<()>,
 }
 
@@ -37,6 +39,7 @@ pub struct TestCluster {
     pub api_addrs: Vec<String>,
     raft_addrs: Vec<String>,
     config: ServerConfig,
+    nats: Option<NatsConfig>,
     dir: tempfile::TempDir,
 }
 
@@ -47,6 +50,7 @@ async fn start_node(
     raft_listen: &str,
     api_listen: &str,
     config: &ServerConfig,
+    nats: &Option<NatsConfig>,
 ) -> (TestNode, String) {
     let listener = tokio::net::TcpListener::bind(api_listen).await.expect("bind api");
     let api_addr = listener.local_addr().expect("api addr").to_string();
@@ -58,12 +62,24 @@ async fn start_node(
     let server = tokio::spawn({
         let node = node.clone();
         let config = config.clone();
+        let nats = nats.clone();
         async move {
-            switchboard_server::serve(node, listener, config, async move {
+            let (stop, _) = tokio::sync::watch::channel(false);
+            let stop = Arc::new(stop);
+            let until_stopped = |stop: &Arc<tokio::sync::watch::Sender<bool>>| {
+                let mut stop = stop.subscribe();
+                async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                }
+            };
+            let serving = switchboard_server::serve(node.clone(), listener, config, until_stopped(&stop));
+            let edge = switchboard_nats::run_edge(node, nats, until_stopped(&stop));
+            let signal = async {
                 let _ = stopped.await;
-            })
-            .await
-            .expect("API serves");
+                let _ = stop.send(true);
+            };
+            let (served, (), ()) = tokio::join!(serving, edge, signal);
+            served.expect("API serves");
         }
     });
     (TestNode { node, stop: Some(stop), server }, api_addr)
@@ -75,6 +91,11 @@ impl TestCluster {
     }
 
     pub async fn start_with(count: usize, config: ServerConfig) -> Self {
+        Self::start_with_nats(count, config, None).await
+    }
+
+    /// A cluster whose nodes run NATS ingest and egress with `nats` (`None`: gRPC only).
+    pub async fn start_with_nats(count: usize, config: ServerConfig, nats: Option<NatsConfig>) -> Self {
         init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
@@ -83,7 +104,7 @@ impl TestCluster {
         let mut members = BTreeMap::new();
         for i in 0..count {
             let id = i as u64 + 1;
-            let (node, api_addr) = start_node(dir.path(), id, "127.0.0.1:0", "127.0.0.1:0", &config).await;
+            let (node, api_addr) = start_node(dir.path(), id, "127.0.0.1:0", "127.0.0.1:0", &config, &nats).await;
             members.insert(id, NodeInfo::new(node.node.info().raft_addr.clone(), api_addr.clone()));
             raft_addrs.push(node.node.info().raft_addr.clone());
             nodes.push(Some(node));
@@ -92,7 +113,7 @@ impl TestCluster {
         let first = nodes[0].as_ref().expect("node 1");
         first.node.initialize(members).await.expect("cluster initialises");
         first.node.wait_for_leader(Duration::from_secs(10)).await.expect("a leader is elected");
-        let cluster = Self { nodes, api_addrs, raft_addrs, config, dir };
+        let cluster = Self { nodes, api_addrs, raft_addrs, config, nats, dir };
         // Every node knows the leader before tests begin.
         for node in cluster.nodes.iter().flatten() {
             node.node.wait_for_leader(Duration::from_secs(10)).await.expect("every node knows the leader");
@@ -109,6 +130,7 @@ impl TestCluster {
             &self.raft_addrs[index],
             &self.api_addrs[index],
             &self.config,
+            &self.nats,
         )
         .await;
         self.nodes[index] = Some(node);

@@ -15,10 +15,8 @@
 
 use super::{
     CONSUMER, ERROR_HEADER, ERROR_MESSAGE_HEADER, EVENTS_STREAM, EVENTS_SUBJECTS, NatsConfig, REJECTED_STREAM,
-    REJECTED_SUBJECTS,
+    REJECTED_SUBJECTS, SessionError,
 };
-use crate::convert::events::event_from_pb;
-use crate::metrics;
 use async_nats::jetstream::{self, consumer::pull};
 use futures::stream::{FuturesOrdered, StreamExt};
 use prost::Message as _;
@@ -28,8 +26,8 @@ use std::time::{Duration, Instant};
 use switchboard_core::{ErrorKind, Input};
 use switchboard_proto::switchboard::v1 as pb;
 use switchboard_raft::{Committed, ProposeError, RaftNode};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use switchboard_server::convert::events::event_from_pb;
+use switchboard_server::metrics;
 
 /// Why the consumer rejects a message before proposing it (the `Switchboard-Error` header);
 /// refusals by the state machine carry `switchboard_core::ApplyError::REASONS`.
@@ -85,7 +83,7 @@ pub(super) async fn consumer(
     js: &jetstream::Context,
     config: &NatsConfig,
     term: u64,
-) -> Result<jetstream::consumer::PullConsumer, BoxError> {
+) -> Result<jetstream::consumer::PullConsumer, SessionError> {
     let stream =
         super::file_stream(js, config, EVENTS_STREAM, EVENTS_SUBJECTS, Some(config.duplicate_window), None).await?;
     super::file_stream(js, config, REJECTED_STREAM, REJECTED_SUBJECTS, None, Some(config.effects_max_age)).await?;
@@ -100,9 +98,7 @@ pub(super) async fn consumer(
         Ok(info) => {
             let owner = info.config.metadata.get(TERM_METADATA).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
             if owner > term {
-                return Err(
-                    format!("{CONSUMER} belongs to the leader of term {owner}; this node led term {term}").into()
-                );
+                return Err(SessionError::Fenced { owner, term });
             }
             let start_sequence = info.ack_floor.stream_sequence + 1;
             stream.delete_consumer(CONSUMER).await?;
@@ -164,7 +160,7 @@ async fn session(
     config: &NatsConfig,
     rejections: &mut Rejections,
     stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), BoxError> {
+) -> Result<(), SessionError> {
     let mut consumer = consumer(js, config, term).await?;
     let mut messages = consumer
         .stream()
@@ -188,15 +184,15 @@ async fn session(
                 settle(node, batch, result, rejections).await?;
             }
             first = messages.next(), if in_flight.len() < config.max_in_flight.max(1) => {
-                let Some(first) = first else { return Err("the pull stream ended".into()) };
-                let first = first.map_err(|e| -> BoxError { Box::new(e) })?;
+                let Some(first) = first else { return Err(SessionError::PullEnded) };
+                let first = first?;
                 let mut bytes = first.payload.len();
                 let mut pulled = vec![first];
                 let deadline = tokio::time::Instant::now() + config.batch_linger;
                 while pulled.len() < batch_max(config) && bytes < BATCH_BYTES_MAX {
                     match tokio::time::timeout_at(deadline, messages.next()).await {
                         Ok(Some(message)) => {
-                            let message = message.map_err(|e| -> BoxError { Box::new(e) })?;
+                            let message = message?;
                             bytes += message.payload.len();
                             pulled.push(message);
                         }
@@ -276,7 +272,7 @@ fn check(
         ));
     }
     let occurred_at_ms = event.occurred_at_ms;
-    let event = event_from_pb(event, "event").map_err(|status| (reason::INVALID, status.message().to_owned()))?;
+    let event = event_from_pb(event, "event").map_err(|error| (reason::INVALID, error.to_string()))?;
     Ok((event, occurred_at_ms))
 }
 
@@ -286,7 +282,7 @@ async fn settle(
     batch: Vec<Pending>,
     result: Result<Committed, ProposeError>,
     rejections: &mut Rejections,
-) -> Result<(), BoxError> {
+) -> Result<(), SessionError> {
     let committed = match result {
         Ok(committed) => committed,
         // A write the log refuses outright (too large) will never commit: retrying it would
@@ -300,7 +296,7 @@ async fn settle(
         Err(error) => {
             // Nothing of this batch is acked. Later batches may commit meanwhile, so the session
             // ends: the next one restarts from the ack floor and keeps stream order.
-            return Err(format!("{} events not committed ({error}); resuming from the ack floor", batch.len()).into());
+            return Err(SessionError::NotCommitted { count: batch.len(), error });
         }
     };
     if !node.is_leader() {

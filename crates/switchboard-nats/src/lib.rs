@@ -1,4 +1,9 @@
-//! NATS JetStream ingest and egress (`shared/DESIGN.md`, "Interfaces").
+//! # switchboard-nats
+//!
+//! The NATS JetStream edge of a node (`shared/DESIGN.md`, "Interfaces"), beside the gRPC one in
+//! `switchboard-server`: both turn protobuf into core inputs with `switchboard_server::convert`
+//! and count into the same `switchboard_server::metrics` series. The binary runs it next to
+//! `switchboard_server::serve` with [`run_edge`].
 //!
 //! Gateways publish `GatewayEvent`s (protobuf) to `switchboard.events.<workspace>`, kept by the
 //! stream `SWITCHBOARD`. Only the Raft leader consumes them, through the durable pull consumer
@@ -110,6 +115,19 @@ impl Default for NatsConfig {
     }
 }
 
+/// The node's NATS edge until `shutdown` resolves: ingest and egress ([`run`]) when `config` is
+/// given, otherwise the outbox released without publishing ([`release_outbox_without_nats`]).
+pub async fn run_edge(
+    node: Arc<RaftNode>,
+    config: Option<NatsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    match config {
+        Some(config) => run(node, config, shutdown).await,
+        None => release_outbox_without_nats(node, shutdown).await,
+    }
+}
+
 /// Connects to NATS and runs ingest and egress until `shutdown` resolves. Both work only while
 /// this node is the confirmed leader; a NATS outage is retried as soon as NATS answers again
 /// and never stops the node.
@@ -156,6 +174,58 @@ pub async fn run(
     {
         tracing::warn!("NATS ingest and egress did not stop within {grace:?}; leaving them");
     }
+}
+
+/// Why an ingest or egress session ended. Each is logged and the session starts again after a
+/// back-off (`Backoff`); none stops the node.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// A stream could not be created or updated to the configuration.
+    #[error("cannot create or update a stream: {0}")]
+    Stream(#[from] jetstream::context::CreateStreamError),
+    /// A stream's state could not be read.
+    #[error("cannot read a stream's state: {0}")]
+    StreamInfo(#[from] jetstream::context::RequestError),
+    /// The effects stream's last message could not be read.
+    #[error("cannot read the last effect stored: {0}")]
+    LastEffect(#[from] jetstream::stream::LastRawMessageError),
+    /// The effects stream's last message is not an effect this node published.
+    #[error("the last message of {EFFECTS_STREAM} has no {LOG_INDEX_HEADER}/{SEQUENCE_HEADER} headers")]
+    UnnumberedEffect,
+    /// An effect or a rejected event could not be stored.
+    #[error("cannot publish: {0}")]
+    Publish(#[from] jetstream::context::PublishError),
+    /// The assigner consumer could not be read.
+    #[error("cannot read consumer {CONSUMER}: {0}")]
+    ConsumerInfo(#[from] jetstream::context::ConsumerInfoError),
+    /// The assigner consumer could not be replaced.
+    #[error("cannot replace consumer {CONSUMER}: {0}")]
+    Consumer(#[from] jetstream::stream::ConsumerError),
+    /// The consumer was made by the leader of a later term: this node is deposed.
+    #[error("{CONSUMER} belongs to the leader of term {owner}; this node led term {term}")]
+    Fenced {
+        /// The term the consumer's metadata names.
+        owner: u64,
+        /// The term this node led.
+        term: u64,
+    },
+    /// Pulling messages failed.
+    #[error("cannot pull events: {0}")]
+    Pull(#[from] jetstream::consumer::StreamError),
+    /// A pulled message was an error.
+    #[error("pulling events failed: {0}")]
+    Messages(#[from] jetstream::consumer::pull::MessagesError),
+    /// The pull stream ended.
+    #[error("the pull stream ended")]
+    PullEnded,
+    /// A batch of events did not commit; later ones must not be acked before it.
+    #[error("{count} events not committed ({error}); resuming from the ack floor")]
+    NotCommitted {
+        /// Events in the batch.
+        count: usize,
+        /// Why the proposal failed.
+        error: switchboard_raft::ProposeError,
+    },
 }
 
 /// The pause before reconnection attempt `attempts` to NATS: at once, then 50 ms more per
@@ -289,7 +359,7 @@ mod tests {
 
     /// README.md's "NATS contract" section.
     fn contract_section() -> &'static str {
-        let readme = include_str!("../../../../README.md");
+        let readme = include_str!("../../../README.md");
         let start = readme.find("\n## NATS contract\n").expect("README.md has a \"## NATS contract\" section");
         let rest = &readme[start + 1..];
         let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
@@ -379,8 +449,8 @@ mod tests {
         names.extend(
             switchboard_core::ApplyError::REASONS.iter().filter(|r| **r != "duplicate").map(|r| (*r).to_owned()),
         );
-        names.push(crate::metrics::EVENTS_DUPLICATE_TOTAL.to_owned());
-        names.push(crate::metrics::EVENTS_REJECTED_TOTAL.to_owned());
+        names.push(switchboard_server::metrics::EVENTS_DUPLICATE_TOTAL.to_owned());
+        names.push(switchboard_server::metrics::EVENTS_REJECTED_TOTAL.to_owned());
         for field in ["event_id", "log_index", "sequence", "position_update_interval_s"] {
             names.push(field.to_owned());
         }

@@ -12,18 +12,16 @@
 //! only then do replicas drop those effects. So whatever restarts, crashes or compacts its log
 //! meanwhile, every effect of every committed entry reaches the stream once, in log order.
 
-use super::{EFFECTS_STREAM, EFFECTS_SUBJECTS, LOG_INDEX_HEADER, NatsConfig, SEQUENCE_HEADER};
-use crate::convert::effects::{EffectOrigin, effect_to_pb};
+use super::{EFFECTS_STREAM, EFFECTS_SUBJECTS, LOG_INDEX_HEADER, NatsConfig, SEQUENCE_HEADER, SessionError};
 use async_nats::jetstream;
 use prost::Message as _;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_proto::switchboard::v1 as pb;
-use switchboard_raft::{OutboxEntry, RaftNode, StateChange, numbered_effects};
+use switchboard_raft::{AppliedEntry, RaftNode, StateChange};
+use switchboard_server::convert::effects::{EffectOrigin, effect_to_pb};
 use tokio::sync::broadcast;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Most publishes awaiting JetStream's ack.
 const PUBLISH_WINDOW: usize = 512;
@@ -53,14 +51,14 @@ pub(super) async fn run(
 pub(super) async fn stream(
     js: &jetstream::Context,
     config: &NatsConfig,
-) -> Result<jetstream::stream::Stream, BoxError> {
+) -> Result<jetstream::stream::Stream, SessionError> {
     let window = Some(config.duplicate_window);
     Ok(super::file_stream(js, config, EFFECTS_STREAM, EFFECTS_SUBJECTS, window, Some(config.effects_max_age)).await?)
 }
 
 /// The `(log index, sequence)` of the last effect in the stream: `Some((0, 0))` when it never
 /// held one, `None` when its last one is gone (past `effects_max_age`).
-async fn last_published(stream: &mut jetstream::stream::Stream) -> Result<Option<(u64, u32)>, BoxError> {
+async fn last_published(stream: &mut jetstream::stream::Stream) -> Result<Option<(u64, u32)>, SessionError> {
     let last = stream.info().await?.state.last_sequence;
     if last == 0 {
         return Ok(Some((0, 0)));
@@ -73,10 +71,7 @@ async fn last_published(stream: &mut jetstream::stream::Stream) -> Result<Option
     let header = |name: &str| message.headers.get(name).and_then(|v| v.as_str().parse::<u64>().ok());
     match (header(LOG_INDEX_HEADER), header(SEQUENCE_HEADER)) {
         (Some(index), Some(sequence)) => Ok(Some((index, sequence as u32))),
-        _ => {
-            Err(format!("the last message of {EFFECTS_STREAM} has no {LOG_INDEX_HEADER}/{SEQUENCE_HEADER} headers")
-                .into())
-        }
+        _ => Err(SessionError::UnnumberedEffect),
     }
 }
 
@@ -96,7 +91,7 @@ struct Cursor {
 }
 
 impl Cursor {
-    async fn await_one(&mut self) -> Result<(), BoxError> {
+    async fn await_one(&mut self) -> Result<(), SessionError> {
         if let Some((ack, index, last_of_entry)) = self.acks.pop_front() {
             ack.await?;
             let through = if last_of_entry { index } else { index.saturating_sub(1) };
@@ -110,7 +105,7 @@ impl Cursor {
 /// dropped over its bound) but the stream does not hold are a gap: logged, counted, skipped —
 /// unless the stream's last effect aged out (`expired`), when the confirmed index is where the
 /// stream stood.
-fn outbox_from(node: &RaftNode, cursor: &mut Cursor, expired: bool) -> VecDeque<OutboxEntry> {
+fn outbox_from(node: &RaftNode, cursor: &mut Cursor, expired: bool) -> VecDeque<AppliedEntry> {
     let backlog = node.outbox_from(cursor.next_index);
     if backlog.served_after > cursor.sent.0 {
         if expired {
@@ -125,7 +120,7 @@ fn outbox_from(node: &RaftNode, cursor: &mut Cursor, expired: bool) -> VecDeque<
                 "the effects of these log entries are not in {EFFECTS_STREAM} and no longer in the outbox (the stream \
              lost them, or NATS was down so long that the outbox dropped them): they are not published"
             );
-            ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
+            ::metrics::counter!(switchboard_server::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
         }
         cursor.sent = (backlog.served_after, u32::MAX);
         cursor.next_index = backlog.served_after + 1;
@@ -139,7 +134,7 @@ async fn session(
     js: &jetstream::Context,
     config: &NatsConfig,
     stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), BoxError> {
+) -> Result<(), SessionError> {
     let mut stream = stream(js, config).await?;
     let found = last_published(&mut stream).await?;
     let last = found.unwrap_or((0, 0));
@@ -176,7 +171,7 @@ async fn session(
                 cursor.stored_through = cursor.stored_through.max(cursor.next_index.saturating_sub(1));
                 tokio::select! {
                     received = receiver.recv() => match received {
-                        Ok(StateChange::Entry { index, at_ms, outcomes }) => OutboxEntry { index, at_ms, outcomes },
+                        Ok(StateChange::Entry(entry)) => entry,
                         // A snapshot replaced the state (not while leading), or this publisher fell
                         // behind the live feed: the outbox has everything not yet confirmed.
                         Ok(StateChange::SnapshotInstalled { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -206,9 +201,9 @@ async fn session(
 }
 
 /// Publishes the effects of `entry` after the cursor.
-async fn publish_entry(js: &jetstream::Context, cursor: &mut Cursor, entry: &OutboxEntry) -> Result<(), BoxError> {
+async fn publish_entry(js: &jetstream::Context, cursor: &mut Cursor, entry: &AppliedEntry) -> Result<(), SessionError> {
     let origin = EffectOrigin { log_index: entry.index, at_ms: entry.at_ms };
-    for numbered in numbered_effects(&entry.outcomes, 0) {
+    for numbered in entry.numbered_effects() {
         let this = (entry.index, numbered.sequence);
         let last_of_entry = numbered.last;
         if this <= cursor.sent {
@@ -219,7 +214,7 @@ async fn publish_entry(js: &jetstream::Context, cursor: &mut Cursor, entry: &Out
             // Cannot be a subject (a workspace created before ids were checked): skipped
             // rather than stopping every later effect. Watch still delivers it.
             tracing::error!(workspace = %effect.workspace, "workspace id is not a NATS subject token; effect not published");
-            ::metrics::counter!(crate::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
+            ::metrics::counter!(switchboard_server::metrics::EFFECTS_UNPUBLISHED_TOTAL).increment(1);
             continue;
         }
         let subject = super::effects_subject(&effect.workspace, kind_name(&effect));
