@@ -266,8 +266,14 @@ pub(crate) mod ranges {
     pub(crate) const EFFECTS_MAX_AGE_S: Range = Range::new(60, 31_536_000, "seconds");
     /// `nats.max_ack_pending`.
     pub(crate) const MAX_ACK_PENDING: Range = Range::new(1, 1_000_000, "events");
-    /// `nats.ack_wait_s`: redeliveries back off to 4 times this.
-    pub(crate) const ACK_WAIT_S: Range = Range::new(1, 86_400, "seconds");
+    /// `nats.ack_wait_s`: redeliveries back off to 4 times this. Below the default workspace
+    /// `dedupe_window_s`: exactly once rests on the event-id dedupe, so an event whose ack was
+    /// lost must be redelivered while its workspace still remembers the id.
+    pub(crate) const ACK_WAIT_S: Range = Range::new(
+        1,
+        switchboard_core::WorkspaceSettings::DEFAULT_DEDUPE_WINDOW_S as u64 - 1,
+        "seconds; below the default workspace dedupe_window_s, so that a redelivered event is recognised",
+    );
     /// `nats.batch_max`: one Raft proposal carries at most this many inputs.
     pub(crate) const BATCH_MAX: Range =
         Range::new(1, switchboard_raft::MAX_INPUTS_PER_PROPOSAL as u64, "events per proposal");
@@ -406,7 +412,7 @@ fn nats_config(section: &NatsSection) -> Result<NatsConfig> {
         effects_max_age: Duration::from_secs(effects_max_age_s),
         max_ack_pending: max_ack_pending as i64,
         ack_wait,
-        // At most 4 days (ack_wait_s <= 86,400): no overflow.
+        // At most 40 minutes (ack_wait_s < 600): no overflow.
         redelivery_backoff: vec![ack_wait, ack_wait * 2, ack_wait * 4],
         batch_max: batch_max as usize,
         batch_linger: Duration::from_millis(batch_linger_ms),
@@ -621,7 +627,18 @@ mod tests {
         // This value made `ack_wait * 4` overflow and panic at start-up.
         let text = with("nats", "ack_wait_s", "5000000000000000000");
         let message = format!("{:#}", parse(&text).err().expect("refused"));
-        assert_eq!(message, "nats.ack_wait_s = 5000000000000000000 is out of range: allowed 1 to 86400 (seconds)");
+        assert_eq!(
+            message,
+            "nats.ack_wait_s = 5000000000000000000 is out of range: allowed 1 to 599 (seconds; below the default \
+             workspace dedupe_window_s, so that a redelivered event is recognised)"
+        );
+    }
+
+    #[test]
+    fn an_ack_wait_the_dedupe_window_cannot_cover_is_refused() {
+        let message = format!("{:#}", parse(&with("nats", "ack_wait_s", "600")).err().expect("refused"));
+        assert!(message.contains("below the default workspace dedupe_window_s"), "{message}");
+        assert!(parse(&with("nats", "ack_wait_s", "599")).is_ok());
     }
 
     #[test]
