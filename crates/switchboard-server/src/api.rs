@@ -133,6 +133,27 @@ impl Api {
         Ok(ReadValue { value: read.value, applied_index: read.applied_index })
     }
 
+    /// Reads one entity of `workspace` with `find`; `NOT_FOUND` names the workspace, or the
+    /// entity (`what` `id`, e.g. `agent a1`), that is not there.
+    pub(crate) async fn read_entity<T: Send>(
+        &self,
+        consistency: i32,
+        workspace: &WorkspaceId,
+        what: &str,
+        id: &(dyn std::fmt::Display + Sync),
+        find: impl FnOnce(&State) -> Option<T> + Send,
+    ) -> Result<ReadValue<T>, Status> {
+        let read = self
+            .read(consistency, |state| {
+                if !state.has_workspace(workspace) {
+                    return Err(crate::services::unknown_workspace(workspace));
+                }
+                find(state).ok_or_else(|| Status::not_found(format!("unknown {what} {id} in workspace {workspace}")))
+            })
+            .await?;
+        Ok(ReadValue { value: read.value?, applied_index: read.applied_index })
+    }
+
     /// A channel to the leader's public API, or `None` when this node leads. Fails with
     /// `UNAVAILABLE` when no leader is known or the call was already forwarded once.
     pub(crate) fn leader_channel<T>(&self, request: &tonic::Request<T>) -> Result<Option<Channel>, Status> {

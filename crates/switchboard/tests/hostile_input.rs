@@ -9,22 +9,6 @@ use support::{TestCluster, assigned_agent, ctl, opened};
 use switchboard_client::pb;
 use tonic::Code;
 
-const WITH_TEE: &str = r#"
-workspace: acme
-settings:
-  default_team: support
-agents:
-  - {id: mary, name: Mary, max_open: 5}
-  - {id: tom, name: Tom, max_open: 5}
-teams:
-  - {id: support, strategy: round_robin, members: [mary]}
-  - {id: tee, strategy: round_robin, members: [tom]}
-rules:
-  - id: x-to-tee
-    when: {topics: [x]}
-    team: tee
-"#;
-
 const WITHOUT_TEE: &str = r#"
 workspace: acme
 settings:
@@ -36,6 +20,16 @@ teams:
   - {id: support, strategy: round_robin, members: [mary]}
 "#;
 
+/// `WITHOUT_TEE` plus team `tee` (tom) and a rule that sends topic `x` to it.
+fn with_tee() -> String {
+    let tee = [
+        "  - {id: tee, strategy: round_robin, members: [tom]}",
+        "rules:",
+        "  - {id: x-to-tee, when: {topics: [x]}, team: tee}",
+    ];
+    format!("{WITHOUT_TEE}{}\n", tee.join("\n"))
+}
+
 fn event(id: &str, kind: pb::gateway_event::Kind) -> pb::GatewayEvent {
     pb::GatewayEvent { event_id: id.into(), workspace: "acme".into(), occurred_at_ms: 0, kind: Some(kind) }
 }
@@ -46,7 +40,7 @@ async fn a_customer_writing_again_after_their_team_was_removed_is_served_and_the
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("acme.yaml");
     let path_arg = path.to_str().expect("utf-8 path").to_owned();
-    std::fs::write(&path, WITH_TEE).expect("write");
+    std::fs::write(&path, with_tee()).expect("write");
     let (ok, out) = ctl(&cluster, &["apply", "-f", &path_arg]);
     assert!(ok, "{out}");
     for agent in ["mary", "tom"] {

@@ -69,9 +69,7 @@ impl Workspace {
     pub(crate) fn upsert_team(&mut self, cx: &mut Ctx<'_>, spec: TeamSpec) -> Result<(), ApplyError> {
         let mut seen = BTreeSet::new();
         for member in &spec.members {
-            if !self.agents.contains_key(member) {
-                return Err(ApplyError::UnknownAgent(member.clone()));
-            }
+            self.known_agent(member)?;
             if !seen.insert(member) {
                 return Err(ApplyError::invalid("team.members", format!("agent {member} is listed twice")));
             }

@@ -82,9 +82,7 @@ impl Workspace {
         id: &ConversationId,
         agent_id: &AgentId,
     ) -> Result<(), ApplyError> {
-        if !self.agents.contains_key(agent_id) {
-            return Err(ApplyError::UnknownAgent(agent_id.clone()));
-        }
+        self.known_agent(agent_id)?;
         let now_ms = cx.now_ms;
         let conversation = self.conversations.get_mut(id).ok_or_else(|| ApplyError::UnknownConversation(id.clone()))?;
         if conversation.state != ConversationState::Assigned
@@ -194,9 +192,7 @@ impl Workspace {
         id: &ConversationId,
         agent_id: &AgentId,
     ) -> Result<(), ApplyError> {
-        if !self.agents.contains_key(agent_id) {
-            return Err(ApplyError::UnknownAgent(agent_id.clone()));
-        }
+        self.known_agent(agent_id)?;
         let ix = self.queued_conversation(id)?;
         self.unplace(ix)?;
         self.assign(cx, ix, agent_id, AssignReason::Manual)
@@ -212,9 +208,7 @@ impl Workspace {
         let conversation = self.conversation(ix)?;
         match &target {
             TransferTarget::Agent(agent) => {
-                if !self.agents.contains_key(agent) {
-                    return Err(ApplyError::UnknownAgent(agent.clone()));
-                }
+                self.known_agent(agent)?;
                 if conversation.assignee.as_ref() == Some(agent) {
                     return Err(ApplyError::Precondition(Conflict::AlreadyAssigned {
                         conversation: id.clone(),

@@ -215,6 +215,11 @@ impl Workspace {
         self.agents.get(id).ok_or_else(|| ApplyError::missing("agent", id))
     }
 
+    /// A caller's agent id: `UnknownAgent` unless the workspace has it.
+    fn known_agent(&self, id: &AgentId) -> Result<(), ApplyError> {
+        if self.agents.contains_key(id) { Ok(()) } else { Err(ApplyError::UnknownAgent(id.clone())) }
+    }
+
     fn team(&self, id: &TeamId) -> Result<&Team, ApplyError> {
         self.teams.get(id).ok_or_else(|| ApplyError::missing("team", id))
     }

@@ -139,15 +139,10 @@ impl Admin for AdminService {
         let contact: ContactId = required_id(request.contact, "contact")?;
         let read = self
             .api
-            .read(request.consistency, |state| {
-                if !state.has_workspace(&workspace) {
-                    return Err(unknown_workspace(&workspace));
-                }
-                state
-                    .contact(&workspace, &contact)
-                    .ok_or_else(|| Status::not_found(format!("unknown contact {contact} in workspace {workspace}")))
+            .read_entity(request.consistency, &workspace, "contact", &contact, |state| {
+                state.contact(&workspace, &contact)
             })
             .await?;
-        Ok(Response::new(contact_to_info(read.value?, read.applied_index)))
+        Ok(Response::new(contact_to_info(read.value, read.applied_index)))
     }
 }

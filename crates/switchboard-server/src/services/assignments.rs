@@ -39,16 +39,11 @@ impl Assignments for AssignmentsService {
         let conversation: ConversationId = required_id(request.conversation, "conversation")?;
         let read = self
             .api
-            .read(request.consistency, |state| {
-                if !state.has_workspace(&workspace) {
-                    return Err(unknown_workspace(&workspace));
-                }
-                state.conversation(&workspace, &conversation).ok_or_else(|| {
-                    Status::not_found(format!("unknown conversation {conversation} in workspace {workspace}"))
-                })
+            .read_entity(request.consistency, &workspace, "conversation", &conversation, |state| {
+                state.conversation(&workspace, &conversation)
             })
             .await?;
-        Ok(Response::new(conversation_to_pb(read.value?, read.applied_index)))
+        Ok(Response::new(conversation_to_pb(read.value, read.applied_index)))
     }
 
     async fn list_queue(
@@ -62,17 +57,12 @@ impl Assignments for AssignmentsService {
         let offset = request.offset as usize;
         let read = self
             .api
-            .read(request.consistency, |state| {
-                if !state.has_workspace(&workspace) {
-                    return Err(unknown_workspace(&workspace));
-                }
-                let entries = state
-                    .team_queue(&workspace, &team, offset, limit)
-                    .ok_or_else(|| Status::not_found(format!("unknown team {team} in workspace {workspace}")))?;
-                Ok((entries, state.queue_depth(&workspace, &team).unwrap_or(0)))
+            .read_entity(request.consistency, &workspace, "team", &team, |state| {
+                let entries = state.team_queue(&workspace, &team, offset, limit)?;
+                Some((entries, state.queue_depth(&workspace, &team).unwrap_or(0)))
             })
             .await?;
-        let (entries, depth) = read.value?;
+        let (entries, depth) = read.value;
         Ok(Response::new(pb::ListQueueResponse {
             entries: entries.into_iter().map(queue_entry_to_pb).collect(),
             depth: depth as u32,

@@ -71,16 +71,9 @@ impl Presence for PresenceService {
         let agent: AgentId = required_id(request.agent, "agent")?;
         let read = self
             .api
-            .read(request.consistency, |state| {
-                if !state.has_workspace(&workspace) {
-                    return Err(unknown_workspace(&workspace));
-                }
-                state
-                    .agent(&workspace, &agent)
-                    .ok_or_else(|| Status::not_found(format!("unknown agent {agent} in workspace {workspace}")))
-            })
+            .read_entity(request.consistency, &workspace, "agent", &agent, |state| state.agent(&workspace, &agent))
             .await?;
-        Ok(Response::new(agent_to_pb(read.value?, read.applied_index)))
+        Ok(Response::new(agent_to_pb(read.value, read.applied_index)))
     }
 
     async fn list_agents(

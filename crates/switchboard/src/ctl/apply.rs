@@ -275,7 +275,7 @@ pub(crate) async fn apply(client: &Client, file: &WorkspaceFile, dry_run: bool, 
     for change in &changes {
         let ws = workspace.clone();
         let result = match change {
-            Change::CreateWorkspace { settings } => {
+            Change::CreateWorkspace { settings } | Change::Settings { settings, .. } => {
                 client
                     .configure_workspace(pb::ConfigureWorkspaceRequest {
                         workspace: ws,
@@ -307,15 +307,6 @@ pub(crate) async fn apply(client: &Client, file: &WorkspaceFile, dry_run: bool, 
                     .set_routing_rules(pb::SetRoutingRulesRequest {
                         workspace: ws,
                         rules: rules.clone(),
-                        ..Default::default()
-                    })
-                    .await
-            }
-            Change::Settings { settings, .. } => {
-                client
-                    .configure_workspace(pb::ConfigureWorkspaceRequest {
-                        workspace: ws,
-                        settings: Some(settings.clone()),
                         ..Default::default()
                     })
                     .await
