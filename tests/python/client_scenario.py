@@ -93,13 +93,7 @@ class Scenario(Steps):
         S = grpc.StatusCode
 
         self.step = "Cluster.Status has a leader"
-        deadline = time.monotonic() + 10
-        while True:
-            status = self.call(self.cluster.Status, cl.StatusRequest())
-            if status.leader_id != 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        self.check(status.leader_id != 0, f"no leader known: {status}")
+        status = self.leader_status(self.cluster, cl.StatusRequest())
         self.check(status.state_digest != "", f"empty state_digest: {status}")
         self.check(len(status.members) >= 1, f"no members: {status}")
         self.ok(

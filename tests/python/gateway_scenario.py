@@ -267,13 +267,7 @@ class Scenario(Steps):
         )
 
         self.step = "Cluster.Status has a leader"
-        deadline = time.monotonic() + 10
-        while True:
-            status = self.call(self.cluster.Status, cl.StatusRequest())
-            if status.leader_id != 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        self.check(status.leader_id != 0, f"no leader known: {status}")
+        status = self.leader_status(self.cluster, cl.StatusRequest())
         self.ok(f"leader {status.leader_id}")
 
         # a. The workspace, over gRPC (NATS carries no configuration).

@@ -5,6 +5,7 @@ into a temporary directory), which is the point: any language can do the same.""
 import importlib
 import os
 import sys
+import time
 import traceback
 
 import grpc
@@ -52,6 +53,19 @@ class Steps:
             return method(request, timeout=RPC_TIMEOUT_S)
         except grpc.RpcError as error:
             raise StepFailed(f"unexpected {error.code().name}: {error.details()!r}") from None
+
+
+    def leader_status(self, cluster, status_request, wait_s=10.0):
+        """Cluster.Status from `cluster` (a ClusterStub), polled until it names a leader or
+        `wait_s` passed; the step fails if none is known by then."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            status = self.call(cluster.Status, status_request)
+            if status.leader_id != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.check(status.leader_id != 0, f"no leader known: {status}")
+        return status
 
 
 def generate_stubs(out_dir):

@@ -22,6 +22,14 @@ fn apply(cluster: &TestCluster, yaml: &str, online: &[&str]) {
     }
 }
 
+/// A 3-node cluster with the workspace `yaml` applied and `online` agents online, and a client.
+async fn cluster_with(yaml: &str, online: &[&str]) -> (TestCluster, Client) {
+    let cluster = TestCluster::start(3).await;
+    let client = cluster.client().await;
+    apply(&cluster, yaml, online);
+    (cluster, client)
+}
+
 fn event(id: &str, kind: pb::gateway_event::Kind) -> pb::GatewayEvent {
     pb::GatewayEvent { event_id: id.into(), workspace: "acme".into(), occurred_at_ms: 0, kind: Some(kind) }
 }
@@ -142,10 +150,7 @@ teams:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_in_two_teams_serves_the_longest_waiting_first_and_claims_are_for_members() {
-    let cluster = TestCluster::start(3).await;
-    let client = cluster.client().await;
-    apply(
-        &cluster,
+    let (cluster, client) = cluster_with(
         r#"
 workspace: acme
 settings: {default_team: a}
@@ -162,7 +167,8 @@ rules:
   - {id: to-m, when: {topics: [m]}, team: m}
 "#,
         &["amy", "bob"],
-    );
+    )
+    .await;
     // amy is busy; "old" waits in b, then "new" in a.
     assert_eq!(assignments(&open(&client, "busy", "k0", "", "", 0).await)[0].1, "amy");
     assert!(assignments(&open(&client, "old", "k1", "", "b", 0).await).is_empty());
@@ -184,10 +190,7 @@ rules:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queued_customers_hear_their_new_position_once_the_interval_has_passed() {
-    let cluster = TestCluster::start(3).await;
-    let client = cluster.client().await;
-    apply(
-        &cluster,
+    let (cluster, client) = cluster_with(
         r#"
 workspace: acme
 settings: {default_team: t}
@@ -197,7 +200,8 @@ teams:
   - {id: t, strategy: round_robin, members: [amy], options: {position_update_interval_s: 5}}
 "#,
         &["amy"],
-    );
+    )
+    .await;
     for (n, conversation) in ["c1", "c2", "c3", "c4"].into_iter().enumerate() {
         open(&client, conversation, &format!("k{n}"), "", "", 0).await;
     }
