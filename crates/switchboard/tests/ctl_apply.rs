@@ -8,32 +8,7 @@ use std::process::Command;
 use support::{TestCluster, opened};
 use switchboard_client::{Client, pb};
 
-const BASE: &str = r#"
-workspace: acme
-settings:
-  default_team: support
-agents:
-  - {id: mary, name: Mary, max_open: 2, skills: {refunds: 3}}
-  - {id: john, name: John}
-  - {id: ana, name: Ana, languages: [es]}
-teams:
-  - id: support
-    strategy: round_robin
-    members: [mary, john]
-  - id: soporte
-    strategy: least_open
-    members: [ana]
-    timezone: America/Sao_Paulo
-  - id: sales
-    strategy: weighted
-    members: [john]
-    business_hours:
-      weekly: [{days: [mon, tue], open: "09:00", close: "18:00"}]
-      holidays: ["2026-12-25"]
-rules:
-  - {id: spanish, when: {languages: [es]}, team: soporte}
-  - {id: buying, when: {keywords: [price]}, team: sales}
-"#;
+const BASE: &str = include_str!("fixtures/acme.yaml");
 
 struct Ctl {
     nodes: String,
@@ -157,8 +132,9 @@ async fn a_refusal_only_the_cluster_can_make_leaves_every_team_of_the_file_in_pl
         .iter()
         .map(|r| match r.target.as_ref().and_then(|t| t.target.as_ref()) {
             Some(pb::rule_target::Target::Team(team)) => team.team.clone(),
+            Some(pb::rule_target::Target::Agent(agent)) => format!("agent {agent}"),
             other => format!("{other:?}"),
         })
         .collect();
-    assert_eq!(targets, ["soporte", "shop"]);
+    assert_eq!(targets, ["soporte", "shop", "agent mary"]);
 }

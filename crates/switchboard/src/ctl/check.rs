@@ -142,29 +142,7 @@ mod tests {
     use super::*;
     use crate::ctl::apply::plan;
 
-    const BASE: &str = r#"
-workspace: acme
-settings:
-  default_team: support
-agents:
-  - {id: mary, name: Mary, max_open: 2, skills: {refunds: 3}}
-  - {id: john, name: John}
-  - {id: ana, name: Ana, languages: [es]}
-teams:
-  - id: support
-    strategy: round_robin
-    members: [mary, john]
-  - id: soporte
-    strategy: least_open
-    members: [ana]
-    timezone: America/Sao_Paulo
-    business_hours:
-      weekly: [{days: [mon], open: "09:00", close: "18:00"}]
-      holidays: ["2026-12-25"]
-rules:
-  - {id: spanish, when: {languages: [es]}, team: soporte}
-  - {id: vip, when: {tiers: [vip]}, agent: mary}
-"#;
+    const BASE: &str = include_str!("../../tests/fixtures/acme.yaml");
 
     const NOW_MS: i64 = 1_795_428_000_000;
 
@@ -221,7 +199,7 @@ rules:
                 "Mars/Olympus",
                 "teams[1] (soporte): invalid timezone: unknown IANA timezone \"Mars/Olympus\"",
             ),
-            ("2026-12-25", "2026-13-45", "teams[1] (soporte): invalid business_hours.holidays: \"2026-13-45\""),
+            ("2026-12-25", "2026-13-45", "teams[2] (sales): invalid business_hours.holidays: \"2026-13-45\""),
             (
                 "max_open: 2,",
                 "max_open: 10001,",
@@ -243,7 +221,7 @@ rules:
     #[test]
     fn an_agent_rule_needs_a_team_or_a_default_team() {
         let text = BASE.replace("default_team: support", "").replace("members: [mary, john]", "members: [john]");
-        refused(&text, None, false, "rules[1] (vip): rule vip targets agent mary, who is in no team");
+        refused(&text, None, false, "rules[2] (vip): rule vip targets agent mary, who is in no team");
     }
 
     #[test]
