@@ -53,6 +53,9 @@ pub struct ClientConfig {
     pub retry_timeout: Duration,
     /// Largest response accepted, in bytes.
     pub max_response_bytes: usize,
+    /// The bearer token sent with every call (`<id>.<secret>`, from `switchboard ctl token
+    /// create`), for clusters that require one.
+    pub token: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -62,6 +65,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(10),
             retry_timeout: Duration::from_secs(15),
             max_response_bytes: 16 * 1024 * 1024,
+            token: None,
         }
     }
 }
@@ -72,6 +76,9 @@ pub enum ConnectError {
     /// No endpoint was given.
     #[error("no node address given; pass at least one host:port")]
     NoEndpoints,
+    /// The token cannot be sent as gRPC metadata.
+    #[error("the token is not valid in a gRPC header (printable ASCII only)")]
+    BadToken,
     /// An endpoint is not a valid address.
     #[error("invalid node address {address:?}: {reason}")]
     BadAddress {
@@ -95,6 +102,8 @@ struct Inner {
     /// The node calls go to first; moves on when it fails.
     current: AtomicUsize,
     config: ClientConfig,
+    /// `Bearer <token>`, when the client has one.
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
     /// Per-client part of generated request ids.
     incarnation: u128,
     counter: AtomicU64,
@@ -144,6 +153,10 @@ impl Client {
                 .tcp_nodelay(true);
             channels.push(endpoint.connect_lazy());
         }
+        let authorization = match &config.token {
+            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| ConnectError::BadToken)?),
+            None => None,
+        };
         let incarnation =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         Ok(Self {
@@ -151,6 +164,7 @@ impl Client {
                 addresses,
                 channels,
                 current: AtomicUsize::new(0),
+                authorization,
                 config,
                 incarnation: incarnation ^ u128::from(std::process::id()) << 64,
                 counter: AtomicU64::new(0),
@@ -208,7 +222,7 @@ impl Client {
     }
 
     /// The node calls currently go to, as (position, channel).
-    fn current_channel(&self) -> (usize, Channel) {
+    pub(crate) fn current_channel(&self) -> (usize, Channel) {
         let index = self.inner.current.load(Ordering::Relaxed) % self.inner.channels.len();
         (index, self.inner.channels[index].clone())
     }
@@ -225,10 +239,18 @@ impl Client {
     }
 }
 
-fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    request
+impl Client {
+    /// `message` as a request with the client's token and `timeout`.
+    fn request<T>(&self, message: T, timeout: Option<Duration>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        if let Some(authorization) = &self.inner.authorization {
+            request.metadata_mut().insert("authorization", authorization.clone());
+        }
+        request
+    }
 }
 
 /// One method per unary RPC: `$name(request) -> response`, retried through the cluster.
@@ -245,7 +267,7 @@ macro_rules! unary {
                     self.retry(|channel, timeout| {
                         let request = request.clone();
                         async move {
-                            $client::new(channel).max_decoding_message_size(max).$name(timed(request, timeout)).await
+                            $client::new(channel).max_decoding_message_size(max).$name(self.request(request, Some(timeout))).await
                         }
                     })
                     .await
@@ -317,7 +339,7 @@ impl Client {
             .cloned()
             .ok_or_else(|| Status::invalid_argument(format!("this client has no node number {node}")))?;
         ClusterClient::new(channel)
-            .status(timed(pb::StatusRequest {}, self.inner.config.request_timeout))
+            .status(self.request(pb::StatusRequest {}, Some(self.inner.config.request_timeout)))
             .await
             .map(tonic::Response::into_inner)
     }

@@ -81,7 +81,7 @@ async fn run(client: Client, request: pb::WatchRequest, sender: mpsc::Sender<Res
         let (index, channel) = client.current_channel();
         let mut attempt = request.clone();
         attempt.from_index = position.resume_from;
-        let failure = match AssignmentsClient::new(channel).watch(attempt).await {
+        let failure = match AssignmentsClient::new(channel).watch(client.request(attempt, None)).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
                 loop {

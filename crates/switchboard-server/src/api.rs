@@ -2,6 +2,7 @@
 //! to the leader's public API; and the two paths every RPC takes, [`Api::write`] and
 //! [`Api::read`].
 
+use crate::auth::{Authenticator, Caller};
 use crate::convert::effects::{EffectOrigin, effect_to_pb};
 use crate::presence::PresenceSupervisor;
 use crate::status;
@@ -39,6 +40,8 @@ pub(crate) struct Api {
     pub(crate) presence: Arc<PresenceSupervisor>,
     /// Turns true when the server begins to shut down; long-lived streams end then.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
+    /// Who may call; `None`: anyone.
+    auth: Option<Arc<Authenticator>>,
     leader_channels: Mutex<BTreeMap<String, Channel>>,
 }
 
@@ -84,8 +87,18 @@ impl Api {
         watch: Arc<WatchHub>,
         presence: Arc<PresenceSupervisor>,
         stopping: tokio::sync::watch::Receiver<bool>,
+        auth: Option<Arc<Authenticator>>,
     ) -> Self {
-        Self { node, watch, presence, stopping, leader_channels: Mutex::new(BTreeMap::new()) }
+        Self { node, watch, presence, stopping, auth, leader_channels: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Who made `request`: `UNAUTHENTICATED` when the node requires a token and the request
+    /// carries none it accepts.
+    pub(crate) fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Caller, Status> {
+        match &self.auth {
+            None => Ok(Caller::Anyone),
+            Some(auth) => auth.authenticate(request.metadata()),
+        }
     }
 
     /// Commits one command through the Raft log (forwarded to the leader by the node when this
@@ -191,6 +204,10 @@ pub(crate) fn forwarded<T: Clone>(request: &tonic::Request<T>) -> tonic::Request
     let mut forwarded = tonic::Request::new(request.get_ref().clone());
     if let Some(timeout) = request.metadata().get("grpc-timeout") {
         forwarded.metadata_mut().insert("grpc-timeout", timeout.clone());
+    }
+    // The leader checks the caller again.
+    if let Some(authorization) = request.metadata().get(crate::auth::AUTHORIZATION_METADATA_KEY) {
+        forwarded.metadata_mut().insert(crate::auth::AUTHORIZATION_METADATA_KEY, authorization.clone());
     }
     forwarded.metadata_mut().insert(FORWARDED_METADATA_KEY, tonic::metadata::MetadataValue::from_static("1"));
     forwarded

@@ -15,6 +15,8 @@
 //!   field in a [`convert::ConvertError`]. Public for the other edges that speak protobuf: NATS
 //!   ingest and egress (`switchboard-nats`) and `switchboard ctl apply`, which rehearses its
 //!   writes on a local state machine with the same conversions the admin service makes.
+//! - [`auth`]: bearer tokens, roles and workspace scopes; every `switchboard.v1` RPC asks who
+//!   its caller is and whether it may.
 //! - `status.rs`: the one place library errors become gRPC statuses.
 //! - `watch.rs`: the ring of recent applied entries that makes Watch resumable, and the limits
 //!   on Watch streams (how far one may fall behind, how many may be open).
@@ -25,6 +27,7 @@
 //! protobuf; the core and raft crates never see a generated type.
 
 mod api;
+pub mod auth;
 pub mod convert;
 pub mod metrics;
 pub mod presence;

@@ -1,6 +1,7 @@
 //! Serving the public API on a bound listener until a shutdown future resolves.
 
 use crate::api::Api;
+use crate::auth::Authenticator;
 use crate::presence::{PresenceConfig, PresenceSupervisor};
 use crate::services::admin::AdminService;
 use crate::services::assignments::AssignmentsService;
@@ -61,6 +62,9 @@ pub struct ServerConfig {
     pub max_response_bytes: usize,
     /// Most concurrent requests per client connection.
     pub concurrency_per_connection: usize,
+    /// Who may call the `switchboard.v1` services; `None` lets anyone who reaches the port do
+    /// anything (a warning says so at start-up). Health and reflection are always open.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             max_request_bytes: 4 * 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             concurrency_per_connection: 1024,
+            auth: None,
         }
     }
 }
@@ -138,7 +143,13 @@ pub async fn serve(
         tokio::spawn(crate::metrics::run_sampler(node.clone(), stopped())),
     ];
 
-    let api = Arc::new(Api::new(node, hub, presence, stopped_flag(&stop_sender)));
+    if config.auth.is_none() {
+        tracing::warn!(
+            "the public API has no [auth]: anyone who can reach this port may read and change everything; \
+             configure tokens before exposing it"
+        );
+    }
+    let api = Arc::new(Api::new(node, hub, presence, stopped_flag(&stop_sender), config.auth.clone()));
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES.into_iter().chain([""]) {
         health.set_service_status(name, ServingStatus::Serving).await;

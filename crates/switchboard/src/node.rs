@@ -12,6 +12,7 @@ use std::time::Duration;
 use switchboard_core::AgentStatus;
 use switchboard_nats::NatsConfig;
 use switchboard_raft::{NodeInfo, RaftNode, RaftNodeConfig, Tuning};
+use switchboard_server::auth::{Authenticator, CredentialSpec, Credentials};
 use switchboard_server::{PresenceConfig, ServerConfig};
 
 /// `switchboard node` flags. Each overrides the same setting of the config file.
@@ -139,6 +140,44 @@ impl Default for ApiSection {
     }
 }
 
+/// The `[auth]` table: the tokens this node accepts (see `switchboard ctl token create`).
+/// Without it the public API is open.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthSection {
+    #[serde(default)]
+    pub(crate) tokens: Vec<TokenEntry>,
+}
+
+/// One `[[auth.tokens]]` entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenEntry {
+    pub(crate) id: String,
+    pub(crate) role: String,
+    #[serde(default)]
+    pub(crate) workspaces: Vec<String>,
+    pub(crate) agent: Option<String>,
+    pub(crate) sha256: String,
+}
+
+impl AuthSection {
+    fn credentials(&self) -> Result<Credentials> {
+        let specs: Vec<CredentialSpec> = self
+            .tokens
+            .iter()
+            .map(|t| CredentialSpec {
+                id: t.id.clone(),
+                role: t.role.clone(),
+                workspaces: t.workspaces.clone(),
+                agent: t.agent.clone(),
+                sha256: t.sha256.clone(),
+            })
+            .collect();
+        Ok(Credentials::from_specs(&specs)?)
+    }
+}
+
 /// The whole node configuration file.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +202,7 @@ pub(crate) struct NodeConfig {
     #[serde(default)]
     pub(crate) api: ApiSection,
     pub(crate) nats: Option<NatsSection>,
+    pub(crate) auth: Option<AuthSection>,
 }
 
 impl NodeConfig {
@@ -336,7 +376,12 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
     let max_request_bytes = ranges::MAX_REQUEST_BYTES.check("api.max_request_bytes", api.max_request_bytes)?;
     let watch_retained_effects =
         ranges::WATCH_RETAINED_EFFECTS.check("api.watch_retained_effects", api.watch_retained_effects)?;
+    let auth = match &config.auth {
+        Some(section) => Some(Arc::new(Authenticator::new(section.credentials()?))),
+        None => None,
+    };
     let server = ServerConfig {
+        auth,
         presence: PresenceConfig { heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms), expire_to },
         // Both fit in usize: their ranges are below 2^32.
         watch_retained_effects: watch_retained_effects as usize,
@@ -472,6 +517,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
             let _ = stop.wait_for(|stopped| *stopped).await;
         }
     };
+    let auth = config.server.auth.clone();
     let mut server = tokio::spawn(switchboard_server::serve(node.clone(), api_listener, config.server, stopped()));
     // NATS ingest and egress (or, without NATS, releasing the outbox) beside the API; stopped
     // with it, and waited for before the Raft node shuts down.
@@ -480,6 +526,9 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
     // for good. In the second case it exits non-zero with the reason, so that the supervisor
     // (systemd, Kubernetes) restarts it and alerts fire; a node that stayed up without its
     // Raft core would answer health checks and serve nothing.
+    // SIGHUP re-reads the tokens of the configuration file: a token removed there is refused
+    // from then on, without a restart.
+    let reloading = tokio::spawn(reload_on_sighup(args.config.clone(), auth));
     let failure = tokio::select! {
         () = shutdown_signal() => None,
         reason = raft_core_stopped(&node) => {
@@ -496,6 +545,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
         Some(reason) => tracing::error!(%reason, "stopping: this node cannot serve any more"),
     }
     let _ = stop_sender.send(true);
+    reloading.abort();
     // Calls in flight get time to finish; after a failure they cannot commit anything, so the
     // wait is short (writes would only run into their own timeout).
     let grace = if failure.is_none() { Duration::from_secs(10) } else { Duration::from_secs(1) };
@@ -535,6 +585,43 @@ pub(crate) async fn raft_core_stopped(node: &RaftNode) -> String {
         if metrics.changed().await.is_err() {
             return "its task ended without reporting why (it panicked)".to_owned();
         }
+    }
+}
+
+/// Re-reads `[auth]` from `path` at every SIGHUP into `auth`. A file that no longer parses, or
+/// has lost its `[auth]` table, changes nothing (the error is logged): a typo must not open the
+/// API or lock everyone out.
+async fn reload_on_sighup(path: Option<PathBuf>, auth: Option<Arc<Authenticator>>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let (Some(path), Some(auth)) = (&path, &auth) else {
+                tracing::warn!(
+                    "SIGHUP: this node was started without a config file or without [auth]; nothing to reload"
+                );
+                continue;
+            };
+            let reloaded = NodeConfig::read(path).and_then(|config| match config.auth {
+                Some(section) => section.credentials(),
+                None => bail!("[auth] was removed; restart the node to run it without authentication"),
+            });
+            match reloaded {
+                Ok(credentials) => {
+                    tracing::info!(tokens = credentials.len(), file = %path.display(), "SIGHUP: tokens reloaded");
+                    auth.replace(credentials);
+                }
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "SIGHUP: tokens not reloaded; the old ones stay")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, auth);
     }
 }
 

@@ -1,6 +1,7 @@
 //! `switchboard.v1.Admin`: workspace settings, agents, teams, routing rules and contacts.
 
 use crate::api::Api;
+use crate::auth::Permission;
 use crate::convert::model::{
     agent_from_pb, agent_to_pb, contact_from_pb, rule_from_pb, rule_to_pb, settings_from_pb, settings_to_pb,
     team_from_pb, team_to_pb,
@@ -28,9 +29,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ConfigureWorkspaceRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         // A new workspace's id is checked by the core (one NATS subject token).
         let workspace = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::Configure, Some(&workspace))?;
         let settings = settings_from_pb(required(request.settings, "settings")?)?;
         self.api.write(workspace, request.request_id, Command::ConfigureWorkspace(settings)).await.map(written)
     }
@@ -39,8 +42,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetWorkspaceRequest>,
     ) -> Result<Response<pb::WorkspaceConfig>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::ReadConfiguration, Some(&workspace))?;
         let read = self
             .api
             .read(request.consistency, |state| {
@@ -72,8 +77,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::UpsertAgentRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::Configure, Some(&workspace))?;
         let spec = agent_from_pb(required(request.agent, "agent")?)?;
         self.api.write(workspace, request.request_id, Command::UpsertAgent(spec)).await.map(written)
     }
@@ -82,8 +89,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RemoveAgentRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::Configure, Some(&workspace))?;
         let agent = required_id(request.agent, "agent")?;
         self.api.write(workspace, request.request_id, Command::RemoveAgent { agent }).await.map(written)
     }
@@ -92,8 +101,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::UpsertTeamRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::Configure, Some(&workspace))?;
         let spec = team_from_pb(required(request.team, "team")?)?;
         self.api.write(workspace, request.request_id, Command::UpsertTeam(spec)).await.map(written)
     }
@@ -102,8 +113,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RemoveTeamRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::Configure, Some(&workspace))?;
         let team = required_id(request.team, "team")?;
         self.api.write(workspace, request.request_id, Command::RemoveTeam { team }).await.map(written)
     }
@@ -112,8 +125,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetRoutingRulesRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::Configure, Some(&workspace))?;
         let rules = request
             .rules
             .into_iter()
@@ -127,15 +142,19 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::UpsertContactRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::Configure, Some(&workspace))?;
         let spec = contact_from_pb(required(request.contact, "contact")?, "contact")?;
         self.api.write(workspace, request.request_id, Command::UpsertContact(spec)).await.map(written)
     }
 
     async fn get_contact(&self, request: Request<pb::GetContactRequest>) -> Result<Response<pb::ContactInfo>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::ReadConfiguration, Some(&workspace))?;
         let contact: ContactId = required_id(request.contact, "contact")?;
         let read = self
             .api

@@ -1,6 +1,7 @@
 //! `switchboard.v1.Assignments`: conversations, queues, claim/assign/transfer/close, and Watch.
 
 use crate::api::Api;
+use crate::auth::Permission;
 use crate::convert::effects::EffectOrigin;
 use crate::convert::views::{conversation_to_pb, queue_entry_to_pb};
 use crate::convert::{optional_id, required, required_id};
@@ -34,15 +35,28 @@ impl Assignments for AssignmentsService {
         &self,
         request: Request<pb::GetConversationRequest>,
     ) -> Result<Response<pb::ConversationInfo>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
         let conversation: ConversationId = required_id(request.conversation, "conversation")?;
+        if caller.agent().is_none() {
+            caller.may(Permission::ReadRouting, Some(&workspace))?;
+        }
         let read = self
             .api
             .read_entity(request.consistency, &workspace, "conversation", &conversation, |state| {
                 state.conversation(&workspace, &conversation)
             })
             .await?;
+        // An agent reads the conversations assigned to it.
+        if let Some(agent) = caller.agent() {
+            caller.may_act_as(agent, &workspace, Permission::ReadRouting)?;
+            if read.value.assignee.as_ref() != Some(agent) {
+                return Err(Status::permission_denied(format!(
+                    "conversation {conversation} is not assigned to agent {agent}, whose token this is"
+                )));
+            }
+        }
         Ok(Response::new(conversation_to_pb(read.value, read.applied_index)))
     }
 
@@ -50,9 +64,27 @@ impl Assignments for AssignmentsService {
         &self,
         request: Request<pb::ListQueueRequest>,
     ) -> Result<Response<pb::ListQueueResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
         let team: TeamId = required_id(request.team, "team")?;
+        match caller.agent() {
+            // An agent reads the queues of its own teams.
+            Some(agent) => {
+                caller.may_act_as(agent, &workspace, Permission::ReadRouting)?;
+                let member = self
+                    .api
+                    .node
+                    .read_local(|state| state.agent(&workspace, agent).is_some_and(|view| view.teams.contains(&team)))
+                    .value;
+                if !member {
+                    return Err(Status::permission_denied(format!(
+                        "agent {agent}, whose token this is, is not a member of team {team}"
+                    )));
+                }
+            }
+            None => caller.may(Permission::ReadRouting, Some(&workspace))?,
+        }
         let limit = page_size(request.limit, "limit")?;
         let offset = request.offset as usize;
         let read = self
@@ -71,18 +103,20 @@ impl Assignments for AssignmentsService {
     }
 
     async fn claim(&self, request: Request<pb::ClaimRequest>) -> Result<Response<pb::AssignmentResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace = required_id(request.workspace, "workspace")?;
-        let command = Command::Claim {
-            conversation: required_id(request.conversation, "conversation")?,
-            agent: required_id(request.agent, "agent")?,
-        };
+        let agent = required_id(request.agent, "agent")?;
+        caller.may_act_as(&agent, &workspace, Permission::Supervise)?;
+        let command = Command::Claim { conversation: required_id(request.conversation, "conversation")?, agent };
         self.api.write(workspace, request.request_id, command).await.map(assignment_response)
     }
 
     async fn assign(&self, request: Request<pb::AssignRequest>) -> Result<Response<pb::AssignmentResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::Supervise, Some(&workspace))?;
         let command = Command::Assign {
             conversation: required_id(request.conversation, "conversation")?,
             agent: required_id(request.agent, "agent")?,
@@ -94,8 +128,10 @@ impl Assignments for AssignmentsService {
         &self,
         request: Request<pb::TransferRequest>,
     ) -> Result<Response<pb::AssignmentResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::Supervise, Some(&workspace))?;
         let conversation = required_id(request.conversation, "conversation")?;
         let target = match required(request.target, "target (agent or team)")? {
             pb::transfer_request::Target::Agent(agent) => TransferTarget::Agent(required_id(agent, "agent")?),
@@ -108,8 +144,10 @@ impl Assignments for AssignmentsService {
     }
 
     async fn close(&self, request: Request<pb::CloseRequest>) -> Result<Response<pb::AssignmentResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::Supervise, Some(&workspace))?;
         let conversation = required_id(request.conversation, "conversation")?;
         self.api
             .write(workspace, request.request_id, Command::CloseConversation { conversation })
@@ -120,6 +158,7 @@ impl Assignments for AssignmentsService {
     type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>>;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let filter = Filter {
             workspace: required_id(request.workspace, "workspace")?,
@@ -127,6 +166,11 @@ impl Assignments for AssignmentsService {
             agent: optional_id(request.agent, "agent")?,
             conversation: optional_id(request.conversation, "conversation")?,
         };
+        // An agent watches what concerns it (the filter's agent is itself); others need Watch.
+        match (caller.agent(), &filter.agent) {
+            (Some(_), Some(agent)) => caller.may_act_as(agent, &filter.workspace, Permission::Watch)?,
+            _ => caller.may(Permission::Watch, Some(&filter.workspace))?,
+        }
         // Taken first, so that calls still waiting to catch up count among the open streams.
         let slot = self.api.watch.open_stream().map_err(|e| {
             crate::metrics::watch_stream_refused("stream_limit");

@@ -1,6 +1,7 @@
 //! `switchboard.v1.Cluster`: status and membership changes (forwarded to the leader).
 
 use crate::api::{Api, forwarded};
+use crate::auth::Permission;
 use crate::convert::invalid;
 use crate::status;
 use std::collections::BTreeSet;
@@ -51,7 +52,9 @@ pub(crate) fn cluster_status(node: &RaftNode) -> pb::ClusterStatus {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+        // Any valid credential: it names nodes and a digest, no workspace data.
+        self.api.caller(&request)?;
         Ok(Response::new(cluster_status(&self.api.node)))
     }
 
@@ -59,6 +62,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.api.caller(&request)?.may(Permission::ChangeMembership, None)?;
         if let Some(leader) = self.api.leader_channel(&request)? {
             return ClusterClient::new(leader).add_learner(forwarded(&request)).await;
         }
@@ -79,6 +83,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.api.caller(&request)?.may(Permission::ChangeMembership, None)?;
         if let Some(leader) = self.api.leader_channel(&request)? {
             return ClusterClient::new(leader).change_membership(forwarded(&request)).await;
         }

@@ -1,6 +1,7 @@
 //! `switchboard.v1.Events`: publishing gateway events over gRPC.
 
 use crate::api::{Api, outcome_effects};
+use crate::auth::Permission;
 use crate::convert::effects::EffectOrigin;
 use crate::convert::events::event_from_pb;
 use crate::convert::invalid;
@@ -21,9 +22,11 @@ pub(crate) struct EventsService {
 #[tonic::async_trait]
 impl Events for EventsService {
     async fn publish(&self, request: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let event = crate::convert::required(request.into_inner().event, "event")?;
         let occurred_at_ms = event.occurred_at_ms;
         let event = event_from_pb(event, "event").inspect_err(|_| metrics::event_rejected("malformed"))?;
+        caller.may(Permission::PublishEvents, Some(&event.workspace))?;
         let committed = self.api.node.propose(vec![Input::Event(event)]).await.map_err(status::propose)?;
         let outcome = committed.outcomes.first().ok_or_else(|| Status::internal("the write returned no outcome"))?;
         if let Some(rejection) = &outcome.rejection {
@@ -42,6 +45,7 @@ impl Events for EventsService {
         &self,
         request: Request<pb::PublishBatchRequest>,
     ) -> Result<Response<pb::PublishBatchResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let events = request.into_inner().events;
         if events.is_empty() {
             return Err(invalid("events", "must contain at least one event").into());
@@ -63,6 +67,7 @@ impl Events for EventsService {
             occurred.push(event.occurred_at_ms);
             let event =
                 event_from_pb(event, &format!("events[{i}]")).inspect_err(|_| metrics::event_rejected("malformed"))?;
+            caller.may(Permission::PublishEvents, Some(&event.workspace))?;
             inputs.push(Input::Event(event));
         }
         let committed = self.api.node.propose(inputs).await.map_err(status::propose)?;

@@ -1,6 +1,7 @@
 //! `switchboard.v1.Presence`: agent statuses, heartbeats and agent listings.
 
 use crate::api::{Api, forwarded};
+use crate::auth::Permission;
 use crate::convert::model::{required_status, status_from_pb, status_to_pb};
 use crate::convert::views::agent_to_pb;
 use crate::convert::{optional_id, required_id};
@@ -22,9 +23,11 @@ impl Presence for PresenceService {
         &self,
         request: Request<pb::SetStatusRequest>,
     ) -> Result<Response<pb::SetStatusResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
         let agent: AgentId = required_id(request.agent, "agent")?;
+        caller.may_act_as(&agent, &workspace, Permission::Supervise)?;
         let status = required_status(request.status, "status")?;
         let written = self
             .api
@@ -41,12 +44,13 @@ impl Presence for PresenceService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = self.api.caller(&request)?;
+        let workspace: WorkspaceId = required_id(request.get_ref().workspace.clone(), "workspace")?;
+        let agent: AgentId = required_id(request.get_ref().agent.clone(), "agent")?;
+        caller.may_act_as(&agent, &workspace, Permission::Supervise)?;
         if let Some(leader) = self.api.leader_channel(&request)? {
             return PresenceClient::new(leader).heartbeat(forwarded(&request)).await;
         }
-        let request = request.into_inner();
-        let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
-        let agent: AgentId = required_id(request.agent, "agent")?;
         let status = self.api.node.read_local(|state| {
             if !state.has_workspace(&workspace) {
                 return Err(unknown_workspace(&workspace));
@@ -66,9 +70,11 @@ impl Presence for PresenceService {
     }
 
     async fn get_agent(&self, request: Request<pb::GetAgentRequest>) -> Result<Response<pb::AgentState>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
         let agent: AgentId = required_id(request.agent, "agent")?;
+        caller.may_act_as(&agent, &workspace, Permission::ReadRouting)?;
         let read = self
             .api
             .read_entity(request.consistency, &workspace, "agent", &agent, |state| state.agent(&workspace, &agent))
@@ -80,8 +86,10 @@ impl Presence for PresenceService {
         &self,
         request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let caller = self.api.caller(&request)?;
         let request = request.into_inner();
         let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
+        caller.may(Permission::ReadRouting, Some(&workspace))?;
         let status = status_from_pb(request.status, "status")?;
         let team: Option<TeamId> = optional_id(request.team, "team")?;
         let after: Option<AgentId> = optional_id(request.page_after, "page_after")?;

@@ -28,8 +28,34 @@ pub(crate) struct CtlArgs {
     /// How long to keep retrying when nodes are unreachable or the cluster has no leader.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5.0)]
     pub(crate) timeout: f64,
+    /// The bearer token to call with (`<id>.<secret>`), for clusters with an `[auth]` table.
+    /// Prefer the environment variable: a flag is visible to other users in the process list.
+    #[arg(long, global = true, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
     #[command(subcommand)]
     pub(crate) command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TokenCommand {
+    /// Make a new token: prints it (once; keep it secret) and the `[[auth.tokens]]` entry,
+    /// holding only its hash, to add to every node's configuration (then send the nodes
+    /// SIGHUP). Contacts no node.
+    Create {
+        /// The token's name, shown in logs and errors (letters, digits, '-', '_').
+        #[arg(long)]
+        id: String,
+        /// gateway, agent, supervisor, admin or operator.
+        #[arg(long)]
+        role: String,
+        /// Workspaces it is for, comma separated, `*` for all; default: --workspace. Operators
+        /// have none.
+        #[arg(long, value_delimiter = ',')]
+        workspaces: Option<Vec<String>>,
+        /// The agent an agent token acts as.
+        #[arg(long)]
+        agent: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +181,11 @@ pub(crate) enum CtlCommand {
         raft_addr: String,
         /// Its API address.
         api_addr: String,
+    },
+    /// Bearer tokens for clusters with an `[auth]` table.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Set the voting members.
     ChangeMembership {
@@ -288,8 +319,17 @@ async fn execute(args: CtlArgs) -> Result<()> {
         }
         _ => None,
     };
+    if let CtlCommand::Token { command: TokenCommand::Create { id, role, workspaces, agent } } = &args.command {
+        let workspaces = match (workspaces, role.as_str()) {
+            (Some(list), _) => list.clone(),
+            (None, "operator") => Vec::new(),
+            (None, _) => vec![args.workspace.clone()],
+        };
+        return token_create(id, role, &workspaces, agent.as_deref());
+    }
     let config = switchboard_client::ClientConfig {
         retry_timeout: std::time::Duration::from_secs_f64(args.timeout),
+        token: args.token.clone(),
         ..Default::default()
     };
     let client = Client::with_config(args.nodes.clone(), config).context("bad --nodes")?;
@@ -510,6 +550,35 @@ async fn execute(args: CtlArgs) -> Result<()> {
                 .await?;
             println!("voters are now {voters:?} (log index {})", done.log_index);
         }
+        // Answered above without a client.
+        CtlCommand::Token { .. } => {}
     }
+    Ok(())
+}
+
+/// `ctl token create`: a new token and its configuration entry, checked as a node would.
+fn token_create(id: &str, role: &str, workspaces: &[String], agent: Option<&str>) -> Result<()> {
+    use switchboard_server::auth::{CredentialSpec, new_token};
+    let (token, sha256) = new_token(id).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let spec = CredentialSpec {
+        id: id.to_owned(),
+        role: role.to_owned(),
+        workspaces: workspaces.to_vec(),
+        agent: agent.map(str::to_owned),
+        sha256: sha256.clone(),
+    };
+    spec.check("token").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let quoted: Vec<String> = workspaces.iter().map(|w| format!("{w:?}")).collect();
+    println!("token: {token}");
+    println!();
+    println!("# Add to the [auth] section of every node's configuration, then send the nodes SIGHUP:");
+    println!("[[auth.tokens]]");
+    println!("id = {id:?}");
+    println!("role = {role:?}");
+    println!("workspaces = [{}]", quoted.join(", "));
+    if let Some(agent) = agent {
+        println!("agent = {agent:?}");
+    }
+    println!("sha256 = {sha256:?}");
     Ok(())
 }

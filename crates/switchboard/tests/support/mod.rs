@@ -37,6 +37,9 @@ pub struct TestNode {
 pub struct TestCluster {
     pub nodes: Vec<Option<TestNode>>,
     pub api_addrs: Vec<String>,
+    /// The token the cluster's own clients (`client`, `client_of`) call with, for clusters
+    /// that require one.
+    pub token: Option<String>,
     raft_addrs: Vec<String>,
     config: ServerConfig,
     nats: Option<NatsConfig>,
@@ -113,7 +116,7 @@ impl TestCluster {
         let first = nodes[0].as_ref().expect("node 1");
         first.node.initialize(members).await.expect("cluster initialises");
         first.node.wait_for_leader(Duration::from_secs(10)).await.expect("a leader is elected");
-        let cluster = Self { nodes, api_addrs, raft_addrs, config, nats, dir };
+        let cluster = Self { nodes, api_addrs, token: None, raft_addrs, config, nats, dir };
         // Every node knows the leader before tests begin.
         for node in cluster.nodes.iter().flatten() {
             node.node.wait_for_leader(Duration::from_secs(10)).await.expect("every node knows the leader");
@@ -138,12 +141,14 @@ impl TestCluster {
 
     /// A client that knows every node.
     pub async fn client(&self) -> Client {
-        Client::connect(self.api_addrs.clone()).await.expect("client")
+        let config = switchboard_client::ClientConfig { token: self.token.clone(), ..Default::default() };
+        Client::with_config(self.api_addrs.clone(), config).expect("client")
     }
 
     /// A client of one node only, that tries no other.
     pub async fn client_of(&self, index: usize) -> Client {
-        Client::connect([self.api_addrs[index].clone()]).await.expect("client")
+        let config = switchboard_client::ClientConfig { token: self.token.clone(), ..Default::default() };
+        Client::with_config([self.api_addrs[index].clone()], config).expect("client")
     }
 
     /// The position of the current leader.

@@ -98,6 +98,18 @@ impl NodeProcesses {
         }
     }
 
+    /// Node `i`'s configuration file.
+    pub fn config_path(&self, i: usize) -> &std::path::Path {
+        &self.configs[i]
+    }
+
+    /// Sends node `i` the signal `name` (`HUP`, `TERM`, ...).
+    pub async fn signal(&self, i: usize, name: &str) {
+        let pid = self.children[i].as_ref().and_then(Child::id).expect("the node runs");
+        let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().await.expect("kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
     /// A client of every node, patient enough for elections and restarts.
     pub fn client(&self) -> Client {
         Client::with_config(
