@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drives a running Switchboard cluster through its public gRPC API from Python.
 
-Usage: client_scenario.py HOST:PORT [HOST:PORT ...]
+Usage: client_scenario.py [--ca FILE --token ADMIN --gateway-token GATEWAY] HOST:PORT [HOST:PORT ...]
 
 The stubs are generated from the .proto files (../../proto, relative to this script) with
 grpc_tools.protoc into a temporary directory at start-up, so this proves the API is usable
@@ -20,14 +20,15 @@ import threading
 import time
 
 import grpc
-from protostubs import StepFailed, Steps, connect, generate_stubs
+from protostubs import StepFailed, Steps, connect, generate_stubs, security_args
 
 RPC_TIMEOUT_S = 10.0
 WATCH_DEADLINE_S = 10.0
 
 
 class Scenario(Steps):
-    def __init__(self, pb, channel, addresses):
+    def __init__(self, pb, channel, addresses, security):
+        self.security = security
         self.pb = pb
         self.channel = channel
         self.addresses = addresses
@@ -418,7 +419,7 @@ class Scenario(Steps):
         self.step = "Cluster.Status on every given node"
         seen = []
         for address in self.addresses:
-            with grpc.insecure_channel(address) as channel:
+            with self.security.channel(address) as channel:
                 stub = self.pb["cluster_grpc"].ClusterStub(channel)
                 status = self.call(stub.Status, cl.StatusRequest())
             self.check(status.leader_id != 0, f"{address}: no leader known: {status}")
@@ -490,14 +491,14 @@ class WatchThread:
 
 
 def main(argv):
-    if len(argv) < 2 or any(a.startswith("-") for a in argv[1:]):
+    security, addresses = security_args(argv[1:])
+    if not addresses or any(a.startswith("-") for a in addresses):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
-    addresses = argv[1:]
     with tempfile.TemporaryDirectory(prefix="switchboard-pb-") as out_dir:
         pb = generate_stubs(out_dir)
-        address, channel = connect(addresses)
-        scenario = Scenario(pb, channel, addresses)
+        address, channel = connect(addresses, security)
+        scenario = Scenario(pb, channel, addresses, security)
         print(f"workspace {scenario.ws} via {address}", flush=True)
         started = time.monotonic()
         try:

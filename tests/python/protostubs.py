@@ -2,6 +2,7 @@
 to the first node that answers. The stubs come from the .proto files alone (grpc_tools.protoc
 into a temporary directory), which is the point: any language can do the same."""
 
+import collections
 import importlib
 import os
 import sys
@@ -98,11 +99,83 @@ def generate_stubs(out_dir):
     return modules
 
 
-def connect(addresses):
+class Security:
+    """How to reach a secured cluster (README, "Who may call what"): the CA that signed the
+    nodes' certificates, and bearer tokens, one for publishing events (role gateway) and one for
+    everything else (role admin). All None: a plain cluster."""
+
+    def __init__(self, ca_file=None, token=None, gateway_token=None):
+        self.ca = open(ca_file, "rb").read() if ca_file else None
+        self.token = token
+        self.gateway_token = gateway_token or token
+
+    def token_for(self, method):
+        """The token to send with `method` (`/switchboard.v1.Events/Publish`, ...)."""
+        if method.startswith("/switchboard.v1.Events/"):
+            return self.gateway_token
+        return self.token
+
+    def channel(self, address):
+        """A channel to `address`: TLS when a CA is given, every call carrying its token."""
+        if self.ca is None:
+            channel = grpc.insecure_channel(address)
+        else:
+            channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=self.ca))
+        if self.token is None:
+            return channel
+        return grpc.intercept_channel(channel, _Authorization(self))
+
+
+class _CallDetails(
+    collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _Authorization(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call (the token chosen by its method)."""
+
+    def __init__(self, security):
+        self.security = security
+
+    def _details(self, details):
+        metadata = list(details.metadata or [])
+        token = self.security.token_for(details.method)
+        if token:
+            metadata.append(("authorization", f"Bearer {token}"))
+        return _CallDetails(
+            details.method, details.timeout, metadata, details.credentials,
+            getattr(details, "wait_for_ready", None), getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
+def security_args(argv):
+    """Splits `--ca FILE`, `--token T` and `--gateway-token T` off `argv`: (Security, the rest)."""
+    options, rest, i = {}, [], 0
+    names = {"--ca": "ca_file", "--token": "token", "--gateway-token": "gateway_token"}
+    while i < len(argv):
+        if argv[i] in names and i + 1 < len(argv):
+            options[names[argv[i]]] = argv[i + 1]
+            i += 2
+        else:
+            rest.append(argv[i])
+            i += 1
+    return Security(**options), rest
+
+
+def connect(addresses, security=None):
     """A channel to the first address that answers (any node serves; followers forward writes)."""
+    security = security or Security()
     errors = []
     for address in addresses:
-        channel = grpc.insecure_channel(address)
+        channel = security.channel(address)
         try:
             grpc.channel_ready_future(channel).result(timeout=5)
             return address, channel

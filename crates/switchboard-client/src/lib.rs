@@ -56,6 +56,9 @@ pub struct ClientConfig {
     /// The bearer token sent with every call (`<id>.<secret>`, from `switchboard ctl token
     /// create`), for clusters that require one.
     pub token: Option<String>,
+    /// TLS: the cluster CA (PEM) that signed the nodes' certificates; `None` for plain HTTP/2.
+    /// Node addresses must then be names or IP addresses the certificates carry.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for ClientConfig {
@@ -66,6 +69,7 @@ impl Default for ClientConfig {
             retry_timeout: Duration::from_secs(15),
             max_response_bytes: 16 * 1024 * 1024,
             token: None,
+            tls_ca_pem: None,
         }
     }
 }
@@ -145,12 +149,22 @@ impl Client {
             return Err(ConnectError::NoEndpoints);
         }
         let mut channels = Vec::with_capacity(addresses.len());
+        let scheme = if config.tls_ca_pem.is_some() { "https" } else { "http" };
         for address in &addresses {
-            let uri = if address.contains("://") { address.clone() } else { format!("http://{address}") };
-            let endpoint = Endpoint::from_shared(uri)
-                .map_err(|e| ConnectError::BadAddress { address: address.clone(), reason: e.to_string() })?
+            let uri = if address.contains("://") { address.clone() } else { format!("{scheme}://{address}") };
+            let bad = |e: &dyn std::fmt::Display| ConnectError::BadAddress {
+                address: address.clone(),
+                reason: e.to_string(),
+            };
+            let mut endpoint = Endpoint::from_shared(uri)
+                .map_err(|e| bad(&e))?
                 .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true);
+            if let Some(ca) = &config.tls_ca_pem {
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+                endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e))?;
+            }
             channels.push(endpoint.connect_lazy());
         }
         let authorization = match &config.token {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use switchboard_proto::raft::v1::RaftPayload;
 use switchboard_proto::raft::v1::raft_peer_client::RaftPeerClient;
+use switchboard_tls::NodeTls;
 use tonic::transport::{Channel, Endpoint};
 
 /// The encoding version of [`RaftPayload::data`] this build speaks.
@@ -137,34 +138,58 @@ pub enum PeerCallError {
     },
 }
 
+/// Channels by peer id and address, with the TLS generation each was made with.
+type PeerChannels = BTreeMap<(NodeId, String), (u64, Channel)>;
+
 /// Channels to peers, shared by the Raft network and by request forwarding.
 #[derive(Clone, Debug)]
 pub struct PeerPool {
     from: NodeId,
-    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
+    channels: Arc<Mutex<PeerChannels>>,
     faults: Option<Arc<dyn FaultPlan>>,
     connect_timeout: Duration,
+    tls: Option<Arc<NodeTls>>,
 }
 
+/// Metadata key of a peer call: the id of the calling node, which its certificate must name.
+pub const PEER_ID_METADATA_KEY: &str = "switchboard-peer-id";
+
 impl PeerPool {
-    /// A pool for node `from`, with an optional fault plan.
-    pub fn new(from: NodeId, faults: Option<Arc<dyn FaultPlan>>, connect_timeout: Duration) -> Self {
-        Self { from, channels: Arc::default(), faults, connect_timeout }
+    /// A pool for node `from`, with an optional fault plan; with `tls`, every call is made
+    /// over mutual TLS and the answering node must be the peer id called.
+    pub fn new(
+        from: NodeId,
+        faults: Option<Arc<dyn FaultPlan>>,
+        connect_timeout: Duration,
+        tls: Option<Arc<NodeTls>>,
+    ) -> Self {
+        Self { from, channels: Arc::default(), faults, connect_timeout, tls }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    fn channel(&self, to: NodeId, addr: &str) -> Result<Channel, String> {
+        let generation = self.tls.as_ref().map_or(0, |tls| tls.generation());
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(channel) = channels.get(addr) {
+        let key = (to, addr.to_owned());
+        if let Some((made_with, channel)) = channels.get(&key)
+            && *made_with == generation
+        {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            // The answering node must hold the certificate of the node called.
+            endpoint = endpoint
+                .tls_config(tls.client_tls().domain_name(switchboard_tls::node_name(to)))
+                .map_err(|e| format!("TLS to node {to} at {addr}: {e}"))?;
+        }
         let channel = endpoint.connect_lazy();
-        channels.insert(addr.to_owned(), channel.clone());
+        channels.insert(key, (generation, channel.clone()));
         Ok(channel)
     }
 
@@ -184,10 +209,14 @@ impl PeerPool {
             Fate::Delay(pause) => tokio::time::sleep(pause).await,
             Fate::Drop => return Err(unreachable(Dropped { to }.to_string())),
         }
-        let channel = self.channel(addr).map_err(unreachable)?;
+        let channel = self.channel(to, addr).map_err(unreachable)?;
         let mut client = RaftPeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let mut payload = tonic::Request::new(payload);
+        if let Ok(from) = self.from.to_string().parse() {
+            payload.metadata_mut().insert(PEER_ID_METADATA_KEY, from);
+        }
         let call = async {
             match rpc {
                 PeerRpc::AppendEntries => client.append_entries(payload).await,

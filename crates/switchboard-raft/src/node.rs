@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 use switchboard_core::{Input, State};
 use switchboard_proto::raft::v1::raft_peer_server::RaftPeerServer;
+use switchboard_tls::NodeTls;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -99,6 +100,9 @@ pub struct RaftNodeConfig {
     pub tuning: Tuning,
     /// A fault plan for tests; `None` in production.
     pub faults: Option<Arc<dyn FaultPlan>>,
+    /// Mutual TLS on the peer port and for calls to peers: every peer must present a
+    /// certificate of the cluster CA naming its node id (`node-<id>`). `None`: plain TCP.
+    pub tls: Option<Arc<NodeTls>>,
 }
 
 impl RaftNodeConfig {
@@ -112,6 +116,7 @@ impl RaftNodeConfig {
             api_addr: String::new(),
             tuning: Tuning::default(),
             faults: None,
+            tls: None,
         }
     }
 }
@@ -146,6 +151,9 @@ pub enum StartError {
     /// openraft refused the configuration derived from the tuning.
     #[error("raft configuration: {0}")]
     Config(#[from] openraft::ConfigError),
+    /// The node's TLS material cannot serve the peer port.
+    #[error("peer TLS: {0}")]
+    Tls(#[from] switchboard_tls::TlsError),
     /// openraft failed to start.
     #[error("raft: {0}")]
     Raft(#[from] openraft::error::Fatal<NodeId>),
@@ -228,6 +236,9 @@ pub(crate) struct Inner {
     committed: Arc<AtomicU64>,
     /// The term in which this node last confirmed its leadership with a quorum (0: never).
     confirmed_term: AtomicU64,
+    /// Whether peers come over mutual TLS, so that each call's certificate must name the node
+    /// it claims to be.
+    pub(crate) peers_authenticated: bool,
 }
 
 /// A running Switchboard replica.
@@ -269,7 +280,7 @@ impl RaftNode {
     /// Opens the node's storage, starts Raft and the peer service. A new node waits to be
     /// initialised ([`RaftNode::initialize`]) or added by a leader; a restarted one rejoins.
     pub async fn start(config: RaftNodeConfig) -> Result<Self, StartError> {
-        let RaftNodeConfig { id, data_dir, listen, advertise, api_addr, tuning, faults } = config;
+        let RaftNodeConfig { id, data_dir, listen, advertise, api_addr, tuning, faults, tls } = config;
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
         let log = open_log(data_dir.join("raft.redb")).await?;
@@ -292,7 +303,11 @@ impl RaftNode {
             ..Default::default()
         }
         .validate()?;
-        let pool = PeerPool::new(id, faults, tuning.connect_timeout);
+        let peer_tls = match &tls {
+            Some(tls) => Some(tls.peer_server_config()?),
+            None => None,
+        };
+        let pool = PeerPool::new(id, faults, tuning.connect_timeout, tls.clone());
         let shared = Arc::clone(sm.shared());
         let raft = Raft::new(id, Arc::new(raft_config), PeerNetwork::new(pool.clone()), log, sm).await?;
 
@@ -308,6 +323,7 @@ impl RaftNode {
             stopped: AtomicBool::new(false),
             committed,
             confirmed_term: AtomicU64::new(0),
+            peers_authenticated: tls.is_some(),
         });
         let limits = BatchLimits {
             max_batch_inputs: tuning.max_batch_inputs.max(1),
@@ -324,14 +340,19 @@ impl RaftNode {
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
         let (server_stop, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let result = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                })
-                .await;
+            let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(service);
+            let stopped = async {
+                let _ = stop_rx.await;
+            };
+            let result = match peer_tls {
+                Some(config) => {
+                    router.serve_with_incoming_shutdown(switchboard_tls::incoming(listener, config), stopped).await
+                }
+                None => {
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                    router.serve_with_incoming_shutdown(incoming, stopped).await
+                }
+            };
             if let Err(error) = result {
                 tracing::error!(node = id, %error, "peer service stopped");
             }

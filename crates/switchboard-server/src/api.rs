@@ -14,6 +14,7 @@ use std::time::Duration;
 use switchboard_core::{Command, Event, EventId, Input, State, WorkspaceId};
 use switchboard_proto::switchboard::v1 as pb;
 use switchboard_raft::{InputOutcome, RaftNode, numbered_effects};
+use switchboard_tls::NodeTls;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
@@ -42,7 +43,10 @@ pub(crate) struct Api {
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
     /// Who may call; `None`: anyone.
     auth: Option<Arc<Authenticator>>,
-    leader_channels: Mutex<BTreeMap<String, Channel>>,
+    /// TLS of the public API, also used to call the leader's.
+    tls: Option<Arc<NodeTls>>,
+    /// Channels to leaders' APIs, with the TLS generation they were made with.
+    leader_channels: Mutex<BTreeMap<String, (u64, Channel)>>,
 }
 
 /// The effects of one outcome of an entry, numbered from `first_sequence`.
@@ -88,8 +92,9 @@ impl Api {
         presence: Arc<PresenceSupervisor>,
         stopping: tokio::sync::watch::Receiver<bool>,
         auth: Option<Arc<Authenticator>>,
+        tls: Option<Arc<NodeTls>>,
     ) -> Self {
-        Self { node, watch, presence, stopping, auth, leader_channels: Mutex::new(BTreeMap::new()) }
+        Self { node, watch, presence, stopping, auth, tls, leader_channels: Mutex::new(BTreeMap::new()) }
     }
 
     /// Who made `request`: `UNAUTHENTICATED` when the node requires a token and the request
@@ -185,16 +190,25 @@ impl Api {
         if leader.node.api_addr.is_empty() {
             return Err(Status::unavailable(format!("the leader, {leader}, has no public API address")));
         }
+        let generation = self.tls.as_ref().map_or(0, |tls| tls.generation());
         let mut channels = self.leader_channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(channel) = channels.get(&leader.node.api_addr) {
+        if let Some((made_with, channel)) = channels.get(&leader.node.api_addr)
+            && *made_with == generation
+        {
             return Ok(Some(channel.clone()));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{}", leader.node.api_addr))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", leader.node.api_addr))
             .map_err(|e| Status::internal(format!("bad leader address {}: {e}", leader.node.api_addr)))?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(30));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.client_tls())
+                .map_err(|e| Status::internal(format!("TLS to the leader at {}: {e}", leader.node.api_addr)))?;
+        }
         let channel = endpoint.connect_lazy();
-        channels.insert(leader.node.api_addr.clone(), channel.clone());
+        channels.insert(leader.node.api_addr.clone(), (generation, channel.clone()));
         Ok(Some(channel))
     }
 }

@@ -18,6 +18,7 @@ use switchboard_proto::switchboard::v1::cluster_server::ClusterServer;
 use switchboard_proto::switchboard::v1::events_server::EventsServer;
 use switchboard_proto::switchboard::v1::presence_server::PresenceServer;
 use switchboard_raft::RaftNode;
+use switchboard_tls::NodeTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -65,6 +66,9 @@ pub struct ServerConfig {
     /// Who may call the `switchboard.v1` services; `None` lets anyone who reaches the port do
     /// anything (a warning says so at start-up). Health and reflection are always open.
     pub auth: Option<Arc<Authenticator>>,
+    /// TLS on the public API with the node's certificate (reloaded without a restart); calls
+    /// forwarded to the leader go over TLS too. `None`: plain HTTP/2.
+    pub tls: Option<Arc<NodeTls>>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             max_response_bytes: 16 * 1024 * 1024,
             concurrency_per_connection: 1024,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -104,6 +109,9 @@ pub enum ServeError {
     /// The transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificate cannot serve the API.
+    #[error("API TLS: {0}")]
+    Tls(#[from] switchboard_tls::TlsError),
     /// The configuration's limits do not fit together.
     #[error("invalid API configuration: {0}")]
     Config(String),
@@ -149,7 +157,12 @@ pub async fn serve(
              configure tokens before exposing it"
         );
     }
-    let api = Arc::new(Api::new(node, hub, presence, stopped_flag(&stop_sender), config.auth.clone()));
+    let api_tls = match &config.tls {
+        Some(tls) => Some(tls.api_server_config()?),
+        None => None,
+    };
+    let api =
+        Arc::new(Api::new(node, hub, presence, stopped_flag(&stop_sender), config.auth.clone(), config.tls.clone()));
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES.into_iter().chain([""]) {
         health.set_service_status(name, ServingStatus::Serving).await;
@@ -173,7 +186,7 @@ pub async fn serve(
         let _ = signal_stop.send(true);
         tracing::info!("public API shutting down");
     };
-    let served = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(config.concurrency_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -207,9 +220,11 @@ pub async fn serve(
             ClusterServer::new(ClusterService { api })
                 .max_decoding_message_size(request)
                 .max_encoding_message_size(response),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-        .await;
+        );
+    let served = match api_tls {
+        Some(tls) => router.serve_with_incoming_shutdown(switchboard_tls::incoming(listener, tls), signal).await,
+        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal).await,
+    };
     // Also when the server failed: the background tasks stop, and are waited for, so that the
     // caller can rely on nothing of this server running once `serve` returns.
     let _ = stop_sender.send(true);

@@ -49,6 +49,45 @@ pub(crate) struct DevArgs {
     /// Run without NATS: gateways then publish over gRPC `Events` only.
     #[arg(long)]
     no_nats: bool,
+    /// Secure the cluster as production would be: a throw-away CA and node certificates (TLS
+    /// on the API, mutual TLS between nodes) and tokens (an admin, a gateway and an operator
+    /// one), all written under `<data-dir>/tls` and printed with how to use them.
+    #[arg(long)]
+    secure: bool,
+}
+
+/// What `--secure` made: the CA file, the tokens, and the configuration every node gets.
+struct Secured {
+    ca_file: PathBuf,
+    admin: String,
+    gateway: String,
+    operator: String,
+    /// `[auth]` with the three tokens' entries.
+    auth_section: String,
+}
+
+/// A throw-away CA, a certificate per node (naming `node-<i>`, 127.0.0.1 and localhost) and
+/// three tokens, under `dir`.
+fn secure(dir: &std::path::Path, nodes: u64) -> Result<Secured> {
+    use switchboard_server::auth::new_token;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let pki = switchboard_tls::pki::Pki::new("switchboard dev CA (throw-away)")?;
+    for i in 1..=nodes {
+        pki.write_node(dir, i, &["127.0.0.1", "localhost"])?;
+    }
+    let mut auth_section = String::from("\n[auth]\n");
+    let mut token = |id: &str, role: &str, workspaces: &str| -> Result<String> {
+        let (token, sha256) = new_token(id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        auth_section.push_str(&format!(
+            "[[auth.tokens]]\nid = \"{id}\"\nrole = \"{role}\"\nworkspaces = {workspaces}\nsha256 = \"{sha256}\"\n"
+        ));
+        switchboard_tls::pki::write_secret(&dir.join(format!("{id}.token")), &token)?;
+        Ok(token)
+    };
+    let admin = token("dev-admin", "admin", "[\"*\"]")?;
+    let gateway = token("dev-gateway", "gateway", "[\"*\"]")?;
+    let operator = token("dev-operator", "operator", "[]")?;
+    Ok(Secured { ca_file: dir.join("ca.crt"), admin, gateway, operator, auth_section })
 }
 
 /// The nats-server to run, if any can be found.
@@ -143,10 +182,24 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
         (false, Some(binary)) => Some(start_nats(&binary, &args.data_dir, args.nats_port).await?),
     };
     let nats_section = if nats.is_some() { format!("\n[nats]\nurl = \"{nats_url}\"\n") } else { String::new() };
+    let secured = if args.secure { Some(secure(&args.data_dir.join("tls"), args.nodes)?) } else { None };
     for i in 1..=args.nodes {
         let dir = args.data_dir.join(format!("node{i}"));
+        let security = match &secured {
+            Some(secured) => {
+                let tls = args.data_dir.join("tls");
+                format!(
+                    "\n[tls]\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\n{}",
+                    tls.join(format!("node-{i}.crt")).display().to_string(),
+                    tls.join(format!("node-{i}.key")).display().to_string(),
+                    secured.ca_file.display().to_string(),
+                    secured.auth_section
+                )
+            }
+            None => String::new(),
+        };
         let config = format!(
-            "# Written by `switchboard dev`.\nid = {i}\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nraft_listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[presence]\nheartbeat_timeout_ms = 0\n{nats_section}{peers}",
+            "# Written by `switchboard dev`.\nid = {i}\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{}\"\nraft_listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\n\n[presence]\nheartbeat_timeout_ms = 0\n{nats_section}{security}{peers}",
             dir.display(),
             port(args.base_port, i)?,
             port(args.base_port, 100 + i)?,
@@ -166,7 +219,18 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
         nodes.push(NodeProcess::watch(i, child, stop.subscribe(), exits.clone()));
     }
     drop(exits);
-    let client = Client::connect(api_addrs.clone()).await?;
+    let client_as = |token: Option<&String>| -> Result<Client> {
+        let tls_ca_pem = match &secured {
+            Some(secured) => {
+                Some(std::fs::read(&secured.ca_file).with_context(|| secured.ca_file.display().to_string())?)
+            }
+            None => None,
+        };
+        let config = switchboard_client::ClientConfig { token: token.cloned(), tls_ca_pem, ..Default::default() };
+        Ok(Client::with_config(api_addrs.clone(), config)?)
+    };
+    let client = client_as(secured.as_ref().map(|s| &s.admin))?;
+    let publisher = client_as(secured.as_ref().map(|s| &s.gateway))?;
     let leader = wait_for_leader(&client).await?;
     println!();
     println!("Switchboard dev cluster: {} node(s), leader is node {leader}", args.nodes);
@@ -182,19 +246,31 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
         println!("  nats   {nats_url}  (events: switchboard.events.<workspace>, effects: stream SWITCHBOARD_EFFECTS)");
     }
     println!("  data   {}", args.data_dir.display());
+    if let Some(secured) = &secured {
+        println!(
+            "  secure TLS on every API and mutual TLS between nodes (CA {}); tokens required:",
+            secured.ca_file.display()
+        );
+        println!("    export SWITCHBOARD_CA={}", secured.ca_file.display());
+        println!("    export SWITCHBOARD_TOKEN={}   # dev-admin: every workspace", secured.admin);
+        println!("    gateway token (dev-gateway): {}", secured.gateway);
+        println!("    operator token (dev-operator): {}", secured.operator);
+        println!("    (also in {}/*.token)", args.data_dir.join("tls").display());
+    }
     let sb = program_name();
     println!("Try:  {sb} ctl status    |    {sb} ctl apply -f deploy/workspace.example.yaml");
     println!("Failover: `kill <pid>` stops one node; the others keep serving.");
     println!("Stop with Ctrl-C.\n");
     if args.demo {
         let demo_client = client.clone();
+        let demo_publisher = publisher.clone();
         let conversations = args.demo_conversations;
         let gateway = match &nats {
             Some(_) => Some(switchboard_client::gateway::Gateway::connect(&nats_url).await?),
             None => None,
         };
         tokio::spawn(async move {
-            if let Err(error) = demo(&demo_client, gateway, conversations).await {
+            if let Err(error) = demo(&demo_client, &demo_publisher, gateway, conversations).await {
                 eprintln!("demo stopped: {error:#}");
             }
         });
@@ -338,7 +414,9 @@ async fn wait_for_leader(client: &Client) -> Result<u64> {
 
 /// Configures the demo workspace, brings agents online and opens conversations, printing the
 /// effects a gateway would act on.
-async fn demo(client: &Client, gateway: Option<Gateway>, conversations: usize) -> Result<()> {
+/// `client` configures and supervises; `publisher` publishes events over gRPC when there is no
+/// NATS (with `--secure` they hold an admin and a gateway token).
+async fn demo(client: &Client, publisher: &Client, gateway: Option<Gateway>, conversations: usize) -> Result<()> {
     let file = WorkspaceFile::parse(DEMO_WORKSPACE, "deploy/workspace.example.yaml")?;
     let ws = file.workspace.clone();
     println!("demo: applying deploy/workspace.example.yaml");
@@ -410,7 +488,7 @@ async fn demo(client: &Client, gateway: Option<Gateway>, conversations: usize) -
                 gateway.publish(&event).await?;
             }
             None => {
-                client.publish(pb::PublishRequest { event: Some(event) }).await?;
+                publisher.publish(pb::PublishRequest { event: Some(event) }).await?;
             }
         }
         // Every third conversation, an earlier one ends, which frees its agent for the queue.

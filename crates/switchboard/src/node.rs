@@ -14,6 +14,7 @@ use switchboard_nats::NatsConfig;
 use switchboard_raft::{NodeInfo, RaftNode, RaftNodeConfig, Tuning};
 use switchboard_server::auth::{Authenticator, CredentialSpec, Credentials};
 use switchboard_server::{PresenceConfig, ServerConfig};
+use switchboard_tls::{NodeTls, TlsFiles};
 
 /// `switchboard node` flags. Each overrides the same setting of the config file.
 #[derive(Args, Debug, Default)]
@@ -140,6 +141,16 @@ impl Default for ApiSection {
     }
 }
 
+/// The `[tls]` table: the node's certificate and key and the cluster CA. With it the public API
+/// serves TLS and the Raft peer port requires mutual TLS (certificates naming `node-<id>`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsSection {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+    pub(crate) ca_file: PathBuf,
+}
+
 /// The `[auth]` table: the tokens this node accepts (see `switchboard ctl token create`).
 /// Without it the public API is open.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -203,6 +214,7 @@ pub(crate) struct NodeConfig {
     pub(crate) api: ApiSection,
     pub(crate) nats: Option<NatsSection>,
     pub(crate) auth: Option<AuthSection>,
+    pub(crate) tls: Option<TlsSection>,
 }
 
 impl NodeConfig {
@@ -336,6 +348,8 @@ struct Resolved {
     peers: Vec<PeerConfig>,
     tuning: Tuning,
     server: ServerConfig,
+    /// TLS of the peer port (the same material as the API's, in `server.tls`).
+    tls: Option<Arc<NodeTls>>,
     /// NATS ingest and egress; `None` serves gRPC only.
     nats: Option<NatsConfig>,
 }
@@ -380,7 +394,19 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
         Some(section) => Some(Arc::new(Authenticator::new(section.credentials()?))),
         None => None,
     };
+    let tls = match &config.tls {
+        Some(section) => Some(
+            NodeTls::load(TlsFiles {
+                cert_file: section.cert_file.clone(),
+                key_file: section.key_file.clone(),
+                ca_file: section.ca_file.clone(),
+            })
+            .context("tls")?,
+        ),
+        None => None,
+    };
     let server = ServerConfig {
+        tls: tls.clone(),
         auth,
         presence: PresenceConfig { heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms), expire_to },
         // Both fit in usize: their ranges are below 2^32.
@@ -399,6 +425,7 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
         peers: config.peers,
         tuning,
         server,
+        tls,
         nats,
     })
 }
@@ -494,6 +521,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
         api_addr: config.advertise_api.clone(),
         tuning: config.tuning.clone(),
         faults: None,
+        tls: config.tls.clone(),
     })
     .await
     .with_context(|| format!("node {} could not start", config.id))?;
@@ -511,6 +539,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
         }
     }
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let stop_receiver_for_tls = stop.clone();
     let stopped = move || {
         let mut stop = stop.clone();
         async move {
@@ -528,7 +557,15 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
     // Raft core would answer health checks and serve nothing.
     // SIGHUP re-reads the tokens of the configuration file: a token removed there is refused
     // from then on, without a restart.
-    let reloading = tokio::spawn(reload_on_sighup(args.config.clone(), auth));
+    let reloading = tokio::spawn(reload_on_sighup(args.config.clone(), auth, config.tls.clone()));
+    // Certificates are also reloaded when their files change (a renewal by cert-manager or
+    // certbot needs no signal).
+    let watching = config.tls.clone().map(|tls| {
+        let mut stop = stop_receiver_for_tls.clone();
+        tokio::spawn(tls.reload_on_change(TLS_FILE_CHECK_INTERVAL, async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }))
+    });
     let failure = tokio::select! {
         () = shutdown_signal() => None,
         reason = raft_core_stopped(&node) => {
@@ -546,6 +583,9 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
     }
     let _ = stop_sender.send(true);
     reloading.abort();
+    if let Some(watching) = watching {
+        watching.abort();
+    }
     // Calls in flight get time to finish; after a failure they cannot commit anything, so the
     // wait is short (writes would only run into their own timeout).
     let grace = if failure.is_none() { Duration::from_secs(10) } else { Duration::from_secs(1) };
@@ -588,16 +628,23 @@ pub(crate) async fn raft_core_stopped(node: &RaftNode) -> String {
     }
 }
 
-/// Re-reads `[auth]` from `path` at every SIGHUP into `auth`. A file that no longer parses, or
-/// has lost its `[auth]` table, changes nothing (the error is logged): a typo must not open the
-/// API or lock everyone out.
-async fn reload_on_sighup(path: Option<PathBuf>, auth: Option<Arc<Authenticator>>) {
+/// How often a node with `[tls]` checks whether its certificate files changed.
+const TLS_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// At every SIGHUP: re-reads the TLS certificate and key, and `[auth]` from `path` into `auth`.
+/// A file that no longer parses, or has lost its `[auth]` table, changes nothing (the error is
+/// logged): a typo must not open the API or lock everyone out. The same holds for a bad
+/// certificate: the old one stays.
+async fn reload_on_sighup(path: Option<PathBuf>, auth: Option<Arc<Authenticator>>, tls: Option<Arc<NodeTls>>) {
     #[cfg(unix)]
     {
         let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
             return;
         };
         while hangups.recv().await.is_some() {
+            if let Some(tls) = &tls {
+                tls.reload_logged("SIGHUP");
+            }
             let (Some(path), Some(auth)) = (&path, &auth) else {
                 tracing::warn!(
                     "SIGHUP: this node was started without a config file or without [auth]; nothing to reload"
@@ -621,7 +668,7 @@ async fn reload_on_sighup(path: Option<PathBuf>, auth: Option<Arc<Authenticator>
     }
     #[cfg(not(unix))]
     {
-        let _ = (path, auth);
+        let _ = (path, auth, tls);
     }
 }
 

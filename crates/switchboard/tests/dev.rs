@@ -1,25 +1,14 @@
 //! `switchboard dev` reports a node that dies and keeps serving with the others, so that a
 //! failover can be tried locally; it stops by itself only when no node is left (issue 10).
 
+mod support;
+
 use std::process::Stdio;
 use std::time::Duration;
+use support::processes::free_base_port;
 use switchboard_client::{Client, ClientConfig, pb};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
-
-/// A base port whose nine ports `switchboard dev --nodes 3` uses (API base+i, Raft base+100+i,
-/// metrics base+2000+i) are free right now.
-fn free_base_port() -> u16 {
-    let start = 20_000 + (std::process::id() % 2_000) as u16 * 10;
-    (0..1_000u16)
-        .map(|step| start.wrapping_add(step * 7) % 40_000 + 10_000)
-        .find(|base| {
-            [1, 2, 3, 101, 102, 103, 2001, 2002, 2003]
-                .iter()
-                .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
-        })
-        .expect("a free range of ports")
-}
 
 /// Lines of the dev cluster's stdout and stderr, in arrival order.
 struct Output {

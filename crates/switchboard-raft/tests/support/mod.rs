@@ -44,17 +44,31 @@ pub struct Cluster {
     pub addrs: BTreeMap<NodeId, SocketAddr>,
     pub tuning: Tuning,
     pub faults: Option<Arc<dyn FaultPlan>>,
+    /// With a CA: every node gets a certificate naming `node-<id>` and the peer port requires
+    /// mutual TLS.
+    pub pki: Option<Arc<switchboard_tls::pki::Pki>>,
 }
 
 impl Cluster {
     /// Starts nodes `1..=voters`, initialises the cluster on node 1 and waits for a leader.
     pub async fn start(voters: u64, tuning: Tuning, faults: Option<Arc<dyn FaultPlan>>) -> Self {
+        Self::start_with(voters, tuning, faults, None).await
+    }
+
+    /// As [`Cluster::start`], with mutual TLS on the peer port when `pki` is given.
+    pub async fn start_with(
+        voters: u64,
+        tuning: Tuning,
+        faults: Option<Arc<dyn FaultPlan>>,
+        pki: Option<Arc<switchboard_tls::pki::Pki>>,
+    ) -> Self {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("temp dir"),
             running: BTreeMap::new(),
             addrs: BTreeMap::new(),
             tuning,
             faults,
+            pki,
         };
         for id in 1..=voters {
             cluster.start_node(id).await;
@@ -72,6 +86,10 @@ impl Cluster {
         let mut config = RaftNodeConfig::new(id, self.dir.path().join(format!("node-{id}")), listen);
         config.tuning = self.tuning.clone();
         config.faults = self.faults.clone();
+        if let Some(pki) = &self.pki {
+            let files = pki.write_node(self.dir.path(), id, &["127.0.0.1", "localhost"]).expect("certificate");
+            config.tls = Some(switchboard_tls::NodeTls::load(files).expect("TLS material"));
+        }
         let node = start_retrying(config).await;
         let addr: SocketAddr = node.info().raft_addr.parse().expect("bound addr");
         self.addrs.insert(id, addr);

@@ -32,6 +32,10 @@ pub(crate) struct CtlArgs {
     /// Prefer the environment variable: a flag is visible to other users in the process list.
     #[arg(long, global = true, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// The cluster CA (PEM file) for clusters whose API serves TLS; the node addresses must be
+    /// names or IP addresses their certificates carry.
+    #[arg(long, global = true, env = "SWITCHBOARD_CA", value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: CtlCommand,
 }
@@ -327,9 +331,15 @@ async fn execute(args: CtlArgs) -> Result<()> {
         };
         return token_create(id, role, &workspaces, agent.as_deref());
     }
+    let tls_ca_pem = match &args.ca {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("--ca: cannot read {}", path.display()))?),
+        None => None,
+    };
     let config = switchboard_client::ClientConfig {
         retry_timeout: std::time::Duration::from_secs_f64(args.timeout),
-        token: args.token.clone(),
+        // An empty SWITCHBOARD_TOKEN is no token.
+        token: args.token.clone().filter(|token| !token.is_empty()),
+        tls_ca_pem,
         ..Default::default()
     };
     let client = Client::with_config(args.nodes.clone(), config).context("bad --nodes")?;
@@ -341,6 +351,8 @@ async fn execute(args: CtlArgs) -> Result<()> {
                 "node", "address", "role", "term", "leader", "last_log", "commit", "applied"
             );
             let mut failures = 0;
+            let mut hint = "is the cluster running? (`make run` or `switchboard dev` starts one; a cluster that \
+                            serves TLS needs --ca)";
             for (i, address) in client.addresses().iter().enumerate() {
                 match client.status_of(i).await {
                     Ok(s) => println!(
@@ -357,12 +369,26 @@ async fn execute(args: CtlArgs) -> Result<()> {
                     ),
                     Err(status) => {
                         failures += 1;
-                        println!("{:<6} {:<22} unreachable: {}", "?", address, status.message());
+                        let reason = match status.code() {
+                            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                                hint = "give a token with --token or SWITCHBOARD_TOKEN";
+                                format!("{:?}: {}", status.code(), status.message())
+                            }
+                            _ => {
+                                let text = format!("{}{}", status.message(), source_text(&status));
+                                if text.contains("certificate") || text.contains("tls") || text.contains("TLS") {
+                                    hint = "does --ca (SWITCHBOARD_CA) name the CA that signed the nodes' certificates, \
+                                            and do their certificates carry the addresses in --nodes?";
+                                }
+                                text
+                            }
+                        };
+                        println!("{:<6} {:<22} unreachable: {reason}", "?", address);
                     }
                 }
             }
             if failures == client.addresses().len() {
-                bail!("no node answered; is the cluster running? (`make run` or `switchboard dev` starts one)");
+                bail!("no node answered; {hint}");
             }
         }
         CtlCommand::Apply { dry_run, prune, .. } => {
@@ -581,4 +607,19 @@ fn token_create(id: &str, role: &str, workspaces: &[String], agent: Option<&str>
     }
     println!("sha256 = {sha256:?}");
     Ok(())
+}
+
+/// The transport error under a status, if any (`: <cause>`), which says why a TLS connection
+/// failed.
+fn source_text(status: &tonic::Status) -> String {
+    let mut text = String::new();
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        let said = error.to_string();
+        if !text.contains(&said) && !status.message().contains(&said) {
+            text.push_str(&format!(": {said}"));
+        }
+        cause = error.source();
+    }
+    text
 }

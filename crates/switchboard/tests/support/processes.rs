@@ -12,6 +12,40 @@ fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
+/// A base port whose nine ports `switchboard dev --nodes 3` uses (API base+i, Raft base+100+i,
+/// metrics base+2000+i) are free right now.
+pub fn free_base_port() -> u16 {
+    let start = 20_000 + (std::process::id() % 2_000) as u16 * 10;
+    (0..1_000u16)
+        .map(|step| start.wrapping_add(step * 7) % 40_000 + 10_000)
+        .find(|base| {
+            [1, 2, 3, 101, 102, 103, 2001, 2002, 2003]
+                .iter()
+                .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
+        })
+        .expect("a free range of ports")
+}
+
+/// A process stopped gracefully when dropped: SIGTERM, up to 20 s to exit, then SIGKILL. For
+/// `switchboard dev`, which stops its nodes on SIGTERM but would leave them running if it were
+/// killed outright.
+pub struct StopOnDrop(pub std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct NodeProcesses {
     pub dir: tempfile::TempDir,
     pub api_addrs: Vec<String>,
