@@ -28,6 +28,7 @@
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
 use prost::Message as _;
+use std::path::PathBuf;
 use std::time::Duration;
 use switchboard_proto::switchboard::v1 as pb;
 
@@ -42,6 +43,9 @@ pub enum GatewayError {
     /// The event lacks something every event needs.
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    /// A credentials file could not be read.
+    #[error("NATS credentials: {0}")]
+    Credentials(String),
     /// Connecting to NATS failed.
     #[error("cannot connect to NATS: {0}")]
     Connect(#[from] async_nats::ConnectError),
@@ -65,6 +69,83 @@ fn jetstream_error(error: impl std::fmt::Display) -> GatewayError {
     GatewayError::JetStream(error.to_string())
 }
 
+/// How a program proves who it is to NATS (gateways, and the nodes themselves).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// No credentials (a NATS server without authorization).
+    #[default]
+    None,
+    /// A user and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// A token.
+    Token(String),
+    /// A file holding an NKey seed (`SU...`).
+    NkeySeedFile(PathBuf),
+    /// A `.creds` file (JWT and NKey seed, for operator-mode servers).
+    CredsFile(PathBuf),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword({user}, <password>)"),
+            NatsAuth::Token(_) => f.write_str("Token(<token>)"),
+            NatsAuth::NkeySeedFile(path) => write!(f, "NkeySeedFile({})", path.display()),
+            NatsAuth::CredsFile(path) => write!(f, "CredsFile({})", path.display()),
+        }
+    }
+}
+
+/// Credentials and TLS for a NATS connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatsSecurity {
+    /// Who the connection is.
+    pub auth: NatsAuth,
+    /// Trust this CA (PEM) and require TLS; `None`: TLS only if the URL says `tls://`.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The prefix of reply subjects (`_INBOX` by default). A server that keeps gateways apart
+    /// gives each its own (`_INBOX_acme`) and lets it subscribe only there, so that no gateway
+    /// can read another's replies (deploy/nats-accounts.conf).
+    pub inbox_prefix: Option<String>,
+}
+
+impl NatsSecurity {
+    /// `options` with these credentials and TLS settings.
+    pub async fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, GatewayError> {
+        options = match &self.auth {
+            NatsAuth::None => options,
+            NatsAuth::UserPassword { user, password } => options.user_and_password(user.clone(), password.clone()),
+            NatsAuth::Token(token) => options.token(token.clone()),
+            NatsAuth::NkeySeedFile(path) => {
+                let seed = std::fs::read_to_string(path)
+                    .map_err(|e| GatewayError::Credentials(format!("cannot read {}: {e}", path.display())))?;
+                options.nkey(seed.trim().to_owned())
+            }
+            NatsAuth::CredsFile(path) => options
+                .credentials_file(path)
+                .await
+                .map_err(|e| GatewayError::Credentials(format!("cannot read {}: {e}", path.display())))?,
+        };
+        if let Some(ca) = &self.tls_ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some(prefix) = &self.inbox_prefix {
+            options = options.custom_inbox_prefix(prefix);
+        }
+        Ok(options)
+    }
+}
+
 /// A connection to NATS for publishing events and consuming effects.
 #[derive(Clone, Debug)]
 pub struct Gateway {
@@ -75,15 +156,18 @@ pub struct Gateway {
 impl Gateway {
     /// Connects to NATS (`nats://host:port`, several comma separated).
     pub async fn connect(url: &str) -> Result<Self, GatewayError> {
+        Self::connect_with(url, &NatsSecurity::default()).await
+    }
+
+    /// Connects to NATS with credentials and TLS.
+    pub async fn connect_with(url: &str, security: &NatsSecurity) -> Result<Self, GatewayError> {
         // Reconnect within 250 ms of NATS being back (async-nats's default backs off to 4 s).
-        let client = async_nats::ConnectOptions::new()
-            .name("switchboard-gateway")
-            .reconnect_delay_callback(|attempts| {
+        let options =
+            async_nats::ConnectOptions::new().name("switchboard-gateway").reconnect_delay_callback(|attempts| {
                 let steps = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
                 (Duration::from_millis(50) * steps.min(5)).min(Duration::from_millis(250))
-            })
-            .connect(url)
-            .await?;
+            });
+        let client = security.apply(options).await?.connect(url).await?;
         Ok(Self::with_client(client))
     }
 

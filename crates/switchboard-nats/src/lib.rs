@@ -26,6 +26,7 @@ mod ingest;
 use async_nats::jetstream;
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_client::gateway::NatsSecurity;
 use switchboard_raft::RaftNode;
 
 /// The stream of gateway events.
@@ -95,6 +96,8 @@ pub struct NatsConfig {
     pub max_in_flight: usize,
     /// Largest accepted event message, in bytes.
     pub max_event_bytes: usize,
+    /// The node's NATS credentials and TLS.
+    pub security: NatsSecurity,
 }
 
 impl Default for NatsConfig {
@@ -111,6 +114,7 @@ impl Default for NatsConfig {
             batch_linger: Duration::from_millis(1),
             max_in_flight: 4,
             max_event_bytes: 64 * 1024,
+            security: NatsSecurity::default(),
         }
     }
 }
@@ -138,13 +142,15 @@ pub async fn run(
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let client = loop {
-        match async_nats::ConnectOptions::new()
+        let options = async_nats::ConnectOptions::new()
             .name(format!("switchboard-node-{}", node.id()))
             .reconnect_delay_callback(reconnect_delay)
-            .retry_on_initial_connect()
-            .connect(config.url.as_str())
-            .await
-        {
+            .retry_on_initial_connect();
+        let connected = match config.security.apply(options).await {
+            Ok(options) => options.connect(config.url.as_str()).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match connected {
             Ok(client) => break client,
             Err(error) => {
                 tracing::error!(url = %config.url, %error, "cannot connect to NATS; retrying");

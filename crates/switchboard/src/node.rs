@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_client::gateway::{NatsAuth, NatsSecurity};
 use switchboard_core::AgentStatus;
 use switchboard_nats::NatsConfig;
 use switchboard_raft::{NodeInfo, RaftNode, RaftNodeConfig, Tuning};
@@ -107,6 +108,14 @@ pub(crate) struct NatsSection {
     pub(crate) batch_max: usize,
     pub(crate) batch_linger_ms: u64,
     pub(crate) max_event_bytes: usize,
+    /// Credentials: `user` with `password`, or `token`, or `nkey_seed_file`, or `creds_file`.
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) nkey_seed_file: Option<PathBuf>,
+    pub(crate) creds_file: Option<PathBuf>,
+    /// The CA of the NATS servers' certificates; given, the connection requires TLS.
+    pub(crate) tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for NatsSection {
@@ -122,6 +131,12 @@ impl Default for NatsSection {
             batch_max: config.batch_max,
             batch_linger_ms: config.batch_linger.as_millis() as u64,
             max_event_bytes: config.max_event_bytes,
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed_file: None,
+            creds_file: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -476,7 +491,33 @@ fn nats_config(section: &NatsSection) -> Result<NatsConfig> {
     let batch_max = ranges::BATCH_MAX.check("nats.batch_max", section.batch_max)?;
     let batch_linger_ms = ranges::BATCH_LINGER_MS.check("nats.batch_linger_ms", section.batch_linger_ms)?;
     let max_event_bytes = ranges::MAX_EVENT_BYTES.check("nats.max_event_bytes", section.max_event_bytes)?;
+    let auth = match (&section.user, &section.password, &section.token, &section.nkey_seed_file, &section.creds_file) {
+        (None, None, None, None, None) => NatsAuth::None,
+        (Some(user), Some(password), None, None, None) => {
+            NatsAuth::UserPassword { user: user.clone(), password: password.clone() }
+        }
+        (None, None, Some(token), None, None) => NatsAuth::Token(token.clone()),
+        (None, None, None, Some(seed), None) => NatsAuth::NkeySeedFile(seed.clone()),
+        (None, None, None, None, Some(creds)) => NatsAuth::CredsFile(creds.clone()),
+        (Some(_), None, ..) | (None, Some(_), None, None, None) => {
+            bail!("nats: user and password go together; give both or neither")
+        }
+        _ => bail!("nats: give one kind of credentials: user and password, token, nkey_seed_file or creds_file"),
+    };
+    for (key, path) in [
+        ("nats.nkey_seed_file", &section.nkey_seed_file),
+        ("nats.creds_file", &section.creds_file),
+        ("nats.tls_ca_file", &section.tls_ca_file),
+    ] {
+        if let Some(path) = path
+            && !path.is_file()
+        {
+            bail!("{key} = {:?}: no such file", path.display().to_string());
+        }
+    }
+    let security = NatsSecurity { auth, tls_ca_file: section.tls_ca_file.clone(), inbox_prefix: None };
     Ok(NatsConfig {
+        security,
         url: section.url.clone(),
         // Every value below is within its range, far below the limits of the target types.
         stream_replicas: stream_replicas as usize,
@@ -766,6 +807,25 @@ mod tests {
             "nats.ack_wait_s = 5000000000000000000 is out of range: allowed 1 to 599 (seconds; below the default \
              workspace dedupe_window_s, so that a redelivered event is recognised)"
         );
+    }
+
+    #[test]
+    fn nats_credentials_are_one_kind_and_complete() {
+        let error = |extra: &str| {
+            format!("{:#}", parse(&with("nats", "max_ack_pending", &format!("10\n{extra}"))).err().expect("refused"))
+        };
+        assert!(error("user = \"u\"").contains("user and password go together"));
+        assert!(error("password = \"p\"").contains("user and password go together"));
+        assert!(error("user = \"u\"\npassword = \"p\"\ntoken = \"t\"").contains("one kind of credentials"));
+        assert!(
+            error("creds_file = \"/nonexistent.creds\"")
+                .contains("nats.creds_file = \"/nonexistent.creds\": no such file")
+        );
+        let ok =
+            parse(&with("nats", "max_ack_pending", "10\nuser = \"u\"\npassword = \"p\"")).expect("user and password");
+        let nats = ok.nats.expect("nats");
+        assert_eq!(nats.security.auth, NatsAuth::UserPassword { user: "u".into(), password: "p".into() });
+        assert!(!format!("{:?}", nats.security).contains("\"p\""), "the password must not be printed");
     }
 
     #[test]

@@ -34,6 +34,12 @@ fn free_port() -> u16 {
 
 impl NatsServer {
     pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// A server whose configuration also holds `extra` (for example the accounts of
+    /// deploy/nats-accounts.conf).
+    pub async fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("nats dir");
         let port = free_port();
         let config = dir.path().join("nats.conf");
@@ -41,7 +47,7 @@ impl NatsServer {
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\nmax_payload: 1MB\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
+                "listen: 127.0.0.1:{port}\nmax_payload: 1MB\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n{extra}\n",
                 store.display().to_string()
             ),
         )
@@ -70,7 +76,8 @@ impl NatsServer {
             });
         self.child = Some(child);
         for _ in 0..200 {
-            if async_nats::connect(self.url()).await.is_ok() {
+            // A TCP connection: a server with accounts refuses anonymous NATS clients.
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
