@@ -309,22 +309,75 @@ impl Credentials {
     }
 }
 
+/// How many calls one token may make: a token bucket of `burst_calls` refilled at
+/// `calls_per_s`, so that one client cannot starve the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained calls per second per token.
+    pub calls_per_s: u32,
+    /// Calls a token may make at once after being idle.
+    pub burst_calls: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self { calls_per_s: 1_000, burst_calls: 2_000 }
+    }
+}
+
+/// One token's allowance.
+#[derive(Debug)]
+struct Bucket {
+    available: f64,
+    refilled: std::time::Instant,
+}
+
 /// The node's credentials, replaceable while it runs (SIGHUP re-reads them: a token removed
-/// from the configuration is refused from then on).
+/// from the configuration is refused from then on), and each token's rate of calls.
 #[derive(Debug)]
 pub struct Authenticator {
     credentials: RwLock<Arc<Credentials>>,
+    limit: RateLimit,
+    /// By token id; at most one per token (bounded by [`TOKENS_MAX`]).
+    buckets: std::sync::Mutex<BTreeMap<String, Bucket>>,
 }
 
 impl Authenticator {
-    /// Accepts `credentials`.
+    /// Accepts `credentials`, each at the default [`RateLimit`].
     pub fn new(credentials: Credentials) -> Self {
-        Self { credentials: RwLock::new(Arc::new(credentials)) }
+        Self::with_rate_limit(credentials, RateLimit::default())
+    }
+
+    /// Accepts `credentials`, each at most at `limit`.
+    pub fn with_rate_limit(credentials: Credentials, limit: RateLimit) -> Self {
+        Self { credentials: RwLock::new(Arc::new(credentials)), limit, buckets: std::sync::Mutex::default() }
     }
 
     /// Accepts `credentials` from now on, instead of the earlier ones.
     pub fn replace(&self, credentials: Credentials) {
+        self.buckets.lock().unwrap_or_else(PoisonError::into_inner).retain(|id, _| credentials.by_id.contains_key(id));
         *self.credentials.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(credentials);
+    }
+
+    /// Takes one call from `id`'s allowance: `RESOURCE_EXHAUSTED` when it has none left.
+    fn admit(&self, id: &str) -> Result<(), Status> {
+        let now = std::time::Instant::now();
+        let rate = f64::from(self.limit.calls_per_s.max(1));
+        let burst = f64::from(self.limit.burst_calls.max(1));
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let bucket = buckets.entry(id.to_owned()).or_insert(Bucket { available: burst, refilled: now });
+        let refill = now.saturating_duration_since(bucket.refilled).as_secs_f64() * rate;
+        bucket.available = (bucket.available + refill).min(burst);
+        bucket.refilled = now;
+        if bucket.available < 1.0 {
+            let wait_ms = ((1.0 - bucket.available) / rate * 1000.0).ceil();
+            return Err(Status::resource_exhausted(format!(
+                "token {id} made more than {} calls per second (burst {}); retry in {wait_ms} ms",
+                self.limit.calls_per_s, self.limit.burst_calls
+            )));
+        }
+        bucket.available -= 1.0;
+        Ok(())
     }
 
     /// The caller of `request`: `UNAUTHENTICATED` unless it carries a token this node accepts.
@@ -343,7 +396,9 @@ impl Authenticator {
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("malformed authorization: expected `Bearer <token>`"))?;
         let credentials = Arc::clone(&self.credentials.read().unwrap_or_else(PoisonError::into_inner));
-        credentials.verify(token.trim()).map(Caller::Token)
+        let credential = credentials.verify(token.trim())?;
+        self.admit(&credential.id)?;
+        Ok(Caller::Token(credential))
     }
 }
 
@@ -497,6 +552,27 @@ mod tests {
         );
         auth.replace(Credentials::default());
         assert_eq!(auth.authenticate(&metadata(&token)).expect_err("revoked").code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_token_over_its_rate_is_refused_and_others_are_not() {
+        let (fast, fast_hash) = new_token("fast").expect("token");
+        let (calm, calm_hash) = new_token("calm").expect("token");
+        let mut specs = [spec("fast", "gateway", &["acme"], None, "x"), spec("calm", "gateway", &["acme"], None, "x")];
+        specs[0].sha256 = fast_hash;
+        specs[1].sha256 = calm_hash;
+        let limit = RateLimit { calls_per_s: 20, burst_calls: 5 };
+        let auth = Authenticator::with_rate_limit(Credentials::from_specs(&specs).expect("valid"), limit);
+        for _ in 0..5 {
+            auth.authenticate(&metadata(&fast)).expect("within the burst");
+        }
+        let refused = auth.authenticate(&metadata(&fast)).expect_err("over the burst");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.message().contains("token fast"), "{refused:?}");
+        auth.authenticate(&metadata(&calm)).expect("another token has its own allowance");
+        // 20 calls/s: one call's worth comes back within 50 ms.
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        auth.authenticate(&metadata(&fast)).expect("refilled");
     }
 
     #[test]

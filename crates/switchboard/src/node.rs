@@ -13,7 +13,7 @@ use switchboard_client::gateway::{NatsAuth, NatsSecurity};
 use switchboard_core::AgentStatus;
 use switchboard_nats::NatsConfig;
 use switchboard_raft::{NodeInfo, RaftNode, RaftNodeConfig, Tuning};
-use switchboard_server::auth::{Authenticator, CredentialSpec, Credentials};
+use switchboard_server::auth::{Authenticator, CredentialSpec, Credentials, RateLimit};
 use switchboard_server::{PresenceConfig, ServerConfig};
 use switchboard_tls::{NodeTls, TlsFiles};
 
@@ -173,6 +173,20 @@ pub(crate) struct TlsSection {
 pub(crate) struct AuthSection {
     #[serde(default)]
     pub(crate) tokens: Vec<TokenEntry>,
+    /// Sustained calls per second each token may make.
+    #[serde(default = "default_calls_per_s")]
+    pub(crate) calls_per_s: u64,
+    /// Calls a token may make at once after being idle.
+    #[serde(default = "default_burst_calls")]
+    pub(crate) burst_calls: u64,
+}
+
+fn default_calls_per_s() -> u64 {
+    RateLimit::default().calls_per_s.into()
+}
+
+fn default_burst_calls() -> u64 {
+    RateLimit::default().burst_calls.into()
 }
 
 /// One `[[auth.tokens]]` entry.
@@ -188,6 +202,13 @@ pub(crate) struct TokenEntry {
 }
 
 impl AuthSection {
+    fn rate_limit(&self) -> Result<RateLimit> {
+        let calls_per_s = ranges::CALLS_PER_S.check("auth.calls_per_s", self.calls_per_s)?;
+        let burst_calls = ranges::BURST_CALLS.check("auth.burst_calls", self.burst_calls)?;
+        // Both ranges end below 2^32.
+        Ok(RateLimit { calls_per_s: calls_per_s as u32, burst_calls: burst_calls as u32 })
+    }
+
     fn credentials(&self) -> Result<Credentials> {
         let specs: Vec<CredentialSpec> = self
             .tokens
@@ -333,6 +354,10 @@ pub(crate) mod ranges {
     pub(crate) const EFFECTS_MAX_AGE_S: Range = Range::new(60, 31_536_000, "seconds");
     /// `nats.max_ack_pending`.
     pub(crate) const MAX_ACK_PENDING: Range = Range::new(1, 1_000_000, "events");
+    /// `auth.calls_per_s`: each token's sustained rate of calls.
+    pub(crate) const CALLS_PER_S: Range = Range::new(1, 1_000_000, "calls per second");
+    /// `auth.burst_calls`: each token's calls at once after being idle.
+    pub(crate) const BURST_CALLS: Range = Range::new(1, 10_000_000, "calls");
     /// `nats.ack_wait_s`: redeliveries back off to 4 times this. Below the default workspace
     /// `dedupe_window_s`: exactly once rests on the event-id dedupe, so an event whose ack was
     /// lost must be redelivered while its workspace still remembers the id.
@@ -406,7 +431,7 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
     let watch_retained_effects =
         ranges::WATCH_RETAINED_EFFECTS.check("api.watch_retained_effects", api.watch_retained_effects)?;
     let auth = match &config.auth {
-        Some(section) => Some(Arc::new(Authenticator::new(section.credentials()?))),
+        Some(section) => Some(Arc::new(Authenticator::with_rate_limit(section.credentials()?, section.rate_limit()?))),
         None => None,
     };
     let tls = match &config.tls {
@@ -838,7 +863,7 @@ mod tests {
     #[test]
     fn every_numeric_key_is_refused_just_outside_its_range_and_accepted_at_its_ends() {
         use ranges::*;
-        let keys: [(&str, &str, Range); 17] = [
+        let keys: [(&str, &str, Range); 19] = [
             ("", "id", NODE_ID),
             ("raft", "heartbeat_ms", RAFT_HEARTBEAT_MS),
             ("raft", "election_timeout_min_ms", ELECTION_TIMEOUT_MIN_MS),
@@ -856,6 +881,8 @@ mod tests {
             ("nats", "batch_max", BATCH_MAX),
             ("nats", "batch_linger_ms", BATCH_LINGER_MS),
             ("nats", "max_event_bytes", MAX_EVENT_BYTES),
+            ("auth", "calls_per_s", CALLS_PER_S),
+            ("auth", "burst_calls", BURST_CALLS),
         ];
         for (table, key, range) in keys {
             let name = if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") };
