@@ -334,6 +334,8 @@ unary! {
     upsert_contact: AdminClient, pb::UpsertContactRequest => pb::WriteResponse, fill request_id;
     /// A contact (`Admin.GetContact`).
     get_contact: AdminClient, pb::GetContactRequest => pb::ContactInfo;
+    /// Who changed what (`Admin.ListAudit`).
+    list_audit: AdminClient, pb::ListAuditRequest => pb::ListAuditResponse;
     /// The answering node's view of the cluster (`Cluster.Status`).
     status: ClusterClient, pb::StatusRequest => pb::ClusterStatus;
     /// Adds a learner (`Cluster.AddLearner`).

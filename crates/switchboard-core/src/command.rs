@@ -145,3 +145,27 @@ pub enum Command {
         target: TransferTarget,
     },
 }
+
+impl Command {
+    /// The command's name, as the API calls it (`UpsertAgent`, `Claim`, ...), for logs and the
+    /// audit trail: it carries no data of the command.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::ConfigureWorkspace { .. } => "ConfigureWorkspace",
+            Command::UpsertAgent { .. } => "UpsertAgent",
+            Command::RemoveAgent { .. } => "RemoveAgent",
+            Command::UpsertTeam { .. } => "UpsertTeam",
+            Command::RemoveTeam { .. } => "RemoveTeam",
+            Command::SetRoutingRules { .. } => "SetRoutingRules",
+            Command::UpsertContact { .. } => "UpsertContact",
+            Command::SetAgentStatus { .. } => "SetAgentStatus",
+            Command::OpenConversation { .. } => "OpenConversation",
+            Command::CustomerMessage { .. } => "CustomerMessage",
+            Command::AgentReplied { .. } => "AgentReplied",
+            Command::CloseConversation { .. } => "CloseConversation",
+            Command::Claim { .. } => "Claim",
+            Command::Assign { .. } => "Assign",
+            Command::Transfer { .. } => "Transfer",
+        }
+    }
+}

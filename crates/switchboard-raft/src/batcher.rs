@@ -10,6 +10,7 @@
 //! Entries are submitted to openraft in the order they were formed, so inputs keep the order in
 //! which they reached the batcher.
 
+use crate::audit::Actor;
 use crate::error::{LeaderHint, ProposeError};
 use crate::types::{Applied, NodeId, NodeInfo, Proposal, Raft, TypeConfig};
 use openraft::error::ClientWriteError;
@@ -23,6 +24,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 /// The inputs of one write and where its outcome goes.
 pub(crate) struct Submission {
     pub(crate) inputs: Vec<Input>,
+    /// Who made them, for the audit trail.
+    pub(crate) actor: Option<Actor>,
     /// The inputs' encoded size.
     pub(crate) bytes: usize,
     pub(crate) reply: Option<oneshot::Sender<Result<crate::Committed, ProposeError>>>,
@@ -84,11 +87,17 @@ pub(crate) async fn run(
         last_proposed_ms.store(at_ms, Ordering::Relaxed);
         let mut inputs = Vec::with_capacity(count);
         let mut waiters = Vec::with_capacity(batch.len());
+        // One actor per input once any submission has one; none at all otherwise.
+        let audited = batch.iter().any(|submission| submission.actor.is_some());
+        let mut actors = Vec::with_capacity(if audited { count } else { 0 });
         for submission in batch {
             waiters.push((submission.inputs.len(), submission.reply));
+            if audited {
+                actors.extend(std::iter::repeat_n(submission.actor, submission.inputs.len()));
+            }
             inputs.extend(submission.inputs);
         }
-        match raft.client_write_ff(Proposal { at_ms, inputs, published: None }).await {
+        match raft.client_write_ff(Proposal { at_ms, inputs, published: None, actors, note: None }).await {
             Err(fatal) => {
                 let error = ProposeError::Unavailable { reason: format!("raft stopped: {fatal}") };
                 answer_all(waiters, &Err(error));

@@ -36,6 +36,7 @@
 // at every internal helper would only add allocations on the error path.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
 mod batcher;
 mod error;
 mod log_store;

@@ -23,8 +23,9 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// The format of a stored log entry this build writes and reads. A node that finds an entry
 /// of another format (written by a newer build) refuses to start rather than misread it, so a
 /// rolling upgrade can be undone only before the new build wrote anything. Format 2: teams
-/// carry `position_update_interval_s`.
-pub(crate) const LOG_ENTRY_FORMAT: u8 = 2;
+/// carry `position_update_interval_s`. Format 3: proposals carry who made each input and
+/// audit notes.
+pub(crate) const LOG_ENTRY_FORMAT: u8 = 3;
 
 /// A stored entry that this build cannot read.
 #[derive(Debug, thiserror::Error)]

@@ -21,8 +21,9 @@ use switchboard_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use switchboard_tls::NodeTls;
 use tonic::transport::{Channel, Endpoint};
 
-/// The encoding version of [`RaftPayload::data`] this build speaks.
-pub const PAYLOAD_FORMAT: u32 = 1;
+/// The encoding version of [`RaftPayload::data`] this build speaks. Format 2: entries and
+/// forwarded writes carry who made them (the audit trail).
+pub const PAYLOAD_FORMAT: u32 = 2;
 /// Largest peer message accepted or sent (a snapshot chunk plus headroom).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// The most log-entry bytes one AppendEntries call carries (more than one entry only while

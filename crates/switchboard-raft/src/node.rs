@@ -1,6 +1,7 @@
 //! A running replica: openraft plus storage, peer server, batcher and ticker, behind one
 //! library API for writes, reads, status and membership.
 
+use crate::audit::{Actor, AuditNote, AuditRecord};
 use crate::batcher::{self, BatchLimits, Submission, wall_clock_ms};
 use crate::error::{LeaderHint, MembershipError, ProposeError, ReadError};
 use crate::log_store::{LogStore, OpenLogError};
@@ -444,13 +445,20 @@ impl RaftNode {
     /// across leader changes until the request timeout, but retries a write whose outcome is
     /// unknown only when every input carries an event id (the state machine drops repeats).
     pub async fn propose(&self, inputs: Vec<Input>) -> Result<Committed, ProposeError> {
+        self.propose_as(inputs, None).await
+    }
+
+    /// As [`Self::propose`], recording `actor` in the audit trail with each input's outcome.
+    pub async fn propose_as(&self, inputs: Vec<Input>, actor: Option<Actor>) -> Result<Committed, ProposeError> {
         let bytes = check_inputs(&inputs)?;
         let idempotent = inputs.iter().all(|input| matches!(input, Input::Event(event) if event.event_id.is_some()));
         let deadline = Instant::now() + self.inner.tuning.request_timeout;
         loop {
             let attempt = match self.inner.leader() {
-                Some(leader) if leader.id == self.inner.id => self.inner.submit(inputs.clone(), bytes).await,
-                Some(leader) => self.inner.forward_propose(&leader, inputs.clone(), deadline).await,
+                Some(leader) if leader.id == self.inner.id => {
+                    self.inner.submit(inputs.clone(), actor.clone(), bytes).await
+                }
+                Some(leader) => self.inner.forward_propose(&leader, inputs.clone(), actor.clone(), deadline).await,
                 None => Err(ProposeError::NotLeader { leader: None }),
             };
             let error = match attempt {
@@ -588,13 +596,52 @@ impl RaftNode {
         if self.inner.stopped.load(Ordering::Relaxed) {
             return Err(ProposeError::ShuttingDown);
         }
-        let proposal = crate::types::Proposal { at_ms: wall_clock_ms(), inputs: Vec::new(), published: Some(index) };
+        let proposal = crate::types::Proposal {
+            at_ms: wall_clock_ms(),
+            inputs: Vec::new(),
+            published: Some(index),
+            actors: Vec::new(),
+            note: None,
+        };
         match self.inner.raft.client_write(proposal).await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(ProposeError::NotLeader { leader: self.inner.leader() })
             }
             Err(error) => Err(ProposeError::Unavailable { reason: error.to_string() }),
+        }
+    }
+
+    /// Records a cluster change (a membership change that took effect) in the audit trail.
+    /// Must be called on the leader.
+    pub async fn record_audit(&self, note: AuditNote) -> Result<(), ProposeError> {
+        if self.inner.stopped.load(Ordering::Relaxed) {
+            return Err(ProposeError::ShuttingDown);
+        }
+        let proposal = crate::types::Proposal {
+            at_ms: wall_clock_ms(),
+            inputs: Vec::new(),
+            published: None,
+            actors: Vec::new(),
+            note: Some(note),
+        };
+        match self.inner.raft.client_write(proposal).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ProposeError::NotLeader { leader: self.inner.leader() })
+            }
+            Err(error) => Err(ProposeError::Unavailable { reason: error.to_string() }),
+        }
+    }
+
+    /// At most `limit` audit records of `workspace` (empty: the cluster's) after log index
+    /// `after_index`, from this replica (every replica holds the same trail), with the applied
+    /// index they reflect.
+    pub fn audit(&self, workspace: &str, after_index: u64, limit: usize) -> Read<Vec<AuditRecord>> {
+        let replica = self.inner.sm.read();
+        Read {
+            value: replica.audit.query(workspace, after_index, limit),
+            applied_index: replica.last_applied.map_or(0, |id| id.index),
         }
     }
 
@@ -756,14 +803,18 @@ impl Inner {
 
     /// Checks a write forwarded by another node and submits it to this node's batcher if it
     /// is the leader; never forwards.
-    pub(crate) async fn propose_as_leader(&self, inputs: Vec<Input>) -> Result<Committed, ProposeError> {
+    pub(crate) async fn propose_as_leader(
+        &self,
+        inputs: Vec<Input>,
+        actor: Option<Actor>,
+    ) -> Result<Committed, ProposeError> {
         let bytes = check_inputs(&inputs)?;
-        self.submit(inputs, bytes).await
+        self.submit(inputs, actor, bytes).await
     }
 
     /// Submits a checked write of `bytes` to this node's batcher if it is the leader. The size
     /// is measured once per write (an encoding pass), not again at every retry.
-    async fn submit(&self, inputs: Vec<Input>, bytes: usize) -> Result<Committed, ProposeError> {
+    async fn submit(&self, inputs: Vec<Input>, actor: Option<Actor>, bytes: usize) -> Result<Committed, ProposeError> {
         if self.stopped.load(Ordering::Relaxed) {
             return Err(ProposeError::ShuttingDown);
         }
@@ -772,7 +823,7 @@ impl Inner {
         }
         let (reply, outcome) = oneshot::channel();
         self.batcher
-            .send(Submission { inputs, bytes, reply: Some(reply) })
+            .send(Submission { inputs, actor, bytes, reply: Some(reply) })
             .await
             .map_err(|_| ProposeError::ShuttingDown)?;
         outcome.await.unwrap_or_else(|_| {
@@ -784,9 +835,11 @@ impl Inner {
         &self,
         leader: &LeaderHint,
         inputs: Vec<Input>,
+        actor: Option<Actor>,
         deadline: Instant,
     ) -> Result<Committed, ProposeError> {
-        let payload = encode(&inputs).map_err(|e| ProposeError::Invalid(e.to_string()))?;
+        let payload =
+            encode(&crate::wire::ProposeRequest { inputs, actor }).map_err(|e| ProposeError::Invalid(e.to_string()))?;
         let timeout = deadline.saturating_duration_since(Instant::now());
         let reply = self
             .pool
@@ -883,6 +936,6 @@ async fn tick(inner: Arc<Inner>, last_proposed_ms: Arc<AtomicI64>) {
             continue;
         }
         // A full batcher is busy proposing anyway; skipping this tick loses nothing.
-        let _ = inner.batcher.try_send(Submission { inputs: vec![Input::Tick], bytes: 1, reply: None });
+        let _ = inner.batcher.try_send(Submission { inputs: vec![Input::Tick], actor: None, bytes: 1, reply: None });
     }
 }

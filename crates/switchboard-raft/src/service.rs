@@ -4,10 +4,9 @@
 use crate::network::{PEER_ID_METADATA_KEY, PayloadError, decode, encode};
 use crate::node::Inner;
 use crate::types::{NodeId, TypeConfig};
-use crate::wire::{ProposeReply, ReadIndexReply};
+use crate::wire::{ProposeReply, ProposeRequest, ReadIndexReply};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use std::sync::Arc;
-use switchboard_core::Input;
 use switchboard_proto::raft::v1::RaftPayload;
 use switchboard_proto::raft::v1::raft_peer_server::RaftPeer;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -85,8 +84,8 @@ impl RaftPeer for PeerService {
 
     async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.authenticate(&request, None)?;
-        let inputs: Vec<Input> = decode(request.get_ref()).map_err(bad_payload)?;
-        reply(&ProposeReply::from(self.inner.propose_as_leader(inputs).await))
+        let request: ProposeRequest = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(&ProposeReply::from(self.inner.propose_as_leader(request.inputs, request.actor).await))
     }
 
     async fn read_index(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

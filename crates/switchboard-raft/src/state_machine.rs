@@ -21,6 +21,7 @@
 //! writing the file and only then swapping the in-memory state.
 
 use crate::FaultPlan;
+use crate::audit::{AuditRecord, AuditTrail};
 use crate::outbox::{Outbox, StoredOutbox};
 use crate::types::{
     Applied, AppliedEntry, Entry, InputOutcome, LogId, Rejection, SnapshotMeta, StorageError, StoredMembership,
@@ -36,8 +37,8 @@ use switchboard_core::{ApplyError, Input, State};
 use tokio::sync::broadcast;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SWRS";
-/// Format 2 added the outbox.
-const SNAPSHOT_FORMAT: u16 = 2;
+/// Format 2 added the outbox; format 3 the audit trail.
+const SNAPSHOT_FORMAT: u16 = 3;
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 /// Applied entries the change feed holds for a slow subscriber before it gets `Lagged` (and
 /// re-reads: the Watch ring, the effect publisher from the outbox).
@@ -54,6 +55,8 @@ pub struct Replica {
     pub last_membership: StoredMembership,
     /// Effects not yet confirmed published.
     pub outbox: Outbox,
+    /// Who changed what (configuration and membership).
+    pub audit: AuditTrail,
 }
 
 /// Something that happened to the applied state, in log order; what Watch streams and effect
@@ -130,8 +133,16 @@ pub enum SnapshotFileError {
     Format(String),
 }
 
-/// Encodes a snapshot file from its metadata, outbox and the core snapshot bytes.
-fn encode_snapshot(meta: &SnapshotMeta, outbox: &StoredOutbox, core: &[u8]) -> Result<Vec<u8>, SnapshotFileError> {
+/// What a snapshot file carries beside the core state: the replica's outbox and audit trail.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ReplicaExtras {
+    outbox: StoredOutbox,
+    audit: AuditTrail,
+}
+
+/// Encodes a snapshot file from its metadata, outbox and audit trail, and the core snapshot
+/// bytes.
+fn encode_snapshot(meta: &SnapshotMeta, outbox: &ReplicaExtras, core: &[u8]) -> Result<Vec<u8>, SnapshotFileError> {
     let meta_bytes = postcard::to_allocvec(meta).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
     let meta_len =
         u32::try_from(meta_bytes.len()).map_err(|_| SnapshotFileError::Format("metadata too large".into()))?;
@@ -150,7 +161,7 @@ fn encode_snapshot(meta: &SnapshotMeta, outbox: &StoredOutbox, core: &[u8]) -> R
 }
 
 /// A decoded snapshot file: metadata, outbox, and the core snapshot bytes.
-type DecodedSnapshot<'a> = (SnapshotMeta, StoredOutbox, &'a [u8]);
+type DecodedSnapshot<'a> = (SnapshotMeta, ReplicaExtras, &'a [u8]);
 
 /// Splits a snapshot file into its metadata, outbox and the core snapshot bytes.
 fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot<'_>, SnapshotFileError> {
@@ -202,13 +213,14 @@ impl StateMachineStore {
         let path = dir.join(SNAPSHOT_FILE);
         let replica = match std::fs::read(&path) {
             Ok(bytes) => {
-                let (meta, outbox, core) = decode_snapshot(&bytes)?;
+                let (meta, extras, core) = decode_snapshot(&bytes)?;
                 let state = State::restore(core).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
                 Replica {
                     state,
                     last_applied: meta.last_log_id,
                     last_membership: meta.last_membership,
-                    outbox: Outbox::from_stored(outbox),
+                    outbox: Outbox::from_stored(extras.outbox),
+                    audit: extras.audit,
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Replica::default(),
@@ -273,7 +285,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 };
                 let meta =
                     SnapshotMeta { last_log_id: last, last_membership: replica.last_membership.clone(), snapshot_id };
-                (meta, replica.outbox.to_stored(), replica.state.snapshot())
+                let extras = ReplicaExtras { outbox: replica.outbox.to_stored(), audit: replica.audit.clone() };
+                (meta, extras, replica.state.snapshot())
             };
             let bytes = encode_snapshot(&meta, &outbox, &core).map_err(|e| snapshot_error(Some(&meta), &e))?;
             write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
@@ -283,6 +296,32 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(|e| snapshot_error(None, &e))??;
         Ok(built)
+    }
+}
+
+/// Appends to `trail` the audited inputs of an entry (those with an actor), with their
+/// outcomes, and its note.
+fn record_audit(trail: &mut AuditTrail, index: u64, proposal: &crate::types::Proposal, outcomes: &[InputOutcome]) {
+    for ((input, actor), outcome) in proposal.inputs.iter().zip(&proposal.actors).zip(outcomes) {
+        let (Some(actor), Input::Event(event)) = (actor, input) else { continue };
+        trail.push(AuditRecord {
+            index,
+            at_ms: proposal.at_ms,
+            workspace: event.workspace.to_string(),
+            actor: actor.clone(),
+            action: crate::audit::action(&event.command),
+            outcome: outcome.rejection.as_ref().map_or_else(|| "ok".to_owned(), |r| r.reason.clone()),
+        });
+    }
+    if let Some(note) = &proposal.note {
+        trail.push(AuditRecord {
+            index,
+            at_ms: proposal.at_ms,
+            workspace: String::new(),
+            actor: note.actor.clone(),
+            action: note.action.clone(),
+            outcome: "ok".to_owned(),
+        });
     }
 }
 
@@ -364,6 +403,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             .iter()
                             .map(|input| self.apply_one(&mut replica.state, index, proposal.at_ms, input))
                             .collect();
+                        record_audit(&mut replica.audit, index, &proposal, &outcomes);
                         if let Some(published) = proposal.published {
                             replica.outbox.confirm(published);
                         }
@@ -427,7 +467,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     state,
                     last_applied: meta.last_log_id,
                     last_membership: meta.last_membership.clone(),
-                    outbox: Outbox::from_stored(outbox),
+                    outbox: Outbox::from_stored(outbox.outbox),
+                    audit: outbox.audit,
                 };
             }
             tracing::info!(snapshot = %meta.snapshot_id, index, "snapshot installed");
@@ -455,10 +496,19 @@ mod tests {
     #[test]
     fn snapshot_header_round_trips_and_refuses_garbage() {
         let meta = SnapshotMeta::default();
-        let bytes = encode_snapshot(&meta, &StoredOutbox::default(), b"core").expect("encodes");
-        let (decoded, outbox, core) = decode_snapshot(&bytes).expect("decodes");
+        let mut extras = ReplicaExtras::default();
+        extras.audit.push(AuditRecord {
+            index: 3,
+            at_ms: 1,
+            workspace: "acme".into(),
+            actor: crate::audit::Actor { role: "admin".into(), credential: "adm".into() },
+            action: "RemoveTeam sales".into(),
+            outcome: "ok".into(),
+        });
+        let bytes = encode_snapshot(&meta, &extras, b"core").expect("encodes");
+        let (decoded, decoded_extras, core) = decode_snapshot(&bytes).expect("decodes");
         assert_eq!(decoded, meta);
-        assert_eq!(outbox, StoredOutbox::default());
+        assert_eq!(decoded_extras, extras, "the audit trail and outbox survive a snapshot");
         assert_eq!(core, b"core");
         assert!(decode_snapshot(b"SWRS").is_err());
         let mut wrong_version = bytes.clone();

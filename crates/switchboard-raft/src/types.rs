@@ -1,5 +1,6 @@
 //! The types openraft is instantiated with, and what travels in a log entry.
 
+use crate::audit::{Actor, AuditNote};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::sync::Arc;
@@ -64,6 +65,11 @@ pub struct Proposal {
     /// Set by the effect publisher: the effects of every entry up to this index are stored
     /// outside the cluster, so replicas may drop them from their outbox.
     pub published: Option<u64>,
+    /// Who made each input, for the audit trail: empty, or one per input (`None`: not
+    /// audited).
+    pub actors: Vec<Option<Actor>>,
+    /// A cluster change to record in the audit trail (membership).
+    pub note: Option<AuditNote>,
 }
 
 /// What applying one log entry produced: one outcome per input, in order. Blank and membership

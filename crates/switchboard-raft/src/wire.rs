@@ -10,6 +10,15 @@ use crate::error::{LeaderHint, ProposeError, ReadError};
 use crate::node::Committed;
 use serde::{Deserialize, Serialize};
 
+/// A write forwarded to the leader: the inputs and who made them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProposeRequest {
+    /// The inputs.
+    pub(crate) inputs: Vec<switchboard_core::Input>,
+    /// For the audit trail.
+    pub(crate) actor: Option<crate::audit::Actor>,
+}
+
 /// The leader's answer to a forwarded write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ProposeReply {
@@ -128,6 +137,11 @@ mod tests {
         for (reply, expected) in reads {
             assert_eq!(hex(&postcard::to_allocvec(&reply).expect("encodes")), expected, "{reply:?}");
         }
+        let request = ProposeRequest {
+            inputs: vec![switchboard_core::Input::Tick],
+            actor: Some(crate::audit::Actor { role: "admin".into(), credential: "a".into() }),
+        };
+        assert_eq!(hex(&postcard::to_allocvec(&request).expect("encodes")), "0100010561646d696e0161");
     }
 
     #[test]

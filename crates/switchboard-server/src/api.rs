@@ -114,6 +114,28 @@ impl Api {
         request_id: String,
         command: Command,
     ) -> Result<Written, Status> {
+        self.write_as(workspace, request_id, command, None).await
+    }
+
+    /// As [`Api::write`], recording `caller` in the audit trail with the outcome (configuration
+    /// changes).
+    pub(crate) async fn write_audited(
+        &self,
+        caller: &Caller,
+        workspace: WorkspaceId,
+        request_id: String,
+        command: Command,
+    ) -> Result<Written, Status> {
+        self.write_as(workspace, request_id, command, Some(caller.actor())).await
+    }
+
+    async fn write_as(
+        &self,
+        workspace: WorkspaceId,
+        request_id: String,
+        command: Command,
+        actor: Option<switchboard_raft::audit::Actor>,
+    ) -> Result<Written, Status> {
         let event_id = match crate::convert::optional_id::<String>(request_id, "request_id")? {
             Some(id) => request_event_id(&id),
             None => generated_event_id(self.node.id()),
@@ -122,7 +144,7 @@ impl Api {
         // The core's bounds, before anything is proposed (the state machine checks them again).
         event.validate().map_err(|error| crate::convert::core_invalid("", error))?;
         let input = Input::Event(event);
-        let committed = self.node.propose(vec![input]).await.map_err(status::propose)?;
+        let committed = self.node.propose_as(vec![input], actor).await.map_err(status::propose)?;
         let outcome = committed.outcomes.first().ok_or_else(|| Status::internal("the write returned no outcome"))?;
         if let Some(rejection) = &outcome.rejection {
             return Err(status::rejection(rejection));

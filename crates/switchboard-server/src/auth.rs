@@ -428,6 +428,8 @@ pub enum Permission {
     Configure,
     /// `Cluster.AddLearner`, `Cluster.ChangeMembership`.
     ChangeMembership,
+    /// `Admin.ListAudit` of the cluster (membership changes).
+    ReadClusterAudit,
 }
 
 impl Permission {
@@ -438,7 +440,7 @@ impl Permission {
             Role::Agent => false,
             Role::Supervisor => matches!(self, Watch | ReadRouting | Supervise),
             Role::Admin => matches!(self, Watch | ReadRouting | Supervise | ReadConfiguration | Configure),
-            Role::Operator => matches!(self, ChangeMembership),
+            Role::Operator => matches!(self, ChangeMembership | ReadClusterAudit),
         }
     }
 
@@ -451,6 +453,7 @@ impl Permission {
             Permission::ReadConfiguration => "read the configuration",
             Permission::Configure => "change the configuration",
             Permission::ChangeMembership => "change the cluster's membership",
+            Permission::ReadClusterAudit => "read the cluster's audit trail",
         }
     }
 }
@@ -500,6 +503,20 @@ impl Caller {
                 self.id().unwrap_or_default()
             ))),
             None => self.may(fallback, Some(workspace)),
+        }
+    }
+
+    /// Who this is, for the audit trail: the token's role and id (`anonymous` without
+    /// authentication); never the secret.
+    pub fn actor(&self) -> switchboard_raft::audit::Actor {
+        match self {
+            Caller::Token(credential) => switchboard_raft::audit::Actor {
+                role: credential.role.name().to_owned(),
+                credential: credential.id.clone(),
+            },
+            Caller::Anyone => {
+                switchboard_raft::audit::Actor { role: "anonymous".to_owned(), credential: String::new() }
+            }
         }
     }
 

@@ -305,6 +305,10 @@ async fn every_rpc_answers_each_role_as_the_table_says() {
         row!("Admin.GetContact", "UDDDADD", |c| AdminClient::new(c.channel.clone()).get_contact(
             c.req(pb::GetContactRequest { workspace: ws(), contact: "contact-c-mary".into(), ..Default::default() })
         )),
+        row!("Admin.ListAudit (acme)", "UDDDADD", |c| AdminClient::new(c.channel.clone())
+            .list_audit(c.req(pb::ListAuditRequest { workspace: ws(), ..Default::default() }))),
+        row!("Admin.ListAudit (cluster)", "UDDDDAD", |c| AdminClient::new(c.channel.clone())
+            .list_audit(c.req(pb::ListAuditRequest::default()))),
         row!("Cluster.Status", "UAAAAAA", |c| ClusterClient::new(c.channel.clone())
             .status(c.req(pb::StatusRequest {}))),
         // id 0 is refused (INVALID_ARGUMENT) once past authorization: no learner is added.
@@ -337,6 +341,53 @@ async fn every_rpc_answers_each_role_as_the_table_says() {
         }
     }
     assert!(wrong.is_empty(), "{} answers differ from the table:\n{}", wrong.len(), wrong.join("\n"));
+
+    // Every configuration change and membership change is in the audit trail, with the token
+    // that made it; refused ones with their reason. The table's admin calls came from `adm`.
+    let operator =
+        Client::with_config(cluster.api_addrs.clone(), ClientConfig { token: secret("ops"), ..Default::default() })
+            .expect("client");
+    let admin =
+        Client::with_config(cluster.api_addrs.clone(), ClientConfig { token: secret("adm"), ..Default::default() })
+            .expect("client");
+    let trail = admin
+        .list_audit(pb::ListAuditRequest { workspace: ws(), limit: 1000, ..Default::default() })
+        .await
+        .expect("audit");
+    let line = |r: &pb::AuditRecord| format!("{} {} {} {}", r.credential, r.role, r.action, r.outcome);
+    let lines: Vec<String> = trail.records.iter().map(line).collect();
+    for expected in [
+        "root admin UpsertTeam sales ok",
+        "root admin SetRoutingRules (1 rules) ok",
+        "adm admin ConfigureWorkspace ok",
+        "adm admin UpsertAgent extra ok",
+        "adm admin RemoveAgent extra ok",
+        "adm admin UpsertContact contact-c-mary ok",
+    ] {
+        assert!(lines.iter().any(|l| l == expected), "no {expected:?} in the audit trail:\n{}", lines.join("\n"));
+    }
+    assert!(
+        !lines.iter().any(|l| l.starts_with("adm-other") || l.starts_with("sup")),
+        "refused callers left no record"
+    );
+    assert!(trail.records.windows(2).all(|w| w[0].log_index <= w[1].log_index), "in log order");
+    let membership = operator.list_audit(pb::ListAuditRequest::default()).await.expect("cluster audit");
+    let lines: Vec<String> = membership.records.iter().map(line).collect();
+    assert_eq!(lines, ["ops operator ChangeMembership voters 1,2,3 ok"], "the cluster's trail");
+    // Every replica holds the same trail.
+    for node in 0..3 {
+        let single = Client::with_config(
+            [cluster.api_addrs[node].clone()],
+            ClientConfig { token: secret("adm"), ..Default::default() },
+        )
+        .expect("client");
+        cluster.assert_replicas_agree().await;
+        let mine = single
+            .list_audit(pb::ListAuditRequest { workspace: ws(), limit: 1000, ..Default::default() })
+            .await
+            .expect("audit");
+        assert_eq!(mine.records, trail.records, "node {} has another trail", node + 1);
+    }
 
     // A wrong secret for a known id, and a malformed header, are UNAUTHENTICATED too.
     let forged = secret("adm").map(|token| format!("{}x", &token[..token.len() - 1]));

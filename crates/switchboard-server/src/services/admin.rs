@@ -7,7 +7,7 @@ use crate::convert::model::{
     team_from_pb, team_to_pb,
 };
 use crate::convert::views::contact_to_info;
-use crate::convert::{required, required_id};
+use crate::convert::{invalid, required, required_id};
 use crate::services::unknown_workspace;
 use std::sync::Arc;
 use switchboard_core::{Command, ContactId, WorkspaceId};
@@ -35,7 +35,10 @@ impl Admin for AdminService {
         let workspace = required_id(request.workspace, "workspace")?;
         caller.may(Permission::Configure, Some(&workspace))?;
         let settings = settings_from_pb(required(request.settings, "settings")?)?;
-        self.api.write(workspace, request.request_id, Command::ConfigureWorkspace(settings)).await.map(written)
+        self.api
+            .write_audited(&caller, workspace, request.request_id, Command::ConfigureWorkspace(settings))
+            .await
+            .map(written)
     }
 
     async fn get_workspace(
@@ -82,7 +85,7 @@ impl Admin for AdminService {
         let workspace = required_id(request.workspace, "workspace")?;
         caller.may(Permission::Configure, Some(&workspace))?;
         let spec = agent_from_pb(required(request.agent, "agent")?)?;
-        self.api.write(workspace, request.request_id, Command::UpsertAgent(spec)).await.map(written)
+        self.api.write_audited(&caller, workspace, request.request_id, Command::UpsertAgent(spec)).await.map(written)
     }
 
     async fn remove_agent(
@@ -94,7 +97,10 @@ impl Admin for AdminService {
         let workspace = required_id(request.workspace, "workspace")?;
         caller.may(Permission::Configure, Some(&workspace))?;
         let agent = required_id(request.agent, "agent")?;
-        self.api.write(workspace, request.request_id, Command::RemoveAgent { agent }).await.map(written)
+        self.api
+            .write_audited(&caller, workspace, request.request_id, Command::RemoveAgent { agent })
+            .await
+            .map(written)
     }
 
     async fn upsert_team(
@@ -106,7 +112,7 @@ impl Admin for AdminService {
         let workspace = required_id(request.workspace, "workspace")?;
         caller.may(Permission::Configure, Some(&workspace))?;
         let spec = team_from_pb(required(request.team, "team")?)?;
-        self.api.write(workspace, request.request_id, Command::UpsertTeam(spec)).await.map(written)
+        self.api.write_audited(&caller, workspace, request.request_id, Command::UpsertTeam(spec)).await.map(written)
     }
 
     async fn remove_team(
@@ -118,7 +124,7 @@ impl Admin for AdminService {
         let workspace = required_id(request.workspace, "workspace")?;
         caller.may(Permission::Configure, Some(&workspace))?;
         let team = required_id(request.team, "team")?;
-        self.api.write(workspace, request.request_id, Command::RemoveTeam { team }).await.map(written)
+        self.api.write_audited(&caller, workspace, request.request_id, Command::RemoveTeam { team }).await.map(written)
     }
 
     async fn set_routing_rules(
@@ -135,7 +141,10 @@ impl Admin for AdminService {
             .enumerate()
             .map(|(i, rule)| rule_from_pb(rule, i))
             .collect::<Result<Vec<_>, _>>()?;
-        self.api.write(workspace, request.request_id, Command::SetRoutingRules(rules)).await.map(written)
+        self.api
+            .write_audited(&caller, workspace, request.request_id, Command::SetRoutingRules(rules))
+            .await
+            .map(written)
     }
 
     async fn upsert_contact(
@@ -147,7 +156,7 @@ impl Admin for AdminService {
         let workspace = required_id(request.workspace, "workspace")?;
         caller.may(Permission::Configure, Some(&workspace))?;
         let spec = contact_from_pb(required(request.contact, "contact")?, "contact")?;
-        self.api.write(workspace, request.request_id, Command::UpsertContact(spec)).await.map(written)
+        self.api.write_audited(&caller, workspace, request.request_id, Command::UpsertContact(spec)).await.map(written)
     }
 
     async fn get_contact(&self, request: Request<pb::GetContactRequest>) -> Result<Response<pb::ContactInfo>, Status> {
@@ -164,4 +173,43 @@ impl Admin for AdminService {
             .await?;
         Ok(Response::new(contact_to_info(read.value, read.applied_index)))
     }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let caller = self.api.caller(&request)?;
+        let request = request.into_inner();
+        if request.workspace.is_empty() {
+            caller.may(Permission::ReadClusterAudit, None)?;
+        } else {
+            let workspace: WorkspaceId = required_id(request.workspace.clone(), "workspace")?;
+            caller.may(Permission::ReadConfiguration, Some(&workspace))?;
+        }
+        let limit = match request.limit {
+            0 => AUDIT_PAGE_DEFAULT,
+            n if n <= AUDIT_PAGE_MAX => n as usize,
+            n => return Err(invalid("limit", format!("{n} exceeds the limit of {AUDIT_PAGE_MAX}")).into()),
+        };
+        let read = self.api.node.audit(&request.workspace, request.after_index, limit);
+        let records = read
+            .value
+            .into_iter()
+            .map(|record| pb::AuditRecord {
+                log_index: record.index,
+                at_ms: record.at_ms,
+                workspace: record.workspace,
+                role: record.actor.role,
+                credential: record.actor.credential,
+                action: record.action,
+                outcome: record.outcome,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { records, applied_index: read.applied_index }))
+    }
 }
+
+/// Audit records in one answer when the request does not say.
+const AUDIT_PAGE_DEFAULT: usize = 100;
+/// Most audit records in one answer.
+const AUDIT_PAGE_MAX: u32 = 1_000;

@@ -50,6 +50,17 @@ pub(crate) fn cluster_status(node: &RaftNode) -> pb::ClusterStatus {
     }
 }
 
+impl ClusterService {
+    /// Records a membership change that took effect. It is not undone if the record fails (the
+    /// change is already committed): the failure is logged.
+    async fn audit(&self, caller: &crate::auth::Caller, action: String) {
+        let note = switchboard_raft::audit::AuditNote { actor: caller.actor(), action };
+        if let Err(error) = self.api.node.record_audit(note).await {
+            tracing::error!(%error, "a membership change took effect but could not be recorded in the audit trail");
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
@@ -62,7 +73,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.api.caller(&request)?.may(Permission::ChangeMembership, None)?;
+        let caller = self.api.caller(&request)?;
+        caller.may(Permission::ChangeMembership, None)?;
         if let Some(leader) = self.api.leader_channel(&request)? {
             return ClusterClient::new(leader).add_learner(forwarded(&request)).await;
         }
@@ -73,9 +85,11 @@ impl Cluster for ClusterService {
         if request.raft_addr.is_empty() {
             return Err(invalid("raft_addr", "is required (host:port of the new node's Raft peer listener)").into());
         }
+        let action = format!("AddLearner {} raft {} api {}", request.id, request.raft_addr, request.api_addr);
         let info = NodeInfo::new(request.raft_addr, request.api_addr);
         let log_index =
             self.api.node.add_learner(request.id, info, request.wait_for_catch_up).await.map_err(status::membership)?;
+        self.audit(&caller, action).await;
         Ok(Response::new(pb::MembershipResponse { log_index, status: Some(cluster_status(&self.api.node)) }))
     }
 
@@ -83,7 +97,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        self.api.caller(&request)?.may(Permission::ChangeMembership, None)?;
+        let caller = self.api.caller(&request)?;
+        caller.may(Permission::ChangeMembership, None)?;
         if let Some(leader) = self.api.leader_channel(&request)? {
             return ClusterClient::new(leader).change_membership(forwarded(&request)).await;
         }
@@ -93,11 +108,15 @@ impl Cluster for ClusterService {
             return Err(invalid("voters", "must name at least one node").into());
         }
         let mut log_index = self.api.node.change_membership(voters.clone()).await.map_err(status::membership)?;
+        let listed: Vec<String> = voters.iter().map(u64::to_string).collect();
+        self.audit(&caller, format!("ChangeMembership voters {}", listed.join(","))).await;
         if request.remove_learners {
             let learners: BTreeSet<u64> =
                 self.api.node.status().learners.keys().filter(|id| !voters.contains(id)).copied().collect();
             if !learners.is_empty() {
+                let removed: Vec<String> = learners.iter().map(u64::to_string).collect();
                 log_index = self.api.node.remove_learners(learners).await.map_err(status::membership)?;
+                self.audit(&caller, format!("RemoveLearners {}", removed.join(","))).await;
             }
         }
         Ok(Response::new(pb::MembershipResponse { log_index, status: Some(cluster_status(&self.api.node)) }))

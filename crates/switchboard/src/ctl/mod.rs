@@ -177,6 +177,19 @@ pub(crate) enum CtlCommand {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Who changed the workspace's configuration (or, with --cluster, the membership), when,
+    /// and whether it took effect.
+    Audit {
+        /// The cluster's membership changes instead of the workspace's (operators).
+        #[arg(long)]
+        cluster: bool,
+        /// Only records after this log index.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many records (up to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Add a node as a learner (non-voting member).
     AddLearner {
         /// Its node id.
@@ -563,6 +576,28 @@ async fn execute(args: CtlArgs) -> Result<()> {
                 if count.is_some_and(|count| seen >= count) {
                     break;
                 }
+            }
+        }
+        CtlCommand::Audit { cluster, after, limit } => {
+            let workspace = if cluster { String::new() } else { ws.clone() };
+            let answer = client.list_audit(pb::ListAuditRequest { workspace, after_index: after, limit }).await?;
+            if answer.records.is_empty() {
+                println!("(no changes recorded)");
+            }
+            for record in answer.records {
+                let who = if record.credential.is_empty() {
+                    record.role.clone()
+                } else {
+                    format!("{} ({})", record.credential, record.role)
+                };
+                println!(
+                    "{:>8}  {}  {:<28}  {}  {}",
+                    record.log_index,
+                    utc(record.at_ms),
+                    who,
+                    record.action,
+                    record.outcome
+                );
             }
         }
         CtlCommand::AddLearner { id, raft_addr, api_addr } => {
