@@ -59,6 +59,9 @@ pub struct ClientConfig {
     /// TLS: the cluster CA (PEM) that signed the nodes' certificates; `None` for plain HTTP/2.
     /// Node addresses must then be names or IP addresses the certificates carry.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// A client certificate and its key (PEM) to present over TLS, for clusters that map
+    /// certificates to roles (`[[auth.certificates]]`) instead of tokens.
+    pub tls_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for ClientConfig {
@@ -70,6 +73,7 @@ impl Default for ClientConfig {
             max_response_bytes: 16 * 1024 * 1024,
             token: None,
             tls_ca_pem: None,
+            tls_identity_pem: None,
         }
     }
 }
@@ -161,8 +165,11 @@ impl Client {
                 .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true);
             if let Some(ca) = &config.tls_ca_pem {
-                let tls = tonic::transport::ClientTlsConfig::new()
+                let mut tls = tonic::transport::ClientTlsConfig::new()
                     .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+                if let Some((cert, key)) = &config.tls_identity_pem {
+                    tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+                }
                 endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e))?;
             }
             channels.push(endpoint.connect_lazy());

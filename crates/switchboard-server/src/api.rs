@@ -102,7 +102,14 @@ impl Api {
     pub(crate) fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Caller, Status> {
         match &self.auth {
             None => Ok(Caller::Anyone),
-            Some(auth) => auth.authenticate(request.metadata()),
+            Some(auth) => {
+                let certificate = request
+                    .extensions()
+                    .get::<tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>>()
+                    .and_then(|info| info.peer_certs())
+                    .and_then(|certs| certs.first().cloned());
+                auth.authenticate(request.metadata(), certificate.as_ref())
+            }
         }
     }
 

@@ -27,6 +27,11 @@ pub const SECRET_BYTES: usize = 32;
 pub const TOKEN_WORKSPACES_MAX: usize = 1_000;
 /// Most tokens a node configuration may hold.
 pub const TOKENS_MAX: usize = 100_000;
+/// Most certificate identities a node configuration may hold (each call without a token is
+/// checked against them in turn).
+pub const CERTIFICATE_IDENTITIES_MAX: usize = 1_000;
+/// Longest DNS name of a certificate identity, in bytes.
+pub const CERTIFICATE_NAME_BYTES_MAX: usize = 253;
 /// Longest `authorization` value read, in bytes; longer ones are refused unread.
 pub const AUTHORIZATION_BYTES_MAX: usize = 512;
 
@@ -102,8 +107,18 @@ pub struct Credential {
     pub scope: Scope,
     /// The agent a token of role `agent` acts as.
     pub agent: Option<AgentId>,
-    /// SHA-256 of the secret.
-    pub secret_sha256: [u8; 32],
+    /// How the holder proves it holds this credential.
+    pub proof: Proof,
+}
+
+/// What proves a credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Proof {
+    /// A bearer token whose secret has this SHA-256.
+    Secret([u8; 32]),
+    /// A client certificate (signed by the cluster CA, checked by TLS) that carries this DNS
+    /// name.
+    Certificate(String),
 }
 
 /// A token entry as written in the node configuration, before it is checked.
@@ -117,8 +132,11 @@ pub struct CredentialSpec {
     pub workspaces: Vec<String>,
     /// `agent`, for role `agent`.
     pub agent: Option<String>,
-    /// `sha256`: 64 hex digits.
+    /// `sha256`: 64 hex digits. Empty for a certificate identity.
     pub sha256: String,
+    /// For a certificate identity (`[[auth.certificates]]`): the DNS name the client
+    /// certificate carries.
+    pub certificate_name: Option<String>,
 }
 
 /// A credential entry that cannot be accepted.
@@ -207,10 +225,24 @@ impl CredentialSpec {
             }
             (_, None) => None,
         };
-        let secret_sha256 = parse_hex32(&self.sha256).ok_or_else(|| {
-            refuse(format!("{field}.sha256"), "must be 64 hex digits (the SHA-256 of the token's secret)")
-        })?;
-        Ok(Credential { id: self.id.clone(), role, scope, agent, secret_sha256 })
+        let proof = match &self.certificate_name {
+            Some(name) => {
+                let valid = !name.is_empty()
+                    && name.len() <= CERTIFICATE_NAME_BYTES_MAX
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                if !valid {
+                    return Err(refuse(
+                        format!("{field}.certificate_name"),
+                        format!("{name:?} must be a DNS name of 1 to {CERTIFICATE_NAME_BYTES_MAX} bytes"),
+                    ));
+                }
+                Proof::Certificate(name.clone())
+            }
+            None => Proof::Secret(parse_hex32(&self.sha256).ok_or_else(|| {
+                refuse(format!("{field}.sha256"), "must be 64 hex digits (the SHA-256 of the token's secret)")
+            })?),
+        };
+        Ok(Credential { id: self.id.clone(), role, scope, agent, proof })
     }
 }
 
@@ -259,12 +291,50 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The accepted credentials, by id.
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
+    /// Tokens and certificate identities, by id.
     by_id: BTreeMap<String, Arc<Credential>>,
+    /// The certificate identities, in configuration order.
+    certificates: Vec<Arc<Credential>>,
 }
 
 impl Credentials {
-    /// Checks every entry (`auth.tokens[i]`) and that ids are unique.
+    /// Checks every token entry (`auth.tokens[i]`) and that ids are unique.
     pub fn from_specs(specs: &[CredentialSpec]) -> Result<Self, CredentialError> {
+        Self::with_certificates(specs, &[])
+    }
+
+    /// Checks token entries (`auth.tokens[i]`) and certificate identities
+    /// (`auth.certificates[i]`), and that ids are unique among all of them.
+    pub fn with_certificates(
+        specs: &[CredentialSpec],
+        certificates: &[CredentialSpec],
+    ) -> Result<Self, CredentialError> {
+        if certificates.len() > CERTIFICATE_IDENTITIES_MAX {
+            return Err(refuse(
+                "auth.certificates".to_owned(),
+                format!(
+                    "{} certificate identities exceed the limit of {CERTIFICATE_IDENTITIES_MAX}",
+                    certificates.len()
+                ),
+            ));
+        }
+        let mut credentials = Self::tokens(specs)?;
+        for (i, spec) in certificates.iter().enumerate() {
+            let field = format!("auth.certificates[{i}]");
+            if spec.certificate_name.is_none() {
+                return Err(refuse(format!("{field}.certificate_name"), "is required"));
+            }
+            let credential = Arc::new(spec.check(&field)?);
+            if credentials.by_id.contains_key(&credential.id) {
+                return Err(refuse(format!("{field}.id"), format!("{:?} is used by an earlier entry", credential.id)));
+            }
+            credentials.by_id.insert(credential.id.clone(), Arc::clone(&credential));
+            credentials.certificates.push(credential);
+        }
+        Ok(credentials)
+    }
+
+    fn tokens(specs: &[CredentialSpec]) -> Result<Self, CredentialError> {
         if specs.len() > TOKENS_MAX {
             return Err(refuse(
                 "auth.tokens".to_owned(),
@@ -282,7 +352,7 @@ impl Credentials {
             }
             by_id.insert(credential.id.clone(), Arc::new(credential));
         }
-        Ok(Self { by_id })
+        Ok(Self { by_id, certificates: Vec::new() })
     }
 
     /// How many tokens there are.
@@ -301,11 +371,8 @@ impl Credentials {
         let unknown = || Status::unauthenticated("unknown or revoked token");
         let credential = self.by_id.get(id).ok_or_else(unknown)?;
         let hash = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-        if constant_time_eq(hash.as_ref(), &credential.secret_sha256) {
-            Ok(Arc::clone(credential))
-        } else {
-            Err(unknown())
-        }
+        let Proof::Secret(expected) = &credential.proof else { return Err(unknown()) };
+        if constant_time_eq(hash.as_ref(), expected) { Ok(Arc::clone(credential)) } else { Err(unknown()) }
     }
 }
 
@@ -380,11 +447,37 @@ impl Authenticator {
         Ok(())
     }
 
-    /// The caller of `request`: `UNAUTHENTICATED` unless it carries a token this node accepts.
-    pub fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
-        let value = metadata.get(AUTHORIZATION_METADATA_KEY).ok_or_else(|| {
-            Status::unauthenticated("this cluster requires a token: send `authorization: Bearer <token>`")
-        })?;
+    /// The caller of a request: its bearer token if it sends one, else its client certificate
+    /// (`peer_certificate`, already verified against the cluster CA by TLS);
+    /// `UNAUTHENTICATED` unless this node accepts one of them.
+    pub fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        peer_certificate: Option<&rustls::pki_types::CertificateDer<'_>>,
+    ) -> Result<Caller, Status> {
+        let Some(value) = metadata.get(AUTHORIZATION_METADATA_KEY) else {
+            let credentials = Arc::clone(&self.credentials.read().unwrap_or_else(PoisonError::into_inner));
+            let credential = match peer_certificate {
+                Some(certificate) => credentials
+                    .certificates
+                    .iter()
+                    .find(|credential| {
+                        matches!(&credential.proof, Proof::Certificate(name)
+                            if switchboard_tls::certificate_names(certificate, name))
+                    })
+                    .cloned()
+                    .ok_or_else(|| {
+                        Status::unauthenticated("the client certificate names no identity this cluster knows")
+                    })?,
+                None => {
+                    return Err(Status::unauthenticated(
+                        "this cluster requires a token (`authorization: Bearer <token>`) or a client certificate",
+                    ));
+                }
+            };
+            self.admit(&credential.id)?;
+            return Ok(Caller::Token(credential));
+        };
         if value.len() > AUTHORIZATION_BYTES_MAX {
             return Err(Status::unauthenticated(format!(
                 "the authorization value is longer than {AUTHORIZATION_BYTES_MAX} bytes"
@@ -540,6 +633,7 @@ mod tests {
             workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
             agent: agent.map(str::to_owned),
             sha256: secret_sha256_hex(secret),
+            certificate_name: None,
         }
     }
 
@@ -555,20 +649,23 @@ mod tests {
         let mut entry = spec("gw-acme", "gateway", &["acme"], None, "unused");
         entry.sha256 = hash;
         let auth = Authenticator::new(Credentials::from_specs(&[entry]).expect("valid"));
-        let caller = auth.authenticate(&metadata(&token)).expect("accepted");
+        let caller = auth.authenticate(&metadata(&token), None).expect("accepted");
         assert_eq!(caller.id(), Some("gw-acme"));
         let wrong = format!("{}0", &token[..token.len() - 1]);
         let wrong = if wrong == token { format!("{}1", &token[..token.len() - 1]) } else { wrong };
         assert_eq!(
-            auth.authenticate(&metadata(&wrong)).expect_err("wrong secret").code(),
+            auth.authenticate(&metadata(&wrong), None).expect_err("wrong secret").code(),
             tonic::Code::Unauthenticated
         );
         assert_eq!(
-            auth.authenticate(&tonic::metadata::MetadataMap::new()).expect_err("none").code(),
+            auth.authenticate(&tonic::metadata::MetadataMap::new(), None).expect_err("none").code(),
             tonic::Code::Unauthenticated
         );
         auth.replace(Credentials::default());
-        assert_eq!(auth.authenticate(&metadata(&token)).expect_err("revoked").code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            auth.authenticate(&metadata(&token), None).expect_err("revoked").code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[test]
@@ -581,15 +678,15 @@ mod tests {
         let limit = RateLimit { calls_per_s: 20, burst_calls: 5 };
         let auth = Authenticator::with_rate_limit(Credentials::from_specs(&specs).expect("valid"), limit);
         for _ in 0..5 {
-            auth.authenticate(&metadata(&fast)).expect("within the burst");
+            auth.authenticate(&metadata(&fast), None).expect("within the burst");
         }
-        let refused = auth.authenticate(&metadata(&fast)).expect_err("over the burst");
+        let refused = auth.authenticate(&metadata(&fast), None).expect_err("over the burst");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
         assert!(refused.message().contains("token fast"), "{refused:?}");
-        auth.authenticate(&metadata(&calm)).expect("another token has its own allowance");
+        auth.authenticate(&metadata(&calm), None).expect("another token has its own allowance");
         // 20 calls/s: one call's worth comes back within 50 ms.
         std::thread::sleep(std::time::Duration::from_millis(60));
-        auth.authenticate(&metadata(&fast)).expect("refilled");
+        auth.authenticate(&metadata(&fast), None).expect("refilled");
     }
 
     #[test]

@@ -252,11 +252,18 @@ impl NodeTls {
             .map_err(|source| TlsError::Rustls { what: "the TLS versions", source })
     }
 
-    /// TLS for the public API: the node's (reloadable) certificate, HTTP/2 only, no client
-    /// certificate asked.
+    /// TLS for the public API: the node's (reloadable) certificate, HTTP/2 only. A client may
+    /// present a certificate of the cluster CA (verified here; `[[auth.certificates]]` maps it
+    /// to a role); one of another CA is refused; none is fine (the caller then needs a token).
     pub fn api_server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut config =
-            self.server_builder()?.with_no_client_auth().with_cert_resolver(Arc::new(Resolver(Arc::clone(self))));
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&self.roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut config = self
+            .server_builder()?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(Resolver(Arc::clone(self))));
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
@@ -302,7 +309,12 @@ impl ResolvesServerCert for Resolver {
 
 /// Whether `certificate` (already verified against the cluster CA) names node `id`.
 pub fn certificate_names_node(certificate: &CertificateDer<'_>, id: u64) -> bool {
-    let Ok(name) = ServerName::try_from(node_name(id)) else { return false };
+    certificate_names(certificate, &node_name(id))
+}
+
+/// Whether `certificate` (already verified against the cluster CA) carries the DNS name `name`.
+pub fn certificate_names(certificate: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(name) = ServerName::try_from(name.to_owned()) else { return false };
     webpki::EndEntityCert::try_from(certificate).is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
 }
 

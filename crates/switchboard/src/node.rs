@@ -173,6 +173,9 @@ pub(crate) struct TlsSection {
 pub(crate) struct AuthSection {
     #[serde(default)]
     pub(crate) tokens: Vec<TokenEntry>,
+    /// Client certificates (signed by the cluster CA of `[tls]`) that stand for a credential.
+    #[serde(default)]
+    pub(crate) certificates: Vec<CertificateEntry>,
     /// Sustained calls per second each token may make.
     #[serde(default = "default_calls_per_s")]
     pub(crate) calls_per_s: u64,
@@ -187,6 +190,19 @@ fn default_calls_per_s() -> u64 {
 
 fn default_burst_calls() -> u64 {
     RateLimit::default().burst_calls.into()
+}
+
+/// One `[[auth.certificates]]` entry: a client certificate carrying the DNS name
+/// `certificate_name` acts with this role, workspaces and agent.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificateEntry {
+    pub(crate) id: String,
+    pub(crate) certificate_name: String,
+    pub(crate) role: String,
+    #[serde(default)]
+    pub(crate) workspaces: Vec<String>,
+    pub(crate) agent: Option<String>,
 }
 
 /// One `[[auth.tokens]]` entry.
@@ -210,7 +226,7 @@ impl AuthSection {
     }
 
     fn credentials(&self) -> Result<Credentials> {
-        let specs: Vec<CredentialSpec> = self
+        let tokens: Vec<CredentialSpec> = self
             .tokens
             .iter()
             .map(|t| CredentialSpec {
@@ -219,9 +235,22 @@ impl AuthSection {
                 workspaces: t.workspaces.clone(),
                 agent: t.agent.clone(),
                 sha256: t.sha256.clone(),
+                certificate_name: None,
             })
             .collect();
-        Ok(Credentials::from_specs(&specs)?)
+        let certificates: Vec<CredentialSpec> = self
+            .certificates
+            .iter()
+            .map(|c| CredentialSpec {
+                id: c.id.clone(),
+                role: c.role.clone(),
+                workspaces: c.workspaces.clone(),
+                agent: c.agent.clone(),
+                sha256: String::new(),
+                certificate_name: Some(c.certificate_name.clone()),
+            })
+            .collect();
+        Ok(Credentials::with_certificates(&tokens, &certificates)?)
     }
 }
 
@@ -430,6 +459,9 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
     let max_request_bytes = ranges::MAX_REQUEST_BYTES.check("api.max_request_bytes", api.max_request_bytes)?;
     let watch_retained_effects =
         ranges::WATCH_RETAINED_EFFECTS.check("api.watch_retained_effects", api.watch_retained_effects)?;
+    if config.auth.as_ref().is_some_and(|auth| !auth.certificates.is_empty()) && config.tls.is_none() {
+        bail!("auth.certificates: client certificates are only seen over TLS; add a [tls] table");
+    }
     let auth = match &config.auth {
         Some(section) => Some(Arc::new(Authenticator::with_rate_limit(section.credentials()?, section.rate_limit()?))),
         None => None,

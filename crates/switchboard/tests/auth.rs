@@ -62,6 +62,7 @@ fn token(id: &str, role: &str, workspaces: &[&str], agent: Option<&str>) -> (Str
         workspaces: workspaces.iter().map(|w| (*w).to_owned()).collect(),
         agent: agent.map(str::to_owned),
         sha256,
+        certificate_name: None,
     };
     (token, spec)
 }

@@ -80,3 +80,79 @@ async fn the_api_serves_tls_and_takes_a_new_certificate_on_sighup() {
     assert!(nodes.log(0).contains("TLS certificate not reloaded"), "{}", nodes.log(0));
     nodes.stop(0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_can_stand_for_a_role_instead_of_a_token() {
+    let certs = tempfile::tempdir().expect("dir");
+    let pki = Pki::new("test CA").expect("CA");
+    let files = pki.write_node(certs.path(), 1, &["127.0.0.1"]).expect("certificate");
+    let config = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\n\
+         [auth]\n[[auth.certificates]]\nid = \"console\"\ncertificate_name = \"console.ops.example\"\n\
+         role = \"admin\"\nworkspaces = [\"acme\"]\n",
+        files.cert_file.display().to_string(),
+        files.key_file.display().to_string(),
+        files.ca_file.display().to_string()
+    );
+    let mut nodes = NodeProcesses::start(1, &config).await;
+    let addr = nodes.api_addrs[0].clone();
+    let with = |identity: Option<&switchboard_tls::pki::Issued>| {
+        let config = ClientConfig {
+            tls_ca_pem: Some(pki.ca_pem().as_bytes().to_vec()),
+            tls_identity_pem: identity.map(|id| (id.cert_pem.clone().into_bytes(), id.key_pem.clone().into_bytes())),
+            retry_timeout: Duration::from_secs(20),
+            ..Default::default()
+        };
+        Client::with_config([addr.clone()], config).expect("client")
+    };
+    let configure = |client: Client, workspace: &'static str| async move {
+        client
+            .configure_workspace(pb::ConfigureWorkspaceRequest {
+                workspace: workspace.into(),
+                settings: Some(pb::WorkspaceSettings::default()),
+                ..Default::default()
+            })
+            .await
+    };
+    let console = pki.issue(&["console.ops.example".to_owned()], None).expect("certificate");
+    configure(with(Some(&console)), "acme").await.expect("the console's certificate is an admin of acme");
+    let beta = configure(with(Some(&console)), "beta").await.expect_err("not of beta");
+    assert_eq!(beta.code(), tonic::Code::PermissionDenied, "{beta:?}");
+    let none = configure(with(None), "acme").await.expect_err("no token, no certificate");
+    assert_eq!(none.code(), tonic::Code::Unauthenticated, "{none:?}");
+    let intruder = pki.issue(&["intruder.example".to_owned()], None).expect("certificate");
+    let unknown = configure(with(Some(&intruder)), "acme").await.expect_err("a name no entry has");
+    assert_eq!(unknown.code(), tonic::Code::Unauthenticated, "{unknown:?}");
+    let stranger = Pki::new("another CA").expect("CA").issue(&["console.ops.example".to_owned()], None).expect("cert");
+    let foreign = Client::with_config(
+        [addr.clone()],
+        ClientConfig {
+            tls_ca_pem: Some(pki.ca_pem().as_bytes().to_vec()),
+            tls_identity_pem: Some((stranger.cert_pem.clone().into_bytes(), stranger.key_pem.clone().into_bytes())),
+            retry_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    configure(foreign, "acme").await.expect_err("a certificate of another CA");
+
+    // ctl presents the certificate too, and the audit trail names the identity.
+    let dir = certs.path();
+    std::fs::write(dir.join("console.crt"), &console.cert_pem).expect("write");
+    std::fs::write(dir.join("console.key"), &console.key_pem).expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["ctl", "--nodes", &addr, "--workspace", "acme", "audit"])
+        .arg("--ca")
+        .arg(&files.ca_file)
+        .arg("--cert")
+        .arg(dir.join("console.crt"))
+        .arg("--key")
+        .arg(dir.join("console.key"))
+        .env_remove("SWITCHBOARD_TOKEN")
+        .output()
+        .expect("ctl runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("console (admin)") && stdout.contains("ConfigureWorkspace  ok"), "{stdout}");
+    nodes.stop(0).await;
+}

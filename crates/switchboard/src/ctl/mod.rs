@@ -36,6 +36,13 @@ pub(crate) struct CtlArgs {
     /// names or IP addresses their certificates carry.
     #[arg(long, global = true, env = "SWITCHBOARD_CA", value_name = "FILE")]
     pub(crate) ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present, for clusters that map certificates to roles;
+    /// with --key and --ca.
+    #[arg(long, global = true, env = "SWITCHBOARD_CERT", value_name = "FILE", requires_all = ["key", "ca"])]
+    pub(crate) cert: Option<PathBuf>,
+    /// The key of --cert (PEM).
+    #[arg(long, global = true, env = "SWITCHBOARD_KEY", value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: CtlCommand,
 }
@@ -348,7 +355,15 @@ async fn execute(args: CtlArgs) -> Result<()> {
         Some(path) => Some(std::fs::read(path).with_context(|| format!("--ca: cannot read {}", path.display()))?),
         None => None,
     };
+    let tls_identity_pem = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some((
+            std::fs::read(cert).with_context(|| format!("--cert: cannot read {}", cert.display()))?,
+            std::fs::read(key).with_context(|| format!("--key: cannot read {}", key.display()))?,
+        )),
+        _ => None,
+    };
     let config = switchboard_client::ClientConfig {
+        tls_identity_pem,
         retry_timeout: std::time::Duration::from_secs_f64(args.timeout),
         // An empty SWITCHBOARD_TOKEN is no token.
         token: args.token.clone().filter(|token| !token.is_empty()),
@@ -627,6 +642,7 @@ fn token_create(id: &str, role: &str, workspaces: &[String], agent: Option<&str>
         workspaces: workspaces.to_vec(),
         agent: agent.map(str::to_owned),
         sha256: sha256.clone(),
+        certificate_name: None,
     };
     spec.check("token").map_err(|e| anyhow::anyhow!("{e}"))?;
     let quoted: Vec<String> = workspaces.iter().map(|w| format!("{w:?}")).collect();
