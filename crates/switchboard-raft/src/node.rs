@@ -537,6 +537,22 @@ impl RaftNode {
         self.inner.is_leader()
     }
 
+    /// Whether writes through this node can commit now, as far as it can tell: it leads and a
+    /// quorum acknowledged it within two maximum election timeouts, or it follows a leader it
+    /// knows. What health checks report.
+    pub fn can_serve(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.running_state.is_err() {
+            return false;
+        }
+        if metrics.current_leader == Some(self.inner.id) {
+            let bound = self.inner.tuning.election_timeout.1 * 2;
+            return metrics.millis_since_quorum_ack.is_some_and(|ms| u128::from(ms) <= bound.as_millis());
+        }
+        metrics.current_leader.is_some()
+    }
+
     /// The term in which this node is the confirmed leader: it leads, a quorum has confirmed it
     /// in this term since it took over (`ensure_linearizable`: no other node leads in this term
     /// or a later one that the quorum knows of) and it has applied its own first entry of the

@@ -164,9 +164,13 @@ pub async fn serve(
     let api =
         Arc::new(Api::new(node, hub, presence, stopped_flag(&stop_sender), config.auth.clone(), config.tls.clone()));
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in SERVICE_NAMES.into_iter().chain([""]) {
-        health.set_service_status(name, ServingStatus::Serving).await;
-    }
+    // The health task and the shutdown signal both set the status; the flag under this lock
+    // says whether shutdown began, after which only NOT_SERVING is reported.
+    let health_lock = Arc::new(tokio::sync::Mutex::new(false));
+    let serving = node_serving(&api);
+    set_health(&health, serving).await;
+    let health_task =
+        tokio::spawn(follow_health(serving, Arc::clone(&api), health.clone(), Arc::clone(&health_lock), stopped()));
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(switchboard_proto::FILE_DESCRIPTOR_SET);
     for name in SERVICE_NAMES {
@@ -180,8 +184,10 @@ pub async fn serve(
     let signal_stop = Arc::clone(&stop_sender);
     let signal = async move {
         shutdown.await;
-        for name in SERVICE_NAMES.into_iter().chain([""]) {
-            health.set_service_status(name, ServingStatus::NotServing).await;
+        {
+            let mut stopping = health_lock.lock().await;
+            *stopping = true;
+            set_health(&health, false).await;
         }
         let _ = signal_stop.send(true);
         tracing::info!("public API shutting down");
@@ -239,8 +245,67 @@ pub async fn serve(
         tracing::warn!("background tasks did not stop within {BACKGROUND_STOP_GRACE:?}; leaving them");
     }
     feed.abort();
+    health_task.abort();
     served?;
     Ok(())
+}
+
+/// How often health follows the node's view of the cluster.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+fn node_serving(api: &Api) -> bool {
+    api.node.can_serve()
+}
+
+/// Sets every service's health (and the server's, `""`).
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+    for name in SERVICE_NAMES.into_iter().chain([""]) {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Keeps health true: `NOT_SERVING` while the node knows no leader, or leads without having
+/// heard from a quorum lately (its writes could not commit), `SERVING` otherwise.
+async fn follow_health(
+    reported: bool,
+    api: Arc<Api>,
+    health: tonic_health::server::HealthReporter,
+    lock: Arc<tokio::sync::Mutex<bool>>,
+    stopped: impl Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    let mut last = reported;
+    // At once when the node's view of the cluster changes (a leader becomes known), and on a
+    // tick for what only time changes (a leader's last quorum acknowledgement growing old).
+    let mut metrics = api.node.raft().metrics();
+    let mut tick = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    // The Raft core is gone: nothing will take writes here again.
+                    let stopping = lock.lock().await;
+                    if !*stopping {
+                        set_health(&health, false).await;
+                    }
+                    return;
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        let serving = node_serving(&api);
+        if serving != last {
+            let stopping = lock.lock().await;
+            if *stopping {
+                return;
+            }
+            set_health(&health, serving).await;
+            tracing::info!(serving, "health changed");
+            last = serving;
+        }
+    }
 }
 
 /// How long `serve` waits for its background tasks (presence supervision, the metrics sampler)
