@@ -256,24 +256,23 @@ impl NodeTls {
     /// present a certificate of the cluster CA (verified here; `[[auth.certificates]]` maps it
     /// to a role); one of another CA is refused; none is fine (the caller then needs a token).
     pub fn api_server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&self.roots), provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
-        let mut config = self
-            .server_builder()?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(Resolver(Arc::clone(self))));
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Arc::new(config))
+        self.server_config(false)
     }
 
     /// Mutual TLS for the Raft peer port: a client must present a certificate the cluster CA
     /// signed. Which node it is is checked per call ([`certificate_names_node`]).
     pub fn peer_server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&self.roots), provider())
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        self.server_config(true)
+    }
+
+    /// The node's (reloadable) certificate, HTTP/2 only, client certificates verified against
+    /// the cluster CA: required, or only checked when presented.
+    fn server_config(self: &Arc<Self>, client_required: bool) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&self.roots), provider());
+        if !client_required {
+            verifier = verifier.allow_unauthenticated();
+        }
+        let verifier = verifier.build().map_err(|e| TlsError::Verifier(e.to_string()))?;
         let mut config = self
             .server_builder()?
             .with_client_cert_verifier(verifier)

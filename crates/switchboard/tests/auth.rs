@@ -444,15 +444,7 @@ async fn tokens_made_by_ctl_work_on_a_real_node_and_sighup_revokes_one() {
         )
         .expect("client")
     };
-    let configure = |client: Client| async move {
-        client
-            .configure_workspace(pb::ConfigureWorkspaceRequest {
-                workspace: ws(),
-                settings: Some(pb::WorkspaceSettings::default()),
-                ..Default::default()
-            })
-            .await
-    };
+    let configure = |client: Client| async move { support::configure_default(&client, "acme").await };
     configure(as_token(&admin)).await.expect("the admin token configures");
     let anonymous = configure(nodes.client()).await.expect_err("no token");
     assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous:?}");

@@ -105,15 +105,8 @@ async fn a_client_certificate_can_stand_for_a_role_instead_of_a_token() {
         };
         Client::with_config([addr.clone()], config).expect("client")
     };
-    let configure = |client: Client, workspace: &'static str| async move {
-        client
-            .configure_workspace(pb::ConfigureWorkspaceRequest {
-                workspace: workspace.into(),
-                settings: Some(pb::WorkspaceSettings::default()),
-                ..Default::default()
-            })
-            .await
-    };
+    let configure =
+        |client: Client, workspace: &'static str| async move { support::configure_default(&client, workspace).await };
     let console = pki.issue(&["console.ops.example".to_owned()], None).expect("certificate");
     configure(with(Some(&console)), "acme").await.expect("the console's certificate is an admin of acme");
     let beta = configure(with(Some(&console)), "beta").await.expect_err("not of beta");

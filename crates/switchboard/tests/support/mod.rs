@@ -221,9 +221,8 @@ pub async fn setup_workspace(client: &Client, workspace: &str, strategy: pb::Str
     setup_workspace_of(client, workspace, strategy, agents).await;
 }
 
-/// Applies a workspace of `agents` in team `support` with `strategy`, all online, default
-/// team `support`.
-pub async fn setup_workspace_of(client: &Client, workspace: &str, strategy: pb::Strategy, agents: Vec<pb::Agent>) {
+/// Creates `workspace` with default settings (or sets them back to the defaults).
+pub async fn configure_default(client: &Client, workspace: &str) -> Result<pb::WriteResponse, tonic::Status> {
     client
         .configure_workspace(pb::ConfigureWorkspaceRequest {
             workspace: workspace.into(),
@@ -231,7 +230,12 @@ pub async fn setup_workspace_of(client: &Client, workspace: &str, strategy: pb::
             ..Default::default()
         })
         .await
-        .expect("workspace");
+}
+
+/// Applies a workspace of `agents` in team `support` with `strategy`, all online, default
+/// team `support`.
+pub async fn setup_workspace_of(client: &Client, workspace: &str, strategy: pb::Strategy, agents: Vec<pb::Agent>) {
+    configure_default(client, workspace).await.expect("workspace");
     let ids: Vec<String> = agents.iter().map(|agent| agent.id.clone()).collect();
     for agent in agents {
         client
