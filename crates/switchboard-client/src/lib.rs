@@ -352,6 +352,12 @@ unary! {
 }
 
 impl Client {
+    /// The channel to one particular node (by its position in [`Client::addresses`]), with
+    /// this client's TLS, for services the client has no method for (`grpc.health.v1`).
+    pub fn channel_of(&self, node: usize) -> Option<tonic::transport::Channel> {
+        self.inner.channels.get(node).cloned()
+    }
+
     /// `Cluster.Status` of one particular node (by its position in [`Client::addresses`]),
     /// without retrying elsewhere: for checking each replica.
     pub async fn status_of(&self, node: usize) -> Result<pb::ClusterStatus, Status> {

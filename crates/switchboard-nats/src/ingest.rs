@@ -28,6 +28,7 @@ use switchboard_proto::switchboard::v1 as pb;
 use switchboard_raft::{Committed, ProposeError, RaftNode};
 use switchboard_server::convert::events::event_from_pb;
 use switchboard_server::metrics;
+use tracing::Instrument as _;
 
 /// Why the consumer rejects a message before proposing it (the `Switchboard-Error` header);
 /// refusals by the state machine carry `switchboard_core::ApplyError::REASONS`.
@@ -43,7 +44,6 @@ pub(super) mod reason {
     /// A field is missing or out of bounds.
     pub(crate) const INVALID: &str = "invalid";
     /// All of them (the README's contract names each).
-    #[cfg(test)]
     pub(crate) const ALL: [&str; 5] = [OVERSIZE, BAD_SUBJECT, UNDECODABLE, WORKSPACE_MISMATCH, INVALID];
 }
 
@@ -72,6 +72,38 @@ pub(super) async fn run(
         }
         backoff.reset();
         tracing::info!("stopped consuming events (leadership lost or node stopping)");
+    }
+}
+
+/// Keeps `switchboard_nats_consumer_pending` current on every node, leader or not, so that the
+/// backlog is seen while there is no leader (exactly when it grows): the events the consumer
+/// has not delivered yet, or all of the stream's events before any leader made the consumer.
+pub(super) async fn sample_pending(js: jetstream::Context, mut stop: tokio::sync::watch::Receiver<bool>) {
+    for reason in reason::ALL {
+        ::metrics::counter!(metrics::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+    ::metrics::counter!(metrics::EVENTS_DUPLICATE_TOTAL, "source" => "nats").increment(0);
+    ::metrics::counter!(metrics::EVENTS_INGESTED_TOTAL, "source" => "nats").increment(0);
+    let mut sample = tokio::time::interval(PENDING_SAMPLE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = sample.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let Ok(mut stream) = js.get_stream(EVENTS_STREAM).await else { continue };
+        let pending = match stream.consumer_info(CONSUMER).await {
+            Ok(info) => Some(info.num_pending),
+            Err(error) if error.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                stream.info().await.ok().map(|info| info.state.messages)
+            }
+            Err(_) => None,
+        };
+        if let Some(pending) = pending {
+            ::metrics::gauge!(metrics::NATS_CONSUMER_PENDING).set(pending as f64);
+        }
     }
 }
 
@@ -161,7 +193,7 @@ async fn session(
     rejections: &mut Rejections,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
-    let mut consumer = consumer(js, config, term).await?;
+    let consumer = consumer(js, config, term).await?;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(batch_max(config))
@@ -171,7 +203,6 @@ async fn session(
         .await?;
     let mut in_flight: FuturesOrdered<Proposal> = FuturesOrdered::new();
     let mut check = tokio::time::interval(LEADERSHIP_CHECK);
-    let mut sample = tokio::time::interval(PENDING_SAMPLE_INTERVAL);
     loop {
         if node.confirmed_leader_term() != Some(term) || *stop.borrow() {
             // Stop pulling at once and ack nothing more: what is in flight is redelivered to
@@ -209,11 +240,6 @@ async fn session(
                 }
             }
             _ = check.tick() => {}
-            _ = sample.tick() => {
-                if let Ok(info) = consumer.info().await {
-                    ::metrics::gauge!(metrics::NATS_CONSUMER_PENDING).set(info.num_pending as f64);
-                }
-            }
             _ = stop.changed() => {}
         }
     }
@@ -317,7 +343,13 @@ async fn settle(
             }
             Some(rejection) => {
                 let reason = rejection.reason.clone();
-                rejections.reject(&pending.message, &reason, &rejection.message).await;
+                // Log lines of the rejection carry where it was decided.
+                let span = tracing::info_span!(
+                    "refused",
+                    log_index = committed.index,
+                    event_id = outcome.event_id.as_ref().map(|id| id.as_str()),
+                );
+                rejections.reject(&pending.message, &reason, &rejection.message).instrument(span).await;
             }
         }
     }
@@ -334,6 +366,13 @@ async fn settle(
         }
     });
     Ok(())
+}
+
+/// A message's sequence in the stream and its `Nats-Msg-Id`, for log lines.
+fn message_ids(message: &jetstream::Message) -> (Option<u64>, Option<&str>) {
+    let sequence = message.info().ok().map(|info| info.stream_sequence);
+    let msg_id = message.headers.as_ref().and_then(|headers| headers.get("Nats-Msg-Id")).map(|id| id.as_str());
+    (sequence, msg_id)
 }
 
 /// Republishes refused messages and rate-limits their logging.
@@ -374,9 +413,12 @@ impl Rejections {
         let due = self.last_logged.get(reason).is_none_or(|last| now.duration_since(*last) >= REJECTION_LOG_INTERVAL);
         if due {
             self.last_logged.insert(reason.to_owned(), now);
+            let (stream_sequence, msg_id) = message_ids(message);
             tracing::warn!(
                 reason,
                 subject = message.subject.as_str(),
+                stream_sequence,
+                msg_id,
                 "rejected event: {explanation} (logged once per reason every {}s)",
                 REJECTION_LOG_INTERVAL.as_secs()
             );

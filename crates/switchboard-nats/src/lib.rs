@@ -146,9 +146,10 @@ pub async fn run(
             .name(format!("switchboard-node-{}", node.id()))
             .reconnect_delay_callback(reconnect_delay)
             .retry_on_initial_connect();
-        let connected = match config.security.apply(options).await {
-            Ok(options) => options.connect(config.url.as_str()).await.map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
+        let connected = match (config.security.apply(options).await, server_addrs(&config.url)) {
+            (Ok(options), Ok(servers)) => options.connect(servers).await.map_err(|e| e.to_string()),
+            (Err(error), _) => Err(error.to_string()),
+            (_, Err(error)) => Err(error),
         };
         match connected {
             Ok(client) => break client,
@@ -161,6 +162,7 @@ pub async fn run(
     tracing::info!(url = %config.url, "connected to NATS");
     let js = jetstream::new(client.clone());
     let ingest = tokio::spawn(ingest::run(node.clone(), js.clone(), client.clone(), config.clone(), stop_rx.clone()));
+    let pending = tokio::spawn(ingest::sample_pending(js.clone(), stop_rx.clone()));
     let egress = tokio::spawn(egress::run(node, js, client.clone(), config, stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -169,6 +171,7 @@ pub async fn run(
     if tokio::time::timeout(grace, async {
         let _ = ingest.await;
         let _ = egress.await;
+        let _ = pending.await;
         // With NATS down there is nothing to flush to; waiting for it would only delay the
         // node's shutdown.
         if client.connection_state() == async_nats::connection::State::Connected {
@@ -180,6 +183,27 @@ pub async fn run(
     {
         tracing::warn!("NATS ingest and egress did not stop within {grace:?}; leaving them");
     }
+}
+
+/// Longest NATS URL list accepted, in bytes.
+pub const NATS_URL_BYTES_MAX: usize = 4096;
+
+/// The servers of a comma-separated URL list (`nats://a:4222,nats://b:4222`), each checked;
+/// the error names the URL that is not one.
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    if urls.len() > NATS_URL_BYTES_MAX {
+        return Err(format!("{} bytes; at most {NATS_URL_BYTES_MAX} (nats_url_bytes_max)", urls.len()));
+    }
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| url.parse::<async_nats::ServerAddr>().map_err(|e| format!("{url:?} is not a NATS URL: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err("no NATS URL given".to_owned());
+    }
+    Ok(servers)
 }
 
 /// Why an ingest or egress session ended. Each is logged and the session starts again after a
@@ -347,6 +371,21 @@ mod tests {
         assert_eq!(reconnect_delay(2), Duration::from_millis(50));
         assert_eq!(reconnect_delay(6), Duration::from_millis(250));
         assert_eq!(reconnect_delay(usize::MAX), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_url_list_names_every_server_and_a_bad_one_is_named() {
+        let servers =
+            server_addrs("nats://nats-1.internal:4222, nats://nats-2.internal:4222,nats://nats-3.internal:4222")
+                .expect("three servers");
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers[1].host(), "nats-2.internal");
+        let error = server_addrs("nats://a:4222,nats://b:notaport").expect_err("a bad port");
+        assert!(error.contains("nats://b:notaport"), "{error}");
+        assert!(server_addrs(" , ").is_err());
+        assert!(
+            server_addrs(&"n".repeat(NATS_URL_BYTES_MAX + 1)).expect_err("too long").contains("nats_url_bytes_max")
+        );
     }
 
     #[test]

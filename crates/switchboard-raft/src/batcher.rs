@@ -83,6 +83,7 @@ pub(crate) async fn run(
             }
         }
         let Entry { batch, count, .. } = entry;
+        metrics::histogram!(crate::metrics::PROPOSAL_BATCH_ENTRIES).record(batch.len() as f64);
         let at_ms = wall_clock_ms();
         last_proposed_ms.store(at_ms, Ordering::Relaxed);
         let mut inputs = Vec::with_capacity(count);

@@ -40,6 +40,7 @@ pub mod audit;
 mod batcher;
 mod error;
 mod log_store;
+pub mod metrics;
 pub mod network;
 mod node;
 mod outbox;

@@ -273,6 +273,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             encoded.push((entry.log_id.index, encode_entry(&entry).map_err(|e| io(&e))?));
         }
+        let started = std::time::Instant::now();
         let result = self
             .blocking(move |db| {
                 let mut txn = db.begin_write().map_err(|e| io(&e))?;
@@ -287,6 +288,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             })
             .await;
+        metrics::histogram!(crate::metrics::RAFT_APPEND_SECONDS).record(started.elapsed().as_secs_f64());
         match &result {
             Ok(()) => callback.log_io_completed(Ok(())),
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),

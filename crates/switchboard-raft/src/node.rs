@@ -9,7 +9,7 @@ use crate::network::{PeerCallError, PeerNetwork, PeerPool, PeerRpc, decode, enco
 use crate::outbox::OutboxBacklog;
 use crate::service::PeerService;
 use crate::state_machine::{Shared, SnapshotFileError, StateChange, StateMachineStore};
-use crate::types::{AppliedEntry, InputOutcome, NodeId, NodeInfo, Raft};
+use crate::types::{AppliedEntry, InputOutcome, LogId, NodeId, NodeInfo, Raft};
 use crate::{FaultPlan, MAX_PEER_MESSAGE_BYTES};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
@@ -48,7 +48,8 @@ pub struct Tuning {
     pub heartbeat_interval: Duration,
     /// A follower that hears no leader for a random time in this range starts an election.
     pub election_timeout: (Duration, Duration),
-    /// Build a snapshot (and purge the log behind it) every this many entries.
+    /// Build a snapshot (and purge the log behind it) every this many entries; node `n` waits
+    /// `(n - 1) % 5` tenths longer, so that the nodes of a cluster do not all build at once.
     pub snapshot_every_entries: u64,
     /// Entries kept in the log behind a snapshot, so slightly lagging followers need no snapshot.
     pub keep_entries_after_snapshot: u64,
@@ -240,6 +241,8 @@ pub(crate) struct Inner {
     /// Whether peers come over mutual TLS, so that each call's certificate must name the node
     /// it claims to be.
     pub(crate) peers_authenticated: bool,
+    /// Whether the node had a vote when it started (it belonged to a cluster then).
+    member_at_start: bool,
 }
 
 /// A running Switchboard replica.
@@ -284,8 +287,10 @@ impl RaftNode {
         let RaftNodeConfig { id, data_dir, listen, advertise, api_addr, tuning, faults, tls } = config;
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
-        let log = open_log(data_dir.join("raft.redb")).await?;
+        let mut log = open_log(data_dir.join("raft.redb")).await?;
         let committed = log.committed_index();
+        // A node that ever voted or was initialised has a vote: it belongs to a cluster.
+        let member = openraft::storage::RaftLogStorage::read_vote(&mut log).await.ok().flatten().is_some();
         let sm = StateMachineStore::open(&data_dir.join("state"))?.with_faults(faults.clone());
         let listener = TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Listen { addr: listen, source })?;
@@ -299,7 +304,7 @@ impl RaftNode {
             install_snapshot_timeout: 10_000,
             snapshot_max_chunk_size: 4 * 1024 * 1024,
             max_payload_entries: 64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every_entries),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(staggered(tuning.snapshot_every_entries, id)),
             max_in_snapshot_log_to_keep: tuning.keep_entries_after_snapshot,
             ..Default::default()
         }
@@ -325,6 +330,7 @@ impl RaftNode {
             committed,
             confirmed_term: AtomicU64::new(0),
             peers_authenticated: tls.is_some(),
+            member_at_start: member,
         });
         let limits = BatchLimits {
             max_batch_inputs: tuning.max_batch_inputs.max(1),
@@ -335,6 +341,7 @@ impl RaftNode {
         let batcher = tokio::spawn(batcher::run(raft, batch_rx, limits, Arc::clone(&last_proposed_ms)));
         let ticker = tokio::spawn(tick(Arc::clone(&inner), last_proposed_ms));
         let confirmer = tokio::spawn(confirm_leadership(Arc::clone(&inner)));
+        let observer = tokio::spawn(observe(Arc::clone(&inner)));
 
         let service = RaftPeerServer::new(PeerService { inner: Arc::clone(&inner) })
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -359,8 +366,11 @@ impl RaftNode {
             }
         });
         tracing::info!(node = id, raft_addr = %info.raft_addr, "raft node started");
-        let running =
-            Running { tasks: vec![batcher, ticker, confirmer], server_stop: Some(server_stop), server: Some(server) };
+        let running = Running {
+            tasks: vec![batcher, ticker, confirmer, observer],
+            server_stop: Some(server_stop),
+            server: Some(server),
+        };
         Ok(Self { inner, info, running: std::sync::Mutex::new(running) })
     }
 
@@ -388,6 +398,16 @@ impl RaftNode {
     /// Turns this node into a cluster of `members` (which must include it). Call on exactly one
     /// node of a new cluster; the others learn the membership from it.
     pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<(), MembershipError> {
+        // A node with a vote or a log already belongs to a cluster. Asked anyway, openraft
+        // refuses and logs an ERROR, which a normal restart of the first node must not print.
+        let known = self.inner.member_at_start || {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics.current_term > 0 || metrics.last_log_index.is_some()
+        };
+        if known {
+            return Err(MembershipError::AlreadyInitialized);
+        }
         let mut members = members;
         members.entry(self.inner.id).or_insert_with(|| self.info.clone());
         match self.inner.raft.initialize(members).await {
@@ -453,10 +473,22 @@ impl RaftNode {
         let bytes = check_inputs(&inputs)?;
         let idempotent = inputs.iter().all(|input| matches!(input, Input::Event(event) if event.event_id.is_some()));
         let deadline = Instant::now() + self.inner.tuning.request_timeout;
+        let mut cut_off = CutOff::default();
         loop {
+            if let Some(reason) = cut_off.check(&self.inner) {
+                return Err(ProposeError::Unavailable { reason });
+            }
             let attempt = match self.inner.leader() {
+                // Bounded: a leader that loses its quorum after taking the write never answers.
                 Some(leader) if leader.id == self.inner.id => {
-                    self.inner.submit(inputs.clone(), actor.clone(), bytes).await
+                    match tokio::time::timeout_at(deadline, self.inner.submit(inputs.clone(), actor.clone(), bytes))
+                        .await
+                    {
+                        Ok(answer) => answer,
+                        Err(_) => Err(ProposeError::Uncertain {
+                            reason: "the write was not committed within the request timeout".to_owned(),
+                        }),
+                    }
                 }
                 Some(leader) => self.inner.forward_propose(&leader, inputs.clone(), actor.clone(), deadline).await,
                 None => Err(ProposeError::NotLeader { leader: None }),
@@ -487,7 +519,11 @@ impl RaftNode {
     /// index, then waits until it has applied that far).
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<Read<T>, ReadError> {
         let deadline = Instant::now() + self.inner.tuning.request_timeout;
+        let mut cut_off = CutOff::default();
         let index = loop {
+            if let Some(reason) = cut_off.check(&self.inner) {
+                return Err(ReadError::Unavailable { reason });
+            }
             let attempt = match self.inner.leader() {
                 Some(leader) if leader.id == self.inner.id => self.inner.read_index_as_leader().await,
                 Some(leader) => self.inner.forward_read_index(&leader, deadline).await,
@@ -905,6 +941,132 @@ impl Inner {
                 Err(ReadError::Unavailable { reason: format!("leader {} is shutting down", leader.id) })
             }
             other => other,
+        }
+    }
+}
+
+/// Notices that a node has been cut off from the cluster: it has known no leader for four
+/// maximum election timeouts, and at least 2 s (a healthy cluster elects a leader well within
+/// that, even on a loaded machine), or it leads without a quorum's acknowledgement for two (as
+/// health reports it). Writes and reads then fail fast with `Unavailable`
+/// instead of retrying until the request timeout; nothing has been submitted at that point.
+#[derive(Default)]
+struct CutOff {
+    since: Option<Instant>,
+}
+
+impl CutOff {
+    /// Why requests through this node cannot succeed now, once that has lasted too long.
+    fn check(&mut self, inner: &Inner) -> Option<String> {
+        let grace = (inner.tuning.election_timeout.1 * 4).max(Duration::from_secs(2));
+        let metrics = inner.raft.metrics();
+        let metrics = metrics.borrow();
+        match metrics.current_leader {
+            None => {
+                // How long there has been no leader is not recorded: it is timed from here.
+                let since = *self.since.get_or_insert_with(Instant::now);
+                (since.elapsed() >= grace)
+                    .then(|| "no leader: this node cannot reach a majority of the cluster".to_owned())
+            }
+            // The bound health uses (`RaftNode::can_serve`), so that a NOT_SERVING leader refuses
+            // writes. `None` (not measured yet, or a cluster of one) is no evidence of a cut-off.
+            Some(leader) if leader == inner.id => {
+                self.since = None;
+                let bound = inner.tuning.election_timeout.1 * 2;
+                metrics
+                    .millis_since_quorum_ack
+                    .filter(|ms| u128::from(*ms) > bound.as_millis())
+                    .map(|ms| format!("this node leads but no majority has acknowledged it for {ms} ms"))
+            }
+            Some(_) => {
+                self.since = None;
+                None
+            }
+        }
+    }
+}
+
+/// The snapshot interval of node `id`: `every` entries, plus a tenth of it for each id after
+/// the first (cycling over five), so that the nodes of a cluster, which apply the same entries,
+/// do not all build a snapshot at the same moment (each pauses its applies while it copies the
+/// state). Once apart, they stay apart.
+fn staggered(every: u64, id: NodeId) -> u64 {
+    every.saturating_add(every / 10 * (id.saturating_sub(1) % 5))
+}
+
+/// Logs what an operator needs to follow the cluster (elections, leader changes, membership
+/// changes) and keeps the replication gauges current, from the Raft metrics.
+async fn observe(inner: Arc<Inner>) {
+    let mut metrics = inner.raft.metrics();
+    let mut leader: Option<(NodeId, u64)> = None;
+    let mut state = ServerState::Learner;
+    let mut membership: Option<LogId> = None;
+    let mut reported: BTreeSet<NodeId> = BTreeSet::new();
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            if m.state != state {
+                if m.state == ServerState::Candidate {
+                    tracing::info!(node = inner.id, term = m.current_term, "election started: no leader heard from");
+                }
+                state = m.state;
+            }
+            let now = m.current_leader.map(|id| (id, m.current_term));
+            if now != leader {
+                match now {
+                    Some((id, term)) => {
+                        metrics::counter!(crate::metrics::RAFT_LEADER_CHANGES_TOTAL).increment(1);
+                        tracing::info!(node = inner.id, leader = id, term, "leader changed");
+                    }
+                    None => tracing::info!(node = inner.id, term = m.current_term, "no leader known"),
+                }
+                // Counted once per new leader: a lost leader followed by the same leader in the
+                // same term is no change.
+                if now.is_some() {
+                    leader = now;
+                }
+            }
+            let config = m.membership_config.membership();
+            let voters = config.voter_ids().count();
+            metrics::gauge!(crate::metrics::RAFT_VOTERS).set(voters as f64);
+            let log_id = m.membership_config.log_id().as_ref().copied();
+            if log_id != membership {
+                if membership.is_some() || log_id.is_some() {
+                    let voters: Vec<NodeId> = config.voter_ids().collect();
+                    let learners: Vec<NodeId> = config.learner_ids().collect();
+                    tracing::info!(
+                        node = inner.id,
+                        ?voters,
+                        ?learners,
+                        index = log_id.map(|id| id.index),
+                        "membership"
+                    );
+                }
+                membership = log_id;
+            }
+            // Only the leader knows the followers' progress; a node that stops leading (or a
+            // follower that leaves) reports 0 rather than its last, ever older, figure.
+            let mut lags = BTreeMap::new();
+            if let Some(replication) = &m.replication {
+                let last = m.last_log_index.unwrap_or(0);
+                for (follower, matched) in replication.iter().filter(|(follower, _)| **follower != inner.id) {
+                    lags.insert(*follower, last.saturating_sub(matched.map_or(0, |id| id.index)));
+                }
+            }
+            for follower in &reported {
+                lags.entry(*follower).or_insert(0);
+            }
+            for (follower, lag) in &lags {
+                metrics::gauge!(crate::metrics::RAFT_REPLICATION_LAG_ENTRIES, "follower" => follower.to_string())
+                    .set(*lag as f64);
+            }
+            reported = lags.into_iter().filter(|(_, lag)| *lag > 0).map(|(follower, _)| follower).collect();
+        }
+        // Also on a timer: the exporter drops gauges left unset for a minute, and an idle
+        // cluster's metrics may not change for longer.
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
 }

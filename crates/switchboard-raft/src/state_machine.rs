@@ -274,6 +274,7 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = Arc::clone(&self.shared);
+        let started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || {
             let (meta, outbox, core) = {
                 let replica = shared.read();
@@ -290,7 +291,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             };
             let bytes = encode_snapshot(&meta, &outbox, &core).map_err(|e| snapshot_error(Some(&meta), &e))?;
             write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
-            tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
+            let seconds = started.elapsed().as_secs_f64();
+            metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS).record(seconds);
+            tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), seconds, "snapshot built");
             Ok::<_, StorageError>(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
         })
         .await
@@ -397,6 +400,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         responses.push(Applied::default());
                     }
                     EntryPayload::Normal(proposal) => {
+                        let started = std::time::Instant::now();
                         let index = entry.log_id.index;
                         let outcomes: Vec<InputOutcome> = proposal
                             .inputs
@@ -422,6 +426,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             }
                         }
                         responses.push(Applied { outcomes });
+                        metrics::histogram!(crate::metrics::APPLY_SECONDS).record(started.elapsed().as_secs_f64());
                     }
                 }
             }

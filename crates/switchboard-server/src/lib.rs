@@ -29,8 +29,10 @@
 mod api;
 pub mod auth;
 pub mod convert;
+mod grpc_metrics;
 pub mod metrics;
 pub mod presence;
+mod process;
 mod server;
 mod services;
 mod status;

@@ -7,8 +7,10 @@
 //! Counters derived from applied entries (`assignments_total`) are counted by every replica, so
 //! each node reports the whole cluster's decisions: aggregate with `max`, not `sum`.
 
+use crate::watch::WatchHub;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use switchboard_core::{AgentStatus, AssignReason, Effect};
 use switchboard_raft::{RaftNode, StateChange};
 
@@ -57,8 +59,37 @@ pub const WATCH_STREAMS: &str = "switchboard_watch_streams";
 /// Watch streams refused at the start (`stream_limit`) or cut off (`fell_behind`), by `reason`.
 pub const WATCH_STREAMS_REFUSED_TOTAL: &str = "switchboard_watch_streams_refused_total";
 
+/// Always 1, labelled with the running `version` and the `commit` it was built from.
+pub const BUILD_INFO: &str = "switchboard_build_info";
+/// 1 while this node's gRPC health is SERVING (it can take writes), else 0.
+pub const SERVING: &str = "switchboard_serving";
+/// Calls of the public API, by `method` (`Service/Method`, e.g. `Assignments/Claim`; `unknown`
+/// for calls to no method, so that made-up paths add no series) and gRPC status `code`.
+pub const GRPC_REQUESTS_TOTAL: &str = "switchboard_grpc_requests_total";
+/// Seconds from a call's arrival to its status (a Watch stream's whole life), by `method`.
+pub const GRPC_REQUEST_SECONDS: &str = "switchboard_grpc_request_seconds";
+/// Seconds a conversation waited in a team's queue until it was assigned, by `workspace` and
+/// `team`, by this node's clock from the entry that queued it to the one that assigned it.
+pub const QUEUE_WAIT_SECONDS: &str = "switchboard_queue_wait_seconds";
+/// Age of the oldest conversation waiting in a team's queue (0 when none waits), by
+/// `workspace` and `team`.
+pub const QUEUE_OLDEST_WAIT_SECONDS: &str = "switchboard_queue_oldest_wait_seconds";
+
 /// Every series name, for checks of the dashboards and alert rules in `deploy/`.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 31] = [
+    BUILD_INFO,
+    SERVING,
+    GRPC_REQUESTS_TOTAL,
+    GRPC_REQUEST_SECONDS,
+    QUEUE_WAIT_SECONDS,
+    QUEUE_OLDEST_WAIT_SECONDS,
+    switchboard_raft::metrics::ALL[0],
+    switchboard_raft::metrics::ALL[1],
+    switchboard_raft::metrics::ALL[2],
+    switchboard_raft::metrics::ALL[3],
+    switchboard_raft::metrics::ALL[4],
+    switchboard_raft::metrics::ALL[5],
+    switchboard_raft::metrics::ALL[6],
     EVENTS_INGESTED_TOTAL,
     EVENTS_REJECTED_TOTAL,
     EVENTS_DUPLICATE_TOTAL,
@@ -84,9 +115,39 @@ const RAFT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often queue and agent gauges are refreshed (each refresh walks every team and agent).
 const STATE_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Registers descriptions of every series, for the exporter's `# HELP` lines.
+/// Registers descriptions of every series, for the exporter's `# HELP` lines, and every counter
+/// whose labels are known now at 0, so that `increase()` sees its first increment.
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    switchboard_raft::metrics::describe();
+    crate::process::describe();
+    describe_gauge!(BUILD_INFO, "Always 1: the running version and the commit it was built from.");
+    describe_gauge!(SERVING, "1 while this node's gRPC health is SERVING (it can take writes).");
+    describe_counter!(GRPC_REQUESTS_TOTAL, "Public API calls by method (Service/Method) and gRPC status code.");
+    describe_histogram!(
+        GRPC_REQUEST_SECONDS,
+        metrics::Unit::Seconds,
+        "From a call's arrival to its status (a Watch stream's whole life), by method."
+    );
+    describe_histogram!(
+        QUEUE_WAIT_SECONDS,
+        metrics::Unit::Seconds,
+        "How long conversations waited in a team's queue until assigned, by workspace and team."
+    );
+    describe_gauge!(QUEUE_OLDEST_WAIT_SECONDS, "Age of the oldest conversation waiting in a team's queue.");
+    for source in ["grpc", "nats"] {
+        metrics::counter!(EVENTS_INGESTED_TOTAL, "source" => source).increment(0);
+        metrics::counter!(EVENTS_DUPLICATE_TOTAL, "source" => source).increment(0);
+    }
+    for reason in switchboard_core::ApplyError::REASONS.into_iter().chain(["malformed"]) {
+        metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+    for reason in ["stream_limit", "fell_behind"] {
+        metrics::counter!(WATCH_STREAMS_REFUSED_TOTAL, "reason" => reason).increment(0);
+    }
+    for counter in [EFFECTS_UNPUBLISHED_TOTAL, OUTBOX_DROPPED_TOTAL, APPLY_PANICS_TOTAL] {
+        metrics::counter!(counter).increment(0);
+    }
     describe_counter!(
         EVENTS_INGESTED_TOTAL,
         "Events that took effect (committed, not refused), by source (grpc, nats)."
@@ -97,7 +158,7 @@ pub fn describe() {
         "Events whose event id had already taken effect (dropped without effect), by source (grpc, nats)."
     );
     describe_counter!(ASSIGNMENTS_TOTAL, "Assignments applied by this replica, by workspace, team and strategy.");
-    metrics::describe_histogram!(
+    describe_histogram!(
         EVENT_TO_EFFECT_SECONDS,
         metrics::Unit::Seconds,
         "From the gateway's timestamp of an event to its effects, by source (grpc, nats)."
@@ -188,11 +249,76 @@ pub fn event_took_effect(source: &'static str, occurred_at_ms: i64) {
     }
 }
 
-/// Keeps the gauges current and counts applied assignments until `shutdown` resolves.
-pub async fn run_sampler(node: Arc<RaftNode>, shutdown: impl std::future::Future<Output = ()>) {
+/// The version label of `switchboard_build_info`.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit label of `switchboard_build_info` (`build.rs`: `SWITCHBOARD_COMMIT`, else git).
+const COMMIT: &str = env!("SWITCHBOARD_COMMIT");
+
+/// Conversations waiting in queues as this node saw them queued, for the queue-wait series.
+/// Bounded: past [`WAITING_TRACKED_MAX`] conversations no more are tracked (their wait is not
+/// measured), and a team whose queue is empty forgets its own.
+#[derive(Default)]
+struct Waiting {
+    /// (workspace, conversation) → (team, when it was queued).
+    since: BTreeMap<(String, String), (String, Instant)>,
+}
+
+/// At most this many waiting conversations are tracked for the queue-wait series.
+const WAITING_TRACKED_MAX: usize = 200_000;
+
+impl Waiting {
+    fn see(&mut self, effect: &Effect) {
+        if self.since.is_empty() && !matches!(effect, Effect::Queued { .. }) {
+            return;
+        }
+        match effect {
+            Effect::Queued { workspace, conversation, team, .. } => {
+                if self.since.len() >= WAITING_TRACKED_MAX {
+                    return;
+                }
+                self.since
+                    .entry((workspace.to_string(), conversation.to_string()))
+                    .or_insert_with(|| (team.to_string(), Instant::now()));
+            }
+            Effect::Assigned { workspace, conversation, team, .. } => {
+                if let Some((_, at)) = self.since.remove(&(workspace.to_string(), conversation.to_string())) {
+                    metrics::histogram!(QUEUE_WAIT_SECONDS, "workspace" => workspace.to_string(), "team" => team.to_string())
+                        .record(at.elapsed().as_secs_f64());
+                }
+            }
+            Effect::Closed { workspace, conversation, .. } => {
+                self.since.remove(&(workspace.to_string(), conversation.to_string()));
+            }
+            _ => {}
+        }
+    }
+
+    /// The oldest wait of each team that has conversations tracked.
+    fn oldest(&self) -> BTreeMap<(String, String), Duration> {
+        let mut oldest = BTreeMap::new();
+        for ((workspace, _), (team, at)) in &self.since {
+            let age = at.elapsed();
+            let entry = oldest.entry((workspace.clone(), team.clone())).or_insert(age);
+            *entry = (*entry).max(age);
+        }
+        oldest
+    }
+
+    /// Forgets the conversations of a team whose queue is empty (their assignment or closing
+    /// was not seen, e.g. while the sampler lagged or a snapshot was installed).
+    fn forget_team(&mut self, workspace: &str, team: &str) {
+        self.since.retain(|(w, _), (t, _)| !(w == workspace && t == team));
+    }
+}
+
+/// Keeps the gauges current and counts applied assignments until `shutdown` resolves. Every
+/// gauge is set again at least every few seconds, because the exporter drops a gauge not set
+/// for a minute (that is how a removed workspace's series go away).
+pub async fn run_sampler(node: Arc<RaftNode>, hub: Arc<WatchHub>, shutdown: impl std::future::Future<Output = ()>) {
     let mut changes = node.subscribe();
     let mut raft_tick = tokio::time::interval(RAFT_SAMPLE_INTERVAL);
     let mut state_tick = tokio::time::interval(STATE_SAMPLE_INTERVAL);
+    let mut waiting = Waiting::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -200,6 +326,7 @@ pub async fn run_sampler(node: Arc<RaftNode>, shutdown: impl std::future::Future
             change = changes.recv() => match change {
                 Ok(StateChange::Entry(entry)) => {
                     for effect in entry.outcomes.iter().flat_map(|outcome| &outcome.effects) {
+                        waiting.see(effect);
                         if let Effect::Assigned { workspace, team, reason, .. } = effect {
                             metrics::counter!(
                                 ASSIGNMENTS_TOTAL,
@@ -211,7 +338,7 @@ pub async fn run_sampler(node: Arc<RaftNode>, shutdown: impl std::future::Future
                         }
                     }
                 }
-                Ok(StateChange::SnapshotInstalled { .. }) => {}
+                Ok(StateChange::SnapshotInstalled { .. }) => waiting = Waiting::default(),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "metrics sampler lagged; some assignments were not counted");
                 }
@@ -227,13 +354,16 @@ pub async fn run_sampler(node: Arc<RaftNode>, shutdown: impl std::future::Future
                 let outbox = node.outbox_stats();
                 metrics::gauge!(OUTBOX_EFFECTS).set(outbox.effects as f64);
                 metrics::counter!(OUTBOX_DROPPED_TOTAL).absolute(outbox.dropped);
+                metrics::gauge!(WATCH_STREAMS).set(hub.open_streams() as f64);
+                metrics::gauge!(BUILD_INFO, "version" => VERSION, "commit" => COMMIT).set(1.0);
+                crate::process::sample();
             }
-            _ = state_tick.tick() => sample_state(&node),
+            _ = state_tick.tick() => sample_state(&node, &mut waiting),
         }
     }
 }
 
-fn sample_state(node: &RaftNode) {
+fn sample_state(node: &RaftNode, waiting: &mut Waiting) {
     let samples = node.read_local(|state| {
         let mut queues = Vec::new();
         let mut agents = Vec::new();
@@ -247,7 +377,15 @@ fn sample_state(node: &RaftNode) {
         (queues, agents)
     });
     let (queues, agents) = samples.value;
+    for (workspace, team, depth) in &queues {
+        if *depth == 0 {
+            waiting.forget_team(workspace, team);
+        }
+    }
+    let oldest = waiting.oldest();
     for (workspace, team, depth) in queues {
+        let age = oldest.get(&(workspace.clone(), team.clone())).map_or(0.0, Duration::as_secs_f64);
+        metrics::gauge!(QUEUE_OLDEST_WAIT_SECONDS, "workspace" => workspace.clone(), "team" => team.clone()).set(age);
         metrics::gauge!(QUEUE_DEPTH, "workspace" => workspace, "team" => team).set(depth as f64);
     }
     for (workspace, counts) in agents {

@@ -148,7 +148,7 @@ pub async fn serve(
     // Each of these ends once `stop` turns true; `serve` waits for them before it returns.
     let background = vec![
         tokio::spawn(presence.clone().run(stopped())),
-        tokio::spawn(crate::metrics::run_sampler(node.clone(), stopped())),
+        tokio::spawn(crate::metrics::run_sampler(node.clone(), hub.clone(), stopped())),
     ];
 
     if config.auth.is_none() {
@@ -171,12 +171,20 @@ pub async fn serve(
     set_health(&health, serving).await;
     let health_task =
         tokio::spawn(follow_health(serving, Arc::clone(&api), health.clone(), Arc::clone(&health_lock), stopped()));
-    let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(switchboard_proto::FILE_DESCRIPTOR_SET);
-    for name in SERVICE_NAMES {
-        reflection = reflection.with_service_name(name);
-    }
-    let reflection = reflection.build_v1()?;
+    let reflection_builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchboard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for name in SERVICE_NAMES {
+            builder = builder.with_service_name(name);
+        }
+        builder
+    };
+    // Both versions of reflection: grpcurl and grpcui speak v1, Python's grpcio-reflection and
+    // older tools only v1alpha.
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_alpha = reflection_builder().build_v1alpha()?;
 
     let request = config.max_request_bytes;
     let response = config.max_response_bytes;
@@ -196,11 +204,15 @@ pub async fn serve(
         .concurrency_limit_per_connection(config.concurrency_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(crate::grpc_metrics::GrpcMetricsLayer)
         .add_service(
             health_service.max_decoding_message_size(ANONYMOUS_REQUEST_MAX_BYTES).max_encoding_message_size(response),
         )
         .add_service(
             reflection.max_decoding_message_size(ANONYMOUS_REQUEST_MAX_BYTES).max_encoding_message_size(response),
+        )
+        .add_service(
+            reflection_alpha.max_decoding_message_size(ANONYMOUS_REQUEST_MAX_BYTES).max_encoding_message_size(response),
         )
         .add_service(
             EventsServer::new(EventsService { api: api.clone() })
@@ -259,6 +271,7 @@ fn node_serving(api: &Api) -> bool {
 
 /// Sets every service's health (and the server's, `""`).
 async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    metrics::gauge!(crate::metrics::SERVING).set(if serving { 1.0 } else { 0.0 });
     let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
     for name in SERVICE_NAMES.into_iter().chain([""]) {
         health.set_service_status(name, status).await;
@@ -296,6 +309,8 @@ async fn follow_health(
             _ = tick.tick() => {}
         }
         let serving = node_serving(&api);
+        // Set on every look, not only on change: the exporter drops gauges left unset.
+        metrics::gauge!(crate::metrics::SERVING).set(if serving && !*lock.lock().await { 1.0 } else { 0.0 });
         if serving != last {
             let stopping = lock.lock().await;
             if *stopping {

@@ -280,6 +280,11 @@ impl WatchHub {
         Ok(NextChange::Change { change: found.change.clone(), backlog_effects })
     }
 
+    /// Watch streams open on this node now.
+    pub(crate) fn open_streams(&self) -> usize {
+        self.limits.streams_max.saturating_sub(self.streams.available_permits())
+    }
+
     /// Takes a place among the node's open Watch streams, if one is free.
     pub(crate) fn open_stream(&self) -> Result<StreamSlot, TooManyStreams> {
         let permit = self

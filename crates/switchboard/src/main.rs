@@ -17,8 +17,21 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "switchboard", version, about, long_about = None)]
 struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line,
+    /// with the fields of the enclosing spans) for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SWITCHBOARD_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Commands,
+}
+
+/// The log line formats.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -33,18 +46,19 @@ enum Commands {
     Loadgen(loadgen::LoadgenArgs),
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     // openraft logs every failed attempt to reach a down peer (replication, votes) at ERROR; that
     // is expected while a node is down or starting, so those two modules are silenced by default
     // (RUST_LOG overrides). Membership and storage errors still show.
     let default = "info,openraft=error,openraft::replication=off,openraft::core::raft_core=off,h2=warn,tower=warn,hyper=warn,async_nats=warn";
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        // Fields of every enclosing span (workspace, event id, log index, ...) on each line.
+        LogFormat::Json => builder.json().with_current_span(false).with_span_list(true).try_init(),
+    };
 }
 
 #[tokio::main]
@@ -52,16 +66,16 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Node(args) => {
-            init_logging();
+            init_logging(cli.log_format);
             node::run(args).await
         }
         Commands::Dev(args) => {
-            init_logging();
+            init_logging(cli.log_format);
             dev::run(args).await
         }
         Commands::Ctl(args) => ctl::run(args).await,
         Commands::Loadgen(args) => {
-            init_logging();
+            init_logging(cli.log_format);
             loadgen::run(args).await
         }
     };

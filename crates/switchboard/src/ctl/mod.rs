@@ -73,6 +73,9 @@ pub(crate) enum TokenCommand {
 pub(crate) enum CtlCommand {
     /// Every node's view of the cluster: role, term, indexes, state digest.
     Status,
+    /// Every node's gRPC health: SERVING while it can take writes. Exits 0 only if every node
+    /// given with --nodes is SERVING (a container health check: `--nodes 127.0.0.1:7101`).
+    Health,
     /// Declaratively configure a workspace from a YAML file, printing what changes.
     Apply {
         /// The workspace file (see deploy/workspace.example.yaml).
@@ -373,6 +376,36 @@ async fn execute(args: CtlArgs) -> Result<()> {
     let client = Client::with_config(args.nodes.clone(), config).context("bad --nodes")?;
     let ws = args.workspace.clone();
     match args.command {
+        CtlCommand::Health => {
+            let mut serving = 0;
+            for (i, address) in client.addresses().iter().enumerate() {
+                let answer = match client.channel_of(i) {
+                    Some(channel) => {
+                        let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest::default());
+                        request.set_timeout(std::time::Duration::from_secs_f64(args.timeout.clamp(0.1, 60.0)));
+                        tonic_health::pb::health_client::HealthClient::new(channel).check(request).await
+                    }
+                    None => Err(tonic::Status::internal("no channel")),
+                };
+                let status = match answer {
+                    Ok(answer) => {
+                        let status = tonic_health::pb::health_check_response::ServingStatus::try_from(
+                            answer.into_inner().status,
+                        )
+                        .map_or("UNKNOWN", |status| status.as_str_name());
+                        if status == "SERVING" {
+                            serving += 1;
+                        }
+                        status.to_owned()
+                    }
+                    Err(error) => format!("unreachable ({})", error.message()),
+                };
+                println!("{address:<22} {status}");
+            }
+            if serving < client.addresses().len() {
+                bail!("{} of {} nodes are not SERVING", client.addresses().len() - serving, client.addresses().len());
+            }
+        }
         CtlCommand::Status => {
             println!(
                 "{:<6} {:<22} {:<10} {:>5} {:>7} {:>9} {:>9} {:>9}  state_digest",

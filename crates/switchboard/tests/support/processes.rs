@@ -49,6 +49,12 @@ impl Drop for StopOnDrop {
 pub struct NodeProcesses {
     pub dir: tempfile::TempDir,
     pub api_addrs: Vec<String>,
+    /// Where each node serves Prometheus metrics (`/metrics`).
+    pub metrics_addrs: Vec<String>,
+    /// `--log-format` of the nodes started from now on (`text` unless changed).
+    pub log_format: &'static str,
+    /// `RUST_LOG` of the nodes started from now on; `None`: the node's own default filter.
+    pub rust_log: Option<&'static str>,
     configs: Vec<PathBuf>,
     children: Vec<Option<Child>>,
 }
@@ -59,6 +65,7 @@ impl NodeProcesses {
     pub async fn start(count: usize, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("dir");
         let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
+        let metrics_addrs: Vec<String> = (0..count).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let mut peers = String::new();
         for (i, (api, raft)) in ports.iter().enumerate() {
             peers.push_str(&format!(
@@ -74,16 +81,25 @@ impl NodeProcesses {
                 &path,
                 format!(
                     "id = {}\ndata_dir = {:?}\nlisten = \"127.0.0.1:{api}\"\nraft_listen = \"127.0.0.1:{raft}\"\n\
-                     [presence]\nheartbeat_timeout_ms = 0\n{extra}\n{peers}",
+                     metrics_listen = \"{}\"\n[presence]\nheartbeat_timeout_ms = 0\n{extra}\n{peers}",
                     i + 1,
                     data.display().to_string(),
+                    metrics_addrs[i],
                 ),
             )
             .expect("write config");
             configs.push(path);
         }
         let api_addrs = ports.iter().map(|(api, _)| format!("127.0.0.1:{api}")).collect();
-        let mut cluster = Self { dir, api_addrs, configs, children: (0..count).map(|_| None).collect() };
+        let mut cluster = Self {
+            dir,
+            api_addrs,
+            metrics_addrs,
+            log_format: "text",
+            rust_log: Some("info,openraft=warn"),
+            configs,
+            children: (0..count).map(|_| None).collect(),
+        };
         for i in 0..count {
             cluster.start_node(i);
         }
@@ -96,11 +112,17 @@ impl NodeProcesses {
         let log = std::fs::File::create(self.dir.path().join(format!("node{}.log", i + 1)))
             .or_else(|_| std::fs::File::create("/dev/null"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        match self.rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
+            .arg("--log-format")
+            .arg(self.log_format)
             .arg("node")
             .arg("--config")
             .arg(&self.configs[i])
-            .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
