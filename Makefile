@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Runs the tests with nextest when it is installed, else with cargo test.
 TEST_COMMAND := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run" || echo test)
 
-.PHONY: run test verify fix fmt clippy doc fuzz bench bench-core bench-raft bench-e2e bench-check
+.PHONY: run test check-deploy verify fix fmt clippy doc fuzz bench bench-core bench-raft bench-e2e bench-check
 
 ## Starts nats-server and a local 3-node cluster, and a demo that configures a workspace,
 ## publishes conversations through NATS and prints the effects from the effects stream.
@@ -14,14 +14,25 @@ run:
 
 ## Runs every test of the workspace. The Python client test needs grpcio-tools and the NATS
 ## tests nats-server 2.15: tests/python/setup_env.sh installs both into a venv (once; again
-## when requirements.txt changes).
+## when requirements.txt changes). The Prometheus test and check-deploy need Debian's
+## prometheus package: tests/setup_prometheus.sh installs it (as root or with sudo).
 test:
 # Benchmarks are not tests: `bench-check` compiles and runs them once, optimised.
+	bash tests/setup_prometheus.sh
 	SWITCHBOARD_PYTHON="$$(bash tests/python/setup_env.sh | tail -n 1)" && \
 	SWITCHBOARD_NATS_SERVER="$$(dirname "$$SWITCHBOARD_PYTHON")/nats-server" && \
 	export SWITCHBOARD_PYTHON SWITCHBOARD_NATS_SERVER && \
 	$(CARGO) $(TEST_COMMAND) --workspace --lib --bins --tests --examples --no-fail-fast
 	$(CARGO) test --workspace --doc
+	$(MAKE) check-deploy
+
+## The files of deploy/ with real validators: promtool (check and unit-test the alert rules,
+## check every dashboard expression), and deploy/check.sh for the container, Kubernetes,
+## systemd, compose and NATS files. Needs Debian's `prometheus` package (promtool).
+check-deploy:
+	bash deploy/prometheus/check.sh
+	bash deploy/grafana/check.sh
+	bash deploy/check.sh
 
 ## The command-space fuzz, long and seeded: FUZZ_COMMANDS commands (default 10 million) from
 ## FUZZ_SEED (default: the clock). It prints the seed first and, on failure, a minimal failing
