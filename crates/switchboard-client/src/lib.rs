@@ -358,6 +358,20 @@ impl Client {
         self.inner.channels.get(node).cloned()
     }
 
+    /// `Cluster.ExportSnapshot` of one particular node (by its position in
+    /// [`Client::addresses`]): its whole state, as a stream of chunks of a snapshot file.
+    pub async fn export_snapshot_of(&self, node: usize) -> Result<tonic::Streaming<pb::SnapshotChunk>, Status> {
+        let channel = self
+            .channel_of(node)
+            .ok_or_else(|| Status::invalid_argument(format!("this client has no node number {node}")))?;
+        // A chunk is at most 1 MiB of data plus a few fields.
+        ClusterClient::new(channel)
+            .max_decoding_message_size(2 * 1024 * 1024)
+            .export_snapshot(self.request(pb::ExportSnapshotRequest {}, None))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// `Cluster.Status` of one particular node (by its position in [`Client::addresses`]),
     /// without retrying elsewhere: for checking each replica.
     pub async fn status_of(&self, node: usize) -> Result<pb::ClusterStatus, Status> {

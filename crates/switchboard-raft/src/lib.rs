@@ -57,7 +57,10 @@ pub use node::{
     StartError, Tuning, WRITE_BYTES_MAX,
 };
 pub use outbox::{OUTBOX_EFFECTS_MAX, Outbox, OutboxBacklog};
-pub use state_machine::{Replica, SnapshotBuilder, SnapshotFileError, StateChange, StateMachineStore};
+pub use state_machine::{
+    Replica, RestoreError, Restored, SnapshotBuilder, SnapshotExport, SnapshotFileError, StateChange,
+    StateMachineStore, restore_snapshot,
+};
 pub use types::{
     Applied, AppliedEntry, EffectCursor, Entry, InputOutcome, LogId, NodeId, NodeInfo, NumberedEffect, Proposal, Raft,
     Rejection, SnapshotMeta, StorageError, StoredMembership, TypeConfig, numbered_effects,

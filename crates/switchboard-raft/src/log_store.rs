@@ -122,6 +122,16 @@ impl LogStore {
         Ok(Self { db: Arc::new(db), committed: Arc::new(AtomicU64::new(committed)) })
     }
 
+    /// Creates the log of a node restored from a snapshot (`restore_snapshot`): no entries, and
+    /// the vote of term `term` for `leader`, the node that led when the snapshot's last entry
+    /// was written, so that the vote is as recent as the state and the next election is later.
+    pub(crate) fn write_restored_vote(path: &Path, term: u64, leader: NodeId) -> Result<(), String> {
+        let store = Self::open(path).map_err(|e| e.to_string())?;
+        let vote = Vote::new(term, leader);
+        Self::write_meta(&store.db, KEY_VOTE, &vote, Durability::Immediate, ErrorSubject::Vote)
+            .map_err(|e| e.to_string())
+    }
+
     /// The highest committed index saved so far, shared with the node for status reports.
     pub fn committed_index(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.committed)

@@ -374,6 +374,15 @@ impl RaftNode {
         Ok(Self { inner, info, running: std::sync::Mutex::new(running) })
     }
 
+    /// This replica's whole state as a snapshot file, at its applied index (a backup; see
+    /// [`crate::restore_snapshot`]). Applies wait while the state is copied.
+    pub async fn export_snapshot(&self) -> Result<crate::SnapshotExport, SnapshotFileError> {
+        let shared = Arc::clone(&self.inner.sm);
+        tokio::task::spawn_blocking(move || shared.export())
+            .await
+            .map_err(|e| SnapshotFileError::Format(format!("the export task failed: {e}")))?
+    }
+
     /// Inputs whose apply panicked on this replica since it started: each was refused as an
     /// internal error (see `StateMachineStore`). Anything above zero is a bug to report.
     pub fn apply_panics(&self) -> u64 {

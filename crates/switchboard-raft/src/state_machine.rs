@@ -265,6 +265,104 @@ fn snapshot_error(meta: Option<&SnapshotMeta>, e: &(dyn std::error::Error + 'sta
     StorageIOError::write_snapshot(meta.map(SnapshotMeta::signature), AnyError::from_dyn(e, None)).into()
 }
 
+/// A copy of a replica's whole state: the bytes of a snapshot file and where it stands.
+#[derive(Debug)]
+pub struct SnapshotExport {
+    /// The log index the state reflects (0: nothing applied).
+    pub last_log_index: u64,
+    /// The term of that entry.
+    pub last_log_term: u64,
+    /// The snapshot file, as `<data_dir>/state/snapshot.bin` holds one.
+    pub bytes: Vec<u8>,
+}
+
+impl Shared {
+    /// Encodes the replica as it is now, without writing a file or telling openraft: a
+    /// consistent copy taken under the read lock (applies wait while it is copied).
+    pub(crate) fn export(&self) -> Result<SnapshotExport, SnapshotFileError> {
+        let (meta, extras, core) = {
+            let replica = self.read();
+            let last = replica.last_applied;
+            let snapshot_id = match last {
+                Some(id) => format!("{}-{}-{}-export", id.leader_id.term, id.leader_id.node_id, id.index),
+                None => "0-0-0-export".to_owned(),
+            };
+            let meta =
+                SnapshotMeta { last_log_id: last, last_membership: replica.last_membership.clone(), snapshot_id };
+            let extras = ReplicaExtras { outbox: replica.outbox.to_stored(), audit: replica.audit.clone() };
+            (meta, extras, replica.state.snapshot())
+        };
+        let bytes = encode_snapshot(&meta, &extras, &core)?;
+        Ok(SnapshotExport {
+            last_log_index: meta.last_log_id.map_or(0, |id| id.index),
+            last_log_term: meta.last_log_id.map_or(0, |id| id.leader_id.term),
+            bytes,
+        })
+    }
+}
+
+/// Why [`restore_snapshot`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The data directory already holds a node's log or state.
+    #[error("{path} already holds a node's data: restore into an empty data directory")]
+    NotEmpty {
+        /// What is there.
+        path: String,
+    },
+    /// The file is not a snapshot this build can read.
+    #[error("not a snapshot this build can restore: {0}")]
+    Snapshot(#[from] SnapshotFileError),
+    /// The snapshot reflects no applied entry.
+    #[error("the snapshot is empty (taken before the cluster applied anything)")]
+    Empty,
+    /// Writing the data directory failed.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// Where.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a restored data directory holds.
+#[derive(Debug)]
+pub struct Restored {
+    /// The log index the state reflects.
+    pub last_log_index: u64,
+    /// The voters of the membership in the snapshot.
+    pub voters: Vec<crate::NodeId>,
+}
+
+/// Makes `data_dir` (empty or absent) the data directory of a node that starts from the
+/// snapshot file `bytes` (from `Cluster.ExportSnapshot`): the state as the file holds it, an
+/// empty log and the vote of the snapshot's term, so that a new election (in a later term)
+/// picks the leader among the nodes restored from the same file. The membership is the
+/// one in the snapshot: restore every voter it names, each at its own id and addresses.
+pub fn restore_snapshot(data_dir: &Path, bytes: &[u8]) -> Result<Restored, RestoreError> {
+    let (meta, _, core) = decode_snapshot(bytes)?;
+    // The whole state must load, not only the header.
+    State::restore(core).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
+    let Some(last) = meta.last_log_id else { return Err(RestoreError::Empty) };
+    let state_dir = data_dir.join("state");
+    for path in [data_dir.join("raft.redb"), state_dir.join(SNAPSHOT_FILE)] {
+        if path.exists() {
+            return Err(RestoreError::NotEmpty { path: path.display().to_string() });
+        }
+    }
+    let write = |path: &Path, e: &dyn std::fmt::Display| RestoreError::Write {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(&state_dir).map_err(|e| write(&state_dir, &e))?;
+    write_atomically(&state_dir, SNAPSHOT_FILE, bytes).map_err(|e| write(&state_dir, &e))?;
+    let log_path = data_dir.join("raft.redb");
+    crate::log_store::LogStore::write_restored_vote(&log_path, last.leader_id.term, last.leader_id.node_id)
+        .map_err(|e| write(&log_path, &e))?;
+    Ok(Restored { last_log_index: last.index, voters: meta.last_membership.membership().voter_ids().collect() })
+}
+
 /// Builds snapshots of a [`StateMachineStore`].
 #[derive(Debug)]
 pub struct SnapshotBuilder {

@@ -523,6 +523,8 @@ pub enum Permission {
     ChangeMembership,
     /// `Admin.ListAudit` of the cluster (membership changes).
     ReadClusterAudit,
+    /// `Cluster.ExportSnapshot`: every workspace's data.
+    ExportSnapshot,
 }
 
 impl Permission {
@@ -533,7 +535,7 @@ impl Permission {
             Role::Agent => false,
             Role::Supervisor => matches!(self, Watch | ReadRouting | Supervise),
             Role::Admin => matches!(self, Watch | ReadRouting | Supervise | ReadConfiguration | Configure),
-            Role::Operator => matches!(self, ChangeMembership | ReadClusterAudit),
+            Role::Operator => matches!(self, ChangeMembership | ReadClusterAudit | ExportSnapshot),
         }
     }
 
@@ -547,6 +549,7 @@ impl Permission {
             Permission::Configure => "change the configuration",
             Permission::ChangeMembership => "change the cluster's membership",
             Permission::ReadClusterAudit => "read the cluster's audit trail",
+            Permission::ExportSnapshot => "export a snapshot of every workspace",
         }
     }
 }

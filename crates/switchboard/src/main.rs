@@ -4,12 +4,15 @@
 //! - `switchboard node --config node.toml`: run a cluster member (`node.rs`);
 //! - `switchboard dev`: a local cluster in one command, with an optional demo (`dev.rs`);
 //! - `switchboard ctl ...`: the admin and operator client (`ctl/`);
-//! - `switchboard loadgen`: a contact-center workload through NATS, measured (`loadgen.rs`).
+//! - `switchboard loadgen`: a contact-center workload through NATS, measured (`loadgen.rs`);
+//! - `switchboard restore`: a data directory from a snapshot file, for a restored cluster
+//!   (`restore.rs`).
 
 mod ctl;
 mod dev;
 mod loadgen;
 mod node;
+mod restore;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +47,9 @@ enum Commands {
     Ctl(ctl::CtlArgs),
     /// Publish a contact-center workload through NATS and report rate, latency, loss.
     Loadgen(loadgen::LoadgenArgs),
+    /// Make an empty data directory start from a snapshot file (`ctl snapshot`): restores a
+    /// cluster from a backup (deploy/README.md, "Back up and restore").
+    Restore(restore::RestoreArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -74,6 +80,7 @@ async fn main() -> std::process::ExitCode {
             dev::run(args).await
         }
         Commands::Ctl(args) => ctl::run(args).await,
+        Commands::Restore(args) => restore::run(&args),
         Commands::Loadgen(args) => {
             init_logging(cli.log_format);
             loadgen::run(args).await

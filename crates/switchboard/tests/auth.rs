@@ -317,6 +317,8 @@ async fn every_rpc_answers_each_role_as_the_table_says() {
             .add_learner(c.req(pb::AddLearnerRequest { id: 0, ..Default::default() }))),
         row!("Cluster.ChangeMembership (forwarded)", "UDDDDAD", |c| ClusterClient::new(c.channel.clone())
             .change_membership(c.req(pb::ChangeMembershipRequest { voters: vec![1, 2, 3], remove_learners: false }))),
+        row!("Cluster.ExportSnapshot", "UDDDDAD", |c| ClusterClient::new(c.channel.clone())
+            .export_snapshot(c.req(pb::ExportSnapshotRequest {}))),
     ];
 
     let follower = cluster.follower().await;
@@ -374,7 +376,9 @@ async fn every_rpc_answers_each_role_as_the_table_says() {
     assert!(trail.records.windows(2).all(|w| w[0].log_index <= w[1].log_index), "in log order");
     let membership = operator.list_audit(pb::ListAuditRequest::default()).await.expect("cluster audit");
     let lines: Vec<String> = membership.records.iter().map(line).collect();
-    assert_eq!(lines, ["ops operator ChangeMembership voters 1,2,3 ok"], "the cluster's trail");
+    assert_eq!(lines.len(), 2, "the cluster's trail: {lines:?}");
+    assert_eq!(lines[0], "ops operator ChangeMembership voters 1,2,3 ok", "the cluster's trail");
+    assert!(lines[1].starts_with("ops operator ExportSnapshot at index "), "the cluster's trail: {lines:?}");
     // Every replica holds the same trail.
     for node in 0..3 {
         let single = Client::with_config(

@@ -181,7 +181,7 @@ fn alert_rules() -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_prometheus_sees_the_cluster_and_pages_for_a_dead_node() {
-    let mut cluster = NodeProcesses::start(3, "").await;
+    let mut cluster = NodeProcesses::start_with_metrics(3, "").await;
     let prometheus = Prometheus::start(cluster.dir.path(), &cluster.metrics_addrs);
     cluster.leader().await;
     let client = cluster.client();

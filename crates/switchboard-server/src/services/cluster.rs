@@ -61,8 +61,56 @@ impl ClusterService {
     }
 }
 
+/// Bytes per `SnapshotChunk` of `Cluster.ExportSnapshot`.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    type ExportSnapshotStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SnapshotChunk, Status>> + Send + 'static>>;
+
+    async fn export_snapshot(
+        &self,
+        request: Request<pb::ExportSnapshotRequest>,
+    ) -> Result<Response<Self::ExportSnapshotStream>, Status> {
+        let caller = self.api.caller(&request)?;
+        caller.may(Permission::ExportSnapshot, None)?;
+        // The leader exports: its state is the newest, and it records the export in the audit
+        // trail.
+        if let Some(leader) = self.api.leader_channel(&request)? {
+            let chunks = ClusterClient::new(leader)
+                .max_decoding_message_size(2 * SNAPSHOT_CHUNK_BYTES)
+                .export_snapshot(forwarded(&request))
+                .await?
+                .into_inner();
+            return Ok(Response::new(Box::pin(chunks)));
+        }
+        let export = self
+            .api
+            .node
+            .export_snapshot()
+            .await
+            .map_err(|e| Status::internal(format!("cannot export a snapshot: {e}")))?;
+        // Who copied every workspace's data is worth a line in the audit trail.
+        self.audit(&caller, format!("ExportSnapshot at index {}", export.last_log_index)).await;
+        let total_bytes = export.bytes.len() as u64;
+        let chunks: Vec<Result<pb::SnapshotChunk, Status>> = export
+            .bytes
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .enumerate()
+            .map(|(i, data)| {
+                let first = i == 0;
+                Ok(pb::SnapshotChunk {
+                    data: data.to_vec(),
+                    last_log_index: if first { export.last_log_index } else { 0 },
+                    last_log_term: if first { export.last_log_term } else { 0 },
+                    total_bytes: if first { total_bytes } else { 0 },
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
         // Any valid credential: it names nodes and a digest, no workspace data.
         self.api.caller(&request)?;

@@ -73,6 +73,14 @@ pub(crate) enum TokenCommand {
 pub(crate) enum CtlCommand {
     /// Every node's view of the cluster: role, term, indexes, state digest.
     Status,
+    /// Back up the cluster: write one node's whole state (every workspace, conversation,
+    /// queue, the outbox and the audit trail) at its applied index to a snapshot file, which
+    /// `switchboard restore` turns into a data directory. Needs an operator token.
+    Snapshot {
+        /// Where to write it (written beside it first, then renamed: never half a file).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// Every node's gRPC health: SERVING while it can take writes. Exits 0 only if every node
     /// given with --nodes is SERVING (a container health check: `--nodes 127.0.0.1:7101`).
     Health,
@@ -376,6 +384,7 @@ async fn execute(args: CtlArgs) -> Result<()> {
     let client = Client::with_config(args.nodes.clone(), config).context("bad --nodes")?;
     let ws = args.workspace.clone();
     match args.command {
+        CtlCommand::Snapshot { out } => snapshot(&client, &out).await?,
         CtlCommand::Health => {
             let mut serving = 0;
             for (i, address) in client.addresses().iter().enumerate() {
@@ -695,6 +704,42 @@ fn token_create(id: &str, role: &str, workspaces: &[String], agent: Option<&str>
 
 /// The transport error under a status, if any (`: <cause>`), which says why a TLS connection
 /// failed.
+/// `ctl snapshot`: the leader (through the first node that answers) streams its state into
+/// `out`.
+async fn snapshot(client: &Client, out: &std::path::Path) -> Result<()> {
+    use std::io::Write as _;
+    let mut last_error = None;
+    for (i, address) in client.addresses().iter().enumerate() {
+        let mut chunks = match client.export_snapshot_of(i).await {
+            Ok(chunks) => chunks,
+            Err(status) => {
+                last_error = Some(anyhow::Error::new(status).context(format!("{address} did not export a snapshot")));
+                continue;
+            }
+        };
+        let tmp = out.with_extension("partial");
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("--out: cannot create {}", tmp.display()))?;
+        let (mut index, mut term, mut total, mut written) = (0, 0, 0u64, 0u64);
+        while let Some(chunk) = chunks.message().await.with_context(|| format!("{address} stopped the export"))? {
+            if written == 0 {
+                (index, term, total) = (chunk.last_log_index, chunk.last_log_term, chunk.total_bytes);
+            }
+            file.write_all(&chunk.data).with_context(|| format!("cannot write {}", tmp.display()))?;
+            written += chunk.data.len() as u64;
+        }
+        if written != total || written == 0 {
+            let _ = std::fs::remove_file(&tmp);
+            bail!("{address} sent {written} of {total} bytes; nothing was written to {}", out.display());
+        }
+        file.sync_all().with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+        println!("snapshot of {address} at log index {index} (term {term}), {written} bytes: {}", out.display());
+        return Ok(());
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no node to ask")))
+}
+
 fn source_text(status: &tonic::Status) -> String {
     let mut text = String::new();
     let mut cause = std::error::Error::source(status);

@@ -63,9 +63,21 @@ impl NodeProcesses {
     /// Writes the configuration of `count` nodes (`extra` is appended to each, e.g. a `[nats]`
     /// or `[raft]` table) and starts them.
     pub async fn start(count: usize, extra: &str) -> Self {
+        Self::start_nodes(count, extra, false).await
+    }
+
+    /// As [`Self::start`], with each node serving metrics at `metrics_addrs[i]`. Only where a
+    /// test reads them: every port picked ahead may be taken by then (a client's ephemeral
+    /// port), and a node that cannot bind its metrics port does not start.
+    pub async fn start_with_metrics(count: usize, extra: &str) -> Self {
+        Self::start_nodes(count, extra, true).await
+    }
+
+    async fn start_nodes(count: usize, extra: &str, metrics: bool) -> Self {
         let dir = tempfile::tempdir().expect("dir");
         let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
-        let metrics_addrs: Vec<String> = (0..count).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let metrics_addrs: Vec<String> =
+            if metrics { (0..count).map(|_| format!("127.0.0.1:{}", free_port())).collect() } else { Vec::new() };
         let mut peers = String::new();
         for (i, (api, raft)) in ports.iter().enumerate() {
             peers.push_str(&format!(
@@ -81,10 +93,10 @@ impl NodeProcesses {
                 &path,
                 format!(
                     "id = {}\ndata_dir = {:?}\nlisten = \"127.0.0.1:{api}\"\nraft_listen = \"127.0.0.1:{raft}\"\n\
-                     metrics_listen = \"{}\"\n[presence]\nheartbeat_timeout_ms = 0\n{extra}\n{peers}",
+                     {}[presence]\nheartbeat_timeout_ms = 0\n{extra}\n{peers}",
                     i + 1,
                     data.display().to_string(),
-                    metrics_addrs[i],
+                    metrics_addrs.get(i).map(|addr| format!("metrics_listen = \"{addr}\"\n")).unwrap_or_default(),
                 ),
             )
             .expect("write config");
