@@ -77,7 +77,8 @@ pub(super) async fn run(
 
 /// Keeps `switchboard_nats_consumer_pending` current on every node, leader or not, so that the
 /// backlog is seen while there is no leader (exactly when it grows): the events the consumer
-/// has not delivered yet, or all of the stream's events before any leader made the consumer.
+/// has not delivered yet. While the consumer is missing (a new leader re-creates it) or NATS
+/// does not answer, the last figure is kept (and set again, so the exporter keeps it).
 pub(super) async fn sample_pending(js: jetstream::Context, mut stop: tokio::sync::watch::Receiver<bool>) {
     for reason in reason::ALL {
         ::metrics::counter!(metrics::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(0);
@@ -85,6 +86,7 @@ pub(super) async fn sample_pending(js: jetstream::Context, mut stop: tokio::sync
     ::metrics::counter!(metrics::EVENTS_DUPLICATE_TOTAL, "source" => "nats").increment(0);
     ::metrics::counter!(metrics::EVENTS_INGESTED_TOTAL, "source" => "nats").increment(0);
     let mut sample = tokio::time::interval(PENDING_SAMPLE_INTERVAL);
+    let mut last = 0;
     loop {
         tokio::select! {
             _ = sample.tick() => {}
@@ -93,17 +95,12 @@ pub(super) async fn sample_pending(js: jetstream::Context, mut stop: tokio::sync
         if *stop.borrow() {
             return;
         }
-        let Ok(mut stream) = js.get_stream(EVENTS_STREAM).await else { continue };
-        let pending = match stream.consumer_info(CONSUMER).await {
-            Ok(info) => Some(info.num_pending),
-            Err(error) if error.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
-                stream.info().await.ok().map(|info| info.state.messages)
-            }
-            Err(_) => None,
-        };
-        if let Some(pending) = pending {
-            ::metrics::gauge!(metrics::NATS_CONSUMER_PENDING).set(pending as f64);
+        if let Ok(stream) = js.get_stream(EVENTS_STREAM).await
+            && let Ok(info) = stream.consumer_info(CONSUMER).await
+        {
+            last = info.num_pending;
         }
+        ::metrics::gauge!(metrics::NATS_CONSUMER_PENDING).set(last as f64);
     }
 }
 

@@ -198,12 +198,24 @@ pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
         .split(',')
         .map(str::trim)
         .filter(|url| !url.is_empty())
-        .map(|url| url.parse::<async_nats::ServerAddr>().map_err(|e| format!("{url:?} is not a NATS URL: {e}")))
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>().map_err(|e| format!("{:?} is not a NATS URL: {e}", redacted(url)))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if servers.is_empty() {
         return Err("no NATS URL given".to_owned());
     }
     Ok(servers)
+}
+
+/// A URL without the password or token it may carry (`nats://user:secret@host` →
+/// `nats://user:***@host`), for error messages.
+fn redacted(url: &str) -> String {
+    let Some((userinfo, host)) = url.rsplit_once('@') else { return url.to_owned() };
+    let (scheme, user) = userinfo.split_once("://").map_or(("", userinfo), |(s, u)| (s, u));
+    let user = user.split(':').next().unwrap_or("");
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    format!("{scheme}{user}:***@{host}")
 }
 
 /// Why an ingest or egress session ended. Each is logged and the session starts again after a
@@ -383,6 +395,8 @@ mod tests {
         let error = server_addrs("nats://a:4222,nats://b:notaport").expect_err("a bad port");
         assert!(error.contains("nats://b:notaport"), "{error}");
         assert!(server_addrs(" , ").is_err());
+        let error = server_addrs("nats://app:s3cret@host:bad").expect_err("a bad port");
+        assert!(!error.contains("s3cret") && error.contains("app:***@host:bad"), "{error}");
         assert!(
             server_addrs(&"n".repeat(NATS_URL_BYTES_MAX + 1)).expect_err("too long").contains("nats_url_bytes_max")
         );

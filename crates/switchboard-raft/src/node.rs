@@ -998,7 +998,8 @@ impl CutOff {
 /// The snapshot interval of node `id`: `every` entries, plus a tenth of it for each id after
 /// the first (cycling over five), so that the nodes of a cluster, which apply the same entries,
 /// do not all build a snapshot at the same moment (each pauses its applies while it copies the
-/// state). Once apart, they stay apart.
+/// state). Two nodes' builds still meet where their intervals have a common multiple (nodes 1
+/// and 3 at every sixth of node 1's), and nodes whose ids differ by five share an interval.
 fn staggered(every: u64, id: NodeId) -> u64 {
     every.saturating_add(every / 10 * (id.saturating_sub(1) % 5))
 }
@@ -1008,6 +1009,7 @@ fn staggered(every: u64, id: NodeId) -> u64 {
 async fn observe(inner: Arc<Inner>) {
     let mut metrics = inner.raft.metrics();
     let mut leader: Option<(NodeId, u64)> = None;
+    let mut leaderless = false;
     let mut state = ServerState::Learner;
     let mut membership: Option<LogId> = None;
     let mut reported: BTreeSet<NodeId> = BTreeSet::new();
@@ -1021,20 +1023,19 @@ async fn observe(inner: Arc<Inner>) {
                 state = m.state;
             }
             let now = m.current_leader.map(|id| (id, m.current_term));
-            if now != leader {
-                match now {
-                    Some((id, term)) => {
-                        metrics::counter!(crate::metrics::RAFT_LEADER_CHANGES_TOTAL).increment(1);
-                        tracing::info!(node = inner.id, leader = id, term, "leader changed");
-                    }
-                    None => tracing::info!(node = inner.id, term = m.current_term, "no leader known"),
-                }
-                // Counted once per new leader: a lost leader followed by the same leader in the
-                // same term is no change.
-                if now.is_some() {
-                    leader = now;
-                }
+            // Counted once per new leader: a lost leader followed by the same leader in the
+            // same term is no change.
+            if let Some((id, term)) = now
+                && now != leader
+            {
+                metrics::counter!(crate::metrics::RAFT_LEADER_CHANGES_TOTAL).increment(1);
+                tracing::info!(node = inner.id, leader = id, term, "leader changed");
+                leader = now;
             }
+            if now.is_none() && !leaderless {
+                tracing::info!(node = inner.id, term = m.current_term, "no leader known");
+            }
+            leaderless = now.is_none();
             let config = m.membership_config.membership();
             let voters = config.voter_ids().count();
             metrics::gauge!(crate::metrics::RAFT_VOTERS).set(voters as f64);

@@ -358,8 +358,14 @@ pub fn restore_snapshot(data_dir: &Path, bytes: &[u8]) -> Result<Restored, Resto
     std::fs::create_dir_all(&state_dir).map_err(|e| write(&state_dir, &e))?;
     write_atomically(&state_dir, SNAPSHOT_FILE, bytes).map_err(|e| write(&state_dir, &e))?;
     let log_path = data_dir.join("raft.redb");
-    crate::log_store::LogStore::write_restored_vote(&log_path, last.leader_id.term, last.leader_id.node_id)
-        .map_err(|e| write(&log_path, &e))?;
+    if let Err(e) =
+        crate::log_store::LogStore::write_restored_vote(&log_path, last.leader_id.term, last.leader_id.node_id)
+    {
+        // Half a restore would refuse the next attempt: take back what was written.
+        let _ = std::fs::remove_file(state_dir.join(SNAPSHOT_FILE));
+        let _ = std::fs::remove_file(&log_path);
+        return Err(write(&log_path, &e));
+    }
     Ok(Restored { last_log_index: last.index, voters: meta.last_membership.membership().voter_ids().collect() })
 }
 

@@ -3,15 +3,18 @@
 //!
 //! The status of a failed call usually travels in the response headers (a trailers-only
 //! response); that of a successful one, and of every streaming call, in the trailers at the end
-//! of the body, so the body is watched until they pass. A body dropped before its status (the
-//! client went away) counts as `CANCELLED`.
+//! of the body, so the body is watched until they pass. A call dropped before its status counts
+//! as `DEADLINE_EXCEEDED` once its `grpc-timeout` has passed, else as `CANCELLED`. Only the
+//! methods the node serves have their own label; any other path is `unknown`.
 
 use crate::metrics::{GRPC_REQUEST_SECONDS, GRPC_REQUESTS_TOTAL};
 use http_body::{Frame, SizeHint};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tonic::body::Body;
 
 /// The layer: `Server::builder().layer(GrpcMetricsLayer)`.
@@ -46,13 +49,23 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = method_label(request.uri().path());
-        let started = Instant::now();
+        // Recorded from the call's arrival: a call dropped before it is answered (its deadline
+        // passed in tonic's timeout layer, outside this one, or the client went away) counts too.
+        let mut call = Call {
+            method: Some(method_label(request.uri().path())),
+            started: Instant::now(),
+            deadline: request.headers().get("grpc-timeout").and_then(|value| grpc_timeout(value.as_bytes())),
+        };
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await?;
+            let response = match response.await {
+                Ok(response) => response,
+                Err(error) => {
+                    call.finish("UNKNOWN");
+                    return Err(error);
+                }
+            };
             let (parts, body) = response.into_parts();
-            let mut call = Call { method: Some(method), started };
             if let Some(code) = parts.headers.get("grpc-status").map(|value| code_label(value.as_bytes())) {
                 call.finish(code);
                 return Ok(http::Response::from_parts(parts, body));
@@ -65,25 +78,69 @@ where
 /// One call whose status is not recorded yet.
 struct Call {
     /// `None` once recorded.
-    method: Option<String>,
+    method: Option<&'static str>,
     started: Instant,
+    /// The client's deadline (`grpc-timeout`), if it gave one.
+    deadline: Option<Duration>,
 }
 
 impl Call {
     fn finish(&mut self, code: &'static str) {
         let Some(method) = self.method.take() else { return };
-        // A call to no method gets UNIMPLEMENTED from the router: made-up paths share one series.
-        let method = if code == "UNIMPLEMENTED" { "unknown".to_owned() } else { method };
-        metrics::histogram!(GRPC_REQUEST_SECONDS, "method" => method.clone())
-            .record(self.started.elapsed().as_secs_f64());
+        metrics::histogram!(GRPC_REQUEST_SECONDS, "method" => method).record(self.started.elapsed().as_secs_f64());
         metrics::counter!(GRPC_REQUESTS_TOTAL, "method" => method, "code" => code).increment(1);
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        self.finish("CANCELLED");
+        // Dropped unanswered: by the deadline, if it has passed, else by the client.
+        let expired = self.deadline.is_some_and(|deadline| self.started.elapsed() >= deadline);
+        self.finish(if expired { "DEADLINE_EXCEEDED" } else { "CANCELLED" });
     }
+}
+
+/// A `grpc-timeout` header value (`<digits><unit>`, unit one of H M S m u n).
+fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(amount.saturating_mul(3600)),
+        b"M" => Duration::from_secs(amount.saturating_mul(60)),
+        b"S" => Duration::from_secs(amount),
+        b"m" => Duration::from_millis(amount),
+        b"u" => Duration::from_micros(amount),
+        b"n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Every method this node serves, as `Service/Method` labels: the public API's (package
+/// `switchboard.v1` dropped), health's and reflection's, read from their descriptors once.
+fn known_methods() -> &'static BTreeSet<String> {
+    static KNOWN: OnceLock<BTreeSet<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut known = BTreeSet::new();
+        for set in [
+            switchboard_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(set) else { continue };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let service_name = service.name.unwrap_or_default();
+                    for method in service.method {
+                        let path = format!("{package}.{service_name}/{}", method.name.unwrap_or_default());
+                        known.insert(path.strip_prefix("switchboard.v1.").map(str::to_owned).unwrap_or(path));
+                    }
+                }
+            }
+        }
+        known
+    })
 }
 
 /// A response body whose trailers (or error) give the call's status.
@@ -126,15 +183,12 @@ impl http_body::Body for Watched {
 }
 
 /// `Service/Method` from `/package.Service/Method` (`switchboard.v1.` dropped, other packages
-/// kept), at most 128 bytes.
-fn method_label(path: &str) -> String {
+/// kept) for a method this node serves; `unknown` for any other path, so that made-up paths add
+/// no series.
+fn method_label(path: &str) -> &'static str {
     let path = path.strip_prefix('/').unwrap_or(path);
     let path = path.strip_prefix("switchboard.v1.").unwrap_or(path);
-    let mut end = path.len().min(128);
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    path[..end].to_owned()
+    known_methods().get(path).map_or("unknown", String::as_str)
 }
 
 fn code_label(value: &[u8]) -> &'static str {
@@ -167,15 +221,21 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{code_label, method_label};
+    use super::{code_label, grpc_timeout, method_label};
 
     #[test]
     fn methods_and_codes_are_named_as_operators_read_them() {
         assert_eq!(method_label("/switchboard.v1.Assignments/Claim"), "Assignments/Claim");
+        assert_eq!(method_label("/switchboard.v1.Cluster/ExportSnapshot"), "Cluster/ExportSnapshot");
         assert_eq!(method_label("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
-        assert_eq!(method_label(&format!("/{}", "x".repeat(500))).len(), 128);
+        assert_eq!(method_label("/switchboard.v1.Assignments/Nope"), "unknown");
+        assert_eq!(method_label(&format!("/{}", "x".repeat(500))), "unknown");
         assert_eq!(code_label(b"0"), "OK");
         assert_eq!(code_label(b"14"), "UNAVAILABLE");
         assert_eq!(code_label(b"nonsense"), "UNKNOWN");
+        assert_eq!(grpc_timeout(b"250m"), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(grpc_timeout(b"2S"), Some(std::time::Duration::from_secs(2)));
+        assert_eq!(grpc_timeout(b"S"), None);
+        assert_eq!(grpc_timeout(b""), None);
     }
 }

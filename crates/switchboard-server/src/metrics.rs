@@ -8,7 +8,7 @@
 //! each node reports the whole cluster's decisions: aggregate with `max`, not `sum`.
 
 use crate::watch::WatchHub;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_core::{AgentStatus, AssignReason, Effect};
@@ -134,7 +134,10 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "How long conversations waited in a team's queue until assigned, by workspace and team."
     );
-    describe_gauge!(QUEUE_OLDEST_WAIT_SECONDS, "Age of the oldest conversation waiting in a team's queue.");
+    describe_gauge!(
+        QUEUE_OLDEST_WAIT_SECONDS,
+        "Age of the oldest conversation waiting in a team's queue, since this node saw it queued (not before it started)."
+    );
     for source in ["grpc", "nats"] {
         metrics::counter!(EVENTS_INGESTED_TOTAL, "source" => source).increment(0);
         metrics::counter!(EVENTS_DUPLICATE_TOTAL, "source" => source).increment(0);
@@ -254,13 +257,17 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The commit label of `switchboard_build_info` (`build.rs`: `SWITCHBOARD_COMMIT`, else git).
 const COMMIT: &str = env!("SWITCHBOARD_COMMIT");
 
-/// Conversations waiting in queues as this node saw them queued, for the queue-wait series.
-/// Bounded: past [`WAITING_TRACKED_MAX`] conversations no more are tracked (their wait is not
-/// measured), and a team whose queue is empty forgets its own.
+/// Conversations waiting in queues as this node saw them queued, for the queue-wait series:
+/// every operation is O(log n). Conversations queued before this node started (or before a
+/// snapshot install or a lag of the change feed, which reset it) are not tracked: their wait
+/// is not measured. Bounded: past [`WAITING_TRACKED_MAX`] no more are tracked, and a team whose
+/// queue is empty, or that no longer exists, forgets its own.
 #[derive(Default)]
 struct Waiting {
     /// (workspace, conversation) → (team, when it was queued).
-    since: BTreeMap<(String, String), (String, Instant)>,
+    team_of: BTreeMap<(String, String), (String, Instant)>,
+    /// (workspace, team) → its tracked conversations by the time they were queued.
+    by_team: BTreeMap<(String, String), BTreeSet<(Instant, String)>>,
 }
 
 /// At most this many waiting conversations are tracked for the queue-wait series.
@@ -268,46 +275,60 @@ const WAITING_TRACKED_MAX: usize = 200_000;
 
 impl Waiting {
     fn see(&mut self, effect: &Effect) {
-        if self.since.is_empty() && !matches!(effect, Effect::Queued { .. }) {
-            return;
-        }
         match effect {
             Effect::Queued { workspace, conversation, team, .. } => {
-                if self.since.len() >= WAITING_TRACKED_MAX {
-                    return;
-                }
-                self.since
-                    .entry((workspace.to_string(), conversation.to_string()))
-                    .or_insert_with(|| (team.to_string(), Instant::now()));
+                let key = (workspace.to_string(), conversation.to_string());
+                let tracked = self.team_of.get(&key).map(|(tracked, _)| tracked.clone());
+                let since = match tracked {
+                    Some(tracked) if tracked.as_str() == team.as_str() => return,
+                    // Queued again in another team: still waiting, since the first time.
+                    Some(_) => self.remove(&key).map_or_else(Instant::now, |(_, since)| since),
+                    None if self.team_of.len() >= WAITING_TRACKED_MAX => return,
+                    None => Instant::now(),
+                };
+                self.by_team.entry((key.0.clone(), team.to_string())).or_default().insert((since, key.1.clone()));
+                self.team_of.insert(key, (team.to_string(), since));
             }
-            Effect::Assigned { workspace, conversation, team, .. } => {
-                if let Some((_, at)) = self.since.remove(&(workspace.to_string(), conversation.to_string())) {
+            Effect::Assigned { workspace, conversation, team, .. } if !self.team_of.is_empty() => {
+                if let Some((_, since)) = self.remove(&(workspace.to_string(), conversation.to_string())) {
                     metrics::histogram!(QUEUE_WAIT_SECONDS, "workspace" => workspace.to_string(), "team" => team.to_string())
-                        .record(at.elapsed().as_secs_f64());
+                        .record(since.elapsed().as_secs_f64());
                 }
             }
-            Effect::Closed { workspace, conversation, .. } => {
-                self.since.remove(&(workspace.to_string(), conversation.to_string()));
+            Effect::Closed { workspace, conversation, .. } if !self.team_of.is_empty() => {
+                self.remove(&(workspace.to_string(), conversation.to_string()));
             }
             _ => {}
         }
     }
 
-    /// The oldest wait of each team that has conversations tracked.
-    fn oldest(&self) -> BTreeMap<(String, String), Duration> {
-        let mut oldest = BTreeMap::new();
-        for ((workspace, _), (team, at)) in &self.since {
-            let age = at.elapsed();
-            let entry = oldest.entry((workspace.clone(), team.clone())).or_insert(age);
-            *entry = (*entry).max(age);
+    fn remove(&mut self, key: &(String, String)) -> Option<(String, Instant)> {
+        let (team, since) = self.team_of.remove(key)?;
+        let team_key = (key.0.clone(), team.clone());
+        if let Some(waiting) = self.by_team.get_mut(&team_key) {
+            waiting.remove(&(since, key.1.clone()));
+            if waiting.is_empty() {
+                self.by_team.remove(&team_key);
+            }
         }
-        oldest
+        Some((team, since))
     }
 
-    /// Forgets the conversations of a team whose queue is empty (their assignment or closing
-    /// was not seen, e.g. while the sampler lagged or a snapshot was installed).
-    fn forget_team(&mut self, workspace: &str, team: &str) {
-        self.since.retain(|(w, _), (t, _)| !(w == workspace && t == team));
+    /// How long the oldest tracked conversation of a team has waited.
+    fn oldest(&self, workspace: &str, team: &str) -> Option<Duration> {
+        let waiting = self.by_team.get(&(workspace.to_owned(), team.to_owned()))?;
+        waiting.first().map(|(since, _)| since.elapsed())
+    }
+
+    /// Keeps only the teams in `waiting` (those with conversations in their queue): the others'
+    /// conversations were assigned, closed or removed unseen.
+    fn retain_teams(&mut self, waiting: &BTreeSet<(String, String)>) {
+        let gone: Vec<(String, String)> = self.by_team.keys().filter(|key| !waiting.contains(*key)).cloned().collect();
+        for (workspace, team) in gone {
+            for (_, conversation) in self.by_team.remove(&(workspace.clone(), team)).unwrap_or_default() {
+                self.team_of.remove(&(workspace.clone(), conversation));
+            }
+        }
     }
 }
 
@@ -340,6 +361,8 @@ pub async fn run_sampler(node: Arc<RaftNode>, hub: Arc<WatchHub>, shutdown: impl
                 }
                 Ok(StateChange::SnapshotInstalled { .. }) => waiting = Waiting::default(),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    // What was missed may have assigned tracked conversations: start over.
+                    waiting = Waiting::default();
                     tracing::debug!(missed, "metrics sampler lagged; some assignments were not counted");
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -377,14 +400,11 @@ fn sample_state(node: &RaftNode, waiting: &mut Waiting) {
         (queues, agents)
     });
     let (queues, agents) = samples.value;
-    for (workspace, team, depth) in &queues {
-        if *depth == 0 {
-            waiting.forget_team(workspace, team);
-        }
-    }
-    let oldest = waiting.oldest();
+    let nonempty: BTreeSet<(String, String)> =
+        queues.iter().filter(|(_, _, depth)| *depth > 0).map(|(w, t, _)| (w.clone(), t.clone())).collect();
+    waiting.retain_teams(&nonempty);
     for (workspace, team, depth) in queues {
-        let age = oldest.get(&(workspace.clone(), team.clone())).map_or(0.0, Duration::as_secs_f64);
+        let age = waiting.oldest(&workspace, &team).map_or(0.0, |age| age.as_secs_f64());
         metrics::gauge!(QUEUE_OLDEST_WAIT_SECONDS, "workspace" => workspace.clone(), "team" => team.clone()).set(age);
         metrics::gauge!(QUEUE_DEPTH, "workspace" => workspace, "team" => team).set(depth as f64);
     }
@@ -398,7 +418,55 @@ fn sample_state(node: &RaftNode, waiting: &mut Waiting) {
 
 #[cfg(test)]
 mod tests {
-    use super::ALL;
+    use super::{ALL, Waiting};
+    use std::collections::BTreeSet;
+    use switchboard_core::{AssignReason, Effect, Strategy};
+
+    fn queued(conversation: &str, team: &str) -> Effect {
+        Effect::Queued {
+            workspace: "acme".into(),
+            conversation: conversation.into(),
+            team: team.into(),
+            position: 1,
+            eta_ms: None,
+            waiting_for: None,
+            message: None,
+        }
+    }
+
+    fn assigned(conversation: &str, team: &str) -> Effect {
+        Effect::Assigned {
+            workspace: "acme".into(),
+            conversation: conversation.into(),
+            contact: "c".into(),
+            channel: switchboard_core::Channel::WhatsApp,
+            team: team.into(),
+            agent: "mary".into(),
+            agent_name: "Mary".into(),
+            expected_response_ms: 0,
+            reason: AssignReason::Strategy(Strategy::RoundRobin),
+        }
+    }
+
+    #[test]
+    fn queue_waits_follow_conversations_between_teams_and_forget_what_left_unseen() {
+        let mut waiting = Waiting::default();
+        waiting.see(&queued("c1", "sales"));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        waiting.see(&queued("c2", "sales"));
+        let sales_oldest = waiting.oldest("acme", "sales").expect("sales waits");
+        // Moved to another team: still waiting since the first time, and no longer in sales.
+        waiting.see(&queued("c1", "support"));
+        assert!(waiting.oldest("acme", "support").expect("support waits") >= sales_oldest);
+        assert!(waiting.oldest("acme", "sales").expect("c2 waits") < sales_oldest);
+        waiting.see(&assigned("c1", "support"));
+        assert_eq!(waiting.oldest("acme", "support"), None, "assigned: no longer waiting");
+        assert_eq!(waiting.team_of.len(), 1);
+        // Sales' queue was found empty: c2 left unseen.
+        waiting.retain_teams(&BTreeSet::new());
+        assert_eq!(waiting.oldest("acme", "sales"), None);
+        assert!(waiting.team_of.is_empty() && waiting.by_team.is_empty());
+    }
 
     /// The `switchboard_*` names a text refers to, without histogram suffixes.
     fn names_in(text: &str) -> Vec<String> {

@@ -4,6 +4,7 @@ use crate::api::{Api, forwarded};
 use crate::auth::Permission;
 use crate::convert::invalid;
 use crate::status;
+use futures::StreamExt as _;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use switchboard_proto::switchboard::v1 as pb;
@@ -61,6 +62,24 @@ impl ClusterService {
     }
 }
 
+/// Whether this node is exporting a snapshot (`Cluster.ExportSnapshot`), while it lives.
+struct Exporting;
+
+static EXPORT_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Exporting {
+    fn start() -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        EXPORT_RUNNING.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).ok().map(|_| Self)
+    }
+}
+
+impl Drop for Exporting {
+    fn drop(&mut self) {
+        EXPORT_RUNNING.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// Bytes per `SnapshotChunk` of `Cluster.ExportSnapshot`.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -85,30 +104,36 @@ impl Cluster for ClusterService {
                 .into_inner();
             return Ok(Response::new(Box::pin(chunks)));
         }
+        // One export at a time per node: each holds a copy of the whole state until streamed.
+        let Some(exporting) = Exporting::start() else {
+            return Err(Status::resource_exhausted("a snapshot export is already running on this node; retry later"));
+        };
+        // Recorded before any data leaves: an export that cannot be audited is refused.
+        let note = switchboard_raft::audit::AuditNote { actor: caller.actor(), action: "ExportSnapshot".to_owned() };
+        self.api.node.record_audit(note).await.map_err(status::propose)?;
         let export = self
             .api
             .node
             .export_snapshot()
             .await
             .map_err(|e| Status::internal(format!("cannot export a snapshot: {e}")))?;
-        // Who copied every workspace's data is worth a line in the audit trail.
-        self.audit(&caller, format!("ExportSnapshot at index {}", export.last_log_index)).await;
-        let total_bytes = export.bytes.len() as u64;
-        let chunks: Vec<Result<pb::SnapshotChunk, Status>> = export
-            .bytes
-            .chunks(SNAPSHOT_CHUNK_BYTES)
-            .enumerate()
-            .map(|(i, data)| {
-                let first = i == 0;
-                Ok(pb::SnapshotChunk {
-                    data: data.to_vec(),
-                    last_log_index: if first { export.last_log_index } else { 0 },
-                    last_log_term: if first { export.last_log_term } else { 0 },
-                    total_bytes: if first { total_bytes } else { 0 },
-                })
+        let (index, term) = (export.last_log_index, export.last_log_term);
+        let bytes = Arc::new(export.bytes);
+        let total_bytes = bytes.len() as u64;
+        let chunks = bytes.len().div_ceil(SNAPSHOT_CHUNK_BYTES);
+        // One chunk copied at a time; `exporting` is released with the stream.
+        let stream = futures::stream::iter(0..chunks).map(move |i| {
+            let _running = &exporting;
+            let first = i == 0;
+            let data = bytes[i * SNAPSHOT_CHUNK_BYTES..((i + 1) * SNAPSHOT_CHUNK_BYTES).min(bytes.len())].to_vec();
+            Ok(pb::SnapshotChunk {
+                data,
+                last_log_index: if first { index } else { 0 },
+                last_log_term: if first { term } else { 0 },
+                total_bytes: if first { total_bytes } else { 0 },
             })
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {

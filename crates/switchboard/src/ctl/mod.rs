@@ -707,37 +707,49 @@ fn token_create(id: &str, role: &str, workspaces: &[String], agent: Option<&str>
 /// `ctl snapshot`: the leader (through the first node that answers) streams its state into
 /// `out`.
 async fn snapshot(client: &Client, out: &std::path::Path) -> Result<()> {
-    use std::io::Write as _;
+    let name = out.file_name().with_context(|| format!("--out {} names no file", out.display()))?;
+    let mut partial_name = name.to_owned();
+    partial_name.push(".partial");
+    let partial = out.with_file_name(partial_name);
     let mut last_error = None;
     for (i, address) in client.addresses().iter().enumerate() {
-        let mut chunks = match client.export_snapshot_of(i).await {
-            Ok(chunks) => chunks,
-            Err(status) => {
-                last_error = Some(anyhow::Error::new(status).context(format!("{address} did not export a snapshot")));
-                continue;
+        match snapshot_from(client, i, &partial).await {
+            Ok((index, term, bytes)) => {
+                std::fs::rename(&partial, out)
+                    .with_context(|| format!("cannot rename {} to {}", partial.display(), out.display()))?;
+                println!(
+                    "snapshot at log index {index} (term {term}) through {address}, {bytes} bytes: {}",
+                    out.display()
+                );
+                return Ok(());
             }
-        };
-        let tmp = out.with_extension("partial");
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("--out: cannot create {}", tmp.display()))?;
-        let (mut index, mut term, mut total, mut written) = (0, 0, 0u64, 0u64);
-        while let Some(chunk) = chunks.message().await.with_context(|| format!("{address} stopped the export"))? {
-            if written == 0 {
-                (index, term, total) = (chunk.last_log_index, chunk.last_log_term, chunk.total_bytes);
+            Err(error) => {
+                let _ = std::fs::remove_file(&partial);
+                last_error = Some(error.context(format!("{address} did not export a snapshot")));
             }
-            file.write_all(&chunk.data).with_context(|| format!("cannot write {}", tmp.display()))?;
-            written += chunk.data.len() as u64;
         }
-        if written != total || written == 0 {
-            let _ = std::fs::remove_file(&tmp);
-            bail!("{address} sent {written} of {total} bytes; nothing was written to {}", out.display());
-        }
-        file.sync_all().with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
-        println!("snapshot of {address} at log index {index} (term {term}), {written} bytes: {}", out.display());
-        return Ok(());
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no node to ask")))
+}
+
+/// Streams node `i`'s export into `partial`, synced; (index, term, bytes).
+async fn snapshot_from(client: &Client, i: usize, partial: &std::path::Path) -> Result<(u64, u64, u64)> {
+    use std::io::Write as _;
+    let mut chunks = client.export_snapshot_of(i).await?;
+    let mut file = std::fs::File::create(partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    let (mut index, mut term, mut total, mut written) = (0, 0, 0u64, 0u64);
+    while let Some(chunk) = chunks.message().await.context("the export stopped")? {
+        if written == 0 {
+            (index, term, total) = (chunk.last_log_index, chunk.last_log_term, chunk.total_bytes);
+        }
+        file.write_all(&chunk.data).with_context(|| format!("cannot write {}", partial.display()))?;
+        written += chunk.data.len() as u64;
+    }
+    if written != total || written == 0 {
+        bail!("received {written} of {total} bytes");
+    }
+    file.sync_all().with_context(|| format!("cannot write {}", partial.display()))?;
+    Ok((index, term, written))
 }
 
 fn source_text(status: &tonic::Status) -> String {
