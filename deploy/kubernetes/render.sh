@@ -2,8 +2,8 @@
 # Writes this pod's node configuration and starts the node (`render.sh run`, the container's
 # command), or writes it again and has the running node reload it (`render.sh reload`: tokens
 # and certificates, on SIGHUP). Why a script: a node's id and advertised addresses differ per
-# pod, and `advertise_api`, `advertise_raft` and `[[peers]]` have no environment override. The
-# id is looked up by the pod's ordinal in node-ids rather than computed from it, so that a pod
+# pod and derive from its ordinal, and `[[peers]]` has no environment override. The id is
+# looked up by the pod's ordinal in node-ids rather than computed from it, so that a pod
 # whose disk was lost can rejoin under a new id (deploy/README.md, "Replace a dead node").
 set -eu
 

@@ -41,6 +41,12 @@ pub(crate) struct NodeArgs {
     /// NATS server URL(s): consume gateway events from JetStream and publish effects to it.
     #[arg(long, env = "SWITCHBOARD_NATS_URL")]
     pub(crate) nats_url: Option<String>,
+    /// What clients dial for this node's API (host:port), when `listen` is a wildcard or NATed.
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_API")]
+    pub(crate) advertise_api: Option<String>,
+    /// What peers dial for this node's Raft service (host:port).
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_RAFT")]
+    pub(crate) advertise_raft: Option<String>,
 }
 
 /// A cluster member as the config file names it.
@@ -308,6 +314,12 @@ impl NodeConfig {
         }
         if let Some(url) = &args.nats_url {
             self.nats.get_or_insert_with(NatsSection::default).url = url.clone();
+        }
+        if let Some(addr) = &args.advertise_api {
+            self.advertise_api = Some(addr.clone());
+        }
+        if let Some(addr) = &args.advertise_raft {
+            self.advertise_raft = Some(addr.clone());
         }
     }
 }
@@ -834,6 +846,22 @@ mod tests {
 
     fn parse(text: &str) -> Result<Resolved> {
         resolve(toml::from_str(text).context("parse")?)
+    }
+
+    #[test]
+    fn flags_override_the_advertised_addresses() {
+        let mut config: NodeConfig = toml::from_str(include_str!("../../../deploy/node.example.toml")).expect("parse");
+        config.apply(&NodeArgs {
+            id: Some(2),
+            advertise_api: Some("sb-2.internal:7101".to_owned()),
+            advertise_raft: Some("sb-2.internal:7201".to_owned()),
+            ..NodeArgs::default()
+        });
+        let resolved = resolve(config).expect("resolves");
+        assert_eq!(
+            (resolved.advertise_api.as_str(), resolved.advertise_raft.as_str()),
+            ("sb-2.internal:7101", "sb-2.internal:7201")
+        );
     }
 
     #[test]
