@@ -53,8 +53,8 @@ pub use error::{LeaderHint, MembershipError, ProposeError, ReadError};
 pub use log_store::{LogStore, OpenLogError};
 pub use network::{Fate, FaultPlan, MAX_PEER_MESSAGE_BYTES, PeerRpc};
 pub use node::{
-    ClusterStatus, Committed, ENTRY_BYTES_MAX, MAX_INPUTS_PER_PROPOSAL, OutboxStats, RaftNode, RaftNodeConfig, Read,
-    StartError, Tuning, WRITE_BYTES_MAX,
+    ClusterStatus, Committed, ENTRY_BYTES_MAX, MAX_INPUTS_PER_PROPOSAL, MEMBERS_COUNT_MAX, NODE_ADDR_BYTES_MAX,
+    OutboxStats, RaftNode, RaftNodeConfig, Read, StartError, Tuning, WRITE_BYTES_MAX,
 };
 pub use outbox::{OUTBOX_EFFECTS_MAX, Outbox, OutboxBacklog};
 pub use state_machine::{

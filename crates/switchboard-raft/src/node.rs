@@ -41,6 +41,26 @@ pub const WRITE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// write still forms an entry of its own, up to [`WRITE_BYTES_MAX`]).
 pub const ENTRY_BYTES_MAX: usize = 512 * 1024;
 
+/// Longest address of a member (`raft_addr`, `api_addr`: a DNS name of up to 253 bytes and a
+/// port), in bytes (`node_addr_bytes_max`).
+pub const NODE_ADDR_BYTES_MAX: usize = 260;
+
+/// Most members a cluster may have, voters and learners (`members_count_max`).
+pub const MEMBERS_COUNT_MAX: usize = 64;
+
+/// `Invalid` unless both addresses of `node` fit [`NODE_ADDR_BYTES_MAX`].
+fn check_addresses(id: NodeId, node: &NodeInfo) -> Result<(), MembershipError> {
+    for (field, addr) in [("raft_addr", &node.raft_addr), ("api_addr", &node.api_addr)] {
+        if addr.len() > NODE_ADDR_BYTES_MAX {
+            return Err(MembershipError::Invalid(format!(
+                "node {id}: {field} is {} bytes; at most {NODE_ADDR_BYTES_MAX} (node_addr_bytes_max)",
+                addr.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Timing and batching knobs. The defaults suit a LAN or loopback cluster.
 #[derive(Clone, Debug)]
 pub struct Tuning {
@@ -419,6 +439,15 @@ impl RaftNode {
         }
         let mut members = members;
         members.entry(self.inner.id).or_insert_with(|| self.info.clone());
+        if members.len() > MEMBERS_COUNT_MAX {
+            return Err(MembershipError::Invalid(format!(
+                "{} members; at most {MEMBERS_COUNT_MAX} (members_count_max)",
+                members.len()
+            )));
+        }
+        for (id, node) in &members {
+            check_addresses(*id, node)?;
+        }
         match self.inner.raft.initialize(members).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(MembershipError::AlreadyInitialized),
@@ -431,6 +460,16 @@ impl RaftNode {
     pub async fn add_learner(&self, id: NodeId, node: NodeInfo, wait: bool) -> Result<u64, MembershipError> {
         if node.raft_addr.is_empty() {
             return Err(MembershipError::Invalid(format!("node {id} has an empty raft address")));
+        }
+        check_addresses(id, &node)?;
+        let status = self.status();
+        if status.voters.len() + status.learners.len() >= MEMBERS_COUNT_MAX
+            && !status.voters.contains_key(&id)
+            && !status.learners.contains_key(&id)
+        {
+            return Err(MembershipError::Invalid(format!(
+                "the cluster has {MEMBERS_COUNT_MAX} members already (members_count_max)"
+            )));
         }
         self.inner.raft.add_learner(id, node, wait).await.map(|r| r.log_id.index).map_err(|e| self.membership_error(e))
     }

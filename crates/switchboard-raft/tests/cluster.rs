@@ -183,6 +183,11 @@ async fn a_learner_added_after_compaction_catches_up_from_a_snapshot_and_can_vot
     cluster.start_node(4).await;
     let learner = cluster.node(4);
     let mut changes = learner.subscribe();
+    // The library refuses an address no peer could be told about, naming the limit.
+    let mut oversized = learner.info().clone();
+    oversized.api_addr = "a".repeat(switchboard_raft::NODE_ADDR_BYTES_MAX + 1);
+    let refused = leader.add_learner(4, oversized, true).await.expect_err("an oversized address");
+    assert!(refused.to_string().contains("node_addr_bytes_max"), "{refused}");
     leader.add_learner(4, learner.info().clone(), true).await.expect("add learner");
     let status = cluster.converged().await;
     assert_eq!(status.learners.keys().copied().collect::<Vec<_>>(), vec![4]);

@@ -443,6 +443,30 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
     let raft_listen = config
         .raft_listen
         .context("the Raft address is not set: give `raft_listen = \"host:port\"` or --raft-listen")?;
+    if config.peers.len() > switchboard_raft::MEMBERS_COUNT_MAX {
+        bail!(
+            "peers: {} nodes; at most {} (members_count_max)",
+            config.peers.len(),
+            switchboard_raft::MEMBERS_COUNT_MAX
+        );
+    }
+    let addresses = config.peers.iter().enumerate().flat_map(|(i, peer)| {
+        [(format!("peers[{i}].raft_addr"), &peer.raft_addr), (format!("peers[{i}].api_addr"), &peer.api_addr)]
+    });
+    for (key, addr) in
+        [("advertise_api".to_owned(), &config.advertise_api), ("advertise_raft".to_owned(), &config.advertise_raft)]
+            .into_iter()
+            .filter_map(|(key, addr)| addr.as_ref().map(|addr| (key, addr)))
+            .chain(addresses)
+    {
+        if addr.len() > switchboard_raft::NODE_ADDR_BYTES_MAX {
+            bail!(
+                "{key}: {} bytes; at most {} (node_addr_bytes_max)",
+                addr.len(),
+                switchboard_raft::NODE_ADDR_BYTES_MAX
+            );
+        }
+    }
     let mut seen = BTreeMap::new();
     for (i, peer) in config.peers.iter().enumerate() {
         ranges::NODE_ID.check(&format!("peers[{i}].id"), peer.id)?;
@@ -858,6 +882,11 @@ mod tests {
             ..NodeArgs::default()
         });
         let resolved = resolve(config).expect("resolves");
+        let long = format!("{}:7101", "h".repeat(switchboard_raft::NODE_ADDR_BYTES_MAX));
+        let mut config: NodeConfig = toml::from_str(include_str!("../../../deploy/node.example.toml")).expect("parse");
+        config.apply(&NodeArgs { advertise_api: Some(long), ..NodeArgs::default() });
+        let error = format!("{:#}", resolve(config).err().expect("an address too long"));
+        assert!(error.contains("advertise_api") && error.contains("node_addr_bytes_max"), "{error}");
         assert_eq!(
             (resolved.advertise_api.as_str(), resolved.advertise_raft.as_str()),
             ("sb-2.internal:7101", "sb-2.internal:7201")

@@ -354,6 +354,18 @@ async fn cluster_calls(client: &Client) {
         &["raft_addr"],
     );
     expect_error(
+        client
+            .add_learner(pb::AddLearnerRequest {
+                id: 9,
+                raft_addr: "127.0.0.1:1".into(),
+                api_addr: "a".repeat(switchboard_raft::NODE_ADDR_BYTES_MAX + 1),
+                wait_for_catch_up: false,
+            })
+            .await,
+        Code::InvalidArgument,
+        &["api_addr", "node_addr_bytes_max"],
+    );
+    expect_error(
         client.change_membership(pb::ChangeMembershipRequest { voters: vec![1, 2, 7], remove_learners: false }).await,
         Code::FailedPrecondition,
         &["7"],

@@ -158,6 +158,14 @@ impl Cluster for ClusterService {
         if request.raft_addr.is_empty() {
             return Err(invalid("raft_addr", "is required (host:port of the new node's Raft peer listener)").into());
         }
+        for (field, addr) in [("raft_addr", &request.raft_addr), ("api_addr", &request.api_addr)] {
+            if addr.len() > switchboard_raft::NODE_ADDR_BYTES_MAX {
+                let max = switchboard_raft::NODE_ADDR_BYTES_MAX;
+                return Err(
+                    invalid(field, format!("is {} bytes; at most {max} (node_addr_bytes_max)", addr.len())).into()
+                );
+            }
+        }
         let action = format!("AddLearner {} raft {} api {}", request.id, request.raft_addr, request.api_addr);
         let info = NodeInfo::new(request.raft_addr, request.api_addr);
         let log_index =
