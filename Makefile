@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Runs the tests with nextest when it is installed, else with cargo test.
 TEST_COMMAND := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run" || echo test)
 
-.PHONY: run test check-deploy verify fix fmt clippy doc fuzz bench bench-core bench-raft bench-e2e bench-check
+.PHONY: run test check-deploy verify fix fmt clippy doc fuzz nemesis bench bench-core bench-raft bench-e2e bench-check
 
 ## Starts nats-server and a local 3-node cluster, and a demo that configures a workspace,
 ## publishes conversations through NATS and prints the effects from the effects stream.
@@ -41,6 +41,18 @@ FUZZ_COMMANDS ?= 10000000
 fuzz:
 	SWITCHBOARD_FUZZ_COMMANDS=$(FUZZ_COMMANDS) $(if $(FUZZ_SEED),SWITCHBOARD_FUZZ_SEED=$(FUZZ_SEED)) \
 	$(CARGO) test --release -p switchboard-core --test command_space -- --ignored --exact fuzz --nocapture
+
+## The nemesis test, long: 3 (NEMESIS_NODES=5: 5) optimised `switchboard node` processes and a
+## nats-server under NEMESIS_SECONDS (default 600) of seeded faults (NEMESIS_SEED, default: the
+## clock), judged from the effects alone. Prints the verdict line; exits non-zero on any finding.
+## `make test` runs a bounded slice (crates/switchboard/tests/nemesis.rs).
+NEMESIS_SECONDS ?= 600
+NEMESIS_NODES ?= 3
+nemesis:
+	$(CARGO) build --release -p switchboard -p switchboard-nemesis
+	SWITCHBOARD_NATS_SERVER="$$(dirname "$$(bash tests/python/setup_env.sh | tail -n 1)")/nats-server" \
+	SWITCHBOARD_BIN=target/release/switchboard \
+	target/release/switchboard-nemesis --seconds $(NEMESIS_SECONDS) --nodes $(NEMESIS_NODES) $(if $(NEMESIS_SEED),--seed $(NEMESIS_SEED))
 
 ## Everything CI checks, without changing any file.
 verify: fmt clippy doc test bench-check

@@ -263,6 +263,11 @@ pub(crate) struct Inner {
     pub(crate) peers_authenticated: bool,
     /// Whether the node had a vote when it started (it belonged to a cluster then).
     member_at_start: bool,
+    /// Whether the node holds everything the cluster had committed when it came: always for a
+    /// node that started with its data; for one that started without (new, or its data lost),
+    /// once it has applied up to the read index the leader gave it (see `rejoin`). Until then
+    /// it refuses its vote to candidates with history.
+    pub(crate) caught_up: AtomicBool,
 }
 
 /// A running Switchboard replica.
@@ -351,6 +356,7 @@ impl RaftNode {
             confirmed_term: AtomicU64::new(0),
             peers_authenticated: tls.is_some(),
             member_at_start: member,
+            caught_up: AtomicBool::new(member),
         });
         let limits = BatchLimits {
             max_batch_inputs: tuning.max_batch_inputs.max(1),
@@ -362,6 +368,10 @@ impl RaftNode {
         let ticker = tokio::spawn(tick(Arc::clone(&inner), last_proposed_ms));
         let confirmer = tokio::spawn(confirm_leadership(Arc::clone(&inner)));
         let observer = tokio::spawn(observe(Arc::clone(&inner)));
+        let mut tasks = vec![batcher, ticker, confirmer, observer];
+        if !member {
+            tasks.push(tokio::spawn(rejoin(Arc::clone(&inner))));
+        }
 
         let service = RaftPeerServer::new(PeerService { inner: Arc::clone(&inner) })
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -386,11 +396,7 @@ impl RaftNode {
             }
         });
         tracing::info!(node = id, raft_addr = %info.raft_addr, "raft node started");
-        let running = Running {
-            tasks: vec![batcher, ticker, confirmer, observer],
-            server_stop: Some(server_stop),
-            server: Some(server),
-        };
+        let running = Running { tasks, server_stop: Some(server_stop), server: Some(server) };
         Ok(Self { inner, info, running: std::sync::Mutex::new(running) })
     }
 
@@ -1045,6 +1051,48 @@ fn staggered(every: u64, id: NodeId) -> u64 {
 
 /// Logs what an operator needs to follow the cluster (elections, leader changes, membership
 /// changes) and keeps the replication gauges current, from the Raft metrics.
+/// Brings a node that started without a vote into elections safely. Its log is empty (or
+/// short), so openraft alone would grant its vote to any candidate: a candidate lacking entries
+/// the cluster committed — on this very node, before its data was lost — could win with it and
+/// drop them. The node asks the leader for a read index (everything committed so far), waits
+/// until it has applied that far (by log or snapshot), and only then votes again; meanwhile
+/// the peer service refuses its vote to candidates with history. A new cluster's first
+/// election (candidates at index 0) is unaffected.
+async fn rejoin(inner: Arc<Inner>) {
+    let mut announced = false;
+    loop {
+        if inner.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let target = match inner.leader() {
+            // It won an election: it had every committed entry.
+            Some(leader) if leader.id == inner.id => Some(0),
+            Some(leader) => inner.forward_read_index(&leader, Instant::now() + Duration::from_secs(2)).await.ok(),
+            None => None,
+        };
+        if let Some(target) = target {
+            if !announced && target > 0 {
+                tracing::info!(node = inner.id, index = target, "started without data: catching up before voting");
+                announced = true;
+            }
+            let caught_up = inner
+                .raft
+                .wait(Some(Duration::from_secs(10)))
+                .applied_index_at_least(Some(target), "catching up before voting")
+                .await
+                .is_ok();
+            if caught_up {
+                inner.caught_up.store(true, Ordering::Release);
+                if announced {
+                    tracing::info!(node = inner.id, index = target, "caught up with the cluster; votes again");
+                }
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn observe(inner: Arc<Inner>) {
     let mut metrics = inner.raft.metrics();
     let mut leader: Option<(NodeId, u64)> = None;
