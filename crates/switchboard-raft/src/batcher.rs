@@ -39,6 +39,9 @@ pub(crate) struct BatchLimits {
     pub(crate) max_entry_bytes: usize,
     pub(crate) linger: Duration,
     pub(crate) max_in_flight: usize,
+    /// How long an entry holds its place among the `max_in_flight` before the batcher stops
+    /// waiting for openraft's answer (see `run`).
+    pub(crate) answer_within: Duration,
 }
 
 /// UTC milliseconds by the wall clock: the only clock read in the write path, on the leader.
@@ -105,13 +108,24 @@ pub(crate) async fn run(
                 return;
             }
             Ok(receiver) => {
+                let answer_within = limits.answer_within;
                 tokio::spawn(async move {
-                    let result = match receiver.await {
-                        Ok(Ok(response)) => Ok(response),
-                        Ok(Err(error)) => Err(write_error(error)),
-                        Err(_) => {
+                    // openraft answers a write when its entry is applied or truncated, but not
+                    // when this node, deposed meanwhile, catches up by a snapshot that covers
+                    // the entry's index: that answer never comes. Waiting for it forever would
+                    // keep the entry's place, and after `max_in_flight` such losses this node
+                    // could never propose again once it leads (found by the nemesis test).
+                    let result = match tokio::time::timeout(answer_within, receiver).await {
+                        Ok(Ok(Ok(response))) => Ok(response),
+                        Ok(Ok(Err(error))) => Err(write_error(error)),
+                        Ok(Err(_)) => {
                             Err(ProposeError::Uncertain { reason: "the leader stopped before answering".to_owned() })
                         }
+                        Err(_) => Err(ProposeError::Uncertain {
+                            reason: format!(
+                                "no answer within {answer_within:?}: the entry may still commit, or may have been replaced"
+                            ),
+                        }),
                     };
                     drop(permit);
                     distribute(waiters, at_ms, result);

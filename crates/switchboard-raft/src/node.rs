@@ -363,6 +363,7 @@ impl RaftNode {
             max_entry_bytes: ENTRY_BYTES_MAX,
             linger: tuning.batch_linger,
             max_in_flight: tuning.max_in_flight,
+            answer_within: tuning.request_timeout,
         };
         let batcher = tokio::spawn(batcher::run(raft, batch_rx, limits, Arc::clone(&last_proposed_ms)));
         let ticker = tokio::spawn(tick(Arc::clone(&inner), last_proposed_ms));
@@ -754,6 +755,12 @@ impl RaftNode {
     /// The current leader, if known.
     pub fn leader(&self) -> Option<LeaderHint> {
         self.inner.leader()
+    }
+
+    /// Whether this node grants votes to candidates with history: it started with its data, or
+    /// has since caught up with what the cluster had committed when it came (see `rejoin`).
+    pub fn votes(&self) -> bool {
+        self.inner.caught_up.load(Ordering::Acquire)
     }
 
     /// Waits until some node is known as leader, up to `timeout`.

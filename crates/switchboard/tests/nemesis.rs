@@ -9,8 +9,10 @@ async fn a_bounded_nemesis_run_loses_doubles_and_breaks_nothing() {
     let seed = std::env::var("NEMESIS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
     });
-    let mut binaries = switchboard_nemesis::find_binaries().expect("nats-server");
-    binaries.switchboard = env!("CARGO_BIN_EXE_switchboard").into();
+    let binaries = switchboard_nemesis::cluster::Binaries {
+        switchboard: env!("CARGO_BIN_EXE_switchboard").into(),
+        nats_server: switchboard_nemesis::nats_server(),
+    };
     let options = switchboard_nemesis::Options { binaries, nodes: 3, seconds, seed, gateways: 3, dir: None };
     let report = switchboard_nemesis::run(&options).await.unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
     for line in report.recovery_lines() {

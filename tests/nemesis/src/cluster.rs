@@ -326,6 +326,52 @@ impl Cluster {
         out
     }
 
+    /// What each node says of itself (role, term, leader, log, commit, applied, snapshot), or
+    /// the error it answers with, for a wedge's report.
+    pub async fn describe(&self) -> String {
+        let Ok(client) = self.client(Duration::from_secs(2), Duration::ZERO) else { return String::new() };
+        let mut out = Vec::new();
+        for i in 0..self.len() {
+            out.push(match client.status_of(i).await {
+                Ok(s) => format!(
+                    "node {}: {} term={} leader={} last_log={} commit={} applied={} snapshot={}",
+                    i + 1,
+                    s.role,
+                    s.term,
+                    s.leader_id,
+                    s.last_log_index,
+                    s.commit_index,
+                    s.applied_index,
+                    s.snapshot_index
+                ),
+                Err(status) => {
+                    format!("node {} ({:?}): {:?} {}", i + 1, self.states[i], status.code(), status.message())
+                }
+            });
+        }
+        out.join("\n")
+    }
+
+    /// Writes every running node's thread stacks to `node<N>.stacks` in the run's directory
+    /// with gdb, when gdb is installed (for a wedge: where is everyone waiting?).
+    pub fn dump_stacks(&self) -> Vec<PathBuf> {
+        let mut written = Vec::new();
+        for (i, child) in self.children.iter().enumerate() {
+            let Some(child) = child else { continue };
+            let path = self.dir.join(format!("node{}.stacks", i + 1));
+            let output = Command::new("gdb")
+                .args(["-p", &child.id().to_string(), "-batch", "-ex", "thread apply all bt"])
+                .stdin(Stdio::null())
+                .output();
+            if let Ok(output) = output
+                && std::fs::write(&path, &output.stdout).is_ok()
+            {
+                written.push(path);
+            }
+        }
+        written
+    }
+
     /// The last lines of node `i`'s log.
     pub fn log_tail(&self, i: usize, lines: usize) -> String {
         let text = std::fs::read_to_string(self.dir.join(format!("node{}.log", i + 1))).unwrap_or_default();

@@ -188,8 +188,16 @@ impl Nemesis {
         let mut published = false;
         loop {
             if started.elapsed() > RECOVERY_MAX {
+                let mut views = Vec::new();
+                for _ in 0..3 {
+                    views.push(cluster.describe().await);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                let stacks = cluster.dump_stacks();
                 bail!(
-                    "wedged: a conversation published through NATS was not visible {RECOVERY_MAX:?} after the heal (published: {published})\n{}",
+                    "wedged: a conversation published through NATS was not visible {RECOVERY_MAX:?} after the heal (published: {published})\n\
+                     the nodes, three times a second apart:\n{}\nthread stacks: {stacks:?}\n{}",
+                    views.join("\n--\n"),
                     (0..cluster.len())
                         .map(|i| format!("node {}:\n{}", i + 1, cluster.log_tail(i, 15)))
                         .collect::<Vec<_>>()

@@ -94,9 +94,8 @@ impl Report {
     }
 }
 
-/// The binaries found beside this process or on the usual paths: `$SWITCHBOARD_BIN` or the
-/// `switchboard` beside the current executable (`target/<profile>/`), and
-/// `$SWITCHBOARD_NATS_SERVER`, `target/pyenv/bin/nats-server` or `nats-server` on the PATH.
+/// The binaries: `$SWITCHBOARD_BIN` or the `switchboard` beside the current executable
+/// (`target/<profile>/`), and [`nats_server`].
 pub fn find_binaries() -> Result<Binaries> {
     let switchboard = match std::env::var_os("SWITCHBOARD_BIN").filter(|p| !p.is_empty()) {
         Some(path) => PathBuf::from(path),
@@ -108,14 +107,19 @@ pub fn find_binaries() -> Result<Binaries> {
             )?
         }
     };
-    let nats_server = match std::env::var_os("SWITCHBOARD_NATS_SERVER").filter(|p| !p.is_empty()) {
+    Ok(Binaries { switchboard, nats_server: nats_server() })
+}
+
+/// nats-server: `$SWITCHBOARD_NATS_SERVER`, else `target/pyenv/bin/nats-server` (installed by
+/// `tests/python/setup_env.sh`), else `nats-server` on the PATH.
+pub fn nats_server() -> PathBuf {
+    match std::env::var_os("SWITCHBOARD_NATS_SERVER").filter(|p| !p.is_empty()) {
         Some(path) => PathBuf::from(path),
         None => {
             let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/pyenv/bin/nats-server");
             if venv.exists() { venv } else { PathBuf::from("nats-server") }
         }
-    };
-    Ok(Binaries { switchboard, nats_server })
+    }
 }
 
 /// Runs the nemesis: starts the cluster, sets up the workspace, runs the workload under faults
