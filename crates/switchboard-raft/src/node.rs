@@ -1056,8 +1056,6 @@ fn staggered(every: u64, id: NodeId) -> u64 {
     every.saturating_add(every / 10 * (id.saturating_sub(1) % 5))
 }
 
-/// Logs what an operator needs to follow the cluster (elections, leader changes, membership
-/// changes) and keeps the replication gauges current, from the Raft metrics.
 /// Brings a node that started without a vote into elections safely. Its log is empty (or
 /// short), so openraft alone would grant its vote to any candidate: a candidate lacking entries
 /// the cluster committed — on this very node, before its data was lost — could win with it and
@@ -1100,6 +1098,8 @@ async fn rejoin(inner: Arc<Inner>) {
     }
 }
 
+/// Logs what an operator needs to follow the cluster (elections, leader changes, membership
+/// changes) and keeps the replication gauges current, from the Raft metrics.
 async fn observe(inner: Arc<Inner>) {
     let mut metrics = inner.raft.metrics();
     let mut leader: Option<(NodeId, u64)> = None;
