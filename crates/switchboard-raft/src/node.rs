@@ -263,11 +263,6 @@ pub(crate) struct Inner {
     pub(crate) peers_authenticated: bool,
     /// Whether the node had a vote when it started (it belonged to a cluster then).
     member_at_start: bool,
-    /// Whether the node holds everything the cluster had committed when it came: always for a
-    /// node that started with its data; for one that started without (new, or its data lost),
-    /// once it has applied up to the read index the leader gave it (see `rejoin`). Until then
-    /// it refuses its vote to candidates with history.
-    pub(crate) caught_up: AtomicBool,
 }
 
 /// A running Switchboard replica.
@@ -356,7 +351,6 @@ impl RaftNode {
             confirmed_term: AtomicU64::new(0),
             peers_authenticated: tls.is_some(),
             member_at_start: member,
-            caught_up: AtomicBool::new(member),
         });
         let limits = BatchLimits {
             max_batch_inputs: tuning.max_batch_inputs.max(1),
@@ -369,10 +363,7 @@ impl RaftNode {
         let ticker = tokio::spawn(tick(Arc::clone(&inner), last_proposed_ms));
         let confirmer = tokio::spawn(confirm_leadership(Arc::clone(&inner)));
         let observer = tokio::spawn(observe(Arc::clone(&inner)));
-        let mut tasks = vec![batcher, ticker, confirmer, observer];
-        if !member {
-            tasks.push(tokio::spawn(rejoin(Arc::clone(&inner))));
-        }
+        let tasks = vec![batcher, ticker, confirmer, observer];
 
         let service = RaftPeerServer::new(PeerService { inner: Arc::clone(&inner) })
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -757,12 +748,6 @@ impl RaftNode {
         self.inner.leader()
     }
 
-    /// Whether this node grants votes to candidates with history: it started with its data, or
-    /// has since caught up with what the cluster had committed when it came (see `rejoin`).
-    pub fn votes(&self) -> bool {
-        self.inner.caught_up.load(Ordering::Acquire)
-    }
-
     /// Waits until some node is known as leader, up to `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<LeaderHint> {
         let deadline = Instant::now() + timeout;
@@ -1054,48 +1039,6 @@ impl CutOff {
 /// and 3 at every sixth of node 1's), and nodes whose ids differ by five share an interval.
 fn staggered(every: u64, id: NodeId) -> u64 {
     every.saturating_add(every / 10 * (id.saturating_sub(1) % 5))
-}
-
-/// Brings a node that started without a vote into elections safely. Its log is empty (or
-/// short), so openraft alone would grant its vote to any candidate: a candidate lacking entries
-/// the cluster committed — on this very node, before its data was lost — could win with it and
-/// drop them. The node asks the leader for a read index (everything committed so far), waits
-/// until it has applied that far (by log or snapshot), and only then votes again; meanwhile
-/// the peer service refuses its vote to candidates with history. A new cluster's first
-/// election (candidates at index 0) is unaffected.
-async fn rejoin(inner: Arc<Inner>) {
-    let mut announced = false;
-    loop {
-        if inner.stopped.load(Ordering::Relaxed) {
-            return;
-        }
-        let target = match inner.leader() {
-            // It won an election: it had every committed entry.
-            Some(leader) if leader.id == inner.id => Some(0),
-            Some(leader) => inner.forward_read_index(&leader, Instant::now() + Duration::from_secs(2)).await.ok(),
-            None => None,
-        };
-        if let Some(target) = target {
-            if !announced && target > 0 {
-                tracing::info!(node = inner.id, index = target, "started without data: catching up before voting");
-                announced = true;
-            }
-            let caught_up = inner
-                .raft
-                .wait(Some(Duration::from_secs(10)))
-                .applied_index_at_least(Some(target), "catching up before voting")
-                .await
-                .is_ok();
-            if caught_up {
-                inner.caught_up.store(true, Ordering::Release);
-                if announced {
-                    tracing::info!(node = inner.id, index = target, "caught up with the cluster; votes again");
-                }
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Logs what an operator needs to follow the cluster (elections, leader changes, membership

@@ -5,8 +5,7 @@ use crate::network::{PEER_ID_METADATA_KEY, PayloadError, decode, encode};
 use crate::node::Inner;
 use crate::types::{NodeId, TypeConfig};
 use crate::wire::{ProposeReply, ProposeRequest, ReadIndexReply};
-use openraft::error::RaftError;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest, VoteResponse};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use std::sync::Arc;
 use switchboard_proto::raft::v1::RaftPayload;
 use switchboard_proto::raft::v1::raft_peer_server::RaftPeer;
@@ -74,21 +73,6 @@ impl RaftPeer for PeerService {
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: VoteRequest<NodeId> = decode(request.get_ref()).map_err(bad_payload)?;
         self.authenticate(&request, rpc.vote.leader_id().voted_for())?;
-        // A node still catching up after starting without data votes only in a new cluster's
-        // first election (see `node::rejoin`).
-        if !self.inner.caught_up.load(std::sync::atomic::Ordering::Acquire)
-            && rpc.last_log_id.is_some_and(|id| id.index > 0)
-        {
-            tracing::info!(
-                node = self.inner.id,
-                candidate = ?rpc.vote.leader_id().voted_for(),
-                "vote refused: this node started without data and has not caught up yet"
-            );
-            let vote = self.inner.raft.metrics().borrow().vote;
-            let refused: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
-                Ok(VoteResponse { vote, vote_granted: false, last_log_id: None });
-            return reply(&refused);
-        }
         reply(&self.inner.raft.vote(rpc).await)
     }
 
