@@ -3,7 +3,7 @@ CARGO ?= cargo
 # Runs the tests with nextest when it is installed, else with cargo test.
 TEST_COMMAND := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run" || echo test)
 
-.PHONY: run test check-deploy verify fix fmt clippy doc fuzz nemesis bench bench-core bench-raft bench-e2e bench-check
+.PHONY: run test check-deploy verify fix fmt clippy doc fuzz nemesis bench bench-core bench-raft bench-scale bench-e2e bench-check
 
 ## Starts nats-server and a local 3-node cluster, and a demo that configures a workspace,
 ## publishes conversations through NATS and prints the effects from the effects stream.
@@ -86,6 +86,11 @@ bench-core:
 ## One line per configuration: Raft commit throughput and latency on a 3-node loopback cluster.
 bench-raft:
 	$(CARGO) bench -p switchboard-raft --bench commit
+
+## At scale: 100,000 agents and 1,000,000 open conversations on a 3-node loopback cluster;
+## load latency alone, then while every node snapshots and status is polled (minutes, ~6 GiB).
+bench-scale:
+	$(CARGO) bench -p switchboard-raft --bench scale
 
 ## End to end: nats-server + 3 nodes + loadgen; JetStream ceiling and e2e rate/latency lines.
 bench-e2e:

@@ -346,6 +346,12 @@ impl State {
     /// A digest of the whole state (XXH3-128 of the snapshot, hex). Two replicas that applied
     /// the same log have the same digest.
     pub fn state_digest(&self) -> String {
-        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&self.snapshot()))
+        Self::digest_of_snapshot(&self.snapshot())
+    }
+
+    /// The digest of a state from its [`State::snapshot`] bytes (what [`State::state_digest`]
+    /// returns for that state).
+    pub fn digest_of_snapshot(snapshot: &[u8]) -> String {
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(snapshot))
     }
 }

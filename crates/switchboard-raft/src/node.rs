@@ -86,6 +86,10 @@ pub struct Tuning {
     pub connect_timeout: Duration,
     /// How long a write or a read may wait for a leader, including forwarding and retries.
     pub request_timeout: Duration,
+    /// A whole-state read (a snapshot, the digest of `status`, an export) of a state whose last
+    /// snapshot was at least this many bytes runs in a forked child, so that applies wait only
+    /// for the fork; a smaller state is read under the lock. `usize::MAX` never forks.
+    pub fork_reads_bytes_min: usize,
 }
 
 impl Default for Tuning {
@@ -101,6 +105,7 @@ impl Default for Tuning {
             tick_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(500),
             request_timeout: Duration::from_secs(10),
+            fork_reads_bytes_min: 1 << 20,
         }
     }
 }
@@ -311,7 +316,9 @@ impl RaftNode {
         let committed = log.committed_index();
         // A node that ever voted or was initialised has a vote: it belongs to a cluster.
         let member = openraft::storage::RaftLogStorage::read_vote(&mut log).await.ok().flatten().is_some();
-        let sm = StateMachineStore::open(&data_dir.join("state"))?.with_faults(faults.clone());
+        let sm = StateMachineStore::open(&data_dir.join("state"))?
+            .with_faults(faults.clone())
+            .with_fork_reads_bytes_min(tuning.fork_reads_bytes_min);
         let listener = TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Listen { addr: listen, source })?;
         let info = NodeInfo { raft_addr: advertise.unwrap_or_else(|| bound.to_string()), api_addr };
@@ -392,8 +399,15 @@ impl RaftNode {
         Ok(Self { inner, info, running: std::sync::Mutex::new(running) })
     }
 
+    /// Asks this node to build a snapshot now (and purge its log behind it), as it does every
+    /// [`Tuning::snapshot_every_entries`]; returns once asked, not once built.
+    pub async fn trigger_snapshot(&self) -> Result<(), String> {
+        self.inner.raft.trigger().snapshot().await.map_err(|e| e.to_string())
+    }
+
     /// This replica's whole state as a snapshot file, at its applied index (a backup; see
-    /// [`crate::restore_snapshot`]). Applies wait while the state is copied.
+    /// [`crate::restore_snapshot`]). A large state is read from a forked copy, so applies
+    /// wait only for the fork.
     pub async fn export_snapshot(&self) -> Result<crate::SnapshotExport, SnapshotFileError> {
         let shared = Arc::clone(&self.inner.sm);
         tokio::task::spawn_blocking(move || shared.export())
@@ -460,7 +474,7 @@ impl RaftNode {
             return Err(MembershipError::Invalid(format!("node {id} has an empty raft address")));
         }
         check_addresses(id, &node)?;
-        let status = self.status();
+        let status = self.members_status();
         if status.voters.len() + status.learners.len() >= MEMBERS_COUNT_MAX
             && !status.voters.contains_key(&id)
             && !status.learners.contains_key(&id)
@@ -762,8 +776,17 @@ impl RaftNode {
         }
     }
 
-    /// This node's view of the cluster, with the digest of its applied state.
+    /// This node's view of the cluster, with the digest of its applied state. Computing the
+    /// digest of a large state takes as long as encoding it (about 0.4 s at a million
+    /// conversations) but does not stall applies (it reads a forked copy); a digest is reused
+    /// while nothing new is applied. Blocking: call it off the async runtime's workers.
     pub fn status(&self) -> ClusterStatus {
+        let (applied_index, state_digest) = self.inner.sm.digest();
+        ClusterStatus { applied_index, state_digest, ..self.members_status() }
+    }
+
+    /// [`RaftNode::status`] without the state digest (empty) and without blocking.
+    pub fn members_status(&self) -> ClusterStatus {
         let metrics = self.inner.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -776,10 +799,7 @@ impl RaftNode {
                 learners.insert(*id, node.clone());
             }
         }
-        let (applied_index, state_digest) = {
-            let replica = self.inner.sm.read();
-            (replica.last_applied.map_or(0, |id| id.index), replica.state.state_digest())
-        };
+        let applied_index = self.inner.sm.read().last_applied.map_or(0, |id| id.index);
         ClusterStatus {
             id: self.inner.id,
             role: match metrics.state {
@@ -797,7 +817,7 @@ impl RaftNode {
             commit_index: self.inner.commit_index(applied_index),
             applied_index,
             snapshot_index: metrics.snapshot.map_or(0, |id| id.index),
-            state_digest,
+            state_digest: String::new(),
         }
     }
 

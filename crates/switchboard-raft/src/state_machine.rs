@@ -31,8 +31,9 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 use switchboard_core::{ApplyError, Input, State};
 use tokio::sync::broadcast;
 
@@ -43,6 +44,8 @@ const SNAPSHOT_FILE: &str = "snapshot.bin";
 /// Applied entries the change feed holds for a slow subscriber before it gets `Lagged` (and
 /// re-reads: the Watch ring, the effect publisher from the outbox).
 pub(crate) const CHANGE_FEED_CAPACITY: usize = 4096;
+/// How long a forked read may take before it is killed and the read is done under the lock.
+const FORK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The applied state of one replica: the assigner plus what openraft needs to know about it.
 #[derive(Debug, Default)]
@@ -84,6 +87,15 @@ pub(crate) struct Shared {
     apply_panics: AtomicU64,
     /// Effects dropped from the outbox unpublished (over its bound) since start.
     outbox_dropped: AtomicU64,
+    /// The size of the last snapshot built, installed or restored, in bytes: decides whether a
+    /// whole-state read forks.
+    size_hint: AtomicUsize,
+    /// A whole-state read of a state at least this large (by `size_hint`) runs in a forked
+    /// child (see `switchboard_fork`); a smaller one under the lock, which is then quicker.
+    fork_bytes_min: AtomicUsize,
+    /// The last state digest and the applied index it is for; its lock also makes concurrent
+    /// callers wait for one computation rather than start several.
+    digest: Mutex<(u64, String)>,
 }
 
 impl Shared {
@@ -105,6 +117,72 @@ impl Shared {
 
     pub(crate) fn outbox_dropped(&self) -> u64 {
         self.outbox_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Reads the whole replica consistently: `head` (cheap) under the read lock, and `body`
+    /// (the whole state) under the lock too when the state is small, else in a forked child
+    /// over the memory image taken under the lock, so that applies wait only for the fork. If
+    /// the child fails, both are read again under the lock.
+    fn read_whole<H>(&self, head: impl Fn(&Replica) -> H, body: impl Fn(&Replica) -> Vec<u8>) -> (H, Vec<u8>) {
+        let (first, child) = {
+            let replica = self.read();
+            let started = std::time::Instant::now();
+            let paused = || {
+                metrics::histogram!(crate::metrics::STATE_READ_PAUSE_SECONDS).record(started.elapsed().as_secs_f64());
+            };
+            let first = head(&replica);
+            if self.size_hint.load(Ordering::Relaxed) < self.fork_bytes_min.load(Ordering::Relaxed) {
+                let bytes = body(&replica);
+                paused();
+                return (first, bytes);
+            }
+            match switchboard_fork::spawn(|| body(&replica)) {
+                Ok(child) => {
+                    paused();
+                    (first, child)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot fork to read the state; reading it under the lock (applies wait)");
+                    let bytes = body(&replica);
+                    paused();
+                    return (first, bytes);
+                }
+            }
+        };
+        match child.wait(FORK_TIMEOUT) {
+            Ok(bytes) => (first, bytes),
+            Err(error) => {
+                tracing::warn!(%error, "reading the state in a child failed; reading it under the lock (applies wait)");
+                let replica = self.read();
+                (head(&replica), body(&replica))
+            }
+        }
+    }
+
+    /// The applied index and the digest of the state there (see [`State::state_digest`]),
+    /// computed without stalling applies for a large state. Blocks for as long as the state
+    /// takes to serialise: call it off the async runtime.
+    pub(crate) fn digest(&self) -> (u64, String) {
+        let mut cached = self.digest.lock().unwrap_or_else(PoisonError::into_inner);
+        let applied = self.read().last_applied.map_or(0, |id| id.index);
+        if cached.0 == applied && !cached.1.is_empty() {
+            return cached.clone();
+        }
+        let (index, body) = self.read_whole(
+            |replica| replica.last_applied.map_or(0, |id| id.index),
+            |replica| {
+                let core = replica.state.snapshot();
+                let mut body = (core.len() as u64).to_le_bytes().to_vec();
+                body.extend_from_slice(State::digest_of_snapshot(&core).as_bytes());
+                body
+            },
+        );
+        let (size, digest) = body.split_at_checked(8).unwrap_or((&[], &[]));
+        if let Ok(size) = <[u8; 8]>::try_from(size) {
+            self.size_hint.store(usize::try_from(u64::from_le_bytes(size)).unwrap_or(usize::MAX), Ordering::Relaxed);
+        }
+        *cached = (index, String::from_utf8_lossy(digest).into_owned());
+        cached.clone()
     }
 }
 
@@ -211,8 +289,10 @@ impl StateMachineStore {
         let io = |source| SnapshotFileError::Io { path: dir.display().to_string(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join(SNAPSHOT_FILE);
+        let mut size = 0;
         let replica = match std::fs::read(&path) {
             Ok(bytes) => {
+                size = bytes.len();
                 let (meta, extras, core) = decode_snapshot(&bytes)?;
                 let state = State::restore(core).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
                 Replica {
@@ -234,8 +314,18 @@ impl StateMachineStore {
             snapshots_built: AtomicU64::new(0),
             apply_panics: AtomicU64::new(0),
             outbox_dropped: AtomicU64::new(0),
+            size_hint: AtomicUsize::new(size),
+            fork_bytes_min: AtomicUsize::new(usize::MAX),
+            digest: Mutex::new((0, String::new())),
         };
         Ok(Self { shared: Arc::new(shared), faults: None })
+    }
+
+    /// Reads a state whose last snapshot was at least `bytes` large in a forked child (see
+    /// [`crate::Tuning::fork_reads_bytes_min`]); by default every read is under the lock.
+    pub fn with_fork_reads_bytes_min(self, bytes: usize) -> Self {
+        self.shared.fork_bytes_min.store(bytes, Ordering::Relaxed);
+        self
     }
 
     /// Installs test failpoints.
@@ -280,25 +370,35 @@ impl Shared {
     /// Encodes the replica as it is now, without writing a file or telling openraft: a
     /// consistent copy taken under the read lock (applies wait while it is copied).
     pub(crate) fn export(&self) -> Result<SnapshotExport, SnapshotFileError> {
-        let (meta, extras, core) = {
-            let replica = self.read();
-            let last = replica.last_applied;
-            let snapshot_id = match last {
-                Some(id) => format!("{}-{}-{}-export", id.leader_id.term, id.leader_id.node_id, id.index),
-                None => "0-0-0-export".to_owned(),
-            };
-            let meta =
-                SnapshotMeta { last_log_id: last, last_membership: replica.last_membership.clone(), snapshot_id };
-            let extras = ReplicaExtras { outbox: replica.outbox.to_stored(), audit: replica.audit.clone() };
-            (meta, extras, replica.state.snapshot())
-        };
-        let bytes = encode_snapshot(&meta, &extras, &core)?;
+        let (meta, bytes) = self.read_whole(
+            |replica| snapshot_meta_of(replica, "export"),
+            |replica| encode_replica(replica, &snapshot_meta_of(replica, "export")),
+        );
+        if bytes.is_empty() {
+            return Err(SnapshotFileError::Format("the state could not be encoded".to_owned()));
+        }
         Ok(SnapshotExport {
             last_log_index: meta.last_log_id.map_or(0, |id| id.index),
             last_log_term: meta.last_log_id.map_or(0, |id| id.leader_id.term),
             bytes,
         })
     }
+}
+
+/// The metadata of a snapshot of `replica` as it is now, its id ending in `suffix`.
+fn snapshot_meta_of(replica: &Replica, suffix: &str) -> SnapshotMeta {
+    let snapshot_id = match replica.last_applied {
+        Some(id) => format!("{}-{}-{}-{suffix}", id.leader_id.term, id.leader_id.node_id, id.index),
+        None => format!("0-0-0-{suffix}"),
+    };
+    SnapshotMeta { last_log_id: replica.last_applied, last_membership: replica.last_membership.clone(), snapshot_id }
+}
+
+/// The snapshot file of `replica` under `meta`; empty if it cannot be encoded (a state over
+/// 4 GiB of metadata or outbox).
+fn encode_replica(replica: &Replica, meta: &SnapshotMeta) -> Vec<u8> {
+    let extras = ReplicaExtras { outbox: replica.outbox.to_stored(), audit: replica.audit.clone() };
+    encode_snapshot(meta, &extras, &replica.state.snapshot()).unwrap_or_default()
 }
 
 /// Why [`restore_snapshot`] refused.
@@ -380,20 +480,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let shared = Arc::clone(&self.shared);
         let started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || {
-            let (meta, outbox, core) = {
-                let replica = shared.read();
-                let n = shared.snapshots_built.fetch_add(1, Ordering::Relaxed);
-                let last = replica.last_applied;
-                let snapshot_id = match last {
-                    Some(id) => format!("{}-{}-{}-{n}", id.leader_id.term, id.leader_id.node_id, id.index),
-                    None => format!("0-0-0-{n}"),
-                };
-                let meta =
-                    SnapshotMeta { last_log_id: last, last_membership: replica.last_membership.clone(), snapshot_id };
-                let extras = ReplicaExtras { outbox: replica.outbox.to_stored(), audit: replica.audit.clone() };
-                (meta, extras, replica.state.snapshot())
-            };
-            let bytes = encode_snapshot(&meta, &outbox, &core).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            let suffix = shared.snapshots_built.fetch_add(1, Ordering::Relaxed).to_string();
+            let (meta, bytes) = shared.read_whole(
+                |replica| snapshot_meta_of(replica, &suffix),
+                |replica| encode_replica(replica, &snapshot_meta_of(replica, &suffix)),
+            );
+            if bytes.is_empty() {
+                let e = SnapshotFileError::Format("the state could not be encoded".to_owned());
+                return Err(snapshot_error(Some(&meta), &e));
+            }
+            shared.size_hint.store(bytes.len(), Ordering::Relaxed);
             write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
             let seconds = started.elapsed().as_secs_f64();
             metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS).record(seconds);
@@ -569,6 +665,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             let state = State::restore(core).map_err(|e| snapshot_error(Some(&meta), &e))?;
             write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            shared.size_hint.store(bytes.len(), Ordering::Relaxed);
             let index = meta.last_log_id.map_or(0, |id| id.index);
             {
                 let mut replica = shared.write();

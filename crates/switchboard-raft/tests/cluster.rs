@@ -258,3 +258,46 @@ async fn a_whole_cluster_restarted_from_disk_has_the_same_state() {
         cluster.kill(id).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_and_digests_read_from_a_forked_copy_match_the_state() {
+    init_tracing();
+    let mut tuning = test_tuning();
+    tuning.tick_interval = Duration::from_secs(3600);
+    tuning.snapshot_every_entries = 40;
+    // Every whole-state read (snapshot, digest, export) runs in a forked child.
+    tuning.fork_reads_bytes_min = 0;
+    let mut cluster = Cluster::start(3, tuning, None).await;
+    let leader = cluster.node(cluster.leader().await);
+    setup(&leader).await;
+    for i in 0..120 {
+        write(&leader, open(i)).await;
+    }
+    let before = cluster.converged().await;
+    for node in cluster.running.values() {
+        // The digest computed under the lock, in this process.
+        let direct = node.read(|state| state.state_digest()).await.expect("read");
+        assert_eq!(direct.applied_index, before.applied_index, "node {}", node.id());
+        assert_eq!(direct.value, before.state_digest, "node {}: forked digest differs", node.id());
+        assert!(node.members_status().snapshot_index > 0, "node {} built no snapshot", node.id());
+    }
+    let export = leader.export_snapshot().await.expect("export");
+    assert_eq!(export.last_log_index, before.applied_index);
+    drop(leader);
+    // Restarted from the snapshots the children wrote (plus the log after them).
+    for id in [1, 2, 3] {
+        cluster.kill(id).await;
+    }
+    for id in [1, 2, 3] {
+        cluster.start_node(id).await;
+    }
+    let leader = cluster.node(cluster.leader().await);
+    let read = leader.read(|state| state.conversation_count(&WorkspaceId::new(WS))).await.expect("read");
+    assert_eq!(read.value, 120);
+    let after = cluster.converged().await;
+    assert_eq!(after.state_digest, before.state_digest);
+    drop(leader);
+    for id in [1, 2, 3] {
+        cluster.kill(id).await;
+    }
+}

@@ -76,7 +76,7 @@ pub const QUEUE_WAIT_SECONDS: &str = "switchboard_queue_wait_seconds";
 pub const QUEUE_OLDEST_WAIT_SECONDS: &str = "switchboard_queue_oldest_wait_seconds";
 
 /// Every series name, for checks of the dashboards and alert rules in `deploy/`.
-pub const ALL: [&str; 31] = [
+pub const ALL: [&str; 32] = [
     BUILD_INFO,
     SERVING,
     GRPC_REQUESTS_TOTAL,
@@ -90,6 +90,7 @@ pub const ALL: [&str; 31] = [
     switchboard_raft::metrics::ALL[4],
     switchboard_raft::metrics::ALL[5],
     switchboard_raft::metrics::ALL[6],
+    switchboard_raft::metrics::ALL[7],
     EVENTS_INGESTED_TOTAL,
     EVENTS_REJECTED_TOTAL,
     EVENTS_DUPLICATE_TOTAL,

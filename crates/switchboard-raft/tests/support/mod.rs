@@ -111,7 +111,7 @@ impl Cluster {
     pub async fn leader(&self) -> NodeId {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let leaders: BTreeSet<Option<NodeId>> = self.running.values().map(|n| n.status().leader).collect();
+            let leaders: BTreeSet<Option<NodeId>> = self.running.values().map(|n| n.members_status().leader).collect();
             if let Some(Some(id)) = leaders.iter().next()
                 && leaders.len() == 1
                 && self.running.get(id).is_some_and(|n| n.is_leader())
@@ -127,7 +127,13 @@ impl Cluster {
     pub async fn converged(&self) -> ClusterStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let statuses: Vec<ClusterStatus> = self.running.values().map(|n| n.status()).collect();
+            // Digests (each a whole-state read) only once every node applied as far.
+            let applied: BTreeSet<u64> = self.running.values().map(|n| n.members_status().applied_index).collect();
+            let statuses: Vec<ClusterStatus> = if applied.len() == 1 {
+                self.running.values().map(|n| n.status()).collect()
+            } else {
+                self.running.values().map(|n| n.members_status()).collect()
+            };
             let first = &statuses[0];
             if statuses.iter().all(|s| s.applied_index == first.applied_index && s.state_digest == first.state_digest)
                 && first.applied_index > 0

@@ -17,8 +17,16 @@ pub(crate) struct ClusterService {
     pub(crate) api: Arc<Api>,
 }
 
-/// This node's view of the cluster as a protobuf message.
-pub(crate) fn cluster_status(node: &RaftNode) -> pb::ClusterStatus {
+/// This node's view of the cluster as a protobuf message. The state digest takes as long as
+/// encoding the state, so it is computed on a blocking thread.
+pub(crate) async fn cluster_status(node: &Arc<RaftNode>) -> Result<pb::ClusterStatus, Status> {
+    let node = Arc::clone(node);
+    tokio::task::spawn_blocking(move || status_to_pb(&node))
+        .await
+        .map_err(|e| Status::internal(format!("computing the status failed: {e}")))
+}
+
+fn status_to_pb(node: &RaftNode) -> pb::ClusterStatus {
     let status = node.status();
     let leader_api_addr = status
         .leader
@@ -139,7 +147,7 @@ impl Cluster for ClusterService {
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
         // Any valid credential: it names nodes and a digest, no workspace data.
         self.api.caller(&request)?;
-        Ok(Response::new(cluster_status(&self.api.node)))
+        Ok(Response::new(cluster_status(&self.api.node).await?))
     }
 
     async fn add_learner(
@@ -171,7 +179,7 @@ impl Cluster for ClusterService {
         let log_index =
             self.api.node.add_learner(request.id, info, request.wait_for_catch_up).await.map_err(status::membership)?;
         self.audit(&caller, action).await;
-        Ok(Response::new(pb::MembershipResponse { log_index, status: Some(cluster_status(&self.api.node)) }))
+        Ok(Response::new(pb::MembershipResponse { log_index, status: Some(cluster_status(&self.api.node).await?) }))
     }
 
     async fn change_membership(
@@ -193,13 +201,13 @@ impl Cluster for ClusterService {
         self.audit(&caller, format!("ChangeMembership voters {}", listed.join(","))).await;
         if request.remove_learners {
             let learners: BTreeSet<u64> =
-                self.api.node.status().learners.keys().filter(|id| !voters.contains(id)).copied().collect();
+                self.api.node.members_status().learners.keys().filter(|id| !voters.contains(id)).copied().collect();
             if !learners.is_empty() {
                 let removed: Vec<String> = learners.iter().map(u64::to_string).collect();
                 log_index = self.api.node.remove_learners(learners).await.map_err(status::membership)?;
                 self.audit(&caller, format!("RemoveLearners {}", removed.join(","))).await;
             }
         }
-        Ok(Response::new(pb::MembershipResponse { log_index, status: Some(cluster_status(&self.api.node)) }))
+        Ok(Response::new(pb::MembershipResponse { log_index, status: Some(cluster_status(&self.api.node).await?) }))
     }
 }
