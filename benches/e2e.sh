@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # End-to-end benchmark (`make bench-e2e`): nats-server + a 3-node cluster on this machine
 # (`switchboard dev`), events published to NATS by `switchboard loadgen`, effects consumed
-# from the effects stream. Prints the raw JetStream ceiling, then one `e2e:` line per offered
-# rate and at saturation (rate 0), then one `recovery:` line per fault (leader SIGKILL, NATS
-# SIGKILL and restart). Release build; data in target/bench-e2e.
+# from the effects stream. Prints the raw JetStream ceilings (one message at a time and in
+# atomic batches, publish alone and publish→consume), one `e2e:` line per offered rate and at
+# saturation (rate 0) with one-at-a-time gateways, the same with batched gateways
+# (`loadgen --batch`, BENCH_E2E_BATCH_RATES), then one `recovery:` line per fault (leader
+# SIGKILL, NATS SIGKILL and restart). Release build; data in target/bench-e2e.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rates="${BENCH_E2E_RATES:-1000 5000 20000 0}"
+rates="${BENCH_E2E_RATES:-1000 2000 5000 0}"
+batch_rates="${BENCH_E2E_BATCH_RATES:-5000 10000 20000 0}"
+batch="${BENCH_E2E_BATCH:-500}"
 seconds="${BENCH_E2E_SECONDS:-10}"
 python="$(bash tests/python/setup_env.sh | tail -n 1)"
 export SWITCHBOARD_NATS_SERVER="$(dirname "$python")/nats-server"
@@ -31,6 +35,10 @@ echo "machine: $(nproc) cores, $(uname -m); 3 nodes + nats-server 2.15 (sync_int
 "$sb" loadgen --nats "nats://127.0.0.1:$nats_port" --raw 100000
 for rate in $rates; do
   "$sb" loadgen --nats "nats://127.0.0.1:$nats_port" --nodes "$nodes" --rate "$rate" --duration "$seconds"
+done
+for rate in $batch_rates; do
+  "$sb" loadgen --nats "nats://127.0.0.1:$nats_port" --nodes "$nodes" --rate "$rate" --duration "$seconds" \
+    --batch "$batch"
 done
 
 # Recovery: at 500 events/s, a fault 4 s into a 14 s run. `first_effect_after_ms` is from the

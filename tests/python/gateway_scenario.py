@@ -212,16 +212,16 @@ class Scenario(Steps):
         }
         for header, value in expected.items():
             self.check(headers.get(header) == value, f"{where}: header {header} = {headers.get(header)!r}, expected {value!r}")
-        # Nats-Expected-Last-Msg-Id names the effect before it in the stream; that is the one
+        # Switchboard-Previous-Msg-Id names the effect before it in the stream; that is the one
         # this consumer saw last when the stream holds nothing in between.
         stream_seq = msg.metadata.sequence.stream
-        before = headers.get(n.expected_last_msg_id_header)
+        before = headers.get(n.previous_msg_id_header)
         if stream_seq == 1:
-            self.check(before is None, f"{where}: the stream's first effect has {n.expected_last_msg_id_header} {before!r}")
+            self.check(before is None, f"{where}: the stream's first effect has {n.previous_msg_id_header} {before!r}")
         elif self.last_stream_seq is not None and stream_seq == self.last_stream_seq + 1:
             self.check(
                 before == self.last_msg_id,
-                f"{where}: {n.expected_last_msg_id_header} {before!r}, but the effect before it is {self.last_msg_id!r}",
+                f"{where}: {n.previous_msg_id_header} {before!r}, but the effect before it is {self.last_msg_id!r}",
             )
         ident = (effect.log_index, effect.sequence)
         self.check(ident > self.last_id, f"{where}: arrived after {self.last_id[0]}.{self.last_id[1]} (out of log order)")

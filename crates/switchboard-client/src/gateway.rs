@@ -4,7 +4,9 @@
 //! A channel gateway (WhatsApp, e-mail, ...) turns what its channel tells it into
 //! [`pb::GatewayEvent`]s with the builders in [`events`], publishes them with
 //! [`Gateway::publish`] (acknowledged once JetStream has stored the event; `Nats-Msg-Id` is the
-//! event id, so a retried publish is stored once), and acts on effects from
+//! event id, so a retried publish is stored once) — or, at high rates, many at a time with
+//! [`Gateway::publish_batch`] (one JetStream atomic batch: one write on the server) — and acts
+//! on effects from
 //! [`Gateway::effects`] — "Mary will answer you shortly", "you are number 4 in the queue",
 //! "we open at 9:00". Effects arrive in log order; ack each once acted upon.
 //!
@@ -36,6 +38,9 @@ use switchboard_proto::switchboard::v1 as pb;
 pub const EVENTS_STREAM: &str = "SWITCHBOARD";
 /// The stream Switchboard publishes effects to.
 pub const EFFECTS_STREAM: &str = "SWITCHBOARD_EFFECTS";
+/// Most events in one [`Gateway::publish_batch`] (nats-server takes at most 1,000 messages in
+/// an atomic batch).
+pub const BATCH_EVENTS_MAX: usize = 1_000;
 
 /// What went wrong talking to NATS, or with an event before it was sent.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +72,22 @@ pub enum GatewayError {
 
 fn jetstream_error(error: impl std::fmt::Display) -> GatewayError {
     GatewayError::JetStream(error.to_string())
+}
+
+/// The subject and headers of an event, or why it cannot be published.
+fn addressed(event: &pb::GatewayEvent) -> Result<(String, async_nats::HeaderMap), GatewayError> {
+    if event.event_id.is_empty() {
+        return Err(GatewayError::InvalidEvent("event_id is empty".to_owned()));
+    }
+    if event.workspace.is_empty() || event.workspace.contains(['.', '*', '>', ' ']) {
+        return Err(GatewayError::InvalidEvent(format!(
+            "workspace {:?} is empty or not a single subject token",
+            event.workspace
+        )));
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event.event_id.as_str());
+    Ok((format!("switchboard.events.{}", event.workspace), headers))
 }
 
 /// How a program proves who it is to NATS (gateways, and the nodes themselves).
@@ -151,6 +172,9 @@ impl NatsSecurity {
 pub struct Gateway {
     client: async_nats::Client,
     js: jetstream::Context,
+    /// Names this gateway's atomic batches (`<nonce>.<n>`).
+    batch_nonce: String,
+    batches: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Gateway {
@@ -174,7 +198,9 @@ impl Gateway {
     /// Uses an existing NATS connection.
     pub fn with_client(client: async_nats::Client) -> Self {
         let js = jetstream::new(client.clone());
-        Self { client, js }
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let batch_nonce = format!("gw{nonce:x}.{:x}", std::process::id());
+        Self { client, js, batch_nonce, batches: Default::default() }
     }
 
     /// The underlying NATS connection.
@@ -195,25 +221,59 @@ impl Gateway {
         &self,
         event: &pb::GatewayEvent,
     ) -> Result<jetstream::context::PublishAckFuture, GatewayError> {
-        if event.event_id.is_empty() {
-            return Err(GatewayError::InvalidEvent("event_id is empty".to_owned()));
+        let (subject, headers) = addressed(event)?;
+        Ok(self.js.publish_with_headers(subject, headers, event.encode_to_vec().into()).await?)
+    }
+
+    /// Publishes up to [`BATCH_EVENTS_MAX`] events as one JetStream atomic batch and waits
+    /// until it is stored: all of them, in this order, or none. One write on the server instead
+    /// of one per event, for gateways with many events a second. If the batch is refused or
+    /// not acknowledged (a lost ack, an event id already stored within the duplicate window,
+    /// which refuses the whole batch), each event is published again on its own with its
+    /// `Nats-Msg-Id`, so each is stored exactly once either way.
+    pub async fn publish_batch(&self, events: &[pb::GatewayEvent]) -> Result<(), GatewayError> {
+        let stored = match self.publish_batch_pipelined(events).await? {
+            Some(ack) => ack.await.is_ok(),
+            None => true,
+        };
+        if !stored {
+            for event in events {
+                self.publish(event).await?;
+            }
         }
-        if event.workspace.is_empty() || event.workspace.contains(['.', '*', '>', ' ']) {
+        Ok(())
+    }
+
+    /// Sends `events` as one atomic batch and returns the pending acknowledgement of the whole
+    /// batch (`None` for no events), so that several batches can be in flight (nats-server
+    /// allows 50 per stream). Batches sent from one gateway are stored in the order sent. If
+    /// the acknowledgement fails, publish the events again one by one (as
+    /// [`Gateway::publish_batch`] does).
+    pub async fn publish_batch_pipelined(
+        &self,
+        events: &[pb::GatewayEvent],
+    ) -> Result<Option<jetstream::context::PublishAckFuture>, GatewayError> {
+        if events.len() > BATCH_EVENTS_MAX {
             return Err(GatewayError::InvalidEvent(format!(
-                "workspace {:?} is empty or not a single subject token",
-                event.workspace
+                "a batch holds {} events; at most {BATCH_EVENTS_MAX} (batch_events_max)",
+                events.len()
             )));
         }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event.event_id.as_str());
-        Ok(self
-            .js
-            .publish_with_headers(
-                format!("switchboard.events.{}", event.workspace),
-                headers,
-                event.encode_to_vec().into(),
-            )
-            .await?)
+        let addressed: Vec<(String, async_nats::HeaderMap)> = events.iter().map(addressed).collect::<Result<_, _>>()?;
+        let n = self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}.{n:x}", self.batch_nonce);
+        let count = events.len();
+        for (position, (event, (subject, mut headers))) in events.iter().zip(addressed).enumerate() {
+            headers.insert("Nats-Batch-Id", id.as_str());
+            headers.insert("Nats-Batch-Sequence", (position + 1).to_string().as_str());
+            let payload = event.encode_to_vec().into();
+            if position + 1 == count {
+                headers.insert("Nats-Batch-Commit", "1");
+                return Ok(Some(self.js.publish_with_headers(subject, headers, payload).await?));
+            }
+            self.client.publish_with_headers(subject, headers, payload).await.map_err(jetstream_error)?;
+        }
+        Ok(None)
     }
 
     /// A durable consumer named `name` of the effects of `workspace` (`*` for all), starting

@@ -5,14 +5,20 @@
 //! they are stored in the stream. On becoming the confirmed leader, the publisher reads the last
 //! effect the stream holds (its log index and sequence are headers) and publishes every later
 //! effect from the outbox, then each new one as it is applied, in log order, each with
-//! `Nats-Msg-Id = <index>.<sequence>`. Each publish also names its predecessor
-//! (`Nats-Expected-Last-Msg-Id`), so nothing is stored after a gap; a session that meets an
-//! error restarts from what the stream really holds. About once a second it proposes the index
+//! `Nats-Msg-Id = <index>.<sequence>`. Effects go out in JetStream atomic batches (up to
+//! [`BATCH_EFFECTS_MAX`] effects of one or more consecutive entries; one stored write on the
+//! server instead of one per effect), each batch stored whole or not at all, and the first
+//! message of each names the stream's last sequence it expects (`Nats-Expected-Last-Sequence`),
+//! so nothing is stored after a gap or by a deposed leader; a session that meets an error
+//! restarts from what the stream really holds. About once a second it proposes the index
 //! through which JetStream has acknowledged everything (`RaftNode::confirm_published`), and
 //! only then do replicas drop those effects. So whatever restarts, crashes or compacts its log
 //! meanwhile, every effect of every committed entry reaches the stream once, in log order.
 
-use super::{EFFECTS_STREAM, EFFECTS_SUBJECTS, LOG_INDEX_HEADER, NatsConfig, SEQUENCE_HEADER, SessionError};
+use super::{
+    EFFECTS_STREAM, EFFECTS_SUBJECTS, LOG_INDEX_HEADER, NatsConfig, PREVIOUS_MSG_ID_HEADER, SEQUENCE_HEADER,
+    SessionError,
+};
 use async_nats::jetstream;
 use prost::Message as _;
 use std::collections::VecDeque;
@@ -23,8 +29,10 @@ use switchboard_raft::{AppliedEntry, RaftNode, StateChange};
 use switchboard_server::convert::effects::{EffectOrigin, effect_to_pb};
 use tokio::sync::broadcast;
 
-/// Most publishes awaiting JetStream's ack.
-const PUBLISH_WINDOW: usize = 512;
+/// Most effects in one atomic batch (nats-server takes at most 1,000).
+const BATCH_EFFECTS_MAX: usize = 500;
+/// Most batches awaiting JetStream's ack (nats-server allows 50 in flight per stream).
+const BATCHES_IN_FLIGHT: usize = 16;
 /// How often the publisher records in the log how far the stream has everything.
 const CONFIRM_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -37,7 +45,7 @@ pub(super) async fn run(
 ) {
     let mut backoff = super::Backoff::new();
     while let Some(term) = node.until_confirmed_leader(&mut stop).await {
-        match session(&node, term, &js, &config, &mut stop).await {
+        match session(&node, term, &js, &client, &config, &mut stop).await {
             Ok(()) => backoff.reset(),
             Err(error) => {
                 tracing::warn!(%error, "effect publisher failed; resuming from the stream's last effect");
@@ -56,46 +64,95 @@ pub(super) async fn stream(
     Ok(super::file_stream(js, config, EFFECTS_STREAM, EFFECTS_SUBJECTS, window, Some(config.effects_max_age)).await?)
 }
 
-/// The `(log index, sequence)` of the last effect in the stream: `Some((0, 0))` when it never
-/// held one, `None` when its last one is gone (past `effects_max_age`).
-async fn last_published(stream: &mut jetstream::stream::Stream) -> Result<Option<(u64, u32)>, SessionError> {
+/// The stream's last sequence, and the `(log index, sequence)` of the last effect in it:
+/// `Some((0, 0))` when it never held one, `None` when its last one is gone (past
+/// `effects_max_age`).
+async fn last_published(stream: &mut jetstream::stream::Stream) -> Result<(u64, Option<(u64, u32)>), SessionError> {
     let last = stream.info().await?.state.last_sequence;
     if last == 0 {
-        return Ok(Some((0, 0)));
+        return Ok((0, Some((0, 0))));
     }
     let message = match stream.get_raw_message(last).await {
         Ok(message) => message,
-        Err(error) if error.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(error) if error.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            return Ok((last, None));
+        }
         Err(error) => return Err(error.into()),
     };
     let header = |name: &str| message.headers.get(name).and_then(|v| v.as_str().parse::<u64>().ok());
     match (header(LOG_INDEX_HEADER), header(SEQUENCE_HEADER)) {
-        (Some(index), Some(sequence)) => Ok(Some((index, sequence as u32))),
+        (Some(index), Some(sequence)) => Ok((last, Some((index, sequence as u32)))),
         _ => Err(SessionError::UnnumberedEffect),
     }
+}
+
+/// One effect of the batch being built.
+struct Outgoing {
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+    /// Effects of every entry up to this index are sent once this one is.
+    through: u64,
 }
 
 /// Where the publisher stands: the last effect stored or sent, and what is acknowledged.
 struct Cursor {
     /// The last effect sent (or found in the stream), `(log index, sequence)`.
     sent: (u64, u32),
-    /// Its `Nats-Msg-Id`, named by the next publish as its predecessor.
+    /// Its `Nats-Msg-Id`, named by the next effect as the one before it.
     last_id: Option<String>,
+    /// The stream's last sequence once every batch sent is stored: the next batch expects it.
+    stream_last: u64,
     /// The next log index to look at.
     next_index: u64,
-    /// Publishes not yet acknowledged, with the entry they belong to and whether they are its
-    /// last effect.
-    acks: VecDeque<(jetstream::context::PublishAckFuture, u64, bool)>,
+    /// The batch being built (sent when full, or when no entry is waiting).
+    batch: Vec<Outgoing>,
+    /// Names this session's batches (`<nonce>.<n>`), unique across sessions and nodes.
+    batch_nonce: String,
+    batches_sent: u64,
+    /// Batches not yet acknowledged, with the log index through which they complete entries.
+    acks: VecDeque<(jetstream::context::PublishAckFuture, u64)>,
     /// Effects of every entry up to this index are acknowledged by JetStream.
     stored_through: u64,
 }
 
 impl Cursor {
     async fn await_one(&mut self) -> Result<(), SessionError> {
-        if let Some((ack, index, last_of_entry)) = self.acks.pop_front() {
+        if let Some((ack, through)) = self.acks.pop_front() {
             ack.await?;
-            let through = if last_of_entry { index } else { index.saturating_sub(1) };
             self.stored_through = self.stored_through.max(through);
+        }
+        Ok(())
+    }
+
+    /// Sends the batch being built as one atomic batch: every message but the last as a plain
+    /// publish, the last with the commit marker as a request whose answer is the batch's ack.
+    async fn send_batch(&mut self, js: &jetstream::Context, client: &async_nats::Client) -> Result<(), SessionError> {
+        let count = self.batch.len();
+        if count == 0 {
+            return Ok(());
+        }
+        let id = format!("{}.{}", self.batch_nonce, self.batches_sent);
+        self.batches_sent += 1;
+        let expected = self.stream_last.to_string();
+        for (position, outgoing) in std::mem::take(&mut self.batch).into_iter().enumerate() {
+            let Outgoing { subject, mut headers, payload, through } = outgoing;
+            headers.insert("Nats-Batch-Id", id.as_str());
+            headers.insert("Nats-Batch-Sequence", (position + 1).to_string().as_str());
+            if position == 0 {
+                headers.insert("Nats-Expected-Last-Sequence", expected.as_str());
+            }
+            if position + 1 == count {
+                headers.insert("Nats-Batch-Commit", "1");
+                let ack = js.publish_with_headers(subject, headers, payload).await?;
+                self.acks.push_back((ack, through));
+            } else {
+                client.publish_with_headers(subject, headers, payload).await?;
+            }
+        }
+        self.stream_last += count as u64;
+        while self.acks.len() >= BATCHES_IN_FLIGHT {
+            self.await_one().await?;
         }
         Ok(())
     }
@@ -132,18 +189,24 @@ async fn session(
     node: &Arc<RaftNode>,
     term: u64,
     js: &jetstream::Context,
+    client: &async_nats::Client,
     config: &NatsConfig,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), SessionError> {
     let mut stream = stream(js, config).await?;
-    let found = last_published(&mut stream).await?;
+    let (stream_last, found) = last_published(&mut stream).await?;
     let last = found.unwrap_or((0, 0));
     // Subscribe before reading the outbox, so that no entry falls between the two.
     let mut receiver = node.subscribe();
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let mut cursor = Cursor {
         sent: last,
         last_id: (last != (0, 0)).then(|| format!("{}.{}", last.0, last.1)),
+        stream_last,
         next_index: last.0.max(1),
+        batch: Vec::new(),
+        batch_nonce: format!("{}.{term}.{nonce:x}", node.id()),
+        batches_sent: 0,
         acks: VecDeque::new(),
         stored_through: last.0.saturating_sub(1),
     };
@@ -164,7 +227,22 @@ async fn session(
         let entry = match pending.pop_front() {
             Some(entry) => entry,
             None => {
-                // Idle: make sure everything sent is stored before waiting.
+                // Entries already applied join the batch being built.
+                match receiver.try_recv() {
+                    Ok(StateChange::Entry(entry)) => {
+                        pending.push_back(entry);
+                        continue;
+                    }
+                    Ok(StateChange::SnapshotInstalled { .. }) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                        pending = outbox_from(node, &mut cursor, false);
+                        continue;
+                    }
+                    Err(broadcast::error::TryRecvError::Closed) => return Ok(()),
+                    Err(broadcast::error::TryRecvError::Empty) => {}
+                }
+                // Idle: send what is built, and make sure everything sent is stored before
+                // waiting.
+                cursor.send_batch(js, client).await?;
                 while !cursor.acks.is_empty() {
                     cursor.await_one().await?;
                 }
@@ -193,15 +271,21 @@ async fn session(
             continue; // already published from the outbox
         }
         cursor.next_index = entry.index + 1;
-        publish_entry(js, &mut cursor, &entry).await?;
+        publish_entry(js, client, &mut cursor, &entry).await?;
         if confirmer.due() {
             confirmer.confirm(cursor.stored_through);
         }
     }
 }
 
-/// Publishes the effects of `entry` after the cursor.
-async fn publish_entry(js: &jetstream::Context, cursor: &mut Cursor, entry: &AppliedEntry) -> Result<(), SessionError> {
+/// Adds the effects of `entry` after the cursor to the batch being built, sending it whenever
+/// it is full.
+async fn publish_entry(
+    js: &jetstream::Context,
+    client: &async_nats::Client,
+    cursor: &mut Cursor,
+    entry: &AppliedEntry,
+) -> Result<(), SessionError> {
     let origin = EffectOrigin { log_index: entry.index, at_ms: entry.at_ms };
     for numbered in entry.numbered_effects() {
         let this = (entry.index, numbered.sequence);
@@ -222,16 +306,16 @@ async fn publish_entry(js: &jetstream::Context, cursor: &mut Cursor, entry: &App
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.as_str());
         if let Some(previous) = &cursor.last_id {
-            headers.insert("Nats-Expected-Last-Msg-Id", previous.as_str());
+            headers.insert(PREVIOUS_MSG_ID_HEADER, previous.as_str());
         }
         headers.insert(LOG_INDEX_HEADER, this.0.to_string().as_str());
         headers.insert(SEQUENCE_HEADER, this.1.to_string().as_str());
-        let ack = js.publish_with_headers(subject, headers, effect.encode_to_vec().into()).await?;
-        cursor.acks.push_back((ack, entry.index, last_of_entry));
+        let through = if last_of_entry { entry.index } else { entry.index.saturating_sub(1) };
+        cursor.batch.push(Outgoing { subject, headers, payload: effect.encode_to_vec().into(), through });
         cursor.sent = this;
         cursor.last_id = Some(id);
-        if cursor.acks.len() >= PUBLISH_WINDOW {
-            cursor.await_one().await?;
+        if cursor.batch.len() >= BATCH_EFFECTS_MAX {
+            cursor.send_batch(js, client).await?;
         }
     }
     Ok(())

@@ -1,12 +1,15 @@
 //! The leader's consumer of gateway events: pull, check, propose in batches, ack after commit.
 //!
 //! Order of work for each pulled batch: messages that can never take effect (undecodable,
-//! oversize, no workspace, invalid fields) are republished to the rejected subject and acked at
-//! once; the others become one Raft proposal. When the proposal commits, each message is acked
-//! (double ack: the server confirms) — or, if the state machine refused it (unknown
-//! conversation, ...), republished as rejected and acked; a repeat of an applied event id is
-//! acked silently. Proposals that fail (no quorum, leadership lost) ack nothing: JetStream
-//! redelivers and the state machine's dedupe makes redeliveries harmless.
+//! oversize, no workspace, invalid fields) are republished to the rejected subject at once;
+//! the others become one Raft proposal. When the proposal commits, messages the state machine
+//! refused (unknown conversation, ...) are republished as rejected; a repeat of an applied
+//! event id is counted. Then the batch is settled with one acknowledgement: the consumer acks
+//! `all`, so acking the batch's last message acks every message before it, and batches are
+//! settled strictly in stream order (a batch is acked only once every earlier one committed
+//! and every rejection of it is stored). Proposals that fail (no quorum, leadership lost), and
+//! rejections that cannot be stored, ack nothing and end the session: JetStream redelivers
+//! from the ack floor and the state machine's dedupe makes redeliveries harmless.
 //!
 //! Back-pressure: at most `max_in_flight` proposals wait for commit; while they all wait the
 //! consumer takes nothing more from the pull stream, which itself requests at most a few
@@ -145,7 +148,8 @@ pub(super) async fn consumer(
             durable_name: Some(CONSUMER.to_owned()),
             description: Some("the Switchboard Raft leader's event consumer".to_owned()),
             deliver_policy,
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            // One ack settles a whole batch (and everything before it): see the module doc.
+            ack_policy: jetstream::consumer::AckPolicy::All,
             ack_wait: config.ack_wait,
             max_ack_pending: config.max_ack_pending,
             backoff: config.redelivery_backoff.clone(),
@@ -179,8 +183,20 @@ struct Pending {
     occurred_at_ms: i64,
 }
 
+/// One pulled batch on its way to being settled.
+struct Batch {
+    /// The messages proposed, in order.
+    pending: Vec<Pending>,
+    /// The batch's last message: acking it (the consumer acks `all`) settles the batch.
+    last: jetstream::Message,
+    /// Messages rejected before proposing whose rejection could not be stored: the batch must
+    /// not be acked, so that they are delivered again.
+    unstored: usize,
+}
+
+/// A batch and its proposal's result (`None`: nothing of it was proposed).
 type Proposal =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<Pending>, Result<Committed, ProposeError>)> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Batch, Option<Result<Committed, ProposeError>>)> + Send>>;
 
 async fn session(
     node: &Arc<RaftNode>,
@@ -227,12 +243,16 @@ async fn session(
                         Ok(None) | Err(_) => break,
                     }
                 }
-                let (batch, inputs) = check_batch(pulled, config, rejections).await;
-                if !inputs.is_empty() {
+                let Some((batch, inputs)) = check_batch(pulled, config, rejections).await else { continue };
+                // Even a batch with nothing to propose is settled in turn: its ack covers
+                // every earlier message.
+                if inputs.is_empty() {
+                    in_flight.push_back(Box::pin(async move { (batch, None) }));
+                } else {
                     let node = node.clone();
                     in_flight.push_back(Box::pin(async move {
                         let result = node.propose(inputs).await;
-                        (batch, result)
+                        (batch, Some(result))
                     }));
                 }
             }
@@ -242,24 +262,31 @@ async fn session(
     }
 }
 
-/// Splits pulled messages into events to propose and rejections (republished and acked now).
+/// Splits pulled messages into events to propose and rejections (republished now, acked with
+/// the batch); `None` for no messages.
 async fn check_batch(
     pulled: Vec<jetstream::Message>,
     config: &NatsConfig,
     rejections: &mut Rejections,
-) -> (Vec<Pending>, Vec<Input>) {
-    let mut batch = Vec::with_capacity(pulled.len());
+) -> Option<(Batch, Vec<Input>)> {
+    let last = pulled.last()?.clone();
+    let mut pending = Vec::with_capacity(pulled.len());
     let mut inputs = Vec::with_capacity(pulled.len());
+    let mut unstored = 0;
     for message in pulled {
         match check(&message, config) {
             Ok((event, occurred_at_ms)) => {
                 inputs.push(Input::Event(event));
-                batch.push(Pending { message, occurred_at_ms });
+                pending.push(Pending { message, occurred_at_ms });
             }
-            Err((reason, explanation)) => rejections.reject(&message, reason, &explanation).await,
+            Err((reason, explanation)) => {
+                if !rejections.reject(&message, reason, &explanation).await {
+                    unstored += 1;
+                }
+            }
         }
     }
-    (batch, inputs)
+    Some((Batch { pending, last, unstored }, inputs))
 }
 
 /// Decodes and validates one message.
@@ -299,67 +326,73 @@ fn check(
     Ok((event, occurred_at_ms))
 }
 
-/// Acks what committed, rejects what the state machine refused; acks nothing on failure.
+/// Settles a batch whose turn it is: rejects what the state machine refused and acks the
+/// batch; acks nothing when its proposal failed or a rejection could not be stored.
 async fn settle(
     node: &RaftNode,
-    batch: Vec<Pending>,
-    result: Result<Committed, ProposeError>,
+    batch: Batch,
+    result: Option<Result<Committed, ProposeError>>,
     rejections: &mut Rejections,
 ) -> Result<(), SessionError> {
-    let committed = match result {
-        Ok(committed) => committed,
+    let Batch { pending, last, mut unstored } = batch;
+    match result {
+        None => {}
+        Some(Ok(committed)) => {
+            if !node.is_leader() {
+                return Ok(());
+            }
+            let mut duplicates = 0u64;
+            for (pending, outcome) in pending.into_iter().zip(committed.outcomes.iter()) {
+                match &outcome.rejection {
+                    None => metrics::event_took_effect("nats", pending.occurred_at_ms),
+                    // Acked without effect, and counted: the same event id already took effect.
+                    Some(rejection) if rejection.kind == ErrorKind::AlreadyApplied => duplicates += 1,
+                    Some(rejection) => {
+                        // Log lines of the rejection carry where it was decided.
+                        let span = tracing::info_span!(
+                            "refused",
+                            log_index = committed.index,
+                            event_id = outcome.event_id.as_ref().map(|id| id.as_str()),
+                        );
+                        let stored = rejections
+                            .reject(&pending.message, &rejection.reason, &rejection.message)
+                            .instrument(span)
+                            .await;
+                        if !stored {
+                            unstored += 1;
+                        }
+                    }
+                }
+            }
+            if duplicates > 0 {
+                ::metrics::counter!(metrics::EVENTS_DUPLICATE_TOTAL, "source" => "nats").increment(duplicates);
+                tracing::debug!(duplicates, "events whose id already took effect were acked without effect");
+            }
+        }
         // A write the log refuses outright (too large) will never commit: retrying it would
         // wedge the consumer. Alone in its batch it is the culprit, and is rejected.
-        Err(error @ ProposeError::Invalid(_)) if batch.len() == 1 => {
-            for pending in batch {
-                rejections.reject(&pending.message, reason::OVERSIZE, &error.to_string()).await;
+        Some(Err(error @ ProposeError::Invalid(_))) if pending.len() == 1 => {
+            for pending in pending {
+                if !rejections.reject(&pending.message, reason::OVERSIZE, &error.to_string()).await {
+                    unstored += 1;
+                }
             }
-            return Ok(());
         }
-        Err(error) => {
+        Some(Err(error)) => {
             // Nothing of this batch is acked. Later batches may commit meanwhile, so the session
             // ends: the next one restarts from the ack floor and keeps stream order.
-            return Err(SessionError::NotCommitted { count: batch.len(), error });
-        }
-    };
-    if !node.is_leader() {
-        return Ok(());
-    }
-    let mut acks = Vec::with_capacity(batch.len());
-    let mut duplicates = 0u64;
-    for (pending, outcome) in batch.into_iter().zip(committed.outcomes.iter()) {
-        match &outcome.rejection {
-            None => {
-                metrics::event_took_effect("nats", pending.occurred_at_ms);
-                acks.push(pending.message);
-            }
-            Some(rejection) if rejection.kind == ErrorKind::AlreadyApplied => {
-                // Acked without effect, and counted: the same event id already took effect.
-                duplicates += 1;
-                acks.push(pending.message);
-            }
-            Some(rejection) => {
-                let reason = rejection.reason.clone();
-                // Log lines of the rejection carry where it was decided.
-                let span = tracing::info_span!(
-                    "refused",
-                    log_index = committed.index,
-                    event_id = outcome.event_id.as_ref().map(|id| id.as_str()),
-                );
-                rejections.reject(&pending.message, &reason, &rejection.message).instrument(span).await;
-            }
+            return Err(SessionError::NotCommitted { count: pending.len(), error });
         }
     }
-    if duplicates > 0 {
-        ::metrics::counter!(metrics::EVENTS_DUPLICATE_TOTAL, "source" => "nats").increment(duplicates);
-        tracing::debug!(duplicates, "events whose id already took effect were acked without effect");
+    if unstored > 0 {
+        // Not acked: delivered again (and rejected again) once JetStream takes publishes.
+        return Err(SessionError::RejectionsNotStored { count: unstored });
     }
-    // Acks are confirmed by the server concurrently, off the consumer's path.
+    // The ack is confirmed by the server off the consumer's path; a lost one means the batch
+    // is delivered again and deduplicated.
     tokio::spawn(async move {
-        let results = futures::future::join_all(acks.iter().map(|message| message.double_ack())).await;
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        if failed > 0 {
-            tracing::warn!(failed, "acks not confirmed; those events will be redelivered and deduplicated");
+        if let Err(error) = last.double_ack().await {
+            tracing::warn!(%error, "ack not confirmed; these events will be redelivered and deduplicated");
         }
     });
     Ok(())
@@ -379,7 +412,9 @@ struct Rejections {
 }
 
 impl Rejections {
-    async fn reject(&mut self, message: &jetstream::Message, reason: &str, explanation: &str) {
+    /// Stores the rejection of `message` in `SWITCHBOARD_REJECTED` (the message itself is acked
+    /// with its batch); false if it could not be stored.
+    async fn reject(&mut self, message: &jetstream::Message, reason: &str, explanation: &str) -> bool {
         metrics::event_rejected(reason);
         let workspace = message.subject.as_str().strip_prefix("switchboard.events.").filter(|w| !w.is_empty());
         let subject = super::rejected_subject(workspace.unwrap_or("_"));
@@ -399,12 +434,8 @@ impl Rejections {
             Err(error) => Err(error.to_string()),
         };
         if let Err(error) = stored {
-            // Not acked: redelivered and rejected again once JetStream takes publishes.
             tracing::warn!(%error, "cannot store a rejection");
-            return;
-        }
-        if let Err(error) = message.double_ack().await {
-            tracing::warn!(%error, "cannot ack a rejected event");
+            return false;
         }
         let now = Instant::now();
         let due = self.last_logged.get(reason).is_none_or(|last| now.duration_since(*last) >= REJECTION_LOG_INTERVAL);
@@ -420,5 +451,6 @@ impl Rejections {
                 REJECTION_LOG_INTERVAL.as_secs()
             );
         }
+        true
     }
 }

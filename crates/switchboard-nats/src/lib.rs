@@ -55,6 +55,8 @@ pub const ORIGINAL_MSG_ID_HEADER: &str = "Switchboard-Msg-Id";
 pub const LOG_INDEX_HEADER: &str = "Switchboard-Log-Index";
 /// Header of an effect message: its sequence within the entry.
 pub const SEQUENCE_HEADER: &str = "Switchboard-Sequence";
+/// Header of an effect naming the `Nats-Msg-Id` of the effect stored just before it.
+pub const PREVIOUS_MSG_ID_HEADER: &str = "Switchboard-Previous-Msg-Id";
 
 /// The subject events of `workspace` are published to.
 pub fn events_subject(workspace: &str) -> String {
@@ -237,6 +239,9 @@ pub(crate) enum SessionError {
     /// An effect or a rejected event could not be stored.
     #[error("cannot publish: {0}")]
     Publish(#[from] jetstream::context::PublishError),
+    /// A message of an atomic batch could not be sent.
+    #[error("cannot send a batched message: {0}")]
+    Send(#[from] async_nats::client::PublishError),
     /// The assigner consumer could not be read.
     #[error("cannot read consumer {CONSUMER}: {0}")]
     ConsumerInfo(#[from] jetstream::context::ConsumerInfoError),
@@ -267,6 +272,13 @@ pub(crate) enum SessionError {
         count: usize,
         /// Why the proposal failed.
         error: switchboard_raft::ProposeError,
+    },
+    /// Rejected events could not be stored in the rejected stream; their batch must not be
+    /// acked before they are.
+    #[error("{count} rejected events could not be stored; resuming from the ack floor")]
+    RejectionsNotStored {
+        /// How many.
+        count: usize,
     },
 }
 
@@ -352,16 +364,31 @@ async fn file_stream(
     duplicate_window: Option<Duration>,
     max_age: Option<Duration>,
 ) -> Result<jetstream::stream::Stream, async_nats::error::Error<jetstream::context::CreateStreamErrorKind>> {
-    js.get_or_create_stream(jetstream::stream::Config {
-        name: name.to_owned(),
-        subjects: vec![subjects.to_owned()],
-        storage: jetstream::stream::StorageType::File,
-        num_replicas: config.stream_replicas,
-        duplicate_window: duplicate_window.unwrap_or_default(),
-        max_age: max_age.unwrap_or_default(),
-        ..Default::default()
-    })
-    .await
+    let mut stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subjects.to_owned()],
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: config.stream_replicas,
+            duplicate_window: duplicate_window.unwrap_or_default(),
+            max_age: max_age.unwrap_or_default(),
+            // Effects are published, and gateways may publish events, in atomic batches.
+            allow_atomic_publish: true,
+            ..Default::default()
+        })
+        .await?;
+    // A stream made by an earlier version takes atomic batches once updated.
+    if !stream.cached_info().config.allow_atomic_publish {
+        let mut updated = stream.cached_info().config.clone();
+        updated.allow_atomic_publish = true;
+        js.update_stream(updated).await.map_err(|e| {
+            async_nats::error::Error::with_source(jetstream::context::CreateStreamErrorKind::Response, e)
+        })?;
+        stream = js.get_stream(name).await.map_err(|e| {
+            async_nats::error::Error::with_source(jetstream::context::CreateStreamErrorKind::Response, e)
+        })?;
+    }
+    Ok(stream)
 }
 
 /// Whether `token` can be one subject token (the core's workspace-id rule).
@@ -437,7 +464,7 @@ mod tests {
             (REJECTED_STREAM, contract.rejected_stream().to_owned()),
             ("switchboard.rejected.", contract.rejected_subject_prefix().to_owned()),
             ("Nats-Msg-Id", contract.msg_id_header().to_owned()),
-            ("Nats-Expected-Last-Msg-Id", contract.expected_last_msg_id_header().to_owned()),
+            (PREVIOUS_MSG_ID_HEADER, contract.previous_msg_id_header().to_owned()),
             (LOG_INDEX_HEADER, contract.log_index_header().to_owned()),
             (SEQUENCE_HEADER, contract.sequence_header().to_owned()),
             (ERROR_HEADER, contract.error_header().to_owned()),

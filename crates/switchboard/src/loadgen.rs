@@ -64,6 +64,11 @@ pub(crate) struct LoadgenArgs {
     /// Publishes in flight awaiting JetStream's ack.
     #[arg(long, default_value_t = 4096)]
     window: usize,
+    /// Publish events in JetStream atomic batches of up to this many (1 to 1,000; a batch also
+    /// goes out 2 ms after its first event), as a high-rate gateway does
+    /// (`Gateway::publish_batch`); 0 publishes one event at a time.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    batch: u16,
     /// Seconds to wait for outstanding effects after publishing.
     #[arg(long, default_value_t = 15)]
     drain: u64,
@@ -202,6 +207,9 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     let mut decided: BTreeMap<String, Duration> = BTreeMap::new();
     let mut stall = Stall::default();
     let mut acks = VecDeque::new();
+    let mut batch: Vec<pb::GatewayEvent> = Vec::new();
+    let mut batch_started = Instant::now();
+    let mut batch_acks = VecDeque::new();
     let mut active: VecDeque<(String, String, usize)> = VecDeque::new();
     let mut published = 0u64;
     let mut next_conversation = 0u64;
@@ -229,16 +237,26 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
         } else {
             events::closed(&event_id, &ws, &conversation)
         };
-        let ack = gateway.publish_pipelined(&event).await?;
-        acks.push_back((ack, event));
+        if args.batch == 0 {
+            let ack = gateway.publish_pipelined(&event).await?;
+            acks.push_back((ack, event));
+            while acks.len() >= args.window {
+                if let Some((ack, event)) = acks.pop_front() {
+                    confirm(&gateway, ack, &event).await?;
+                }
+            }
+        } else {
+            if batch.is_empty() {
+                batch_started = Instant::now();
+            }
+            batch.push(event);
+            if batch.len() >= usize::from(args.batch) || batch_started.elapsed() >= BATCH_LINGER {
+                send_batch(&gateway, &mut batch, &mut batch_acks).await?;
+            }
+        }
         published += 1;
         if step + 1 < args.conversation_length {
             active.push_back((ws, conversation, step + 1));
-        }
-        while acks.len() >= args.window {
-            if let Some((ack, event)) = acks.pop_front() {
-                confirm(&gateway, ack, &event).await?;
-            }
         }
         while let Ok((conversation, at)) = decided_rx.try_recv() {
             record(&opened_at, &mut decided, &mut stall, conversation, at);
@@ -246,6 +264,10 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     }
     for (ack, event) in acks {
         confirm(&gateway, ack, &event).await?;
+    }
+    send_batch(&gateway, &mut batch, &mut batch_acks).await?;
+    for (ack, events) in batch_acks {
+        confirm_batch(&gateway, ack, &events).await?;
     }
     let publish_seconds = started.elapsed().as_secs_f64();
     let drain_until = Instant::now() + Duration::from_secs(args.drain);
@@ -271,7 +293,8 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     let achieved = (published as f64 / publish_seconds).min(published as f64 / effects_seconds.max(publish_seconds));
     let offered = if args.rate == 0 { "max".to_owned() } else { args.rate.to_string() };
     println!(
-        "e2e: offered_per_s={offered} achieved_per_s={achieved:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} lost={lost} doubled={doubled_effects} redelivered={redelivered_effects}",
+        "e2e: gateway_batch={} offered_per_s={offered} achieved_per_s={achieved:.0} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} lost={lost} doubled={doubled_effects} redelivered={redelivered_effects}",
+        args.batch,
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0),
         percentile(&latencies, 99.9),
@@ -295,6 +318,48 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
         "loadgen: {published} events ({} conversations) in {publish_seconds:.1} s; last decision after {effects_seconds:.1} s",
         opened_at.len()
     );
+    Ok(())
+}
+
+/// A batch waits at most this long for more events.
+const BATCH_LINGER: Duration = Duration::from_millis(2);
+/// Atomic batches in flight at once (nats-server allows 50 per stream).
+const BATCHES_IN_FLIGHT: usize = 16;
+
+type BatchAcks = VecDeque<(Option<async_nats::jetstream::context::PublishAckFuture>, Vec<pb::GatewayEvent>)>;
+
+/// Sends the events gathered as one atomic batch, keeping at most [`BATCHES_IN_FLIGHT`].
+async fn send_batch(gateway: &Gateway, batch: &mut Vec<pb::GatewayEvent>, acks: &mut BatchAcks) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let events = std::mem::take(batch);
+    let ack = gateway.publish_batch_pipelined(&events).await?;
+    acks.push_back((ack, events));
+    while acks.len() > BATCHES_IN_FLIGHT {
+        if let Some((ack, events)) = acks.pop_front() {
+            confirm_batch(gateway, ack, &events).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for JetStream to store a batch; publishes its events again one by one if it was not.
+async fn confirm_batch(
+    gateway: &Gateway,
+    ack: Option<async_nats::jetstream::context::PublishAckFuture>,
+    events: &[pb::GatewayEvent],
+) -> Result<()> {
+    let stored = match ack {
+        Some(ack) => ack.await.is_ok(),
+        None => true,
+    };
+    if !stored {
+        for event in events {
+            let retry = gateway.publish_pipelined(event).await?;
+            confirm(gateway, retry, event).await?;
+        }
+    }
     Ok(())
 }
 
@@ -433,11 +498,49 @@ async fn setup(client: &Client, ws: &str, args: &LoadgenArgs) -> Result<()> {
     Ok(())
 }
 
-/// Raw JetStream: `count` messages of an event's size published to a file stream (same
-/// durability settings as SWITCHBOARD) and consumed by a pull consumer, concurrently.
+/// Messages per atomic batch in the raw batched measurement (the server takes at most 1,000).
+const RAW_BATCH: usize = 500;
+/// Atomic batches in flight at once (the server allows 50 per stream).
+const RAW_BATCHES_IN_FLIGHT: usize = 16;
+
+/// Raw JetStream ceilings on this server, with the durability of SWITCHBOARD (a file stream;
+/// `sync_interval` is the server's): `count` messages of an event's size, published one at a
+/// time (pipelined, `window` acks outstanding, each with a `Nats-Msg-Id`) and in atomic batches
+/// of [`RAW_BATCH`], each first alone, then with a pull consumer acking concurrently. One line
+/// per mode: `jetstream raw: mode=<single|atomic_batch> consume=<no|yes> per_s=…`.
 async fn raw(url: &str, count: usize, window: usize) -> Result<()> {
     let client = async_nats::connect(url).await.context("cannot connect to NATS")?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
+    let payload: bytes::Bytes = prost::Message::encode_to_vec(&events::opened(
+        "c123456-0",
+        "lg1234w0",
+        "c123456",
+        "+12345",
+        pb::Channel::Whatsapp,
+    ))
+    .into();
+    for batched in [false, true] {
+        for consume in [false, true] {
+            let per_s = raw_run(&client, &js, count, window, batched, consume, &payload).await?;
+            println!(
+                "jetstream raw: mode={} consume={} per_s={per_s:.0}",
+                if batched { "atomic_batch" } else { "single" },
+                if consume { "yes" } else { "no" }
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn raw_run(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    count: usize,
+    window: usize,
+    batched: bool,
+    consume: bool,
+    payload: &bytes::Bytes,
+) -> Result<f64> {
     let name = format!(
         "LOADGEN_RAW_{}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
@@ -448,53 +551,84 @@ async fn raw(url: &str, count: usize, window: usize) -> Result<()> {
             name: name.clone(),
             subjects: vec![subject.clone()],
             storage: jetstream::stream::StorageType::File,
+            allow_atomic_publish: batched,
             ..Default::default()
         })
         .await?;
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            durable_name: Some("raw".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            max_ack_pending: 20_000,
-            ..Default::default()
-        })
-        .await?;
-    let payload = prost::Message::encode_to_vec(&events::opened(
-        "c123456-0",
-        "lg1234w0",
-        "c123456",
-        "+12345",
-        pb::Channel::Whatsapp,
-    ));
     let started = Instant::now();
-    let consume = tokio::spawn(async move {
-        let mut messages = consumer.messages().await?;
-        let mut received = 0usize;
-        while received < count {
-            let Some(message) = messages.next().await else { break };
-            message.map_err(|e| anyhow::anyhow!("{e}"))?.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            received += 1;
-        }
-        anyhow::Ok(received)
-    });
+    let consumer = if consume {
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some("raw".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                max_ack_pending: 20_000,
+                ..Default::default()
+            })
+            .await?;
+        Some(tokio::spawn(async move {
+            let mut messages = consumer.messages().await?;
+            let mut received = 0usize;
+            while received < count {
+                let Some(message) = messages.next().await else { break };
+                message.map_err(|e| anyhow::anyhow!("{e}"))?.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                received += 1;
+            }
+            anyhow::Ok(received)
+        }))
+    } else {
+        None
+    };
     let mut acks = VecDeque::new();
-    for n in 0..count {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("raw-{n}").as_str());
-        acks.push_back(js.publish_with_headers(subject.clone(), headers, payload.clone().into()).await?);
-        while acks.len() >= window {
-            if let Some(ack) = acks.pop_front() {
-                ack.await?;
+    if batched {
+        let mut n = 0;
+        let mut batch = 0usize;
+        while n < count {
+            let size = RAW_BATCH.min(count - n);
+            let id = format!("{name}-{batch}");
+            for k in 1..=size {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Batch-Id", id.as_str());
+                headers.insert("Nats-Batch-Sequence", k.to_string().as_str());
+                if k == size {
+                    headers.insert("Nats-Batch-Commit", "1");
+                    acks.push_back(js.publish_with_headers(subject.clone(), headers, payload.clone()).await?);
+                } else {
+                    client.publish_with_headers(subject.clone(), headers, payload.clone()).await?;
+                }
+            }
+            n += size;
+            batch += 1;
+            while acks.len() >= RAW_BATCHES_IN_FLIGHT {
+                if let Some(ack) = acks.pop_front() {
+                    ack.await?;
+                }
+            }
+        }
+    } else {
+        for n in 0..count {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("raw-{n}").as_str());
+            acks.push_back(js.publish_with_headers(subject.clone(), headers, payload.clone()).await?);
+            while acks.len() >= window {
+                if let Some(ack) = acks.pop_front() {
+                    ack.await?;
+                }
             }
         }
     }
     for ack in acks {
         ack.await?;
     }
-    let received = consume.await??;
+    let stored = stream.clone().info().await?.state.messages as usize;
+    let received = match consumer {
+        Some(task) => task.await??,
+        None => stored,
+    };
     let seconds = started.elapsed().as_secs_f64();
     js.delete_stream(&name).await?;
-    println!("jetstream raw: per_s={:.0}", received as f64 / seconds);
-    eprintln!("loadgen: {received} of {count} raw messages published and consumed in {seconds:.2} s");
-    Ok(())
+    if stored != count {
+        bail!("the raw stream holds {stored} of {count} messages published");
+    }
+    eprintln!("loadgen: {received} of {count} raw messages (batched {batched}, consumed {consume}) in {seconds:.2} s");
+    Ok(received as f64 / seconds)
 }

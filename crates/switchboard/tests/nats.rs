@@ -57,6 +57,18 @@ async fn publish_all(gateway: &Gateway, events: &[pb::GatewayEvent]) {
     }
 }
 
+/// Publishes `events` in atomic batches of 256 (`Gateway::publish_batch`), retrying a batch
+/// until it is stored, across NATS restarts.
+async fn publish_all_batched(gateway: &Gateway, events: &[pb::GatewayEvent]) {
+    for chunk in events.chunks(256) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(error) = gateway.publish_batch(chunk).await {
+            assert!(Instant::now() < deadline, "a batch of {} events never stored: {error}", chunk.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 async fn effects_consumer(gateway: &Gateway, name: &str, workspace: &str) -> Effects {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -235,17 +247,30 @@ async fn ten_thousand_events_take_effect_exactly_once_across_a_leader_crash_and_
     }
     seen.collect(&mut effects, Duration::from_secs(120), |s| s.closed >= GROUP * 7).await;
 
+    // The next groups from a high-rate gateway, in atomic batches; one batch is sent twice
+    // (its ack lost, as far as the gateway knows): the second is refused for its stored
+    // Nats-Msg-Ids and its events are published again one by one, each deduplicated.
+    for group in &groups[7..10] {
+        publish_all_batched(&gateway, group).await;
+    }
+    gateway.publish_batch(&groups[8][..GROUP]).await.expect("a repeated batch is settled event by event");
+    let js = async_nats::jetstream::new(gateway.client().clone());
+    let last = js
+        .get_stream("SWITCHBOARD")
+        .await
+        .expect("events stream")
+        .get_last_raw_message_by_subject("switchboard.events.nx")
+        .await
+        .expect("last event");
+    assert!(last.headers.get("Nats-Batch-Id").is_some(), "the batched events were not stored as an atomic batch");
     // Every event of two groups already applied is stored again under another Nats-Msg-Id:
     // opened again, a closed conversation would reopen; its message would reopen it; its close
     // would be refused as already closed. Then the rest, with NATS killed and restarted midway.
-    for group in &groups[7..10] {
-        publish_all(&gateway, group).await;
-    }
     publish_again(&gateway, &groups[0]).await;
     publish_again(&gateway, &groups[5]).await;
     nats.restart().await;
     for group in &groups[10..] {
-        publish_all(&gateway, group).await;
+        publish_all_batched(&gateway, group).await;
     }
     seen.collect(&mut effects, Duration::from_secs(120), |s| s.closed >= CONVERSATIONS).await;
 
@@ -269,7 +294,6 @@ async fn ten_thousand_events_take_effect_exactly_once_across_a_leader_crash_and_
     check(&seen);
     // And nothing was rejected: a doubled close, or an open of a conversation already open, would
     // be there.
-    let js = async_nats::jetstream::new(gateway.client().clone());
     let mut rejected = js.get_stream("SWITCHBOARD_REJECTED").await.expect("the rejected stream exists");
     assert_eq!(rejected.info().await.expect("stream info").state.messages, 0, "events were rejected");
 }
@@ -393,4 +417,27 @@ async fn without_quorum_the_consumer_stops_and_resumes_when_nodes_return() {
     let client = cluster.client().await;
     assert_eq!(open_total(&client, "qx").await, 300);
     cluster.assert_replicas_agree().await;
+
+    // Again, and this time the leader dies too while its proposals wait for a quorum, and the
+    // others elect a leader without it: nothing it pulled was acked (a batch is acked only once
+    // committed), so the next leader is given all of it again and every event takes effect once.
+    let leader = cluster.leader().await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for i in &others {
+        cluster.kill(*i).await;
+    }
+    publish_all(&gateway, &batch(300, 500)).await;
+    seen.drain(&mut effects, Duration::from_secs(2)).await;
+    assert_eq!(seen.assigned.len(), 300, "effects appeared without a quorum");
+    cluster.kill(leader).await;
+    // The two others elect a leader without the old leader's uncommitted entries.
+    for i in &others {
+        cluster.restart(*i).await;
+    }
+    seen.collect(&mut effects, Duration::from_secs(90), |s| s.assigned.len() >= 500).await;
+    cluster.restart(leader).await;
+    assert!(seen.assigned.values().all(|n| *n == 1), "a conversation was assigned twice");
+    assert_eq!(seen.doubled(), 0);
+    let client = cluster.client().await;
+    assert_eq!(open_total(&client, "qx").await, 500);
 }

@@ -5,7 +5,7 @@
 //! Checks:
 //! - the effects stream is the log's effects, whole and once: `(log_index, sequence)` strictly
 //!   increasing, each entry's sequence counting from 0 without a hole, every effect chained to
-//!   the one before it (`Nats-Expected-Last-Msg-Id`), no `(log_index, sequence)` twice;
+//!   the one before it (`Switchboard-Previous-Msg-Id`), no `(log_index, sequence)` twice;
 //! - all effects of one event id or request id come from one log entry (nothing applied twice);
 //! - every acknowledged open has exactly one decision (assigned, queued or outside hours), every
 //!   acknowledged close one `closed`, every acknowledged message to a closed conversation one
@@ -37,7 +37,7 @@ pub struct StreamEffect {
     pub stream_sequence: u64,
     /// Its Nats-Msg-Id.
     pub msg_id: String,
-    /// Its Nats-Expected-Last-Msg-Id.
+    /// Its Switchboard-Previous-Msg-Id.
     pub expected_last: Option<String>,
     /// `Switchboard-Log-Index`.
     pub log_index: u64,
@@ -88,7 +88,7 @@ pub async fn read_streams(nats_url: &str) -> Result<(Vec<StreamEffect>, BTreeMap
         effects.push(StreamEffect {
             stream_sequence,
             msg_id: header("Nats-Msg-Id").unwrap_or_default(),
-            expected_last: header("Nats-Expected-Last-Msg-Id"),
+            expected_last: header("Switchboard-Previous-Msg-Id"),
             log_index: header("Switchboard-Log-Index").and_then(|v| v.parse().ok()).unwrap_or(0),
             sequence: header("Switchboard-Sequence").and_then(|v| v.parse().ok()).unwrap_or(u32::MAX),
             effect,

@@ -55,7 +55,18 @@ async fn start_node(
     config: &ServerConfig,
     nats: &Option<NatsConfig>,
 ) -> (TestNode, String) {
-    let listener = tokio::net::TcpListener::bind(api_listen).await.expect("bind api");
+    // A node killed a moment ago may not have released its port yet (its server task is
+    // aborted, not awaited).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let listener = loop {
+        match tokio::net::TcpListener::bind(api_listen).await {
+            Ok(listener) => break listener,
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("bind api {api_listen}: {error}"),
+        }
+    };
     let api_addr = listener.local_addr().expect("api addr").to_string();
     let mut raft_config = RaftNodeConfig::new(id, dir.join(format!("node{id}")), raft_listen.parse().expect("addr"));
     raft_config.api_addr = api_addr.clone();
