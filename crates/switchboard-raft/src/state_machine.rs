@@ -368,7 +368,7 @@ pub struct SnapshotExport {
 
 impl Shared {
     /// Encodes the replica as it is now, without writing a file or telling openraft: a
-    /// consistent copy taken under the read lock (applies wait while it is copied).
+    /// consistent copy (read from a forked child for a large state, see `read_whole`).
     pub(crate) fn export(&self) -> Result<SnapshotExport, SnapshotFileError> {
         let (meta, bytes) = self.read_whole(
             |replica| snapshot_meta_of(replica, "export"),
