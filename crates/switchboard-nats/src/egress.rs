@@ -40,12 +40,14 @@ pub(super) async fn run(
     node: Arc<RaftNode>,
     js: jetstream::Context,
     client: async_nats::Client,
+    outages: super::Outages,
     config: NatsConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut backoff = super::Backoff::new();
     while let Some(term) = node.until_confirmed_leader(&mut stop).await {
-        match session(&node, term, &js, &client, &config, &mut stop).await {
+        let seen = outages.count();
+        match outages.unless_lost(seen, session(&node, term, &js, &client, &config, &mut stop)).await {
             Ok(()) => backoff.reset(),
             Err(error) => {
                 tracing::warn!(%error, "effect publisher failed; resuming from the stream's last effect");

@@ -61,6 +61,7 @@ pub(super) async fn run(
     node: Arc<RaftNode>,
     js: jetstream::Context,
     client: async_nats::Client,
+    outages: super::Outages,
     config: NatsConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -68,7 +69,9 @@ pub(super) async fn run(
     let mut backoff = super::Backoff::new();
     while let Some(term) = node.until_confirmed_leader(&mut stop).await {
         tracing::info!(term, "leader: consuming {EVENTS_STREAM} as {CONSUMER}");
-        if let Err(error) = session(&node, term, &js, &config, &mut rejections, &mut stop).await {
+        let seen = outages.count();
+        let consumed = session(&node, term, &js, &config, &mut rejections, &mut stop);
+        if let Err(error) = outages.unless_lost(seen, consumed).await {
             tracing::warn!(%error, "event consumer failed; retrying");
             backoff.pause_or_reconnected(&client, &mut stop).await;
             continue;
@@ -294,31 +297,34 @@ fn check(
     message: &jetstream::Message,
     config: &NatsConfig,
 ) -> Result<(switchboard_core::Event, i64), (&'static str, String)> {
-    let limit = config.max_event_bytes.min(EVENT_BYTES_CEILING);
-    if message.payload.len() > limit {
-        return Err((
-            reason::OVERSIZE,
-            format!("the message is {} bytes; the limit is {limit}", message.payload.len()),
-        ));
+    decode_event(message.subject.as_str(), message.payload.as_ref(), config.max_event_bytes)
+}
+
+/// Decodes and validates one message of the events stream as the ingest does: the payload is
+/// at most `max_event_bytes` (and the ceiling), the subject names the workspace, the payload is
+/// a `GatewayEvent` of that workspace with valid fields. Returns the event and the gateway's
+/// `occurred_at_ms`, or the rejection reason (`switchboard_events_rejected_total{reason}`)
+/// with an explanation.
+pub fn decode_event(
+    subject: &str,
+    payload: &[u8],
+    max_event_bytes: usize,
+) -> Result<(switchboard_core::Event, i64), (&'static str, String)> {
+    let limit = max_event_bytes.min(EVENT_BYTES_CEILING);
+    if payload.len() > limit {
+        return Err((reason::OVERSIZE, format!("the message is {} bytes; the limit is {limit}", payload.len())));
     }
-    let Some(workspace) = super::workspace_of_subject(message.subject.as_str()) else {
-        return Err((
-            reason::BAD_SUBJECT,
-            format!("subject {} is not switchboard.events.<workspace>", message.subject.as_str()),
-        ));
+    let Some(workspace) = super::workspace_of_subject(subject) else {
+        return Err((reason::BAD_SUBJECT, format!("subject {subject} is not switchboard.events.<workspace>")));
     };
-    let mut event = pb::GatewayEvent::decode(message.payload.as_ref())
+    let mut event = pb::GatewayEvent::decode(payload)
         .map_err(|e| (reason::UNDECODABLE, format!("the payload is not a switchboard.v1.GatewayEvent: {e}")))?;
     if event.workspace.is_empty() {
         event.workspace = workspace.to_owned();
     } else if event.workspace != workspace {
         return Err((
             reason::WORKSPACE_MISMATCH,
-            format!(
-                "the event names workspace {:?} but was published to {}",
-                event.workspace,
-                message.subject.as_str()
-            ),
+            format!("the event names workspace {:?} but was published to {subject}", event.workspace),
         ));
     }
     let occurred_at_ms = event.occurred_at_ms;

@@ -22,6 +22,7 @@
 
 mod egress;
 mod ingest;
+pub use ingest::decode_event;
 
 use async_nats::jetstream;
 use std::sync::Arc;
@@ -143,10 +144,18 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (outages_tx, outages) = Outages::channel();
     let client = loop {
+        let outages_tx = outages_tx.clone();
         let options = async_nats::ConnectOptions::new()
             .name(format!("switchboard-node-{}", node.id()))
             .reconnect_delay_callback(reconnect_delay)
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Disconnected) {
+                    outages_tx.send_modify(|count| *count = count.wrapping_add(1));
+                }
+                std::future::ready(())
+            })
             .retry_on_initial_connect();
         let connected = match (config.security.apply(options).await, server_addrs(&config.url)) {
             (Ok(options), Ok(servers)) => options.connect(servers).await.map_err(|e| e.to_string()),
@@ -163,9 +172,16 @@ pub async fn run(
     };
     tracing::info!(url = %config.url, "connected to NATS");
     let js = jetstream::new(client.clone());
-    let ingest = tokio::spawn(ingest::run(node.clone(), js.clone(), client.clone(), config.clone(), stop_rx.clone()));
+    let ingest = tokio::spawn(ingest::run(
+        node.clone(),
+        js.clone(),
+        client.clone(),
+        outages.clone(),
+        config.clone(),
+        stop_rx.clone(),
+    ));
     let pending = tokio::spawn(ingest::sample_pending(js.clone(), stop_rx.clone()));
-    let egress = tokio::spawn(egress::run(node, js, client.clone(), config, stop_rx));
+    let egress = tokio::spawn(egress::run(node, js, client.clone(), outages, config, stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
     // Bounded: with NATS down, a flush or an ack could wait for a reconnection forever.
@@ -239,6 +255,9 @@ pub(crate) enum SessionError {
     /// An effect or a rejected event could not be stored.
     #[error("cannot publish: {0}")]
     Publish(#[from] jetstream::context::PublishError),
+    /// The connection to NATS dropped while the session ran.
+    #[error("the connection to NATS was lost")]
+    Disconnected,
     /// A message of an atomic batch could not be sent.
     #[error("cannot send a batched message: {0}")]
     Send(#[from] async_nats::client::PublishError),
@@ -354,6 +373,45 @@ impl Backoff {
     const POLL: Duration = Duration::from_millis(20);
 }
 
+/// Counts the connection's losses, so that a session can end the moment the connection it
+/// started on drops instead of waiting out an ack timeout (5 s) or a pull heartbeat (10 s)
+/// for replies the dead connection will never bring. What the session left unsettled is
+/// redelivered (ingest) or found again from the stream's last effect (egress).
+#[derive(Clone, Debug)]
+pub(crate) struct Outages(tokio::sync::watch::Receiver<u64>);
+
+impl Outages {
+    fn channel() -> (tokio::sync::watch::Sender<u64>, Self) {
+        let (tx, rx) = tokio::sync::watch::channel(0);
+        (tx, Self(rx))
+    }
+
+    /// How many times the connection has been lost so far.
+    pub(crate) fn count(&self) -> u64 {
+        *self.0.borrow()
+    }
+
+    /// Runs `session` unless the connection is lost, having been lost `seen` times when it
+    /// started; a loss ends it with [`SessionError::Disconnected`].
+    pub(crate) async fn unless_lost<T>(
+        &self,
+        seen: u64,
+        session: impl std::future::Future<Output = Result<T, SessionError>>,
+    ) -> Result<T, SessionError> {
+        let mut watch = self.0.clone();
+        let lost = async move {
+            // Err: the connection (and its callback) is gone: nothing to watch any more.
+            if watch.wait_for(|count| *count != seen).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = session => result,
+            () = lost => Err(SessionError::Disconnected),
+        }
+    }
+}
+
 /// Creates a file-backed stream of `subjects` with the node's replica count (or checks it
 /// exists); `duplicate_window` and `max_age` of `None` keep JetStream's defaults.
 async fn file_stream(
@@ -402,6 +460,26 @@ fn workspace_of_subject(subject: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_session_ends_the_moment_its_connection_is_lost_and_not_for_an_earlier_loss() {
+        let (lost, outages) = Outages::channel();
+        lost.send_modify(|count| *count += 1);
+        // Started after the first loss: runs to its own end.
+        let seen = outages.count();
+        assert_eq!(seen, 1);
+        let finished = outages.unless_lost(seen, async { Ok::<_, SessionError>(7) }).await;
+        assert_eq!(finished.ok(), Some(7));
+        // A session waiting on a reply that will never come ends when the connection drops.
+        let waiting = outages.unless_lost(seen, std::future::pending::<Result<(), SessionError>>());
+        let drop_connection = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            lost.send_modify(|count| *count += 1);
+        };
+        let (ended, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(10), waiting), drop_connection);
+        let ended = ended.expect("the session ended when the connection was lost");
+        assert!(matches!(ended, Err(SessionError::Disconnected)), "{ended:?}");
+    }
 
     #[test]
     fn reconnection_is_attempted_at_once_then_every_250_ms_at_most() {
