@@ -15,13 +15,15 @@ run:
 ## Runs every test of the workspace. The Python client test needs grpcio-tools and the NATS
 ## tests nats-server 2.15: tests/python/setup_env.sh installs both into a venv (once; again
 ## when requirements.txt changes). The Prometheus test and check-deploy need Debian's
-## prometheus package: tests/setup_prometheus.sh installs it (as root or with sudo).
+## prometheus package: tests/setup_prometheus.sh installs it (as root or with sudo); the
+## replay report test Debian's chromium: tests/setup_chromium.sh installs it.
 test:
 # Benchmarks are not tests: `bench-check` compiles and runs them once, optimised.
 	bash tests/setup_prometheus.sh
+	SWITCHBOARD_CHROMIUM="$$(bash tests/setup_chromium.sh | tail -n 1)" && \
 	SWITCHBOARD_PYTHON="$$(bash tests/python/setup_env.sh | tail -n 1)" && \
 	SWITCHBOARD_NATS_SERVER="$$(dirname "$$SWITCHBOARD_PYTHON")/nats-server" && \
-	export SWITCHBOARD_PYTHON SWITCHBOARD_NATS_SERVER && \
+	export SWITCHBOARD_CHROMIUM SWITCHBOARD_PYTHON SWITCHBOARD_NATS_SERVER && \
 	$(CARGO) $(TEST_COMMAND) --workspace --lib --bins --tests --examples --no-fail-fast
 	$(CARGO) test --workspace --doc
 	$(MAKE) check-deploy

@@ -10,7 +10,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use switchboard_client::gateway::{Effects, Gateway};
+use switchboard_client::gateway::{Effects, Gateway, events};
 use switchboard_client::{Client, pb};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -266,7 +266,7 @@ pub(crate) async fn run(args: DevArgs) -> Result<()> {
         let demo_publisher = publisher.clone();
         let conversations = args.demo_conversations;
         let gateway = match &nats {
-            Some(_) => Some(switchboard_client::gateway::Gateway::connect(&nats_url).await?),
+            Some(_) => Some((switchboard_client::gateway::Gateway::connect(&nats_url).await?, nats_url.clone())),
             None => None,
         };
         tokio::spawn(async move {
@@ -416,7 +416,13 @@ async fn wait_for_leader(client: &Client) -> Result<u64> {
 /// effects a gateway would act on.
 /// `client` configures and supervises; `publisher` publishes events over gRPC when there is no
 /// NATS (with `--secure` they hold an admin and a gateway token).
-async fn demo(client: &Client, publisher: &Client, gateway: Option<Gateway>, conversations: usize) -> Result<()> {
+async fn demo(
+    client: &Client,
+    publisher: &Client,
+    nats: Option<(Gateway, String)>,
+    conversations: usize,
+) -> Result<()> {
+    let (gateway, nats_url) = nats.unzip();
     let file = WorkspaceFile::parse(DEMO_WORKSPACE, "deploy/workspace.example.yaml")?;
     let ws = file.workspace.clone();
     println!("demo: applying deploy/workspace.example.yaml");
@@ -492,16 +498,32 @@ async fn demo(client: &Client, publisher: &Client, gateway: Option<Gateway>, con
             }
         }
         // Every third conversation, an earlier one ends, which frees its agent for the queue.
+        // With NATS the gateway reports it, so the events stream holds the whole day for
+        // `switchboard replay`.
         if n % 3 == 2 {
             let done = format!("demo-{run}-{}", n - 2);
-            let _ = client
-                .close(pb::CloseRequest { workspace: ws.clone(), conversation: done, ..Default::default() })
-                .await;
+            match &gateway {
+                Some(gateway) => {
+                    gateway.publish(&events::closed(&format!("{done}-closed"), &ws, &done)).await?;
+                }
+                None => {
+                    let _ = client
+                        .close(pb::CloseRequest { workspace: ws.clone(), conversation: done, ..Default::default() })
+                        .await;
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     let sb = program_name();
     println!("demo: done. The cluster keeps running; try `{sb} ctl agents` or `{sb} ctl queue support`.");
+    if let Some(nats_url) = nats_url {
+        println!(
+            "demo: what if? `{sb} replay --nats {nats_url} --workspace-file deploy/workspace.example.yaml \
+             --compare my-workspace.yaml --html report.html` replays these events against another configuration \
+             (`{sb} export-events --nats {nats_url} --workspace {ws} --out day.jsonl` keeps them in a file)."
+        );
+    }
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod ctl;
 mod dev;
 mod loadgen;
 mod node;
+mod replay;
 mod restore;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +51,11 @@ enum Commands {
     /// Make an empty data directory start from a snapshot file (`ctl snapshot`): restores a
     /// cluster from a backup (deploy/README.md, "Back up and restore").
     Restore(restore::RestoreArgs),
+    /// Write a time range of the events stream (`SWITCHBOARD`) to a file, for `replay`.
+    ExportEvents(replay::ExportArgs),
+    /// What if: replay recorded events offline against a workspace file (or two, compared),
+    /// reporting waits, load and fairness as text, JSON and an HTML page with charts.
+    Replay(replay::ReplayArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -81,6 +87,8 @@ async fn main() -> std::process::ExitCode {
         }
         Commands::Ctl(args) => ctl::run(args).await,
         Commands::Restore(args) => restore::run(&args),
+        Commands::ExportEvents(args) => replay::export(args).await,
+        Commands::Replay(args) => replay::replay(args).await,
         Commands::Loadgen(args) => {
             init_logging(cli.log_format);
             loadgen::run(args).await

@@ -96,6 +96,12 @@ fn replay_live(
     Ok(())
 }
 
+/// The commands the server makes of the requests `apply` sends for `changes`, in order
+/// (`switchboard replay` builds its configuration with them).
+pub(crate) fn commands_of(changes: &[Change]) -> Result<Vec<Command>, String> {
+    changes.iter().map(command_of).collect()
+}
+
 /// The command the server makes of the request `apply` sends for `change`.
 fn command_of(change: &Change) -> Result<Command, String> {
     Ok(match change {

@@ -1,7 +1,7 @@
 //! `switchboard ctl`: the admin and operator client.
 
 pub(crate) mod apply;
-mod check;
+pub(crate) mod check;
 pub(crate) mod spec;
 
 use anyhow::{Context, Result, bail};
