@@ -43,6 +43,7 @@
 //!   (weighted draws) that keep decisions O(log n).
 //! - `hours.rs`: business hours and local midnights in IANA timezones (compiled-in tzdb).
 //! - `timers.rs`, `dedupe.rs`, `rng.rs`: timers, event-id dedupe, the SplitMix64 PRNG.
+//! - [`explain`]: why a new conversation goes where it goes ([`State::explain_open`]).
 //! - [`command`], [`effect`], [`model`], [`ids`], [`error`]: the public vocabulary.
 
 // The core must not be able to panic: one deterministic panic would stop every replica at the
@@ -67,6 +68,7 @@ mod dedupe;
 pub mod effect;
 mod entities;
 pub mod error;
+pub mod explain;
 mod fenwick;
 pub mod hours;
 pub mod ids;
@@ -86,6 +88,7 @@ pub use command::{Command, Event, Input, OpenConversation, TransferTarget};
 pub use effect::{AssignReason, Effect, UnassignReason};
 pub use entities::ConversationState;
 pub use error::{ApplyError, Conflict, ErrorKind};
+pub use explain::{Candidate, Explanation, Routed, Verdict};
 pub use hours::{BusinessHours, OpeningInterval};
 pub use ids::{
     AgentId, ContactId, ConversationId, EventId, Language, RuleId, Skill, TeamId, WorkspaceId, is_subject_token,

@@ -1,7 +1,7 @@
 //! The whole replicated state: every workspace, the timer wheel and the clock, with the one
 //! entry point [`State::apply`], snapshots and the state digest.
 
-use crate::command::{Command, Event, Input};
+use crate::command::{Command, Event, Input, OpenConversation};
 use crate::dedupe::Dedupe;
 use crate::effect::Effect;
 use crate::error::{ApplyError, Conflict, ErrorKind};
@@ -222,6 +222,22 @@ impl State {
     /// Workspaces, in id order.
     pub fn workspace_ids(&self) -> impl Iterator<Item = &WorkspaceId> {
         self.workspaces.keys()
+    }
+
+    /// Why `open` would go where it goes if it arrived at `at_ms` in this state: the path that
+    /// decides and every candidate's verdict. Read-only, O(members of the routed team); the
+    /// state is the one just before the event (with the timers due at `at_ms` fired: apply a
+    /// `Tick` at `at_ms` first), so a replay can explain any decision after the fact.
+    pub fn explain_open(
+        &self,
+        workspace: &WorkspaceId,
+        open: &OpenConversation,
+        at_ms: i64,
+    ) -> Result<crate::explain::Explanation, ApplyError> {
+        let Some(ws) = self.workspaces.get(workspace) else {
+            return Err(ApplyError::UnknownWorkspace(workspace.clone()));
+        };
+        ws.explain_open(open, at_ms)
     }
 
     /// A conversation, with its queue position while queued.

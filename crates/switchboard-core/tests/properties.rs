@@ -4,6 +4,9 @@
 //! 2. with default options nobody who is not ONLINE receives an automatic assignment;
 //! 3. same log → same effects and same `state_digest`, across snapshot and restore;
 //! 5. nothing waits in a queue while an eligible agent has capacity.
+//!
+//! And `State::explain_open` agrees with the decision taken: the explained winner is the
+//! assigned agent, and each explained exclusion is true of that agent at that moment.
 
 mod common;
 
@@ -14,9 +17,9 @@ use proptest::prelude::{
 use std::collections::BTreeMap;
 use switchboard_core::Strategy as Assignment;
 use switchboard_core::{
-    AgentId, AgentSpec, AgentStatus, AssignReason, BusinessHours, Channel, Command, ContactId, ContactSpec,
+    AgentId, AgentSpec, AgentStatus, AssignReason, BusinessHours, Candidate, Channel, Command, ContactId, ContactSpec,
     ConversationId, Effect, Event, Input, OpenConversation, OpeningInterval, RoutingRule, RuleConditions, RuleId,
-    RuleTarget, Skill, State, TeamId, TeamSpec, TransferTarget, WorkspaceId, WorkspaceSettings,
+    RuleTarget, Skill, State, TeamId, TeamSpec, TransferTarget, Verdict, WorkspaceId, WorkspaceSettings,
 };
 
 const AGENTS: [&str; 5] = ["a0", "a1", "a2", "a3", "a4"];
@@ -260,6 +263,94 @@ proptest! {
         }
         // Keep the generator honest: most runs should assign something.
         prop_assume!(assignments > 0 || ops.len() < 10);
+    }
+
+    #[test]
+    fn explanations_agree_with_the_decisions_taken((agents, teams, seed, ops) in scenario()) {
+        let mut state = State::new();
+        let workspace = WorkspaceId::new(WS);
+        let mut explained = 0usize;
+        for (at, input) in entries(&agents, &teams, seed, &ops) {
+            let Input::Event(Event { command: Command::OpenConversation(open), .. }) = &input else {
+                state.apply(at, &input);
+                continue;
+            };
+            // The state the decision sees: timers due now fired first, as `apply` does.
+            state.apply(at, &Input::Tick);
+            let Ok(why) = state.explain_open(&workspace, open, at) else {
+                prop_assert!(state.apply(at, &input).result.is_err(), "explain refused an open the core took");
+                continue;
+            };
+            // Each exclusion is true of that agent now (statuses and counts read back from views).
+            let mut all: Vec<&Candidate> = why.candidates.iter().collect();
+            all.extend(why.dedicated.iter().chain(&why.returning).chain(&why.rule_agent));
+            for candidate in &all {
+                let view = state.agent(&workspace, &candidate.agent).expect("a candidate is an agent");
+                prop_assert_eq!(candidate.open, view.open);
+                match &candidate.verdict {
+                    Verdict::Status(status) => prop_assert_eq!(*status, view.status),
+                    Verdict::AtMaxOpen { open, max_open } => {
+                        prop_assert!(*open == view.open && *max_open == view.max_open && view.open >= view.max_open);
+                    }
+                    Verdict::DailyLimit { received, daily_limit } => {
+                        prop_assert!(*received == view.received_today && received >= daily_limit);
+                    }
+                    Verdict::NotMember => prop_assert!(!view.teams.contains(&why.team)),
+                    Verdict::Eligible => {
+                        prop_assert_eq!(view.status, AgentStatus::Online);
+                        prop_assert!(view.open < view.max_open);
+                    }
+                    _ => {}
+                }
+            }
+            let outcome = state.apply(at, &input);
+            if outcome.result.is_err() {
+                continue;
+            }
+            explained += 1;
+            let mine = |c: &ConversationId| *c == open.conversation;
+            let own = &outcome.effects[outcome.timer_effects..];
+            let eligible = |c: &Option<Candidate>| c.as_ref().is_some_and(|c| c.verdict.is_eligible());
+            let assigned = own.iter().find_map(|e| match e {
+                Effect::Assigned { conversation, agent, reason, team, .. } if mine(conversation) => Some((agent, *reason, team)),
+                _ => None,
+            });
+            let outside = own.iter().any(|e| matches!(e, Effect::OutsideHours { conversation, .. } if mine(conversation)));
+            prop_assert_eq!(outside, why.outside_hours, "outside hours");
+            match assigned {
+                Some((agent, reason, team)) => {
+                    prop_assert_eq!(team, &why.team);
+                    prop_assert!(!why.outside_hours && why.assign_delay_s == 0);
+                    let named = |c: &Option<Candidate>| c.as_ref().map(|c| &c.agent) == Some(agent) && eligible(c);
+                    match reason {
+                        AssignReason::Dedicated => prop_assert!(named(&why.dedicated)),
+                        AssignReason::Returning => {
+                            prop_assert!(!eligible(&why.dedicated) && named(&why.returning));
+                        }
+                        AssignReason::RuleAgent => {
+                            prop_assert!(!eligible(&why.dedicated) && !eligible(&why.returning) && named(&why.rule_agent));
+                        }
+                        AssignReason::Strategy(strategy) => {
+                            prop_assert_eq!(strategy, why.strategy);
+                            prop_assert!(!eligible(&why.dedicated) && !eligible(&why.returning) && why.rule_agent.is_none());
+                            let winner = why.candidates.iter().find(|c| &c.agent == agent);
+                            prop_assert!(winner.is_some_and(|c| c.verdict.is_eligible()), "{agent} won but was explained {winner:?}");
+                        }
+                        other => prop_assert!(false, "an open assigned by {other:?}"),
+                    }
+                }
+                None if !why.outside_hours && why.assign_delay_s == 0 => {
+                    // Nobody could take it: no path had an eligible agent.
+                    prop_assert!(!eligible(&why.dedicated) && !eligible(&why.returning) && !eligible(&why.rule_agent));
+                    if why.strategy != Assignment::Manual && why.rule_agent.is_none() {
+                        let anyone = why.candidates.iter().find(|c| c.verdict.is_eligible());
+                        prop_assert!(anyone.is_none(), "queued while {anyone:?} was explained eligible");
+                    }
+                }
+                None => {}
+            }
+        }
+        prop_assume!(explained > 0 || ops.len() < 10);
     }
 
     #[test]

@@ -45,7 +45,22 @@ async fn load(leader: &Arc<RaftNode>, inputs: Vec<Input>) {
     while inputs.peek().is_some() {
         let batch: Vec<Input> = inputs.by_ref().take(chunk).collect();
         let leader = Arc::clone(leader);
-        pending.push_back(async move { leader.propose(batch).await.expect("set-up write") });
+        pending.push_back(async move {
+            // A slow commit under this load answers `Uncertain`; the events carry ids, so
+            // proposing them again is safe (the state machine drops what already applied).
+            let mut attempts = 0;
+            loop {
+                match leader.propose(batch.clone()).await {
+                    Ok(_) => break,
+                    Err(error) if attempts < 10 => {
+                        attempts += 1;
+                        eprintln!("scale: set-up write retried ({error})");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(error) => panic!("set-up write failed {attempts} times: {error}"),
+                }
+            }
+        });
         if pending.len() >= 4 {
             futures::StreamExt::next(&mut pending).await;
         }

@@ -23,8 +23,11 @@ pub mod text;
 pub use events::Recorded;
 pub use report::{AgentReport, Assignment, DepthSeries, Report, TeamReport, Waits};
 
+use serde::Serialize;
 use std::collections::BTreeMap;
-use switchboard_core::{AgentId, AgentStatus, Command, Event, Input, State, TeamId, WorkspaceId};
+use switchboard_core::{
+    AgentId, AgentStatus, Command, ConversationId, Effect, Event, Explanation, Input, State, TeamId, WorkspaceId,
+};
 
 /// Most queue-depth buckets per team in a report (the bucket width grows with the span).
 pub const DEPTH_BUCKETS_MAX: i64 = 300;
@@ -65,9 +68,68 @@ fn ceil_div(a: i64, b: i64) -> i64 {
     a.saturating_add(b - 1) / b
 }
 
+/// One moment of a conversation's life in a replay: what caused it and what happened.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    /// Simulated time (UTC milliseconds).
+    pub at_ms: i64,
+    /// The stream sequence of the event that caused it (0 for a timer between events).
+    pub sequence: u64,
+    /// The command that caused it (`OpenConversation`, `CloseConversation`, ...) or `timer`.
+    pub cause: String,
+    /// For the conversation's opening: the path that decided and every candidate's verdict,
+    /// derived from the replay's state just before the event.
+    pub explanation: Option<Explanation>,
+    /// The effects about the conversation, in order.
+    pub effects: Vec<Effect>,
+}
+
+/// The conversation an effect is about.
+fn conversation_of(effect: &Effect) -> Option<&ConversationId> {
+    match effect {
+        Effect::Assigned { conversation, .. }
+        | Effect::Unassigned { conversation, .. }
+        | Effect::Queued { conversation, .. }
+        | Effect::QueuePosition { conversation, .. }
+        | Effect::OutsideHours { conversation, .. }
+        | Effect::Welcome { conversation, .. }
+        | Effect::Reopened { conversation, .. }
+        | Effect::Closed { conversation, .. } => Some(conversation),
+        Effect::AgentStatusChanged { .. } => None,
+    }
+}
+
+/// Follows one conversation through a replay.
+struct Trail<'a> {
+    conversation: Option<&'a ConversationId>,
+    decisions: Vec<Decision>,
+}
+
+impl Trail<'_> {
+    fn record(&mut self, at_ms: i64, sequence: u64, cause: &str, explanation: Option<Explanation>, effects: &[Effect]) {
+        let Some(conversation) = self.conversation else { return };
+        let effects: Vec<Effect> =
+            effects.iter().filter(|effect| conversation_of(effect) == Some(conversation)).cloned().collect();
+        if !effects.is_empty() || explanation.is_some() {
+            self.decisions.push(Decision { at_ms, sequence, cause: cause.to_owned(), explanation, effects });
+        }
+    }
+}
+
 /// Replays `events` (those of `config.workspace`; others are skipped) through a fresh core
 /// built by `config`, and reports what happened.
 pub fn replay(config: &Config, events: &[Recorded]) -> Result<Report, ReplayError> {
+    replay_explaining(config, events, None).map(|(report, _)| report)
+}
+
+/// [`replay`], also following `conversation` (if given): every decision about it, in order,
+/// with the explanation of its opening.
+pub fn replay_explaining(
+    config: &Config,
+    events: &[Recorded],
+    conversation: Option<&ConversationId>,
+) -> Result<(Report, Vec<Decision>), ReplayError> {
+    let mut trail = Trail { conversation, decisions: Vec::new() };
     let workspace = &config.workspace;
     let mine: Vec<&Recorded> = events.iter().filter(|r| &r.event.workspace == workspace).collect();
     let from_ms = mine.first().map_or(0, |r| r.at_ms);
@@ -125,11 +187,25 @@ pub fn replay(config: &Config, events: &[Recorded]) -> Result<Report, ReplayErro
             for effect in &outcome.effects {
                 collector.effect(next_tick, effect);
             }
+            trail.record(next_tick, 0, "timer", None, &outcome.effects);
             sample(&state, &mut collector, next_tick);
             next_tick = next_tick.saturating_add(TICK_MS);
         }
         clock = at_ms;
+        let mut explanation = None;
+        if let Command::OpenConversation(open) = &recorded.event.command
+            && Some(&open.conversation) == trail.conversation
+        {
+            // The state the decision saw: the timers due now fire first, as in `apply`.
+            let outcome = state.apply(at_ms, &Input::Tick);
+            for effect in &outcome.effects {
+                collector.effect(at_ms, effect);
+            }
+            trail.record(at_ms, 0, "timer", None, &outcome.effects);
+            explanation = state.explain_open(workspace, open, at_ms).ok();
+        }
         let outcome = state.apply(at_ms, &Input::Event(recorded.event.clone()));
+        trail.record(at_ms, recorded.sequence, recorded.event.command.name(), explanation, &outcome.effects);
         let (timers, own) = outcome.effects.split_at(outcome.timer_effects.min(outcome.effects.len()));
         for effect in timers {
             collector.effect(at_ms, effect);
@@ -159,5 +235,5 @@ pub fn replay(config: &Config, events: &[Recorded]) -> Result<Report, ReplayErro
         bucket_ms,
         ..Report::default()
     };
-    Ok(collector.finish(report, buckets))
+    Ok((collector.finish(report, buckets), trail.decisions))
 }

@@ -1,8 +1,124 @@
 //! Reports as plain text for a terminal: one report, or two side by side with differences.
 
+use crate::Decision;
 use crate::html::duration;
 use crate::report::{Report, TeamReport};
 use std::fmt::Write;
+use switchboard_core::{Candidate, Effect, Explanation, Routed, Strategy, Verdict};
+
+/// Why a candidate could not take the conversation, in words.
+pub fn verdict(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Eligible => "eligible".to_owned(),
+        Verdict::NotMember => "not a member of the team".to_owned(),
+        Verdict::MissingSkill { skill, level } => format!("lacks skill {skill} at level {level}"),
+        Verdict::MissingLanguage(language) => format!("does not speak {language}"),
+        Verdict::Excluded => "excluded from automatic assignment".to_owned(),
+        Verdict::Status(status) => format!("status {status:?}, which the team does not assign to"),
+        Verdict::AtMaxOpen { open, max_open } => format!("at max_open ({open} of {max_open})"),
+        Verdict::DailyLimit { received, daily_limit } => {
+            format!("daily limit reached ({received} of {daily_limit}, a hard cap in this team)")
+        }
+        Verdict::ZeroWeight => "weighs 0 in this weighted team (daily_limit 0): never drawn".to_owned(),
+        Verdict::ChannelFull { channel, limit } => format!("at the {channel:?} limit ({limit})"),
+    }
+}
+
+fn candidate_line(out: &mut String, role: &str, candidate: &Candidate, winner: Option<&str>, strategy: Strategy) {
+    let chosen = winner == Some(candidate.agent.as_str());
+    let why = if chosen {
+        "chosen".to_owned()
+    } else if candidate.verdict.is_eligible() {
+        match (strategy, winner) {
+            (_, None) => "eligible".to_owned(),
+            (Strategy::RoundRobin, Some(_)) => "eligible, later in the rotation".to_owned(),
+            (Strategy::LeastOpen, Some(_)) => format!("eligible, holds {} (not fewer)", candidate.open),
+            (Strategy::Weighted, Some(_)) => format!("eligible, not drawn (weight {})", candidate.weight),
+            (Strategy::Ordered, Some(_)) => "eligible, later in the member order".to_owned(),
+            (Strategy::Manual, Some(_)) => "eligible (the team assigns nobody automatically)".to_owned(),
+        }
+    } else {
+        format!("not eligible: {}", verdict(&candidate.verdict))
+    };
+    let _ = writeln!(out, "      {role}{:<16} {why}", candidate.agent.as_str());
+}
+
+fn explanation(out: &mut String, why: &Explanation, effects: &[Effect]) {
+    let winner = effects.iter().find_map(|e| match e {
+        Effect::Assigned { agent, .. } => Some(agent.as_str()),
+        _ => None,
+    });
+    match &why.routed {
+        Routed::Rule { rule, matched_on } if matched_on.is_empty() => {
+            let _ = writeln!(out, "    routed to team {} by rule {rule} (matches everything)", why.team);
+        }
+        Routed::Rule { rule, matched_on } => {
+            let _ =
+                writeln!(out, "    routed to team {} by rule {rule} (matched on {})", why.team, matched_on.join(", "));
+        }
+        Routed::DefaultTeam => {
+            let _ = writeln!(out, "    routed to team {} (no rule matched: the default team)", why.team);
+        }
+    }
+    if why.outside_hours {
+        let _ = writeln!(out, "    the team was closed: the conversation waits for opening time");
+    } else if why.assign_delay_s > 0 {
+        let _ = writeln!(out, "    the team waits {} s before assigning (claimable meanwhile)", why.assign_delay_s);
+    }
+    for (role, candidate) in
+        [("dedicated agent ", &why.dedicated), ("returning to ", &why.returning), ("rule's agent ", &why.rule_agent)]
+    {
+        if let Some(candidate) = candidate {
+            candidate_line(out, role, candidate, winner, why.strategy);
+        }
+    }
+    let _ = writeln!(out, "    strategy {:?} among {} member(s):", why.strategy, why.candidates.len());
+    for candidate in &why.candidates {
+        candidate_line(out, "", candidate, winner, why.strategy);
+    }
+}
+
+fn effect_line(effect: &Effect) -> String {
+    match effect {
+        Effect::Assigned { agent, reason, team, .. } => format!("assigned to {agent} in {team} ({reason:?})"),
+        Effect::Unassigned { agent, reason, .. } => format!("left {agent} ({reason:?})"),
+        Effect::Queued { team, position, waiting_for, .. } => match waiting_for {
+            Some(agent) => format!("queued for {agent} in {team}, position {position}"),
+            None => format!("queued in {team}, position {position}"),
+        },
+        Effect::QueuePosition { position, .. } => format!("now position {position}"),
+        Effect::OutsideHours { team, .. } => format!("{team} closed: waits for opening time"),
+        Effect::Welcome { team, .. } => format!("welcomed by {team}"),
+        Effect::Reopened { team, .. } => format!("reopened in {team}"),
+        Effect::Closed { agent, .. } => match agent {
+            Some(agent) => format!("closed ({agent} freed)"),
+            None => "closed".to_owned(),
+        },
+        Effect::AgentStatusChanged { agent, status, .. } => format!("{agent} is now {status:?}"),
+    }
+}
+
+/// Every decision about one conversation, with the explanation of its opening.
+pub fn decisions(conversation: &str, from_ms: i64, decisions: &[Decision]) -> String {
+    let mut out = String::new();
+    if decisions.is_empty() {
+        let _ = writeln!(out, "conversation {conversation}: not in these events");
+        return out;
+    }
+    let _ = writeln!(out, "conversation {conversation}");
+    for decision in decisions {
+        let at = duration(decision.at_ms.saturating_sub(from_ms));
+        let source = if decision.sequence > 0 { format!(" (stream #{})", decision.sequence) } else { String::new() };
+        let _ = writeln!(out, "  +{at} at {} ms: {}{source}", decision.at_ms, decision.cause);
+        if let Some(why) = &decision.explanation {
+            explanation(&mut out, why, &decision.effects);
+        }
+        for effect in &decision.effects {
+            let _ = writeln!(out, "    -> {}", effect_line(effect));
+        }
+    }
+    out
+}
 
 fn header(out: &mut String, report: &Report) {
     let refused: u64 = report.refused.values().sum();

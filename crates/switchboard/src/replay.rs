@@ -68,6 +68,11 @@ pub(crate) struct ReplayArgs {
     /// Also write the full report (every figure and every assignment, in order) as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Instead of the report, explain every decision about this conversation: the path that
+    /// decided its opening, every candidate and why each was or was not chosen, and what
+    /// happened to it after (with --compare, under both configurations).
+    #[arg(long, value_name = "CONVERSATION")]
+    explain: Option<String>,
 }
 
 /// Parses `--since`/`--until` into UTC milliseconds, `now_ms` being now.
@@ -236,13 +241,30 @@ pub(crate) async fn replay(args: ReplayArgs) -> Result<()> {
             recorded
         }
     };
+    let explain = args
+        .explain
+        .as_deref()
+        .map(|id| {
+            if id.is_empty() || id.len() > switchboard_core::limits::ID_BYTES_MAX {
+                bail!("--explain: a conversation id is 1 to {} bytes", switchboard_core::limits::ID_BYTES_MAX);
+            }
+            Ok(switchboard_core::ConversationId::new(id))
+        })
+        .transpose()?;
     let started = std::time::Instant::now();
-    let mut reports: Vec<Report> = vec![switchboard_replay::replay(&config, &recorded)?];
-    if let Some(other) = &other {
-        reports.push(switchboard_replay::replay(other, &recorded)?);
+    let mut reports: Vec<Report> = Vec::new();
+    let mut explained = String::new();
+    for config in std::iter::once(&config).chain(other.as_ref()) {
+        let (report, decisions) = switchboard_replay::replay_explaining(config, &recorded, explain.as_ref())?;
+        if let Some(conversation) = &explain {
+            explained.push_str(&format!("with {}: ", config.label));
+            explained.push_str(&switchboard_replay::text::decisions(conversation.as_str(), report.from_ms, &decisions));
+        }
+        reports.push(report);
     }
     let elapsed = started.elapsed();
     match reports.as_slice() {
+        _ if explain.is_some() => print!("{explained}"),
         [a, b] => print!("{}", switchboard_replay::text::compare(a, b)),
         [a] => print!("{}", switchboard_replay::text::single(a)),
         _ => {}

@@ -199,6 +199,23 @@ async fn a_replay_with_the_live_configuration_makes_the_clusters_assignments_in_
     let url = nats.url();
     let from_stream = replayed(&["--nats", &url], "stream.json");
     assert_eq!(from_stream, live, "the replay of the stream made other assignments than the cluster");
+
+    // Why did the cluster's first assignment go where it went?
+    let (conversation, agent) = &live[0];
+    let (ok, out, err) = switchboard(&[
+        "replay",
+        "--events",
+        exported.to_str().expect("UTF-8 path"),
+        "--workspace-file",
+        file.to_str().expect("UTF-8 path"),
+        "--explain",
+        conversation,
+    ]);
+    assert!(ok, "replay --explain: {out}{err}");
+    assert!(out.contains(&format!("conversation {conversation}")) && out.contains("routed to team"), "{out}");
+    assert!(out.contains(&format!("-> assigned to {agent} in ")), "the cluster gave {conversation} to {agent}: {out}");
+    let chosen = out.lines().find(|line| line.trim_end().ends_with(" chosen")).expect("a chosen candidate");
+    assert!(chosen.split_whitespace().any(|word| word == agent.as_str()), "{chosen} in {out}");
 }
 
 /// The browser for the report test: `SWITCHBOARD_CHROMIUM`, else `chromium` on the PATH

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 mod admin;
+mod explain;
 mod lifecycle;
 mod queues;
 mod routing;
