@@ -200,12 +200,38 @@ pub(crate) async fn export(args: ExportArgs) -> Result<()> {
 pub(crate) fn config_of(path: &Path) -> Result<Config> {
     let text = spec::read_file(path)?;
     let source = path.display().to_string();
-    let file = spec::WorkspaceFile::parse(&text, &source)?;
+    let label = path.file_name().map_or_else(|| source.clone(), |name| name.to_string_lossy().into_owned());
+    config_of_text(&text, &source, label)
+}
+
+/// [`config_of`] for a workspace file's text.
+pub(crate) fn config_of_text(text: &str, source: &str, label: String) -> Result<Config> {
+    let file = spec::WorkspaceFile::parse(text, source)?;
     file.validate().with_context(|| format!("{source} is not a valid workspace file"))?;
     let changes = apply::plan(&file, None, false)?;
     let setup = check::commands_of(&changes).map_err(|reason| anyhow::anyhow!("{source}: {reason}"))?;
-    let label = path.file_name().map_or_else(|| source.clone(), |name| name.to_string_lossy().into_owned());
     Ok(Config { label, workspace: WorkspaceId::new(&file.workspace), setup })
+}
+
+/// Reads `config`'s workspace's events from the stream at `url` and explains `conversation`
+/// (the `make run` demo's last word).
+pub(crate) async fn explain_from_stream(url: &str, config: &Config, conversation: &str) -> Result<String> {
+    let source = SourceArgs {
+        nats: Some(url.to_owned()),
+        stream: switchboard_nats::EVENTS_STREAM.to_owned(),
+        since: None,
+        until: None,
+        workspace: Some(config.workspace.as_str().to_owned()),
+    };
+    let mut recorded = Vec::new();
+    read_stream(&source, |event| {
+        recorded.push(event);
+        Ok(())
+    })
+    .await?;
+    let id = switchboard_core::ConversationId::new(conversation);
+    let (report, decisions) = switchboard_replay::replay_explaining(config, &recorded, Some(&id))?;
+    Ok(switchboard_replay::text::decisions(conversation, report.from_ms, &decisions))
 }
 
 /// `switchboard replay`.
