@@ -84,21 +84,6 @@ pub struct Decision {
     pub effects: Vec<Effect>,
 }
 
-/// The conversation an effect is about.
-fn conversation_of(effect: &Effect) -> Option<&ConversationId> {
-    match effect {
-        Effect::Assigned { conversation, .. }
-        | Effect::Unassigned { conversation, .. }
-        | Effect::Queued { conversation, .. }
-        | Effect::QueuePosition { conversation, .. }
-        | Effect::OutsideHours { conversation, .. }
-        | Effect::Welcome { conversation, .. }
-        | Effect::Reopened { conversation, .. }
-        | Effect::Closed { conversation, .. } => Some(conversation),
-        Effect::AgentStatusChanged { .. } => None,
-    }
-}
-
 /// Follows one conversation through a replay.
 struct Trail<'a> {
     conversation: Option<&'a ConversationId>,
@@ -109,7 +94,7 @@ impl Trail<'_> {
     fn record(&mut self, at_ms: i64, sequence: u64, cause: &str, explanation: Option<Explanation>, effects: &[Effect]) {
         let Some(conversation) = self.conversation else { return };
         let effects: Vec<Effect> =
-            effects.iter().filter(|effect| conversation_of(effect) == Some(conversation)).cloned().collect();
+            effects.iter().filter(|effect| effect.conversation() == Some(conversation)).cloned().collect();
         if !effects.is_empty() || explanation.is_some() {
             self.decisions.push(Decision { at_ms, sequence, cause: cause.to_owned(), explanation, effects });
         }
