@@ -432,6 +432,11 @@ impl Rejections {
         if let Some(id) = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")) {
             headers.insert(super::ORIGINAL_MSG_ID_HEADER, id.as_str());
         }
+        // A message delivered again (its batch's ack lost, a new leader resuming from the ack
+        // floor) is rejected again; JetStream drops the copy within its duplicate window.
+        if let (Some(stream_sequence), _) = message_ids(message) {
+            headers.insert("Nats-Msg-Id", format!("rejected.{stream_sequence}").as_str());
+        }
         // An oversize message is not copied: with the headers it could exceed NATS's max payload.
         let payload = if reason == reason::OVERSIZE { message.payload.slice(..0) } else { message.payload.clone() };
         // Kept by the stream SWITCHBOARD_REJECTED; the original is acked only once it is stored.
