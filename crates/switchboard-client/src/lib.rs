@@ -323,6 +323,8 @@ unary! {
     transfer: AssignmentsClient, pb::TransferRequest => pb::AssignmentResponse, fill request_id;
     /// Ends a conversation (`Assignments.Close`).
     close: AssignmentsClient, pb::CloseRequest => pb::AssignmentResponse, fill request_id;
+    /// Every decision about a conversation, explained (`Assignments.Explain`).
+    explain: AssignmentsClient, pb::ExplainRequest => pb::ExplainResponse;
     /// Creates or changes a workspace (`Admin.ConfigureWorkspace`).
     configure_workspace: AdminClient, pb::ConfigureWorkspaceRequest => pb::WriteResponse, fill request_id;
     /// A workspace's whole configuration (`Admin.GetWorkspace`).

@@ -168,4 +168,18 @@ impl Command {
             Command::Transfer { .. } => "Transfer",
         }
     }
+
+    /// The conversation the command is about, if it is about one.
+    pub fn conversation(&self) -> Option<&ConversationId> {
+        match self {
+            Command::OpenConversation(open) => Some(&open.conversation),
+            Command::CustomerMessage { conversation }
+            | Command::AgentReplied { conversation, .. }
+            | Command::CloseConversation { conversation }
+            | Command::Claim { conversation, .. }
+            | Command::Assign { conversation, .. }
+            | Command::Transfer { conversation, .. } => Some(conversation),
+            _ => None,
+        }
+    }
 }

@@ -1,10 +1,11 @@
-//! Why a new conversation would go where it goes: the path that decides (dedicated agent,
-//! returning customer, a rule, the team's strategy) and, for every candidate, whether they
-//! could take it and if not, why. Computed on demand from a state by [`State::explain_open`]
-//! (for example the state a replay holds just before the conversation's event), never on the
-//! hot path.
+//! Why a new or reopened conversation would go where it goes: the path that decides (dedicated
+//! agent, returning customer, a rule, the previous agent, the team's strategy) and, for every
+//! candidate, whether they could take it and if not, why. Computed on demand from a state by
+//! [`State::explain_open`], or while applying by [`State::apply_explained`] (from exactly the
+//! state the decision saw), never on the hot path.
 //!
 //! [`State::explain_open`]: crate::State::explain_open
+//! [`State::apply_explained`]: crate::State::apply_explained
 
 use crate::ids::{AgentId, Language, RuleId, Skill, TeamId};
 use crate::model::{AgentStatus, Channel, Strategy};
@@ -63,6 +64,26 @@ impl Verdict {
     }
 }
 
+/// The verdict in words ("at max_open (3 of 3)").
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Eligible => f.write_str("eligible"),
+            Verdict::NotMember => f.write_str("not a member of the team"),
+            Verdict::MissingSkill { skill, level } => write!(f, "lacks skill {skill} at level {level}"),
+            Verdict::MissingLanguage(language) => write!(f, "does not speak {language}"),
+            Verdict::Excluded => f.write_str("excluded from automatic assignment"),
+            Verdict::Status(status) => write!(f, "status {status:?}, which the team does not assign to"),
+            Verdict::AtMaxOpen { open, max_open } => write!(f, "at max_open ({open} of {max_open})"),
+            Verdict::DailyLimit { received, daily_limit } => {
+                write!(f, "daily limit reached ({received} of {daily_limit}, a hard cap in this team)")
+            }
+            Verdict::ZeroWeight => f.write_str("weighs 0 in this weighted team (daily_limit 0): never drawn"),
+            Verdict::ChannelFull { channel, limit } => write!(f, "at the {channel:?} limit ({limit})"),
+        }
+    }
+}
+
 /// One member of the routed team and their verdict, with what the strategy compares.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
@@ -89,6 +110,14 @@ pub enum Routed {
     },
     /// No rule matched: the workspace's default team.
     DefaultTeam,
+    /// The customer wrote again in a closed conversation: it goes back to its team (or, if
+    /// that team is gone, where the rules send it). Its previous agent, in
+    /// [`Explanation::returning`], is tried first; if they cannot take it, it waits for them,
+    /// unless the team reassigns reopened conversations, and otherwise the strategy decides.
+    Reopened {
+        /// The team's `reassign_reopened_if_unavailable`.
+        reassign_if_unavailable: bool,
+    },
 }
 
 /// Why a new conversation goes where it goes.
@@ -107,7 +136,7 @@ pub struct Explanation {
     /// The contact's dedicated agent, tried first.
     pub dedicated: Option<Candidate>,
     /// The returning customer's previous agent, tried next (when the team keeps returning
-    /// customers).
+    /// customers); for a reopened conversation, its previous agent.
     pub returning: Option<Candidate>,
     /// The agent a rule names, tried next (the conversation waits for them if they cannot
     /// take it).

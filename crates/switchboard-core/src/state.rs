@@ -90,15 +90,56 @@ impl State {
     /// same state on every replica. Time never goes backwards and moves forward at most
     /// [`CLOCK_STEP_MS_MAX`] per entry; at most [`TIMERS_PER_APPLY_MAX`] timers fire per entry.
     pub fn apply(&mut self, at_ms: i64, input: &Input) -> Outcome {
+        self.apply_explaining(at_ms, input, None).0
+    }
+
+    /// [`State::apply`], also explaining the routing decision `input` takes about
+    /// `conversation` when it opens or reopens it (`OpenConversation`, or `CustomerMessage` to a
+    /// closed conversation): the explanation is read after the due timers fired and before the
+    /// event, from exactly the state the decision saw. The state changes exactly as `apply`
+    /// changes it; the explanation costs O(members of the routed team).
+    pub fn apply_explained(
+        &mut self,
+        at_ms: i64,
+        input: &Input,
+        conversation: &ConversationId,
+    ) -> (Outcome, Option<crate::explain::Explanation>) {
+        self.apply_explaining(at_ms, input, Some(conversation))
+    }
+
+    fn apply_explaining(
+        &mut self,
+        at_ms: i64,
+        input: &Input,
+        explain: Option<&ConversationId>,
+    ) -> (Outcome, Option<crate::explain::Explanation>) {
         self.now_ms = self.next_time(at_ms);
         let mut effects = Vec::new();
         self.fire_due_timers(&mut effects);
         let timer_effects = effects.len();
+        let explanation = match (input, explain) {
+            (Input::Event(event), Some(conversation)) => self.explain_event(event, conversation),
+            _ => None,
+        };
         let result = match input {
             Input::Tick => Ok(()),
             Input::Event(event) => self.apply_event(event, &mut effects),
         };
-        Outcome { effects, timer_effects, result }
+        (Outcome { effects, timer_effects, result }, explanation)
+    }
+
+    /// The explanation of `event`'s routing of `conversation`, if it opens or reopens it.
+    fn explain_event(&self, event: &Event, conversation: &ConversationId) -> Option<crate::explain::Explanation> {
+        let workspace = self.workspaces.get(&event.workspace)?;
+        match &event.command {
+            Command::OpenConversation(open) if &open.conversation == conversation => {
+                workspace.explain_open(open, self.now_ms).ok()
+            }
+            Command::CustomerMessage { conversation: id } if id == conversation => {
+                workspace.explain_reopen(id, self.now_ms).ok()
+            }
+            _ => None,
+        }
     }
 
     /// The clock after an entry stamped `at_ms`: never backwards, at most one

@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 use switchboard_core::Strategy as Assignment;
 use switchboard_core::{
     AgentId, AgentSpec, AgentStatus, AssignReason, BusinessHours, Candidate, Channel, Command, ContactId, ContactSpec,
-    ConversationId, Effect, Event, Input, OpenConversation, OpeningInterval, RoutingRule, RuleConditions, RuleId,
-    RuleTarget, Skill, State, TeamId, TeamSpec, TransferTarget, Verdict, WorkspaceId, WorkspaceSettings,
+    ConversationId, ConversationState, Effect, Event, Input, OpenConversation, OpeningInterval, Routed, RoutingRule,
+    RuleConditions, RuleId, RuleTarget, Skill, State, TeamId, TeamSpec, TransferTarget, Verdict, WorkspaceId,
+    WorkspaceSettings,
 };
 
 const AGENTS: [&str; 5] = ["a0", "a1", "a2", "a3", "a4"];
@@ -271,21 +272,37 @@ proptest! {
         let workspace = WorkspaceId::new(WS);
         let mut explained = 0usize;
         for (at, input) in entries(&agents, &teams, seed, &ops) {
-            let Input::Event(Event { command: Command::OpenConversation(open), .. }) = &input else {
-                state.apply(at, &input);
+            let subject = match &input {
+                Input::Event(Event { command: Command::OpenConversation(open), .. }) => open.conversation.clone(),
+                Input::Event(Event { command: Command::CustomerMessage { conversation }, .. }) => conversation.clone(),
+                _ => {
+                    state.apply(at, &input);
+                    continue;
+                }
+            };
+            let reopening = state.conversation(&workspace, &subject).is_some();
+            let before = state.clone();
+            // The explanation is read from the state the decision sees (timers due now fired).
+            let (outcome, why) = state.apply_explained(at, &input, &subject);
+            let Some(why) = why else {
+                // Nothing explained: refused, or a message to a conversation that is not closed.
+                let closed = before.conversation(&workspace, &subject).is_some_and(|c| c.state == ConversationState::Closed);
+                prop_assert!(outcome.result.is_err() || !closed, "a routing the core took was not explained");
                 continue;
             };
-            // The state the decision sees: timers due now fired first, as `apply` does.
-            state.apply(at, &Input::Tick);
-            let Ok(why) = state.explain_open(&workspace, open, at) else {
-                prop_assert!(state.apply(at, &input).result.is_err(), "explain refused an open the core took");
-                continue;
-            };
+            prop_assert_eq!(matches!(why.routed, Routed::Reopened { .. }), reopening, "reopen explained as {:?}", why.routed);
+            // Explaining changed nothing: the same input applied to the state before gives the same.
+            let mut plain = before.clone();
+            prop_assert_eq!(&plain.apply(at, &input), &outcome);
+            // The state the decision saw, to check each verdict against.
+            let mut seen = before;
+            seen.apply(at, &Input::Tick);
+            let state_then = &seen;
             // Each exclusion is true of that agent now (statuses and counts read back from views).
             let mut all: Vec<&Candidate> = why.candidates.iter().collect();
             all.extend(why.dedicated.iter().chain(&why.returning).chain(&why.rule_agent));
             for candidate in &all {
-                let view = state.agent(&workspace, &candidate.agent).expect("a candidate is an agent");
+                let view = state_then.agent(&workspace, &candidate.agent).expect("a candidate is an agent");
                 prop_assert_eq!(candidate.open, view.open);
                 match &candidate.verdict {
                     Verdict::Status(status) => prop_assert_eq!(*status, view.status),
@@ -303,12 +320,11 @@ proptest! {
                     _ => {}
                 }
             }
-            let outcome = state.apply(at, &input);
             if outcome.result.is_err() {
                 continue;
             }
             explained += 1;
-            let mine = |c: &ConversationId| *c == open.conversation;
+            let mine = |c: &ConversationId| *c == subject;
             let own = &outcome.effects[outcome.timer_effects..];
             let eligible = |c: &Option<Candidate>| c.as_ref().is_some_and(|c| c.verdict.is_eligible());
             let assigned = own.iter().find_map(|e| match e {
@@ -330,6 +346,7 @@ proptest! {
                         AssignReason::RuleAgent => {
                             prop_assert!(!eligible(&why.dedicated) && !eligible(&why.returning) && named(&why.rule_agent));
                         }
+                        AssignReason::Reopened => prop_assert!(reopening && named(&why.returning)),
                         AssignReason::Strategy(strategy) => {
                             prop_assert_eq!(strategy, why.strategy);
                             prop_assert!(!eligible(&why.dedicated) && !eligible(&why.returning) && why.rule_agent.is_none());
@@ -342,7 +359,10 @@ proptest! {
                 None if !why.outside_hours && why.assign_delay_s == 0 => {
                     // Nobody could take it: no path had an eligible agent.
                     prop_assert!(!eligible(&why.dedicated) && !eligible(&why.returning) && !eligible(&why.rule_agent));
-                    if why.strategy != Assignment::Manual && why.rule_agent.is_none() {
+                    // A reopened conversation that waits for its previous agent skips the strategy.
+                    let waits_for_previous = matches!(why.routed, Routed::Reopened { reassign_if_unavailable: false })
+                        && own.iter().any(|e| matches!(e, Effect::Queued { conversation, waiting_for: Some(_), .. } if mine(conversation)));
+                    if why.strategy != Assignment::Manual && why.rule_agent.is_none() && !waits_for_previous {
                         let anyone = why.candidates.iter().find(|c| c.verdict.is_eligible());
                         prop_assert!(anyone.is_none(), "queued while {anyone:?} was explained eligible");
                     }

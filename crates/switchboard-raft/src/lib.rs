@@ -39,6 +39,7 @@
 pub mod audit;
 mod batcher;
 mod error;
+pub mod history;
 mod log_store;
 pub mod metrics;
 pub mod network;
@@ -50,6 +51,7 @@ mod types;
 mod wire;
 
 pub use error::{LeaderHint, MembershipError, ProposeError, ReadError};
+pub use history::{Decision, HISTORY_DECISIONS_MAX, History, HistoryError};
 pub use log_store::{LogStore, OpenLogError};
 pub use network::{Fate, FaultPlan, MAX_PEER_MESSAGE_BYTES, PeerRpc};
 pub use node::{

@@ -78,6 +78,20 @@ pub struct LogStore {
     committed: Arc<AtomicU64>,
 }
 
+/// A [`LogStore`] that does not keep the database open (see [`LogStore::downgrade`]).
+#[derive(Clone)]
+pub(crate) struct WeakLogStore {
+    db: std::sync::Weak<Database>,
+    committed: Arc<AtomicU64>,
+}
+
+impl WeakLogStore {
+    /// The log, while the node still has it open.
+    pub(crate) fn upgrade(&self) -> Option<LogStore> {
+        Some(LogStore { db: self.db.upgrade()?, committed: Arc::clone(&self.committed) })
+    }
+}
+
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore").finish_non_exhaustive()
@@ -185,6 +199,26 @@ impl LogStore {
         }
         txn.commit().map_err(|e| io(&e))?;
         Ok(())
+    }
+
+    /// A handle that does not keep the database open: the node's readers hold one, so that a
+    /// stopped node's log closes when openraft drops its handle (a restart in the same process
+    /// opens it again).
+    pub(crate) fn downgrade(&self) -> WeakLogStore {
+        WeakLogStore { db: Arc::downgrade(&self.db), committed: Arc::clone(&self.committed) }
+    }
+
+    /// The first index the log holds, if any (what purges left).
+    pub(crate) fn first_index(&self) -> Result<Option<u64>, StorageError> {
+        let io = |e: &dyn std::error::Error| StorageIOError::read_logs(AnyError::error(e));
+        let txn = self.db.begin_read().map_err(|e| io(&e))?;
+        let table = txn.open_table(LOG).map_err(|e| io(&e))?;
+        Ok(table.first().map_err(|e| io(&e))?.map(|(key, _)| key.value()))
+    }
+
+    /// Entries from `from` to `to` inclusive that the log holds, in order; blocking.
+    pub(crate) fn entries(&self, from: u64, to: u64) -> Result<Vec<Entry>, StorageError> {
+        Self::read_range(&self.db, Bound::Included(from), Bound::Included(to))
     }
 
     fn read_range(db: &Database, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry>, StorageError> {

@@ -4,7 +4,8 @@
 use crate::audit::{Actor, AuditNote, AuditRecord};
 use crate::batcher::{self, BatchLimits, Submission, wall_clock_ms};
 use crate::error::{LeaderHint, MembershipError, ProposeError, ReadError};
-use crate::log_store::{LogStore, OpenLogError};
+use crate::history::{History, HistoryError};
+use crate::log_store::{LogStore, OpenLogError, WeakLogStore};
 use crate::network::{PeerCallError, PeerNetwork, PeerPool, PeerRpc, decode, encode};
 use crate::outbox::OutboxBacklog;
 use crate::service::PeerService;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
-use switchboard_core::{Input, State};
+use switchboard_core::{ConversationId, Input, State, WorkspaceId};
 use switchboard_proto::raft::v1::raft_peer_server::RaftPeerServer;
 use switchboard_tls::NodeTls;
 use tokio::net::TcpListener;
@@ -71,7 +72,9 @@ pub struct Tuning {
     /// Build a snapshot (and purge the log behind it) every this many entries; node `n` waits
     /// `(n - 1) % 5` tenths longer, so that the nodes of a cluster do not all build at once.
     pub snapshot_every_entries: u64,
-    /// Entries kept in the log behind a snapshot, so slightly lagging followers need no snapshot.
+    /// Entries kept in the log behind a snapshot, so that lagging followers need no snapshot
+    /// and a conversation's history (`Explain`) reaches back to the previous snapshot: at least
+    /// the longest interval between two snapshots of a node keeps that whole.
     pub keep_entries_after_snapshot: u64,
     /// Most inputs coalesced into one Raft entry.
     pub max_batch_inputs: usize,
@@ -98,7 +101,8 @@ impl Default for Tuning {
             heartbeat_interval: Duration::from_millis(50),
             election_timeout: (Duration::from_millis(250), Duration::from_millis(500)),
             snapshot_every_entries: 20_000,
-            keep_entries_after_snapshot: 2_000,
+            // Twice the interval: staggered intervals reach 1.4 × snapshot_every_entries.
+            keep_entries_after_snapshot: 40_000,
             max_batch_inputs: 1024,
             batch_linger: Duration::ZERO,
             max_in_flight: 4,
@@ -268,6 +272,11 @@ pub(crate) struct Inner {
     pub(crate) peers_authenticated: bool,
     /// Whether the node had a vote when it started (it belonged to a cluster then).
     member_at_start: bool,
+    /// The log, read by conversation histories; weak, so that openraft's handle alone keeps
+    /// it open.
+    log: WeakLogStore,
+    /// One conversation history at a time: each restores a snapshot into memory.
+    histories: tokio::sync::Semaphore,
 }
 
 /// A running Switchboard replica.
@@ -313,6 +322,7 @@ impl RaftNode {
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
         let mut log = open_log(data_dir.join("raft.redb")).await?;
+        let log_reader = log.downgrade();
         let committed = log.committed_index();
         // A node that ever voted or was initialised has a vote: it belongs to a cluster.
         let member = openraft::storage::RaftLogStorage::read_vote(&mut log).await.ok().flatten().is_some();
@@ -358,6 +368,8 @@ impl RaftNode {
             confirmed_term: AtomicU64::new(0),
             peers_authenticated: tls.is_some(),
             member_at_start: member,
+            log: log_reader,
+            histories: tokio::sync::Semaphore::new(1),
         });
         let limits = BatchLimits {
             max_batch_inputs: tuning.max_batch_inputs.max(1),
@@ -413,6 +425,26 @@ impl RaftNode {
         tokio::task::spawn_blocking(move || shared.export())
             .await
             .map_err(|e| SnapshotFileError::Format(format!("the export task failed: {e}")))?
+    }
+
+    /// Every decision about `conversation` this node can re-derive from its snapshots and log,
+    /// with the explanation of each routing (see [`crate::history`]). Answers from this
+    /// replica's applied state (no leader needed); one history at a time per node, on a
+    /// blocking thread, so applies never wait for it.
+    pub async fn conversation_history(
+        &self,
+        workspace: &WorkspaceId,
+        conversation: &ConversationId,
+    ) -> Result<History, HistoryError> {
+        let _slot = self.inner.histories.acquire().await.map_err(|_| HistoryError::Busy)?;
+        let inner = Arc::clone(&self.inner);
+        let (workspace, conversation) = (workspace.clone(), conversation.clone());
+        let log = inner.log.upgrade().ok_or_else(|| HistoryError::Storage("the node has stopped".to_owned()))?;
+        tokio::task::spawn_blocking(move || {
+            crate::history::conversation_history(&inner.sm, &log, &workspace, &conversation)
+        })
+        .await
+        .map_err(|e| HistoryError::Storage(format!("the history task failed: {e}")))?
     }
 
     /// Inputs whose apply panicked on this replica since it started: each was refused as an

@@ -40,7 +40,11 @@ use tokio::sync::broadcast;
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SWRS";
 /// Format 2 added the outbox; format 3 the audit trail.
 const SNAPSHOT_FORMAT: u16 = 3;
-const SNAPSHOT_FILE: &str = "snapshot.bin";
+pub(crate) const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// The snapshot before the current one, kept (a hard link, no copy) when a new one replaces it,
+/// so that a conversation's history can be re-derived from before the last snapshot
+/// (`crate::history`). Nothing at start-up reads it.
+pub(crate) const PREVIOUS_SNAPSHOT_FILE: &str = "snapshot.prev.bin";
 /// Applied entries the change feed holds for a slow subscriber before it gets `Lagged` (and
 /// re-reads: the Watch ring, the effect publisher from the outbox).
 pub(crate) const CHANGE_FEED_CAPACITY: usize = 4096;
@@ -99,6 +103,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The directory holding the snapshot files.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Replica> {
         self.replica.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -239,10 +248,39 @@ fn encode_snapshot(meta: &SnapshotMeta, outbox: &ReplicaExtras, core: &[u8]) -> 
 }
 
 /// A decoded snapshot file: metadata, outbox, and the core snapshot bytes.
-type DecodedSnapshot<'a> = (SnapshotMeta, ReplicaExtras, &'a [u8]);
+pub(crate) type DecodedSnapshot<'a> = (SnapshotMeta, ReplicaExtras, &'a [u8]);
+
+/// The metadata of the snapshot file at `path`, reading only its header; `None` if there is
+/// no file.
+pub(crate) fn read_snapshot_meta(path: &Path) -> Result<Option<SnapshotMeta>, SnapshotFileError> {
+    use std::io::Read;
+    let io = |source| SnapshotFileError::Io { path: path.display().to_string(), source };
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let mut head = [0u8; 10];
+    file.read_exact(&mut head).map_err(io)?;
+    if &head[..4] != SNAPSHOT_MAGIC || u16::from_le_bytes([head[4], head[5]]) != SNAPSHOT_FORMAT {
+        return Err(SnapshotFileError::Format("not a snapshot this build reads".to_owned()));
+    }
+    let meta_len = u32::from_le_bytes([head[6], head[7], head[8], head[9]]) as usize;
+    // The metadata is a membership and a log id: far below this.
+    if meta_len > SNAPSHOT_META_BYTES_MAX {
+        return Err(SnapshotFileError::Format(format!("metadata of {meta_len} bytes")));
+    }
+    let mut meta = vec![0u8; meta_len];
+    file.read_exact(&mut meta).map_err(io)?;
+    postcard::from_bytes(&meta).map(Some).map_err(|e| SnapshotFileError::Format(e.to_string()))
+}
+
+/// Largest snapshot metadata [`read_snapshot_meta`] reads, in bytes (64 members' addresses fit
+/// many times over).
+const SNAPSHOT_META_BYTES_MAX: usize = 1 << 20;
 
 /// Splits a snapshot file into its metadata, outbox and the core snapshot bytes.
-fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot<'_>, SnapshotFileError> {
+pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot<'_>, SnapshotFileError> {
     let format = |m: &str| SnapshotFileError::Format(m.to_owned());
     if bytes.len() < 10 || &bytes[..4] != SNAPSHOT_MAGIC {
         return Err(format("missing SWRS header"));
@@ -269,6 +307,23 @@ fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot<'_>, SnapshotFileErro
     let outbox =
         postcard::from_bytes(&rest[..outbox_len]).map_err(|e| SnapshotFileError::Format(format!("outbox: {e}")))?;
     Ok((meta, outbox, &rest[outbox_len..]))
+}
+
+/// Keeps the current snapshot in `dir` as the previous one before a new one replaces it: a hard
+/// link renamed into place, so `snapshot.bin` is never missing and a crash leaves a whole
+/// previous file or the old one. Failing only narrows what `Explain` can reach, so it is logged.
+fn keep_previous_snapshot(dir: &Path) {
+    let current = dir.join(SNAPSHOT_FILE);
+    if !current.exists() {
+        return;
+    }
+    let link = dir.join(format!("{PREVIOUS_SNAPSHOT_FILE}.tmp"));
+    let _ = std::fs::remove_file(&link);
+    let kept =
+        std::fs::hard_link(&current, &link).and_then(|()| std::fs::rename(&link, dir.join(PREVIOUS_SNAPSHOT_FILE)));
+    if let Err(error) = kept {
+        tracing::warn!(%error, dir = %dir.display(), "could not keep the previous snapshot; explanations reach back only to the current one");
+    }
 }
 
 /// Writes `bytes` to `dir/name` so that a crash leaves either the old file or the new one.
@@ -456,6 +511,11 @@ pub fn restore_snapshot(data_dir: &Path, bytes: &[u8]) -> Result<Restored, Resto
         reason: e.to_string(),
     };
     std::fs::create_dir_all(&state_dir).map_err(|e| write(&state_dir, &e))?;
+    // A previous snapshot left here would belong to another history.
+    match std::fs::remove_file(state_dir.join(PREVIOUS_SNAPSHOT_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(write(&state_dir, &e)),
+        _ => {}
+    }
     write_atomically(&state_dir, SNAPSHOT_FILE, bytes).map_err(|e| write(&state_dir, &e))?;
     let log_path = data_dir.join("raft.redb");
     if let Err(e) =
@@ -490,6 +550,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 return Err(snapshot_error(Some(&meta), &e));
             }
             shared.size_hint.store(bytes.len(), Ordering::Relaxed);
+            keep_previous_snapshot(&shared.dir);
             write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
             let seconds = started.elapsed().as_secs_f64();
             metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS).record(seconds);
@@ -664,6 +725,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 return Err(snapshot_error(Some(&meta), &e));
             }
             let state = State::restore(core).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            keep_previous_snapshot(&shared.dir);
             write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
             shared.size_hint.store(bytes.len(), Ordering::Relaxed);
             let index = meta.last_log_id.map_or(0, |id| id.index);

@@ -73,7 +73,8 @@ fn ceil_div(a: i64, b: i64) -> i64 {
 pub struct Decision {
     /// Simulated time (UTC milliseconds).
     pub at_ms: i64,
-    /// The stream sequence of the event that caused it (0 for a timer between events).
+    /// Where its cause is recorded: the stream sequence of the event in a replay, the log index
+    /// of the entry in a cluster's history (0 for a timer between events).
     pub sequence: u64,
     /// The command that caused it (`OpenConversation`, `CloseConversation`, ...) or `timer`.
     pub cause: String,
@@ -108,7 +109,7 @@ pub fn replay(config: &Config, events: &[Recorded]) -> Result<Report, ReplayErro
 }
 
 /// [`replay`], also following `conversation` (if given): every decision about it, in order,
-/// with the explanation of its opening.
+/// with the explanations of its opening and reopenings.
 pub fn replay_explaining(
     config: &Config,
     events: &[Recorded],
@@ -177,19 +178,11 @@ pub fn replay_explaining(
             next_tick = next_tick.saturating_add(TICK_MS);
         }
         clock = at_ms;
-        let mut explanation = None;
-        if let Command::OpenConversation(open) = &recorded.event.command
-            && Some(&open.conversation) == trail.conversation
-        {
-            // The state the decision saw: the timers due now fire first, as in `apply`.
-            let outcome = state.apply(at_ms, &Input::Tick);
-            for effect in &outcome.effects {
-                collector.effect(at_ms, effect);
-            }
-            trail.record(at_ms, 0, "timer", None, &outcome.effects);
-            explanation = state.explain_open(workspace, open, at_ms).ok();
-        }
-        let outcome = state.apply(at_ms, &Input::Event(recorded.event.clone()));
+        let input = Input::Event(recorded.event.clone());
+        let (outcome, explanation) = match trail.conversation {
+            Some(conversation) => state.apply_explained(at_ms, &input, conversation),
+            None => (state.apply(at_ms, &input), None),
+        };
         trail.record(at_ms, recorded.sequence, recorded.event.command.name(), explanation, &outcome.effects);
         let (timers, own) = outcome.effects.split_at(outcome.timer_effects.min(outcome.effects.len()));
         for effect in timers {

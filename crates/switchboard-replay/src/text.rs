@@ -4,25 +4,7 @@ use crate::Decision;
 use crate::html::duration;
 use crate::report::{Report, TeamReport};
 use std::fmt::Write;
-use switchboard_core::{Candidate, Effect, Explanation, Routed, Strategy, Verdict};
-
-/// Why a candidate could not take the conversation, in words.
-pub fn verdict(verdict: &Verdict) -> String {
-    match verdict {
-        Verdict::Eligible => "eligible".to_owned(),
-        Verdict::NotMember => "not a member of the team".to_owned(),
-        Verdict::MissingSkill { skill, level } => format!("lacks skill {skill} at level {level}"),
-        Verdict::MissingLanguage(language) => format!("does not speak {language}"),
-        Verdict::Excluded => "excluded from automatic assignment".to_owned(),
-        Verdict::Status(status) => format!("status {status:?}, which the team does not assign to"),
-        Verdict::AtMaxOpen { open, max_open } => format!("at max_open ({open} of {max_open})"),
-        Verdict::DailyLimit { received, daily_limit } => {
-            format!("daily limit reached ({received} of {daily_limit}, a hard cap in this team)")
-        }
-        Verdict::ZeroWeight => "weighs 0 in this weighted team (daily_limit 0): never drawn".to_owned(),
-        Verdict::ChannelFull { channel, limit } => format!("at the {channel:?} limit ({limit})"),
-    }
-}
+use switchboard_core::{Candidate, Effect, Explanation, Routed, Strategy};
 
 fn candidate_line(out: &mut String, role: &str, candidate: &Candidate, winner: Option<&str>, strategy: Strategy) {
     let chosen = winner == Some(candidate.agent.as_str());
@@ -38,16 +20,14 @@ fn candidate_line(out: &mut String, role: &str, candidate: &Candidate, winner: O
             (Strategy::Manual, Some(_)) => "eligible (the team assigns nobody automatically)".to_owned(),
         }
     } else {
-        format!("not eligible: {}", verdict(&candidate.verdict))
+        format!("not eligible: {}", candidate.verdict)
     };
     let _ = writeln!(out, "      {role}{:<16} {why}", candidate.agent.as_str());
 }
 
-fn explanation(out: &mut String, why: &Explanation, effects: &[Effect]) {
-    let winner = effects.iter().find_map(|e| match e {
-        Effect::Assigned { agent, .. } => Some(agent.as_str()),
-        _ => None,
-    });
+/// Writes `why` (the path that decided, each candidate's verdict) as indented lines; `winner`
+/// is the agent the decision assigned, if any.
+pub fn explanation(out: &mut String, why: &Explanation, winner: Option<&str>) {
     match &why.routed {
         Routed::Rule { rule, matched_on } if matched_on.is_empty() => {
             let _ = writeln!(out, "    routed to team {} by rule {rule} (matches everything)", why.team);
@@ -59,14 +39,23 @@ fn explanation(out: &mut String, why: &Explanation, effects: &[Effect]) {
         Routed::DefaultTeam => {
             let _ = writeln!(out, "    routed to team {} (no rule matched: the default team)", why.team);
         }
+        Routed::Reopened { reassign_if_unavailable } => {
+            let otherwise = if *reassign_if_unavailable {
+                "else the team's strategy"
+            } else {
+                "else it waits for them if they still serve the team"
+            };
+            let _ = writeln!(out, "    reopened in team {}: its previous agent first, {otherwise}", why.team);
+        }
     }
     if why.outside_hours {
         let _ = writeln!(out, "    the team was closed: the conversation waits for opening time");
     } else if why.assign_delay_s > 0 {
         let _ = writeln!(out, "    the team waits {} s before assigning (claimable meanwhile)", why.assign_delay_s);
     }
+    let returning = if matches!(why.routed, Routed::Reopened { .. }) { "previous agent " } else { "returning to " };
     for (role, candidate) in
-        [("dedicated agent ", &why.dedicated), ("returning to ", &why.returning), ("rule's agent ", &why.rule_agent)]
+        [("dedicated agent ", &why.dedicated), (returning, &why.returning), ("rule's agent ", &why.rule_agent)]
     {
         if let Some(candidate) = candidate {
             candidate_line(out, role, candidate, winner, why.strategy);
@@ -98,8 +87,10 @@ fn effect_line(effect: &Effect) -> String {
     }
 }
 
-/// Every decision about one conversation, with the explanation of its opening.
-pub fn decisions(conversation: &str, from_ms: i64, decisions: &[Decision]) -> String {
+/// Every decision about one conversation, with the explanations of its opening and reopenings.
+/// `origin` names what [`Decision::sequence`] counts: `"stream #"` in a replay, `"log index "`
+/// in a cluster's history.
+pub fn decisions(conversation: &str, from_ms: i64, decisions: &[Decision], origin: &str) -> String {
     let mut out = String::new();
     if decisions.is_empty() {
         let _ = writeln!(out, "conversation {conversation}: not in these events");
@@ -108,10 +99,14 @@ pub fn decisions(conversation: &str, from_ms: i64, decisions: &[Decision]) -> St
     let _ = writeln!(out, "conversation {conversation}");
     for decision in decisions {
         let at = duration(decision.at_ms.saturating_sub(from_ms));
-        let source = if decision.sequence > 0 { format!(" (stream #{})", decision.sequence) } else { String::new() };
+        let source = if decision.sequence > 0 { format!(" ({origin}{})", decision.sequence) } else { String::new() };
         let _ = writeln!(out, "  +{at} at {} ms: {}{source}", decision.at_ms, decision.cause);
         if let Some(why) = &decision.explanation {
-            explanation(&mut out, why, &decision.effects);
+            let winner = decision.effects.iter().find_map(|e| match e {
+                Effect::Assigned { agent, .. } => Some(agent.as_str()),
+                _ => None,
+            });
+            explanation(&mut out, why, winner);
         }
         for effect in &decision.effects {
             let _ = writeln!(out, "    -> {}", effect_line(effect));

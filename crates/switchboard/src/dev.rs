@@ -517,24 +517,20 @@ async fn demo(
     }
     let sb = program_name();
     println!("demo: done. The cluster keeps running; try `{sb} ctl agents` or `{sb} ctl queue support`.");
-    if let Some(nats_url) = nats_url {
-        // One decision explained, from the events stream replayed with this configuration
-        // (every agent is online, as the replay assumes): the twelfth conversation, which
-        // usually finds the support team full.
-        let queued = format!("demo-{run}-{}", conversations.min(12).saturating_sub(1));
-        tokio::time::sleep(Duration::from_secs(1)).await; // the last effects are printed first
-        let config = crate::replay::config_of_text(DEMO_WORKSPACE, "deploy/workspace.example.yaml", "demo".into())?;
-        match crate::replay::explain_from_stream(&nats_url, &config, &queued).await {
-            Ok(explained) => {
-                println!(
-                    "demo: why? `{sb} replay --nats {nats_url} --workspace-file deploy/workspace.example.yaml --explain {queued}`:"
-                );
-                for line in explained.lines() {
-                    println!("demo:   {line}");
-                }
+    // One decision explained by the cluster, from its snapshots and log: the twelfth
+    // conversation, which usually finds the support team full.
+    let queued = format!("demo-{run}-{}", conversations.min(12).saturating_sub(1));
+    tokio::time::sleep(Duration::from_secs(1)).await; // the last effects are printed first
+    match client.explain(pb::ExplainRequest { workspace: ws.clone(), conversation: queued.clone() }).await {
+        Ok(answer) => {
+            println!("demo: why? `{sb} ctl explain {queued}`:");
+            for line in crate::ctl::explained(&queued, answer)?.lines() {
+                println!("demo:   {line}");
             }
-            Err(error) => println!("demo: could not explain {queued}: {error:#}"),
         }
+        Err(status) => println!("demo: could not explain {queued}: {}", status.message()),
+    }
+    if let Some(nats_url) = nats_url {
         println!(
             "demo: what if? `{sb} replay --nats {nats_url} --workspace-file deploy/workspace.example.yaml \
              --compare my-workspace.yaml --html report.html` replays these events against another configuration \

@@ -213,27 +213,6 @@ pub(crate) fn config_of_text(text: &str, source: &str, label: String) -> Result<
     Ok(Config { label, workspace: WorkspaceId::new(&file.workspace), setup })
 }
 
-/// Reads `config`'s workspace's events from the stream at `url` and explains `conversation`
-/// (the `make run` demo's last word).
-pub(crate) async fn explain_from_stream(url: &str, config: &Config, conversation: &str) -> Result<String> {
-    let source = SourceArgs {
-        nats: Some(url.to_owned()),
-        stream: switchboard_nats::EVENTS_STREAM.to_owned(),
-        since: None,
-        until: None,
-        workspace: Some(config.workspace.as_str().to_owned()),
-    };
-    let mut recorded = Vec::new();
-    read_stream(&source, |event| {
-        recorded.push(event);
-        Ok(())
-    })
-    .await?;
-    let id = switchboard_core::ConversationId::new(conversation);
-    let (report, decisions) = switchboard_replay::replay_explaining(config, &recorded, Some(&id))?;
-    Ok(switchboard_replay::text::decisions(conversation, report.from_ms, &decisions))
-}
-
 /// `switchboard replay`.
 pub(crate) async fn replay(args: ReplayArgs) -> Result<()> {
     let config = config_of(&args.workspace_file)?;
@@ -284,7 +263,12 @@ pub(crate) async fn replay(args: ReplayArgs) -> Result<()> {
         let (report, decisions) = switchboard_replay::replay_explaining(config, &recorded, explain.as_ref())?;
         if let Some(conversation) = &explain {
             explained.push_str(&format!("with {}: ", config.label));
-            explained.push_str(&switchboard_replay::text::decisions(conversation.as_str(), report.from_ms, &decisions));
+            explained.push_str(&switchboard_replay::text::decisions(
+                conversation.as_str(),
+                report.from_ms,
+                &decisions,
+                "stream #",
+            ));
         }
         reports.push(report);
     }

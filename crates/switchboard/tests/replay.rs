@@ -155,6 +155,7 @@ async fn a_replay_with_the_live_configuration_makes_the_clusters_assignments_in_
         }
         delivery.ack().await.expect("ack");
     }
+    let first_assignment_index = seen.keys().next().map(|(index, _)| *index);
     let live: Vec<(String, String)> = seen.into_values().collect();
     assert!(live.len() > 50, "too few assignments to compare: {}", live.len());
 
@@ -220,6 +221,19 @@ async fn a_replay_with_the_live_configuration_makes_the_clusters_assignments_in_
     assert!(out.contains(&format!("-> assigned to {agent} in ")), "the cluster gave {conversation} to {agent}: {out}");
     let chosen = out.lines().find(|line| line.trim_end().ends_with(" chosen")).expect("a chosen candidate");
     assert!(chosen.split_whitespace().any(|word| word == agent.as_str()), "{chosen} in {out}");
+
+    // The cluster explains the same decision from its own snapshots and log, at the index the
+    // effect carried.
+    let index = first_assignment_index.expect("an assignment");
+    let (ok, out, err) = switchboard(&["ctl", "--nodes", &nodes, "-w", WORKSPACE, "explain", conversation]);
+    assert!(ok, "ctl explain: {out}{err}");
+    assert!(out.contains(&format!("OpenConversation (log index {index}")), "opened at {index}: {out}");
+    assert!(out.contains("routed to team"), "{out}");
+    let chosen = out.lines().find(|line| line.trim_end().ends_with(" chosen")).expect("a chosen candidate");
+    assert!(chosen.split_whitespace().any(|word| word == agent.as_str()), "{chosen} in {out}");
+    assert!(out.contains(&format!("#{index:<6} assigned")), "{out}");
+    let (ok, out, err) = switchboard(&["ctl", "--nodes", &nodes, "-w", WORKSPACE, "explain", "never-opened"]);
+    assert!(!ok && err.contains("NotFound") && err.contains("never-opened"), "{out}{err}");
 }
 
 /// The browser for the report test: `SWITCHBOARD_CHROMIUM`, else `chromium` on the PATH

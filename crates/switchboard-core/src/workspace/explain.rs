@@ -8,6 +8,10 @@ use crate::explain::{Candidate, Explanation, Routed, Verdict};
 impl Workspace {
     /// Why `open` would go where it goes if it arrived at `now_ms` in this state.
     pub(crate) fn explain_open(&self, open: &OpenConversation, now_ms: i64) -> Result<Explanation, ApplyError> {
+        if self.conversations.contains_key(&open.conversation) {
+            // Opening a known conversation reopens it (or is refused while it is open).
+            return self.explain_reopen(&open.conversation, now_ms);
+        }
         let route = self.route(open)?;
         let contact = self.contacts.get(&open.contact);
         let mut words = None;
@@ -34,20 +38,7 @@ impl Workspace {
             None
         };
         let rule_agent = route.rule_agent.as_ref().and_then(|agent| judge(agent, true));
-        // The strategy also draws by weight: a member weighing 0 is never drawn.
-        let weighted = team.spec.strategy == Strategy::Weighted;
-        let candidates = team
-            .spec
-            .members
-            .iter()
-            .filter_map(|member| judge(member, false))
-            .map(|mut candidate| {
-                if weighted && candidate.verdict.is_eligible() && candidate.weight == 0 {
-                    candidate.verdict = Verdict::ZeroWeight;
-                }
-                candidate
-            })
-            .collect();
+        let candidates = self.team_candidates(team, requirement, open.channel);
         Ok(Explanation {
             routed,
             team: route.team.clone(),
@@ -59,6 +50,65 @@ impl Workspace {
             rule_agent,
             candidates,
         })
+    }
+}
+
+impl Workspace {
+    /// Why closed conversation `id` would go where it goes if its customer wrote at `now_ms`:
+    /// `customer_message`'s path, answered one by one. `AlreadyOpen` unless it is closed.
+    pub(crate) fn explain_reopen(&self, id: &ConversationId, now_ms: i64) -> Result<Explanation, ApplyError> {
+        let conversation = self.conversation(self.ix(id)?)?;
+        if conversation.state != ConversationState::Closed {
+            return Err(ApplyError::AlreadyOpen(id.clone()));
+        }
+        let (team_id, pool) = self.reopen_route(id, conversation)?;
+        let team = self.team(&team_id)?;
+        let requirement = team.pools.get(pool as usize).map(|pool| &pool.requirement);
+        let channel = conversation.channel;
+        let judge = |agent_id: &AgentId| -> Option<Candidate> {
+            let agent = self.agents.get(agent_id)?;
+            Some(Candidate {
+                agent: agent_id.clone(),
+                verdict: verdict(agent, team, requirement, channel, false),
+                open: agent.open_count(),
+                weight: agent.spec.daily_limit,
+            })
+        };
+        Ok(Explanation {
+            routed: Routed::Reopened { reassign_if_unavailable: team.spec.options.reassign_reopened_if_unavailable },
+            team: team_id.clone(),
+            strategy: team.spec.strategy,
+            outside_hours: team.calendar.as_ref().is_some_and(|c| !c.is_open(now_ms)),
+            // A reopened conversation is dispatched at once (the activation delay is for new ones).
+            assign_delay_s: 0,
+            dedicated: None,
+            returning: conversation.last_agent.as_ref().and_then(judge),
+            rule_agent: None,
+            candidates: self.team_candidates(team, requirement, channel),
+        })
+    }
+
+    /// Every member of `team` in member order with their verdict for the strategy; in a
+    /// weighted team an otherwise eligible member weighing 0 is never drawn.
+    fn team_candidates(&self, team: &Team, requirement: Option<&Requirement>, channel: Channel) -> Vec<Candidate> {
+        let weighted = team.spec.strategy == Strategy::Weighted;
+        team.spec
+            .members
+            .iter()
+            .filter_map(|member| {
+                let agent = self.agents.get(member)?;
+                let mut verdict = verdict(agent, team, requirement, channel, false);
+                if weighted && verdict.is_eligible() && agent.spec.daily_limit == 0 {
+                    verdict = Verdict::ZeroWeight;
+                }
+                Some(Candidate {
+                    agent: member.clone(),
+                    verdict,
+                    open: agent.open_count(),
+                    weight: agent.spec.daily_limit,
+                })
+            })
+            .collect()
     }
 }
 

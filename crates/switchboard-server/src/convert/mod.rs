@@ -5,6 +5,7 @@
 
 pub mod effects;
 pub mod events;
+pub mod explain;
 pub mod model;
 pub mod views;
 

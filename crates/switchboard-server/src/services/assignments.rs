@@ -13,7 +13,7 @@ use std::time::Duration;
 use switchboard_core::{AgentId, Command, ConversationId, Effect, TeamId, TransferTarget, WorkspaceId};
 use switchboard_proto::switchboard::v1 as pb;
 use switchboard_proto::switchboard::v1::assignments_server::Assignments;
-use switchboard_raft::{AppliedEntry, EffectCursor, StateChange};
+use switchboard_raft::{AppliedEntry, EffectCursor, HistoryError, StateChange};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -207,6 +207,28 @@ impl Assignments for AssignmentsService {
             Some((event, stream))
         });
         Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn explain(&self, request: Request<pb::ExplainRequest>) -> Result<Response<pb::ExplainResponse>, Status> {
+        let caller = self.api.caller(&request)?;
+        let request = request.into_inner();
+        let workspace: WorkspaceId = required_id(request.workspace, "workspace")?;
+        let conversation: ConversationId = required_id(request.conversation, "conversation")?;
+        caller.may(Permission::ReadRouting, Some(&workspace))?;
+        // A linearizable read first: the node has applied everything committed before the call,
+        // so the history includes every decision the caller could have seen.
+        let known =
+            self.api.read(pb::Consistency::Linearizable as i32, |state| state.has_workspace(&workspace)).await?;
+        if !known.value {
+            return Err(unknown_workspace(&workspace));
+        }
+        let history = self.api.node.conversation_history(&workspace, &conversation).await.map_err(|e| match e {
+            HistoryError::NotFound { .. } => Status::not_found(e.to_string()),
+            HistoryError::OutOfRange { .. } => Status::out_of_range(e.to_string()),
+            HistoryError::Busy => Status::unavailable(e.to_string()),
+            HistoryError::Storage(_) => Status::internal(e.to_string()),
+        })?;
+        Ok(Response::new(crate::convert::explain::history_to_pb(&history)))
     }
 }
 

@@ -119,6 +119,13 @@ pub(crate) enum CtlCommand {
         /// The conversation id.
         id: String,
     },
+    /// Why a conversation went where it went: every decision about it with its log index, and
+    /// for its opening and reopenings the path that decided and every candidate's verdict
+    /// (re-derived by the node from its snapshots and log).
+    Explain {
+        /// The conversation id.
+        conversation: String,
+    },
     /// List a team's queue.
     Queue {
         /// The team id.
@@ -304,6 +311,46 @@ pub(crate) fn describe_effect(effect: &pb::Effect) -> String {
 /// `ms` (UTC milliseconds) as an RFC 3339 time.
 fn utc(ms: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map_or_else(|| format!("{ms} ms"), |t| t.to_rfc3339())
+}
+
+/// An `Explain` answer as text: each decision with its time and log index, the explanation of
+/// each routing, and what happened.
+pub(crate) fn explained(conversation: &str, answer: pb::ExplainResponse) -> Result<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "conversation {conversation}: {} decision(s) in log indexes {}..={}",
+        answer.decisions.len(),
+        answer.oldest_index,
+        answer.applied_index
+    );
+    if answer.earlier_out_of_range {
+        let _ =
+            writeln!(out, "  (it existed before index {}: earlier decisions are out of reach)", answer.oldest_index);
+    }
+    if answer.omitted > 0 {
+        let _ = writeln!(out, "  ({} older decision(s) left out)", answer.omitted);
+    }
+    for decision in answer.decisions {
+        let source =
+            if decision.event_id.is_empty() { String::new() } else { format!(", event {}", decision.event_id) };
+        let _ =
+            writeln!(out, "  {} {} (log index {}{source})", utc(decision.at_ms), decision.cause, decision.log_index);
+        if let Some(why) = decision.explanation {
+            let why = switchboard_server::convert::explain::explanation_from_pb(why)
+                .context("the node's explanation could not be read")?;
+            let winner = decision.effects.iter().find_map(|e| match &e.kind {
+                Some(pb::effect::Kind::Assigned(a)) => Some(a.agent.as_str()),
+                _ => None,
+            });
+            switchboard_replay::text::explanation(&mut out, &why, winner);
+        }
+        for effect in &decision.effects {
+            let _ = writeln!(out, "    -> {}", describe_effect(effect));
+        }
+    }
+    Ok(out)
 }
 
 fn print_effects(effects: &[pb::Effect]) {
@@ -545,6 +592,11 @@ async fn execute(args: CtlArgs) -> Result<()> {
                 );
             }
             println!("  (as of log index {})", c.applied_index);
+        }
+        CtlCommand::Explain { conversation } => {
+            let answer =
+                client.explain(pb::ExplainRequest { workspace: ws, conversation: conversation.clone() }).await?;
+            print!("{}", explained(&conversation, answer)?);
         }
         CtlCommand::Queue { team, limit } => {
             let queue = client
