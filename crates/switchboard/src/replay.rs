@@ -187,9 +187,20 @@ pub(crate) async fn export(args: ExportArgs) -> Result<()> {
         Box::new(std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?)
     };
     let mut writer = BufWriter::new(writer);
-    let (read, skipped) =
-        read_stream(&args.source, |recorded| events::write(&mut writer, &recorded).context("cannot write the events"))
-            .await?;
+    // A file replay could not read is refused while it is written.
+    let mut written = 0usize;
+    let (read, skipped) = read_stream(&args.source, |recorded| {
+        if written >= events::REPLAY_EVENTS_MAX {
+            bail!(
+                "more than replay_events_max ({}) events in the range; narrow --since/--until (what was written \
+                 so far is incomplete)",
+                events::REPLAY_EVENTS_MAX
+            );
+        }
+        written += 1;
+        events::write(&mut writer, &recorded).context("cannot write the events")
+    })
+    .await?;
     writer.flush().context("cannot write the events")?;
     eprintln!("exported {read} events ({skipped} the cluster rejected were skipped)");
     Ok(())
