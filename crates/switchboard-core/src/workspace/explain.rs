@@ -22,15 +22,7 @@ impl Workspace {
             );
         let team = self.team(&route.team)?;
         let requirement = team.pools.get(route.pool as usize).map(|pool| &pool.requirement);
-        let judge = |agent_id: &AgentId, named: bool| -> Option<Candidate> {
-            let agent = self.agents.get(agent_id)?;
-            Some(Candidate {
-                agent: agent_id.clone(),
-                verdict: verdict(agent, team, requirement, open.channel, named),
-                open: agent.open_count(),
-                weight: agent.spec.daily_limit,
-            })
-        };
+        let judge = |agent: &AgentId, named: bool| self.candidate(agent, team, requirement, open.channel, named);
         let dedicated = contact.and_then(|c| c.spec.dedicated_agent.as_ref()).and_then(|agent| judge(agent, true));
         let returning = if team.spec.options.keep_returning_customers {
             contact.and_then(|c| c.last_agent.as_ref()).and_then(|(agent, _)| judge(agent, false))
@@ -65,15 +57,6 @@ impl Workspace {
         let team = self.team(&team_id)?;
         let requirement = team.pools.get(pool as usize).map(|pool| &pool.requirement);
         let channel = conversation.channel;
-        let judge = |agent_id: &AgentId| -> Option<Candidate> {
-            let agent = self.agents.get(agent_id)?;
-            Some(Candidate {
-                agent: agent_id.clone(),
-                verdict: verdict(agent, team, requirement, channel, false),
-                open: agent.open_count(),
-                weight: agent.spec.daily_limit,
-            })
-        };
         Ok(Explanation {
             routed: Routed::Reopened { reassign_if_unavailable: team.spec.options.reassign_reopened_if_unavailable },
             team: team_id.clone(),
@@ -82,9 +65,31 @@ impl Workspace {
             // A reopened conversation is dispatched at once (the activation delay is for new ones).
             assign_delay_s: 0,
             dedicated: None,
-            returning: conversation.last_agent.as_ref().and_then(judge),
+            returning: conversation
+                .last_agent
+                .as_ref()
+                .and_then(|agent| self.candidate(agent, team, requirement, channel, false)),
             rule_agent: None,
             candidates: self.team_candidates(team, requirement, channel),
+        })
+    }
+
+    /// Agent `agent_id` judged for `team` (`named`: by a rule or as a dedicated agent, so
+    /// membership is not required); `None` for an agent that no longer exists.
+    fn candidate(
+        &self,
+        agent_id: &AgentId,
+        team: &Team,
+        requirement: Option<&Requirement>,
+        channel: Channel,
+        named: bool,
+    ) -> Option<Candidate> {
+        let agent = self.agents.get(agent_id)?;
+        Some(Candidate {
+            agent: agent_id.clone(),
+            verdict: verdict(agent, team, requirement, channel, named),
+            open: agent.open_count(),
+            weight: agent.spec.daily_limit,
         })
     }
 
@@ -95,18 +100,12 @@ impl Workspace {
         team.spec
             .members
             .iter()
-            .filter_map(|member| {
-                let agent = self.agents.get(member)?;
-                let mut verdict = verdict(agent, team, requirement, channel, false);
-                if weighted && verdict.is_eligible() && agent.spec.daily_limit == 0 {
-                    verdict = Verdict::ZeroWeight;
+            .filter_map(|member| self.candidate(member, team, requirement, channel, false))
+            .map(|mut candidate| {
+                if weighted && candidate.verdict.is_eligible() && candidate.weight == 0 {
+                    candidate.verdict = Verdict::ZeroWeight;
                 }
-                Some(Candidate {
-                    agent: member.clone(),
-                    verdict,
-                    open: agent.open_count(),
-                    weight: agent.spec.daily_limit,
-                })
+                candidate
             })
             .collect()
     }
