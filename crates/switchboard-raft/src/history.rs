@@ -176,13 +176,13 @@ fn names(entry: &Entry, workspace: &WorkspaceId, conversation: &ConversationId) 
     })
 }
 
-/// Reads entries `from..=to` in chunks, calling `each` on every one; `Moved` if the log no
-/// longer holds one of them.
+/// Reads entries `from..=to` in chunks, calling `each` on every one until it returns false;
+/// `Moved` if the log no longer holds one of them.
 fn for_entries(
     log: &LogStore,
     from: u64,
     to: u64,
-    mut each: impl FnMut(&Entry),
+    mut each: impl FnMut(&Entry) -> bool,
 ) -> Result<Result<(), HistoryError>, Moved> {
     let mut next = from;
     while next <= to {
@@ -195,7 +195,9 @@ fn for_entries(
             if entry.log_id.index != next {
                 return Err(Moved);
             }
-            each(entry);
+            if !each(entry) {
+                return Ok(Ok(()));
+            }
             next = next.saturating_add(1);
         }
         if next <= last {
@@ -224,10 +226,12 @@ fn attempt(
     // Start as late as possible: from the last snapshot before the first entry naming the
     // conversation (effects of other inputs, such as a queue drain, come after that entry).
     let mut first_named = None;
+    // Only the scan up to that entry: the replay reads the entries again.
     if let Err(error) = for_entries(log, oldest.index.saturating_add(1), applied, |entry| {
-        if first_named.is_none() && names(entry, workspace, conversation) {
+        if names(entry, workspace, conversation) {
             first_named = Some(entry.log_id.index);
         }
+        first_named.is_none()
     })? {
         return Ok(Err(error));
     }
@@ -251,7 +255,7 @@ fn attempt(
     let mut decisions = VecDeque::new();
     let mut omitted = 0u64;
     let replayed = for_entries(log, base.index.saturating_add(1), applied, |entry| {
-        let EntryPayload::Normal(proposal) = &entry.payload else { return };
+        let EntryPayload::Normal(proposal) = &entry.payload else { return true };
         // Effects are numbered across the entry's inputs, from 0.
         let mut first_sequence = 0u32;
         for input in &proposal.inputs {
@@ -305,6 +309,7 @@ fn attempt(
                 record(event.command.name(), event.event_id.clone(), explanation, own);
             }
         }
+        true
     })?;
     if let Err(error) = replayed {
         return Ok(Err(error));
