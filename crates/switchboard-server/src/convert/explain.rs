@@ -179,15 +179,15 @@ mod tests {
                 candidate("cy", Verdict::Eligible),
                 candidate("di", Verdict::MissingSkill { skill: "billing".into(), level: 3 }),
                 candidate("ed", Verdict::MissingLanguage("es".into())),
-                candidate("fa", Verdict::AtMaxOpen { open: 3, max_open: 3 }),
-                candidate("gu", Verdict::DailyLimit { received: 40, daily_limit: 40 }),
+                candidate("fa", Verdict::AtMaxOpen { open: 4, max_open: 3 }),
+                candidate("gu", Verdict::DailyLimit { received: 41, daily_limit: 40 }),
                 candidate("ha", Verdict::ZeroWeight),
                 candidate("io", Verdict::NotMember),
                 candidate("ju", Verdict::Excluded),
             ],
         };
         let wire = explanation_to_pb(&why);
-        assert_eq!(wire.candidates[3].reason, "at max_open (3 of 3)");
+        assert_eq!(wire.candidates[3].reason, "at max_open (4 of 3)");
         assert_eq!(explanation_from_pb(wire).expect("reads back"), why);
         let reopened =
             Explanation { routed: Routed::Reopened { reassign_if_unavailable: true }, candidates: Vec::new(), ..why };
