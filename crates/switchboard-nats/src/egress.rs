@@ -5,12 +5,15 @@
 //! they are stored in the stream. On becoming the confirmed leader, the publisher reads the last
 //! effect the stream holds (its log index and sequence are headers) and publishes every later
 //! effect from the outbox, then each new one as it is applied, in log order, each with
-//! `Nats-Msg-Id = <index>.<sequence>`. Effects go out in JetStream atomic batches (up to
-//! [`BATCH_EFFECTS_MAX`] effects of one or more consecutive entries; one stored write on the
-//! server instead of one per effect), each batch stored whole or not at all, and the first
-//! message of each names the stream's last sequence it expects (`Nats-Expected-Last-Sequence`),
-//! so nothing is stored after a gap or by a deposed leader; a session that meets an error
-//! restarts from what the stream really holds. About once a second it proposes the index
+//! `Nats-Msg-Id = <index>.<sequence>`. Effects go out in batches of one or more consecutive
+//! entries: a batch grows while the last one is being stored, so it is small under light load
+//! and large under heavy load. Up to [`SEPARATE_EFFECTS_MAX`] effects are published one by one,
+//! pipelined, each naming the effect it must follow (`Nats-Expected-Last-Msg-Id`); more go in
+//! one JetStream atomic batch (up to [`BATCH_EFFECTS_MAX`]; one stored write on the server
+//! instead of one per effect), stored whole or not at all, whose first message names the
+//! stream's last sequence it expects (`Nats-Expected-Last-Sequence`). Either way nothing is
+//! stored after a gap or by a deposed leader, and a session that meets an error restarts from
+//! what the stream really holds. About once a second it proposes the index
 //! through which JetStream has acknowledged everything (`RaftNode::confirm_published`), and
 //! only then do replicas drop those effects. So whatever restarts, crashes or compacts its log
 //! meanwhile, every effect of every committed entry reaches the stream once, in log order.
@@ -31,6 +34,12 @@ use tokio::sync::broadcast;
 
 /// Most effects in one atomic batch (nats-server takes at most 1,000).
 const BATCH_EFFECTS_MAX: usize = 500;
+/// A batch of at most this many effects goes out as separate publishes, each naming the stream
+/// sequence before it, instead of as an atomic batch: on nats-server 2.15 with
+/// `sync_interval: always` an atomic batch's commit costs about 3.4 ms whatever its size, a
+/// single stored publish about 0.25 ms (measured on the benchmark machine; see
+/// benches/README.md), so below about a dozen effects separate publishes are acknowledged sooner.
+const SEPARATE_EFFECTS_MAX: usize = 8;
 /// Most batches awaiting JetStream's ack (nats-server allows 50 in flight per stream).
 const BATCHES_IN_FLIGHT: usize = 16;
 /// How often the publisher records in the log how far the stream has everything.
@@ -127,13 +136,52 @@ impl Cursor {
         Ok(())
     }
 
-    /// Sends the batch being built as one atomic batch: every message but the last as a plain
-    /// publish, the last with the commit marker as a request whose answer is the batch's ack.
+    /// Sends the batch being built: up to [`SEPARATE_EFFECTS_MAX`] effects as separate
+    /// publishes, more as one atomic batch.
     async fn send_batch(&mut self, js: &jetstream::Context, client: &async_nats::Client) -> Result<(), SessionError> {
         let count = self.batch.len();
         if count == 0 {
             return Ok(());
         }
+        if count <= SEPARATE_EFFECTS_MAX {
+            self.send_separately(js).await?;
+        } else {
+            self.send_atomically(js, client).await?;
+        }
+        while self.acks.len() >= BATCHES_IN_FLIGHT {
+            self.await_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends each effect of the batch as its own stored publish, pipelined. Each names the
+    /// effect it must follow (`Nats-Expected-Last-Msg-Id`; the stream's last sequence when no
+    /// effect is before it): once one is refused, every later one is refused too, unless another
+    /// publisher (a new leader) stored the missing one meanwhile. So the stream never holds an
+    /// effect after a missing one, even while a deposed leader's publishes are still landing
+    /// (a sequence number would not do: one message of another writer would let the rest pass).
+    async fn send_separately(&mut self, js: &jetstream::Context) -> Result<(), SessionError> {
+        for outgoing in std::mem::take(&mut self.batch) {
+            let Outgoing { subject, mut headers, payload, through } = outgoing;
+            match headers.get(PREVIOUS_MSG_ID_HEADER).map(|id| id.as_str().to_owned()) {
+                Some(previous) => headers.insert("Nats-Expected-Last-Msg-Id", previous.as_str()),
+                None => headers.insert("Nats-Expected-Last-Sequence", self.stream_last.to_string().as_str()),
+            }
+            let ack = js.publish_with_headers(subject, headers, payload).await?;
+            self.acks.push_back((ack, through));
+            self.stream_last += 1;
+        }
+        Ok(())
+    }
+
+    /// Sends the batch as one atomic batch: every message but the last as a plain publish, the
+    /// last with the commit marker as a request whose answer is the batch's ack.
+    async fn send_atomically(
+        &mut self,
+        js: &jetstream::Context,
+        client: &async_nats::Client,
+    ) -> Result<(), SessionError> {
+        let count = self.batch.len();
         let id = format!("{}.{}", self.batch_nonce, self.batches_sent);
         self.batches_sent += 1;
         let expected = self.stream_last.to_string();
@@ -153,9 +201,6 @@ impl Cursor {
             }
         }
         self.stream_last += count as u64;
-        while self.acks.len() >= BATCHES_IN_FLIGHT {
-            self.await_one().await?;
-        }
         Ok(())
     }
 }
@@ -375,5 +420,111 @@ pub(crate) fn kind_name(effect: &pb::Effect) -> &'static str {
         Some(Kind::AgentStatus(_)) => "agent_status",
         Some(Kind::QueuePosition(_)) => "queue_position",
         None => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::test_nats_server as nats_server;
+
+    /// One effect as `publish_entry` builds it: `<index>.0`, naming `previous`.
+    fn outgoing(index: u64, previous: Option<u64>) -> Outgoing {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{index}.0").as_str());
+        if let Some(previous) = previous {
+            headers.insert(PREVIOUS_MSG_ID_HEADER, format!("{previous}.0").as_str());
+        }
+        headers.insert(LOG_INDEX_HEADER, index.to_string().as_str());
+        headers.insert(SEQUENCE_HEADER, "0");
+        let subject = crate::effects_subject("acme", "closed");
+        Outgoing { subject, headers, payload: bytes::Bytes::from(vec![1, 2, 3]), through: index }
+    }
+
+    /// A publisher that believes the stream ends at `stream_last`, after effect `<last>.0`.
+    fn cursor(stream_last: u64, last: u64) -> Cursor {
+        Cursor {
+            sent: (last, 0),
+            last_id: Some(format!("{last}.0")),
+            stream_last,
+            next_index: last + 1,
+            batch: Vec::new(),
+            batch_nonce: format!("test.{stream_last}.{last}"),
+            batches_sent: 0,
+            acks: VecDeque::new(),
+            stored_through: last,
+        }
+    }
+
+    /// Sends `effects` as one batch and waits for every acknowledgement; how many were stored.
+    async fn send(
+        cursor: &mut Cursor,
+        js: &jetstream::Context,
+        client: &async_nats::Client,
+        effects: Vec<Outgoing>,
+    ) -> usize {
+        cursor.batch = effects;
+        cursor.send_batch(js, client).await.expect("sent");
+        let mut stored = 0;
+        while !cursor.acks.is_empty() {
+            if cursor.await_one().await.is_ok() {
+                stored += 1;
+            }
+        }
+        stored
+    }
+
+    /// The `Nats-Msg-Id`s the stream holds, in order.
+    async fn stored_ids(js: &jetstream::Context) -> Vec<String> {
+        let stream = js.get_stream(EFFECTS_STREAM).await.expect("stream");
+        let last = stream.cached_info().state.last_sequence;
+        let mut ids = Vec::new();
+        for sequence in 1..=last {
+            let message = stream.get_raw_message(sequence).await.expect("message");
+            ids.push(message.headers.get("Nats-Msg-Id").map(|id| id.as_str().to_owned()).unwrap_or_default());
+        }
+        ids
+    }
+
+    /// A deposed leader's publishes still landing while the new leader publishes must not put an
+    /// effect after a gap: separate publishes name the effect before them, and an atomic batch is
+    /// refused whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_publisher_never_stores_an_effect_after_a_gap() {
+        let server = nats_server::NatsServer::start().await;
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let js = jetstream::new(client.clone());
+        stream(&js, &NatsConfig::default()).await.expect("effects stream");
+
+        // The stream holds effects 1 and 2; both leaders know it.
+        let mut first = cursor(0, 0);
+        first.last_id = None;
+        assert_eq!(send(&mut first, &js, &client, vec![outgoing(1, None), outgoing(2, Some(1))]).await, 2);
+
+        // The new leader stores 3 (its outbox has entry 3 committed in its term).
+        let mut new = cursor(2, 2);
+        assert_eq!(send(&mut new, &js, &client, vec![outgoing(3, Some(2))]).await, 1);
+
+        // The deposed leader, behind, publishes its own 3' and 4' after 2: by sequence its
+        // second publish would follow the stream's last (3), but it names 3' before it.
+        let mut stale = cursor(2, 2);
+        let mut stale_three = outgoing(3, Some(2));
+        stale_three.headers.insert("Nats-Msg-Id", "3.0-stale");
+        let mut stale_four = outgoing(4, Some(3));
+        stale_four.headers.insert(PREVIOUS_MSG_ID_HEADER, "3.0-stale");
+        assert_eq!(send(&mut stale, &js, &client, vec![stale_three, stale_four]).await, 0);
+
+        // Its atomic batch is refused whole.
+        let mut stale = cursor(2, 2);
+        let batch: Vec<_> = (3..3 + SEPARATE_EFFECTS_MAX as u64 + 2).map(|i| outgoing(i + 100, Some(i + 99))).collect();
+        assert_eq!(send(&mut stale, &js, &client, batch).await, 0);
+
+        // The new leader goes on, separately and then atomically, and the stream is in order.
+        assert_eq!(send(&mut new, &js, &client, vec![outgoing(4, Some(3))]).await, 1);
+        let batch: Vec<_> = (5..5 + SEPARATE_EFFECTS_MAX as u64 + 1).map(|i| outgoing(i, Some(i - 1))).collect();
+        assert_eq!(send(&mut new, &js, &client, batch).await, 1, "one acknowledgement for the atomic batch");
+        let expected: Vec<String> = (1..5 + SEPARATE_EFFECTS_MAX as u64 + 1).map(|i| format!("{i}.0")).collect();
+        assert_eq!(stored_ids(&js).await, expected);
     }
 }

@@ -114,7 +114,7 @@ impl Default for NatsConfig {
             ack_wait: Duration::from_secs(30),
             redelivery_backoff: vec![Duration::from_secs(30), Duration::from_secs(60), Duration::from_secs(120)],
             batch_max: 1024,
-            batch_linger: Duration::from_millis(1),
+            batch_linger: Duration::ZERO,
             max_in_flight: 4,
             max_event_bytes: 64 * 1024,
             security: NatsSecurity::default(),
@@ -456,6 +456,12 @@ pub use switchboard_core::is_subject_token;
 fn workspace_of_subject(subject: &str) -> Option<&str> {
     subject.strip_prefix("switchboard.events.").filter(|rest| !rest.is_empty() && !rest.contains('.'))
 }
+
+/// The real nats-server the integration tests start (one definition for both).
+#[cfg(test)]
+#[path = "../../switchboard/tests/support/nats.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod test_nats_server;
 
 #[cfg(test)]
 mod tests {

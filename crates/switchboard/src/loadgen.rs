@@ -122,7 +122,7 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     // Effects side: first decision per conversation. A delivery of an effect already seen (same
     // index and sequence) is a redelivery by this consumer (its ack was lost), not a doubled
     // effect; a second assignment of one conversation is a doubled decision.
-    let (decided_tx, mut decided_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let (decided_tx, mut decided_rx) = tokio::sync::mpsc::unbounded_channel::<Decided>();
     let doubled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let redelivered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = tokio::spawn({
@@ -134,6 +134,7 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
             while let Some(delivery) = effects.next().await {
                 let Ok(delivery) = delivery else { continue };
                 let received = Instant::now();
+                let received_ms = wall_ms();
                 let effect = &delivery.effect;
                 if !seen.insert((effect.log_index, effect.sequence)) {
                     redelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -161,8 +162,14 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
                         Some(Kind::OutsideHours(o)) => Some(o.conversation.clone()),
                         _ => None,
                     };
+                    let stored_ms = delivery
+                        .message()
+                        .info()
+                        .map_or(received_ms, |info| info.published.unix_timestamp_nanos() as f64 / 1e6);
                     if let Some(conversation) = decision
-                        && decided_tx.send((conversation, received)).is_err()
+                        && decided_tx
+                            .send(Decided { conversation, received, received_ms, stored_ms, proposed_ms: effect.at_ms })
+                            .is_err()
                     {
                         break;
                     }
@@ -203,8 +210,8 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     // Publishing side: conversations interleaved so that each advances one event at a time.
     let started = Instant::now();
     let end = started + Duration::from_secs(args.duration);
-    let mut opened_at: BTreeMap<String, Instant> = BTreeMap::new();
-    let mut decided: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut opened_at: BTreeMap<String, (Instant, i64)> = BTreeMap::new();
+    let mut decided: BTreeMap<String, Split> = BTreeMap::new();
     let mut stall = Stall::default();
     let mut acks = VecDeque::new();
     let mut batch: Vec<pb::GatewayEvent> = Vec::new();
@@ -230,8 +237,10 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
         let event_id = format!("{conversation}-{step}");
         let event = if step == 0 {
             let channel = CHANNELS[(next_conversation as usize) % args.channels];
-            opened_at.insert(conversation.clone(), Instant::now());
-            events::opened(&event_id, &ws, &conversation, &format!("+{}", next_conversation % 100_000), channel)
+            let opened =
+                events::opened(&event_id, &ws, &conversation, &format!("+{}", next_conversation % 100_000), channel);
+            opened_at.insert(conversation.clone(), (Instant::now(), opened.occurred_at_ms));
+            opened
         } else if step + 1 < args.conversation_length {
             events::message_received(&event_id, &ws, &conversation)
         } else {
@@ -258,8 +267,8 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
         if step + 1 < args.conversation_length {
             active.push_back((ws, conversation, step + 1));
         }
-        while let Ok((conversation, at)) = decided_rx.try_recv() {
-            record(&opened_at, &mut decided, &mut stall, conversation, at);
+        while let Ok(decision) = decided_rx.try_recv() {
+            record(&opened_at, &mut decided, &mut stall, decision);
         }
     }
     for (ack, event) in acks {
@@ -272,9 +281,8 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     let publish_seconds = started.elapsed().as_secs_f64();
     let drain_until = Instant::now() + Duration::from_secs(args.drain);
     while decided.len() < opened_at.len() && Instant::now() < drain_until {
-        if let Ok(Some((conversation, at))) = tokio::time::timeout(Duration::from_millis(200), decided_rx.recv()).await
-        {
-            record(&opened_at, &mut decided, &mut stall, conversation, at);
+        if let Ok(Some(decision)) = tokio::time::timeout(Duration::from_millis(200), decided_rx.recv()).await {
+            record(&opened_at, &mut decided, &mut stall, decision);
         }
     }
     let effects_seconds = started.elapsed().as_secs_f64();
@@ -287,7 +295,7 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     counter.abort();
     let doubled_effects = doubled.load(std::sync::atomic::Ordering::Relaxed);
     let redelivered_effects = redelivered.load(std::sync::atomic::Ordering::Relaxed);
-    let mut latencies: Vec<Duration> = decided.values().copied().collect();
+    let mut latencies: Vec<Duration> = decided.values().map(|split| split.total).collect();
     latencies.sort();
     let lost = opened_at.len() - decided.len();
     let achieved = (published as f64 / publish_seconds).min(published as f64 / effects_seconds.max(publish_seconds));
@@ -298,6 +306,21 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0),
         percentile(&latencies, 99.9),
+    );
+    // Where the time went, by the clocks of this host: the gateway's `occurred_at_ms` to the
+    // leader's stamp on the entry (NATS store, the ingest's pull, the batcher), that stamp to
+    // the effect stored in JetStream (commit, apply, egress), and the store to this reader.
+    let segment = |part: fn(&Split) -> f64| {
+        let mut values: Vec<Duration> =
+            decided.values().map(|split| Duration::from_secs_f64(part(split).max(0.0) / 1000.0)).collect();
+        values.sort();
+        format!("{:.1}/{:.1}", percentile(&values, 50.0), percentile(&values, 99.0))
+    };
+    println!(
+        "e2e split (p50/p99 ms): gateway_to_proposal={} proposal_to_effect_stored={} stored_to_reader={}",
+        segment(|split| split.to_proposal_ms),
+        segment(|split| split.to_stored_ms),
+        segment(|split| split.to_reader_ms),
     );
     if let Some(kind) = &args.recovery {
         let fault_ms = args
@@ -382,16 +405,44 @@ async fn confirm(
     bail!("JetStream did not store event {} after 20 attempts", event.event_id)
 }
 
-fn record(
-    opened_at: &BTreeMap<String, Instant>,
-    decided: &mut BTreeMap<String, Duration>,
-    stall: &mut Stall,
+/// A conversation's first decision as the effects reader saw it.
+struct Decided {
     conversation: String,
-    at: Instant,
+    received: Instant,
+    /// When it was read (UTC ms, this host's clock).
+    received_ms: f64,
+    /// When JetStream stored the effect (UTC ms).
+    stored_ms: f64,
+    /// The leader's stamp on the entry that decided it (the effect's `at_ms`).
+    proposed_ms: i64,
+}
+
+/// The time from publishing a conversation's opening to its first decision, and its parts.
+struct Split {
+    total: Duration,
+    to_proposal_ms: f64,
+    to_stored_ms: f64,
+    to_reader_ms: f64,
+}
+
+fn wall_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+fn record(
+    opened_at: &BTreeMap<String, (Instant, i64)>,
+    decided: &mut BTreeMap<String, Split>,
+    stall: &mut Stall,
+    decision: Decided,
 ) {
-    if let Some(opened) = opened_at.get(&conversation) {
-        decided.entry(conversation).or_insert_with(|| at.saturating_duration_since(*opened));
-        stall.decided(at);
+    if let Some((opened, occurred_ms)) = opened_at.get(&decision.conversation) {
+        decided.entry(decision.conversation).or_insert_with(|| Split {
+            total: decision.received.saturating_duration_since(*opened),
+            to_proposal_ms: (decision.proposed_ms - occurred_ms) as f64,
+            to_stored_ms: decision.stored_ms - decision.proposed_ms as f64,
+            to_reader_ms: decision.received_ms - decision.stored_ms,
+        });
+        stall.decided(decision.received);
     }
 }
 
