@@ -38,7 +38,11 @@ pub const ALL: [&str; 8] = [
 /// first increment.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_histogram!(RAFT_APPEND_SECONDS, Unit::Seconds, "One Raft log append batch including its fsync.");
+    describe_histogram!(
+        RAFT_APPEND_SECONDS,
+        Unit::Seconds,
+        "One sync of the Raft log writer (every append queued meanwhile) including its fsync."
+    );
     describe_histogram!(APPLY_SECONDS, Unit::Seconds, "Applying one committed entry to the state machine.");
     describe_histogram!(SNAPSHOT_SECONDS, Unit::Seconds, "Building one snapshot: copy, encode, durable write.");
     describe_histogram!(
