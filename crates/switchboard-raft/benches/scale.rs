@@ -11,7 +11,8 @@
 //! `cargo bench -p switchboard-raft --bench scale` (or `make bench-scale`); `-- --test` runs a
 //! small smoke version. `BENCH_SCALE_FORK_MIN=<bytes>` sets `Tuning::fork_reads_bytes_min`
 //! (`max`: every whole-state read under the lock, as before forked reads), `BENCH_SCALE_RATE`
-//! the offered events/s (default 2,000), `BENCH_SCALE_SECONDS` each run's length (default 12).
+//! the offered events/s (default 2,000), `BENCH_SCALE_SECONDS` each run's length (default 12),
+//! `BENCH_SCALE_BACKGROUND` what runs beside the second load (`both`, `snapshots`, `status`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -152,6 +153,15 @@ fn main() {
         Ok(n) => n.parse().expect("BENCH_SCALE_FORK_MIN: bytes or max"),
         Err(_) => Tuning::default().fork_reads_bytes_min,
     };
+    // What runs beside the second load: `both` (the target's case), or one of them alone to
+    // tell their costs apart.
+    let beside = std::env::var("BENCH_SCALE_BACKGROUND").unwrap_or_else(|_| "both".to_owned());
+    let (snapshots, polling) = match beside.as_str() {
+        "both" => (true, true),
+        "snapshots" => (true, false),
+        "status" => (false, true),
+        other => panic!("BENCH_SCALE_BACKGROUND: both, snapshots or status, not {other:?}"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         // Snapshots only when this benchmark asks for them.
@@ -177,7 +187,7 @@ fn main() {
 
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut background = Vec::new();
-        for (k, id) in ids.iter().enumerate() {
+        for (k, id) in ids.iter().enumerate().filter(|_| snapshots) {
             let node = cluster.node(*id);
             let delay = Duration::from_secs(2 + 3 * k as u64).min(duration / 2);
             background.push(tokio::spawn(async move {
@@ -191,7 +201,7 @@ fn main() {
         let poller = tokio::spawn(async move {
             let mut slowest = Duration::ZERO;
             let mut polls = 0u64;
-            while !poll_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while polling && !poll_stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for node in &pollers {
                     let node = Arc::clone(node);
                     let asked = Instant::now();
@@ -211,7 +221,12 @@ fn main() {
             notes.push(task.await.expect("snapshot"));
         }
         notes.push(poller.await.expect("poller"));
-        report("snapshots+status", rate, &busy, fork_min);
+        let run = match beside.as_str() {
+            "both" => "snapshots+status",
+            "snapshots" => "snapshots",
+            _ => "status",
+        };
+        report(run, rate, &busy, fork_min);
         println!("scale background: {}", notes.join(" "));
         println!("scale p99 ratio: {:.2} (target: at most 1.5)", percentile(&busy, 0.99) / percentile(&quiet, 0.99));
         drop(leader);
