@@ -128,7 +128,9 @@ fn build_large_state(agents: usize, conversations: usize) -> State {
         ids.push(id);
     }
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let start = Instant::now();
     apply(&mut state, Command::UpsertTeam(TeamSpec::new("support", Strategy::LeastOpen, &refs)));
+    println!("core admin: upsert_team members={agents} ms={:.0}", start.elapsed().as_secs_f64() * 1000.0);
     apply(
         &mut state,
         Command::ConfigureWorkspace(WorkspaceSettings {
