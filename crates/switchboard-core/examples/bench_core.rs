@@ -106,6 +106,21 @@ fn snapshot_figures(conversations: usize) {
         bytes.len(),
         after.saturating_sub(before) as f64 / conversations as f64,
     );
+    // An admin change at this scale: one agent (with its open conversations) leaves the
+    // 100,000-member team, which re-indexes the team.
+    use switchboard_core::{AgentId, Command, Event, Input, WorkspaceId};
+    let mut state = restored;
+    let input = Input::Event(Event {
+        workspace: WorkspaceId::new("big"),
+        event_id: None,
+        command: Command::RemoveAgent { agent: AgentId::new("agent-000000") },
+    });
+    let start = Instant::now();
+    assert_eq!(state.apply(1_795_428_000_000, &input).result, Ok(()));
+    println!(
+        "core admin: remove_agent team_members=100000 conversations={conversations} ms={:.0}",
+        start.elapsed().as_secs_f64() * 1000.0
+    );
 }
 
 fn build_large_state(agents: usize, conversations: usize) -> State {
