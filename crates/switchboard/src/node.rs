@@ -291,8 +291,18 @@ pub(crate) struct NodeConfig {
 impl NodeConfig {
     /// Reads `path`, naming the file and the bad key on error.
     pub(crate) fn read(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        use std::io::Read as _;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(text_limits::CONFIG_FILE_BYTES_MAX + 1).read_to_string(&mut text))
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        if text.len() as u64 > text_limits::CONFIG_FILE_BYTES_MAX {
+            bail!(
+                "config file {}: over {} bytes (config_file_bytes_max)",
+                path.display(),
+                text_limits::CONFIG_FILE_BYTES_MAX
+            );
+        }
         toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
     }
 
@@ -361,6 +371,25 @@ impl std::fmt::Display for Range {
             write!(f, "allowed {} to {} ({})", self.min, self.max, self.unit)
         }
     }
+}
+
+/// The byte limits of the node configuration's text.
+pub(crate) mod text_limits {
+    /// The whole config file.
+    pub(crate) const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
+    /// `nats.user`, `nats.password` and `nats.token`.
+    pub(crate) const NATS_CREDENTIAL_BYTES_MAX: usize = 4096;
+    /// `nats.nkey_seed_file`, `nats.creds_file` and `nats.tls_ca_file` (Linux's `PATH_MAX`).
+    pub(crate) const PATH_BYTES_MAX: usize = 4096;
+}
+
+/// Refuses `value` of `key` if it is longer than `max` bytes (`limit` names the limit). The
+/// message gives lengths only, never the value: it may be a secret.
+fn check_bytes(key: &str, value: &str, max: usize, limit: &str) -> Result<()> {
+    if value.len() > max {
+        bail!("{key}: {} bytes; at most {max} ({limit})", value.len());
+    }
+    Ok(())
 }
 
 /// The ranges of the node configuration, one per numeric key (`node.example.toml` repeats them).
@@ -569,6 +598,22 @@ fn raft_tuning(raft: &RaftSection) -> Result<Tuning> {
 fn nats_config(section: &NatsSection) -> Result<NatsConfig> {
     if section.url.is_empty() {
         bail!("nats.url is empty: give the NATS server URL or remove the [nats] table");
+    }
+    for (key, value) in
+        [("nats.user", &section.user), ("nats.password", &section.password), ("nats.token", &section.token)]
+    {
+        if let Some(value) = value {
+            check_bytes(key, value, text_limits::NATS_CREDENTIAL_BYTES_MAX, "nats_credential_bytes_max")?;
+        }
+    }
+    for (key, path) in [
+        ("nats.nkey_seed_file", &section.nkey_seed_file),
+        ("nats.creds_file", &section.creds_file),
+        ("nats.tls_ca_file", &section.tls_ca_file),
+    ] {
+        if let Some(path) = path {
+            check_bytes(key, &path.to_string_lossy(), text_limits::PATH_BYTES_MAX, "path_bytes_max")?;
+        }
     }
     if let Err(error) = switchboard_nats::server_addrs(&section.url) {
         bail!("nats.url: {error}");
@@ -984,6 +1029,36 @@ mod tests {
         let nats = ok.nats.expect("nats");
         assert_eq!(nats.security.auth, NatsAuth::UserPassword { user: "u".into(), password: "p".into() });
         assert!(!format!("{:?}", nats.security).contains("\"p\""), "the password must not be printed");
+    }
+
+    #[test]
+    fn oversized_nats_text_is_refused_naming_the_key_and_never_echoing_it() {
+        let error = |extra: &str| {
+            format!("{:#}", parse(&with("nats", "max_ack_pending", &format!("10\n{extra}"))).err().expect("refused"))
+        };
+        let long = "s".repeat(text_limits::NATS_CREDENTIAL_BYTES_MAX + 1);
+        let message = error(&format!("user = \"u\"\npassword = \"{long}\""));
+        assert_eq!(message, "nats.password: 4097 bytes; at most 4096 (nats_credential_bytes_max)");
+        let message = error(&format!("token = \"{long}\""));
+        assert_eq!(message, "nats.token: 4097 bytes; at most 4096 (nats_credential_bytes_max)");
+        let message = error(&format!("creds_file = \"/{long}\""));
+        assert_eq!(message, "nats.creds_file: 4098 bytes; at most 4096 (path_bytes_max)");
+        let exact = "s".repeat(text_limits::NATS_CREDENTIAL_BYTES_MAX);
+        let ok = parse(&with("nats", "max_ack_pending", &format!("10\ntoken = \"{exact}\""))).expect("at the limit");
+        assert_eq!(ok.nats.expect("nats").security.auth, NatsAuth::Token(exact));
+    }
+
+    #[test]
+    fn a_config_file_over_its_byte_limit_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("node.toml");
+        let comment = format!("# {}\n", "x".repeat(1000));
+        let body = comment.repeat(text_limits::CONFIG_FILE_BYTES_MAX as usize / comment.len() + 1);
+        std::fs::write(&path, format!("id = 1\n{body}")).expect("write");
+        let message = format!("{:#}", NodeConfig::read(&path).expect_err("refused"));
+        assert!(message.ends_with("over 1048576 bytes (config_file_bytes_max)"), "{message}");
+        std::fs::write(&path, "id = 1\n").expect("write");
+        assert_eq!(NodeConfig::read(&path).expect("small file").id, Some(1));
     }
 
     #[test]
