@@ -119,8 +119,15 @@ pub(super) async fn consumer(
     config: &NatsConfig,
     term: u64,
 ) -> Result<jetstream::consumer::PullConsumer, SessionError> {
-    let stream =
-        super::file_stream(js, config, EVENTS_STREAM, EVENTS_SUBJECTS, Some(config.duplicate_window), None).await?;
+    let stream = super::file_stream(
+        js,
+        config,
+        EVENTS_STREAM,
+        EVENTS_SUBJECTS,
+        Some(config.duplicate_window),
+        config.events_max_age,
+    )
+    .await?;
     super::file_stream(js, config, REJECTED_STREAM, REJECTED_SUBJECTS, None, Some(config.effects_max_age)).await?;
     // A new leader resumes in stream order: everything after the consumer's ack floor is
     // delivered again, at once and in order (what already committed is dropped by the state

@@ -85,6 +85,9 @@ pub struct NatsConfig {
     pub duplicate_window: Duration,
     /// How long effects are kept in `SWITCHBOARD_EFFECTS`.
     pub effects_max_age: Duration,
+    /// How long events are kept in `SWITCHBOARD` (consumed or not: they stay for what-if
+    /// replays); `None` keeps them forever.
+    pub events_max_age: Option<Duration>,
     /// Most events delivered to the leader and not yet acked.
     pub max_ack_pending: i64,
     /// How long NATS waits for an ack before redelivering.
@@ -110,6 +113,7 @@ impl Default for NatsConfig {
             stream_replicas: 1,
             duplicate_window: Duration::from_secs(120),
             effects_max_age: Duration::from_secs(7 * 24 * 3600),
+            events_max_age: Some(Duration::from_secs(30 * 24 * 3600)),
             max_ack_pending: 20_000,
             ack_wait: Duration::from_secs(30),
             redelivery_backoff: vec![Duration::from_secs(30), Duration::from_secs(60), Duration::from_secs(120)],
@@ -412,8 +416,9 @@ impl Outages {
     }
 }
 
-/// Creates a file-backed stream of `subjects` with the node's replica count (or checks it
-/// exists); `duplicate_window` and `max_age` of `None` keep JetStream's defaults.
+/// Creates a file-backed stream of `subjects` with the node's replica count, or brings an
+/// existing one's duplicate window, maximum age and atomic publishing to what is configured;
+/// `duplicate_window` and `max_age` of `None` mean JetStream's defaults (two minutes; forever).
 async fn file_stream(
     js: &jetstream::Context,
     config: &NatsConfig,
@@ -435,10 +440,23 @@ async fn file_stream(
             ..Default::default()
         })
         .await?;
-    // A stream made by an earlier version takes atomic batches once updated.
-    if !stream.cached_info().config.allow_atomic_publish {
-        let mut updated = stream.cached_info().config.clone();
+    // A stream made by an earlier version, or under other settings, is updated: it takes
+    // atomic batches, and keeps messages as long as the configuration now says.
+    let current = &stream.cached_info().config;
+    let window = duplicate_window.unwrap_or(current.duplicate_window);
+    let age = max_age.unwrap_or_default();
+    if !current.allow_atomic_publish || current.max_age != age || current.duplicate_window != window {
+        let mut updated = current.clone();
+        tracing::info!(
+            stream = name,
+            max_age_s = age.as_secs(),
+            was_max_age_s = current.max_age.as_secs(),
+            duplicate_window_s = window.as_secs(),
+            "updating the stream to the configured retention"
+        );
         updated.allow_atomic_publish = true;
+        updated.max_age = age;
+        updated.duplicate_window = window;
         js.update_stream(updated).await.map_err(|e| {
             async_nats::error::Error::with_source(jetstream::context::CreateStreamErrorKind::Response, e)
         })?;
@@ -485,6 +503,50 @@ mod tests {
         let (ended, ()) = tokio::join!(tokio::time::timeout(Duration::from_secs(10), waiting), drop_connection);
         let ended = ended.expect("the session ended when the connection was lost");
         assert!(matches!(ended, Err(SessionError::Disconnected)), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn the_events_stream_keeps_events_as_long_as_configured_and_an_existing_one_is_brought_to_it() {
+        let server = test_nats_server::NatsServer::start().await;
+        let js = jetstream::new(async_nats::connect(server.url()).await.expect("connect"));
+        let age = |stream: &jetstream::stream::Stream| stream.cached_info().config.max_age;
+        async fn events(
+            js: &jetstream::Context,
+            config: &NatsConfig,
+        ) -> Result<jetstream::stream::Stream, async_nats::error::Error<jetstream::context::CreateStreamErrorKind>>
+        {
+            file_stream(
+                js,
+                config,
+                EVENTS_STREAM,
+                EVENTS_SUBJECTS,
+                Some(config.duplicate_window),
+                config.events_max_age,
+            )
+            .await
+        }
+        // A stream made by an earlier version: no age limit, no atomic batches.
+        js.create_stream(jetstream::stream::Config {
+            name: EVENTS_STREAM.to_owned(),
+            subjects: vec![EVENTS_SUBJECTS.to_owned()],
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("old stream");
+        let config = NatsConfig::default();
+        let stream = events(&js, &config).await.expect("updated");
+        assert_eq!(age(&stream), Duration::from_secs(30 * 24 * 3600), "the default keeps events 30 days");
+        assert!(stream.cached_info().config.allow_atomic_publish);
+        // As the server now has it, not only as this call reports it.
+        let stored = js.get_stream(EVENTS_STREAM).await.expect("stream");
+        assert_eq!(age(&stored), Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(stored.cached_info().config.duplicate_window, config.duplicate_window);
+
+        let shorter = NatsConfig { events_max_age: Some(Duration::from_secs(3_600)), ..NatsConfig::default() };
+        assert_eq!(age(&events(&js, &shorter).await.expect("shortened")), Duration::from_secs(3_600));
+        let forever = NatsConfig { events_max_age: None, ..NatsConfig::default() };
+        assert_eq!(age(&events(&js, &forever).await.expect("unlimited")), Duration::ZERO, "0 is JetStream's forever");
     }
 
     #[test]

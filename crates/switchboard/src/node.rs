@@ -109,6 +109,8 @@ pub(crate) struct NatsSection {
     pub(crate) stream_replicas: usize,
     pub(crate) duplicate_window_s: u64,
     pub(crate) effects_max_age_s: u64,
+    /// 0: events stay forever.
+    pub(crate) events_max_age_s: u64,
     pub(crate) max_ack_pending: i64,
     pub(crate) ack_wait_s: u64,
     pub(crate) batch_max: usize,
@@ -132,6 +134,7 @@ impl Default for NatsSection {
             stream_replicas: config.stream_replicas,
             duplicate_window_s: config.duplicate_window.as_secs(),
             effects_max_age_s: config.effects_max_age.as_secs(),
+            events_max_age_s: config.events_max_age.map_or(0, |age| age.as_secs()),
             max_ack_pending: config.max_ack_pending,
             ack_wait_s: config.ack_wait.as_secs(),
             batch_max: config.batch_max,
@@ -422,6 +425,9 @@ pub(crate) mod ranges {
     pub(crate) const DUPLICATE_WINDOW_S: Range = Range::new(1, 604_800, "seconds");
     /// `nats.effects_max_age_s`: a minute to a year.
     pub(crate) const EFFECTS_MAX_AGE_S: Range = Range::new(60, 31_536_000, "seconds");
+    /// `nats.events_max_age_s` when not 0 (forever): an hour to ten years; not below
+    /// `duplicate_window_s` (JetStream's rule, as for effects).
+    pub(crate) const EVENTS_MAX_AGE_S: Range = Range::new(3_600, 315_360_000, "seconds");
     /// `nats.max_ack_pending`.
     pub(crate) const MAX_ACK_PENDING: Range = Range::new(1, 1_000_000, "events");
     /// `auth.calls_per_s`: each token's sustained rate of calls.
@@ -627,6 +633,17 @@ fn nats_config(section: &NatsSection) -> Result<NatsConfig> {
              JetStream refuses a duplicate window longer than the stream keeps messages"
         );
     }
+    let events_max_age_s = section.events_max_age_s;
+    let range = ranges::EVENTS_MAX_AGE_S;
+    if events_max_age_s != 0 && !(range.min..=range.max).contains(&events_max_age_s) {
+        bail!("nats.events_max_age_s = {events_max_age_s} is out of range: 0 (keep events forever), or {range}");
+    }
+    if events_max_age_s != 0 && duplicate_window_s > events_max_age_s {
+        bail!(
+            "nats: duplicate_window_s ({duplicate_window_s}) must not exceed events_max_age_s ({events_max_age_s}): \
+             JetStream refuses a duplicate window longer than the stream keeps messages"
+        );
+    }
     let max_ack_pending = ranges::MAX_ACK_PENDING.check("nats.max_ack_pending", section.max_ack_pending)?;
     let ack_wait = Duration::from_secs(ranges::ACK_WAIT_S.check("nats.ack_wait_s", section.ack_wait_s)?);
     let batch_max = ranges::BATCH_MAX.check("nats.batch_max", section.batch_max)?;
@@ -664,6 +681,7 @@ fn nats_config(section: &NatsSection) -> Result<NatsConfig> {
         stream_replicas: stream_replicas as usize,
         duplicate_window: Duration::from_secs(duplicate_window_s),
         effects_max_age: Duration::from_secs(effects_max_age_s),
+        events_max_age: (events_max_age_s != 0).then(|| Duration::from_secs(events_max_age_s)),
         max_ack_pending: max_ack_pending as i64,
         ack_wait,
         // At most 40 minutes (ack_wait_s < 600): no overflow.
@@ -1049,6 +1067,24 @@ mod tests {
     }
 
     #[test]
+    fn events_are_kept_thirty_days_by_default_forever_at_zero_and_never_shorter_than_the_duplicate_window() {
+        let nats = |text: &str| parse(text).map(|resolved| resolved.nats.expect("nats").events_max_age);
+        let days = |n: u64| Some(Duration::from_secs(n * 24 * 3600));
+        assert_eq!(nats(&with("nats", "max_ack_pending", "10")).expect("default"), days(30));
+        assert_eq!(nats(&with("nats", "events_max_age_s", "0")).expect("forever"), None);
+        assert_eq!(nats(&with("nats", "events_max_age_s", "86400")).expect("a day"), days(1));
+        let message = format!("{:#}", nats(&with("nats", "events_max_age_s", "600")).expect_err("too short"));
+        assert_eq!(
+            message,
+            "nats.events_max_age_s = 600 is out of range: 0 (keep events forever), or allowed 3600 to 315360000 \
+             (seconds)"
+        );
+        let text = with("nats", "events_max_age_s", "3600\nduplicate_window_s = 7200\neffects_max_age_s = 86400");
+        let message = format!("{:#}", nats(&text).expect_err("window longer than the age"));
+        assert!(message.contains("duplicate_window_s (7200) must not exceed events_max_age_s (3600)"), "{message}");
+    }
+
+    #[test]
     fn a_config_file_over_its_byte_limit_is_refused() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("node.toml");
@@ -1071,7 +1107,7 @@ mod tests {
     #[test]
     fn every_numeric_key_is_refused_just_outside_its_range_and_accepted_at_its_ends() {
         use ranges::*;
-        let keys: [(&str, &str, Range); 19] = [
+        let keys: [(&str, &str, Range); 20] = [
             ("", "id", NODE_ID),
             ("raft", "heartbeat_ms", RAFT_HEARTBEAT_MS),
             ("raft", "election_timeout_min_ms", ELECTION_TIMEOUT_MIN_MS),
@@ -1084,6 +1120,7 @@ mod tests {
             ("nats", "stream_replicas", STREAM_REPLICAS),
             ("nats", "duplicate_window_s", DUPLICATE_WINDOW_S),
             ("nats", "effects_max_age_s", EFFECTS_MAX_AGE_S),
+            ("nats", "events_max_age_s", EVENTS_MAX_AGE_S),
             ("nats", "max_ack_pending", MAX_ACK_PENDING),
             ("nats", "ack_wait_s", ACK_WAIT_S),
             ("nats", "batch_max", BATCH_MAX),
