@@ -113,21 +113,22 @@ pub(super) async fn sample_pending(js: jetstream::Context, mut stop: tokio::sync
 /// The consumer's metadata key naming the Raft term of the leader that created it.
 pub(super) const TERM_METADATA: &str = "switchboard-leader-term";
 
+/// Creates `SWITCHBOARD`, or brings it to the configured retention.
+pub(super) async fn events_stream(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<jetstream::stream::Stream, async_nats::error::Error<jetstream::context::CreateStreamErrorKind>> {
+    super::file_stream(js, config, EVENTS_STREAM, EVENTS_SUBJECTS, Some(config.duplicate_window), config.events_max_age)
+        .await
+}
+
 /// Creates the stream and (re)creates the consumer for the confirmed leader of `term`.
 pub(super) async fn consumer(
     js: &jetstream::Context,
     config: &NatsConfig,
     term: u64,
 ) -> Result<jetstream::consumer::PullConsumer, SessionError> {
-    let stream = super::file_stream(
-        js,
-        config,
-        EVENTS_STREAM,
-        EVENTS_SUBJECTS,
-        Some(config.duplicate_window),
-        config.events_max_age,
-    )
-    .await?;
+    let stream = events_stream(js, config).await?;
     super::file_stream(js, config, REJECTED_STREAM, REJECTED_SUBJECTS, None, Some(config.effects_max_age)).await?;
     // A new leader resumes in stream order: everything after the consumer's ack floor is
     // delivered again, at once and in order (what already committed is dropped by the state

@@ -510,21 +510,6 @@ mod tests {
         let server = test_nats_server::NatsServer::start().await;
         let js = jetstream::new(async_nats::connect(server.url()).await.expect("connect"));
         let age = |stream: &jetstream::stream::Stream| stream.cached_info().config.max_age;
-        async fn events(
-            js: &jetstream::Context,
-            config: &NatsConfig,
-        ) -> Result<jetstream::stream::Stream, async_nats::error::Error<jetstream::context::CreateStreamErrorKind>>
-        {
-            file_stream(
-                js,
-                config,
-                EVENTS_STREAM,
-                EVENTS_SUBJECTS,
-                Some(config.duplicate_window),
-                config.events_max_age,
-            )
-            .await
-        }
         // A stream made by an earlier version: no age limit, no atomic batches.
         js.create_stream(jetstream::stream::Config {
             name: EVENTS_STREAM.to_owned(),
@@ -535,7 +520,7 @@ mod tests {
         .await
         .expect("old stream");
         let config = NatsConfig::default();
-        let stream = events(&js, &config).await.expect("updated");
+        let stream = ingest::events_stream(&js, &config).await.expect("updated");
         assert_eq!(age(&stream), Duration::from_secs(30 * 24 * 3600), "the default keeps events 30 days");
         assert!(stream.cached_info().config.allow_atomic_publish);
         // As the server now has it, not only as this call reports it.
@@ -544,9 +529,13 @@ mod tests {
         assert_eq!(stored.cached_info().config.duplicate_window, config.duplicate_window);
 
         let shorter = NatsConfig { events_max_age: Some(Duration::from_secs(3_600)), ..NatsConfig::default() };
-        assert_eq!(age(&events(&js, &shorter).await.expect("shortened")), Duration::from_secs(3_600));
+        assert_eq!(age(&ingest::events_stream(&js, &shorter).await.expect("shortened")), Duration::from_secs(3_600));
         let forever = NatsConfig { events_max_age: None, ..NatsConfig::default() };
-        assert_eq!(age(&events(&js, &forever).await.expect("unlimited")), Duration::ZERO, "0 is JetStream's forever");
+        assert_eq!(
+            age(&ingest::events_stream(&js, &forever).await.expect("unlimited")),
+            Duration::ZERO,
+            "0 is JetStream's forever"
+        );
     }
 
     #[test]
