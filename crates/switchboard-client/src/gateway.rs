@@ -42,6 +42,45 @@ pub const EFFECTS_STREAM: &str = "SWITCHBOARD_EFFECTS";
 /// an atomic batch).
 pub const BATCH_EVENTS_MAX: usize = 1_000;
 
+/// A publish JetStream has not acknowledged yet: await it for the [`PublishAck`], or an error
+/// once the JetStream context's timeout (5 s by default) has passed **since the send**.
+///
+/// async-nats starts a `PublishAckFuture`'s timeout when it is awaited, not when it is sent:
+/// a window of publishes whose acks were lost together (NATS restarted under them), awaited
+/// one after another as pipelining does, took one full timeout each — 64 in flight, over five
+/// minutes before the last was found lost and sent again. Here they all expire together.
+///
+/// [`PublishAck`]: jetstream::publish::PublishAck
+#[derive(Debug)]
+#[must_use = "an unawaited ack does not tell whether the event was stored"]
+pub struct PendingAck {
+    deadline: tokio::time::Instant,
+    ack: jetstream::context::PublishAckFuture,
+}
+
+impl PendingAck {
+    fn new(js: &jetstream::Context, ack: jetstream::context::PublishAckFuture) -> Self {
+        use jetstream::context::traits::TimeoutProvider as _;
+        Self { deadline: tokio::time::Instant::now() + js.timeout(), ack }
+    }
+}
+
+impl std::future::IntoFuture for PendingAck {
+    type Output = Result<jetstream::publish::PublishAck, GatewayError>;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            match tokio::time::timeout_at(self.deadline, self.ack.into_future()).await {
+                Ok(acknowledged) => acknowledged.map_err(GatewayError::Publish),
+                Err(_) => Err(GatewayError::Publish(jetstream::context::PublishError::new(
+                    jetstream::context::PublishErrorKind::TimedOut,
+                ))),
+            }
+        })
+    }
+}
+
 /// What went wrong talking to NATS, or with an event before it was sent.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -203,6 +242,14 @@ impl Gateway {
         Self { client, js, batch_nonce, batches: Default::default() }
     }
 
+    /// How long a publish waits for JetStream's acknowledgement, from the send (5 s unless
+    /// set here or on the connection's request timeout); then the publish fails and may be
+    /// sent again with the same event id.
+    pub fn with_ack_timeout(mut self, timeout: Duration) -> Self {
+        self.js.set_timeout(timeout);
+        self
+    }
+
     /// The underlying NATS connection.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
@@ -212,17 +259,16 @@ impl Gateway {
     /// is the `Nats-Msg-Id`, so a repeat within the duplicate window is stored once (and the
     /// state machine drops a repeated event id regardless).
     pub async fn publish(&self, event: &pb::GatewayEvent) -> Result<jetstream::publish::PublishAck, GatewayError> {
-        self.publish_pipelined(event).await?.await.map_err(GatewayError::Publish)
+        self.publish_pipelined(event).await?.await
     }
 
     /// Sends an event and returns the pending acknowledgement, so that many publishes can be in
-    /// flight at once; await each returned future to know the event was stored.
-    pub async fn publish_pipelined(
-        &self,
-        event: &pb::GatewayEvent,
-    ) -> Result<jetstream::context::PublishAckFuture, GatewayError> {
+    /// flight at once; await each returned ack to know the event was stored (its timeout runs
+    /// from the send: see [`PendingAck`]).
+    pub async fn publish_pipelined(&self, event: &pb::GatewayEvent) -> Result<PendingAck, GatewayError> {
         let (subject, headers) = addressed(event)?;
-        Ok(self.js.publish_with_headers(subject, headers, event.encode_to_vec().into()).await?)
+        let ack = self.js.publish_with_headers(subject, headers, event.encode_to_vec().into()).await?;
+        Ok(PendingAck::new(&self.js, ack))
     }
 
     /// Publishes up to [`BATCH_EVENTS_MAX`] events as one JetStream atomic batch and waits
@@ -252,7 +298,7 @@ impl Gateway {
     pub async fn publish_batch_pipelined(
         &self,
         events: &[pb::GatewayEvent],
-    ) -> Result<Option<jetstream::context::PublishAckFuture>, GatewayError> {
+    ) -> Result<Option<PendingAck>, GatewayError> {
         if events.len() > BATCH_EVENTS_MAX {
             return Err(GatewayError::InvalidEvent(format!(
                 "a batch holds {} events; at most {BATCH_EVENTS_MAX} (batch_events_max)",
@@ -269,7 +315,8 @@ impl Gateway {
             let payload = event.encode_to_vec().into();
             if position + 1 == count {
                 headers.insert("Nats-Batch-Commit", "1");
-                return Ok(Some(self.js.publish_with_headers(subject, headers, payload).await?));
+                let ack = self.js.publish_with_headers(subject, headers, payload).await?;
+                return Ok(Some(PendingAck::new(&self.js, ack)));
             }
             self.client.publish_with_headers(subject, headers, payload).await.map_err(jetstream_error)?;
         }

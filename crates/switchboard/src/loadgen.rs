@@ -15,7 +15,7 @@ use clap::Args;
 use futures::StreamExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
-use switchboard_client::gateway::{Gateway, events};
+use switchboard_client::gateway::{Gateway, PendingAck, events};
 use switchboard_client::{Client, pb};
 
 const CHANNELS: [pb::Channel; 8] = [
@@ -349,7 +349,7 @@ const BATCH_LINGER: Duration = Duration::from_millis(2);
 /// Atomic batches in flight at once (nats-server allows 50 per stream).
 const BATCHES_IN_FLIGHT: usize = 16;
 
-type BatchAcks = VecDeque<(Option<async_nats::jetstream::context::PublishAckFuture>, Vec<pb::GatewayEvent>)>;
+type BatchAcks = VecDeque<(Option<PendingAck>, Vec<pb::GatewayEvent>)>;
 
 /// Sends the events gathered as one atomic batch, keeping at most [`BATCHES_IN_FLIGHT`].
 async fn send_batch(gateway: &Gateway, batch: &mut Vec<pb::GatewayEvent>, acks: &mut BatchAcks) -> Result<()> {
@@ -368,11 +368,7 @@ async fn send_batch(gateway: &Gateway, batch: &mut Vec<pb::GatewayEvent>, acks: 
 }
 
 /// Waits for JetStream to store a batch; publishes its events again one by one if it was not.
-async fn confirm_batch(
-    gateway: &Gateway,
-    ack: Option<async_nats::jetstream::context::PublishAckFuture>,
-    events: &[pb::GatewayEvent],
-) -> Result<()> {
+async fn confirm_batch(gateway: &Gateway, ack: Option<PendingAck>, events: &[pb::GatewayEvent]) -> Result<()> {
     let stored = match ack {
         Some(ack) => ack.await.is_ok(),
         None => true,
@@ -388,11 +384,7 @@ async fn confirm_batch(
 
 /// Waits for JetStream to store `event`; publishes it again (same `Nats-Msg-Id`) if the ack
 /// did not come, as a gateway must.
-async fn confirm(
-    gateway: &Gateway,
-    ack: async_nats::jetstream::context::PublishAckFuture,
-    event: &pb::GatewayEvent,
-) -> Result<()> {
+async fn confirm(gateway: &Gateway, ack: PendingAck, event: &pb::GatewayEvent) -> Result<()> {
     if ack.await.is_ok() {
         return Ok(());
     }

@@ -38,6 +38,35 @@ async fn publish(gateway: &Gateway, event: &pb::GatewayEvent) {
     }
 }
 
+/// Acks lost together (NATS lost the messages, or restarted under them) are found lost one
+/// timeout after they were sent, all together: a pipelining gateway that awaits them in turn
+/// resends after one timeout, not after one per message in flight (async-nats alone times an
+/// ack from its await, which made 64 lost acks cost 64 timeouts in turn).
+#[tokio::test]
+async fn acks_lost_together_expire_together_one_timeout_after_the_send() {
+    let nats = NatsServer::start().await;
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    // A subscriber that never answers: the messages are delivered, no acknowledgement comes.
+    let _silent = client.subscribe("switchboard.events.acme").await.expect("subscribe");
+    let timeout = Duration::from_secs(1);
+    let gateway = Gateway::with_client(client).with_ack_timeout(timeout);
+    let in_flight = 8;
+    let mut pending = Vec::new();
+    for i in 0..in_flight {
+        let event = events::opened(&format!("lost-{i}"), "acme", &format!("c{i}"), "+1", pb::Channel::Whatsapp);
+        pending.push(gateway.publish_pipelined(&event).await.expect("sent"));
+    }
+    let sent = Instant::now();
+    for ack in pending {
+        let error = ack.await.expect_err("no acknowledgement can come");
+        assert!(error.to_string().contains("timed out"), "{error}");
+    }
+    // In turn from their awaits they would take in_flight × timeout (8 s); from their sends,
+    // one timeout. The bound sits halfway.
+    let took = sent.elapsed();
+    assert!(took < timeout * in_flight / 2, "the lost acks took {took:?} to expire, one timeout each in turn");
+}
+
 /// Publishes `events` with many in flight; retries those that fail one by one.
 async fn publish_all(gateway: &Gateway, events: &[pb::GatewayEvent]) {
     for chunk in events.chunks(256) {
