@@ -364,6 +364,17 @@ impl Range {
             _ => bail!("{key} = {value} is out of range: {self}"),
         }
     }
+
+    /// [`Range::check`] for a key where 0 means `zero` (off, forever): `None` for 0.
+    fn check_or_zero(self, key: &str, value: u64, zero: &str) -> Result<Option<u64>> {
+        if value == 0 {
+            return Ok(None);
+        }
+        if !(self.min..=self.max).contains(&value) {
+            bail!("{key} = {value} is out of range: 0 ({zero}), or {self}");
+        }
+        Ok(Some(value))
+    }
 }
 
 impl std::fmt::Display for Range {
@@ -517,13 +528,9 @@ fn resolve(config: NodeConfig) -> Result<Resolved> {
         "away" => AgentStatus::Away,
         other => bail!("presence.expire_to: {other:?} is not \"offline\" or \"away\""),
     };
-    let heartbeat_timeout_ms = config.presence.heartbeat_timeout_ms;
-    let range = ranges::HEARTBEAT_TIMEOUT_MS;
-    if heartbeat_timeout_ms != 0 && !(range.min..=range.max).contains(&heartbeat_timeout_ms) {
-        bail!(
-            "presence.heartbeat_timeout_ms = {heartbeat_timeout_ms} is out of range: 0 (supervision off), or {range}"
-        );
-    }
+    let heartbeat_timeout_ms = ranges::HEARTBEAT_TIMEOUT_MS
+        .check_or_zero("presence.heartbeat_timeout_ms", config.presence.heartbeat_timeout_ms, "supervision off")?
+        .unwrap_or(0);
     let tuning = raft_tuning(&config.raft)?;
     let nats = config.nats.as_ref().map(nats_config).transpose()?;
     let api = &config.api;
@@ -627,22 +634,20 @@ fn nats_config(section: &NatsSection) -> Result<NatsConfig> {
     let stream_replicas = ranges::STREAM_REPLICAS.check("nats.stream_replicas", section.stream_replicas)?;
     let duplicate_window_s = ranges::DUPLICATE_WINDOW_S.check("nats.duplicate_window_s", section.duplicate_window_s)?;
     let effects_max_age_s = ranges::EFFECTS_MAX_AGE_S.check("nats.effects_max_age_s", section.effects_max_age_s)?;
-    if duplicate_window_s > effects_max_age_s {
-        bail!(
-            "nats: duplicate_window_s ({duplicate_window_s}) must not exceed effects_max_age_s ({effects_max_age_s}): \
-             JetStream refuses a duplicate window longer than the stream keeps messages"
-        );
-    }
-    let events_max_age_s = section.events_max_age_s;
-    let range = ranges::EVENTS_MAX_AGE_S;
-    if events_max_age_s != 0 && !(range.min..=range.max).contains(&events_max_age_s) {
-        bail!("nats.events_max_age_s = {events_max_age_s} is out of range: 0 (keep events forever), or {range}");
-    }
-    if events_max_age_s != 0 && duplicate_window_s > events_max_age_s {
-        bail!(
-            "nats: duplicate_window_s ({duplicate_window_s}) must not exceed events_max_age_s ({events_max_age_s}): \
-             JetStream refuses a duplicate window longer than the stream keeps messages"
-        );
+    let events_max_age_s = ranges::EVENTS_MAX_AGE_S.check_or_zero(
+        "nats.events_max_age_s",
+        section.events_max_age_s,
+        "keep events forever",
+    )?;
+    for (key, max_age_s) in [("effects_max_age_s", Some(effects_max_age_s)), ("events_max_age_s", events_max_age_s)] {
+        if let Some(max_age_s) = max_age_s
+            && duplicate_window_s > max_age_s
+        {
+            bail!(
+                "nats: duplicate_window_s ({duplicate_window_s}) must not exceed {key} ({max_age_s}): \
+                 JetStream refuses a duplicate window longer than the stream keeps messages"
+            );
+        }
     }
     let max_ack_pending = ranges::MAX_ACK_PENDING.check("nats.max_ack_pending", section.max_ack_pending)?;
     let ack_wait = Duration::from_secs(ranges::ACK_WAIT_S.check("nats.ack_wait_s", section.ack_wait_s)?);
@@ -681,7 +686,7 @@ fn nats_config(section: &NatsSection) -> Result<NatsConfig> {
         stream_replicas: stream_replicas as usize,
         duplicate_window: Duration::from_secs(duplicate_window_s),
         effects_max_age: Duration::from_secs(effects_max_age_s),
-        events_max_age: (events_max_age_s != 0).then(|| Duration::from_secs(events_max_age_s)),
+        events_max_age: events_max_age_s.map(Duration::from_secs),
         max_ack_pending: max_ack_pending as i64,
         ack_wait,
         // At most 40 minutes (ack_wait_s < 600): no overflow.
