@@ -41,6 +41,8 @@ pub const EFFECTS_STREAM: &str = "SWITCHBOARD_EFFECTS";
 /// Most events in one [`Gateway::publish_batch`] (nats-server takes at most 1,000 messages in
 /// an atomic batch).
 pub const BATCH_EVENTS_MAX: usize = 1_000;
+/// Longest wait [`Gateway::with_ack_timeout`] accepts for a publish's acknowledgement.
+pub const ACK_TIMEOUT_MAX: Duration = Duration::from_secs(3_600);
 
 /// A publish JetStream has not acknowledged yet: await it for the [`PublishAck`], or an error
 /// once the JetStream context's timeout (5 s by default) has passed **since the send**.
@@ -61,7 +63,9 @@ pub struct PendingAck {
 impl PendingAck {
     fn new(js: &jetstream::Context, ack: jetstream::context::PublishAckFuture) -> Self {
         use jetstream::context::traits::TimeoutProvider as _;
-        Self { deadline: tokio::time::Instant::now() + js.timeout(), ack }
+        // A connection's own request timeout may be anything: past an hour, an hour.
+        let timeout = js.timeout().min(ACK_TIMEOUT_MAX);
+        Self { deadline: tokio::time::Instant::now() + timeout, ack }
     }
 }
 
@@ -87,6 +91,9 @@ pub enum GatewayError {
     /// The event lacks something every event needs.
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    /// A setting of the gateway is out of its range.
+    #[error("invalid gateway setting: {0}")]
+    InvalidConfig(String),
     /// A credentials file could not be read.
     #[error("NATS credentials: {0}")]
     Credentials(String),
@@ -244,10 +251,15 @@ impl Gateway {
 
     /// How long a publish waits for JetStream's acknowledgement, from the send (5 s unless
     /// set here or on the connection's request timeout); then the publish fails and may be
-    /// sent again with the same event id.
-    pub fn with_ack_timeout(mut self, timeout: Duration) -> Self {
+    /// sent again with the same event id. From 1 ms to [`ACK_TIMEOUT_MAX`].
+    pub fn with_ack_timeout(mut self, timeout: Duration) -> Result<Self, GatewayError> {
+        if timeout < Duration::from_millis(1) || timeout > ACK_TIMEOUT_MAX {
+            return Err(GatewayError::InvalidConfig(format!(
+                "ack_timeout = {timeout:?} is out of range: 1 ms to {ACK_TIMEOUT_MAX:?} (ack_timeout_max)"
+            )));
+        }
         self.js.set_timeout(timeout);
-        self
+        Ok(self)
     }
 
     /// The underlying NATS connection.

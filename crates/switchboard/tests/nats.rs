@@ -49,7 +49,7 @@ async fn acks_lost_together_expire_together_one_timeout_after_the_send() {
     // A subscriber that never answers: the messages are delivered, no acknowledgement comes.
     let _silent = client.subscribe("switchboard.events.acme").await.expect("subscribe");
     let timeout = Duration::from_secs(1);
-    let gateway = Gateway::with_client(client).with_ack_timeout(timeout);
+    let gateway = Gateway::with_client(client).with_ack_timeout(timeout).expect("in range");
     let in_flight = 8;
     let mut pending = Vec::new();
     for i in 0..in_flight {
@@ -65,6 +65,17 @@ async fn acks_lost_together_expire_together_one_timeout_after_the_send() {
     // one timeout. The bound sits halfway.
     let took = sent.elapsed();
     assert!(took < timeout * in_flight / 2, "the lost acks took {took:?} to expire, one timeout each in turn");
+}
+
+#[tokio::test]
+async fn an_ack_timeout_out_of_range_is_refused_naming_it() {
+    let nats = NatsServer::start().await;
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    for bad in [Duration::ZERO, Duration::from_secs(3_601), Duration::MAX] {
+        let error = Gateway::with_client(client.clone()).with_ack_timeout(bad).expect_err("refused");
+        assert!(error.to_string().contains("ack_timeout"), "{error}");
+    }
+    assert!(Gateway::with_client(client).with_ack_timeout(Duration::from_secs(3_600)).is_ok());
 }
 
 /// Publishes `events` with many in flight; retries those that fail one by one.
