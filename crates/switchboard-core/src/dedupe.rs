@@ -6,6 +6,7 @@
 //! stays bounded whatever the event rate. Only the ordered list is serialised; the set is
 //! rebuilt from it.
 
+use crate::digest::{SumHash, hash_record};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -36,6 +37,22 @@ pub(crate) struct Dedupe {
     order: VecDeque<(i64, u128)>,
     #[serde(skip)]
     seen: HashSet<u128, BuildHasherDefault<PassThroughHasher>>,
+    /// The digest of `order` (see `crate::digest`), kept as ids come and go.
+    #[serde(skip)]
+    sum: SumHash,
+}
+
+/// Seed of a remembered id's hash in the state digest.
+const DEDUPE_DIGEST_SEED: u64 = 0x6465_6475_7065;
+
+/// An id's share of the digest: its own hash, and the hash of it with its predecessor, so the
+/// sum pins the order as well as the set.
+fn entry_hash(previous: Option<(i64, u128)>, entry: (i64, u128)) -> u64 {
+    let own = hash_record(DEDUPE_DIGEST_SEED, &entry);
+    match previous {
+        Some(previous) => own.wrapping_add(hash_record(DEDUPE_DIGEST_SEED, &(previous, entry))),
+        None => own,
+    }
 }
 
 impl Dedupe {
@@ -57,17 +74,37 @@ impl Dedupe {
             if self.order.len() >= max_events || at < now_ms.saturating_sub(window_ms) {
                 self.order.pop_front();
                 self.seen.remove(&old);
+                // The new front loses its predecessor: its share becomes its own hash alone.
+                self.sum.remove(entry_hash(None, (at, old)));
+                if let Some(&next) = self.order.front() {
+                    self.sum.remove(entry_hash(Some((at, old)), next));
+                    self.sum.add(entry_hash(None, next));
+                }
             } else {
                 break;
             }
         }
+        let previous = self.order.back().copied();
         self.order.push_back((now_ms, hash));
         self.seen.insert(hash);
+        self.sum.add(entry_hash(previous, (now_ms, hash)));
         true
     }
 
     pub(crate) fn rebuild(&mut self) {
         self.seen = self.order.iter().map(|&(_, hash)| hash).collect();
+        self.sum = SumHash::default();
+        let mut previous = None;
+        for &entry in &self.order {
+            self.sum.add(entry_hash(previous, entry));
+            previous = Some(entry);
+        }
+    }
+
+    /// What the state digest covers of the remembered ids, in order: their count and the sum of
+    /// their shares.
+    pub(crate) fn digest(&self) -> (u64, u64) {
+        (self.order.len() as u64, self.sum.value())
     }
 
     #[cfg(test)]
@@ -94,5 +131,26 @@ mod tests {
         // Past the window, old ids are forgotten even below the count.
         assert!(dedupe.insert(5, 5000, 1000, 3));
         assert_eq!(dedupe.len(), 1);
+    }
+
+    #[test]
+    fn the_kept_digest_is_the_rebuilt_one_and_sees_the_order() {
+        let mut dedupe = Dedupe::default();
+        for (index, id) in [9u128, 4, 7, 1, 8, 2, 6, 3].into_iter().enumerate() {
+            // Several ids per millisecond; the count bound evicts from the front.
+            dedupe.insert(id, (index / 3) as i64, 1000, 5);
+            let mut rebuilt = dedupe.clone();
+            rebuilt.rebuild();
+            assert_eq!(dedupe.digest(), rebuilt.digest(), "after inserting {id}");
+        }
+        let mut swapped = Dedupe::default();
+        let mut ordered = Dedupe::default();
+        for id in [1u128, 2] {
+            ordered.insert(id, 0, 1000, 5);
+        }
+        for id in [2u128, 1] {
+            swapped.insert(id, 0, 1000, 5);
+        }
+        assert_ne!(ordered.digest(), swapped.digest(), "same ids of one millisecond in another order");
     }
 }

@@ -3,6 +3,7 @@
 //! Fields without `#[serde(skip)]` are the source of truth and go into snapshots; skipped
 //! fields are indexes rebuilt from them after a restore (`Workspace::rebuild`).
 
+use crate::digest::{DigestRecord, Hashed, hash_record};
 use crate::effect::AssignReason;
 use crate::hours::Calendar;
 use crate::ids::{AgentId, ContactId, ConversationId, Language, TeamId};
@@ -88,7 +89,9 @@ impl Agent {
 /// A team: configuration, pools, and derived schedules and queues.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Team {
-    pub(crate) spec: TeamSpec,
+    /// Hashed once per change: it holds up to `TEAM_MEMBERS_MAX` members and is part of
+    /// every hash of the team, which most entries touch.
+    pub(crate) spec: Hashed<TeamSpec>,
     /// Pool 0 has no requirement; rules add more. Never shrinks, so pool ids stay valid.
     pub(crate) pools: Vec<Pool>,
     /// Moving average of handle times (assignment to close), for ETAs.
@@ -109,6 +112,45 @@ pub(crate) struct Team {
     /// Conversations waiting for business hours, in arrival order.
     #[serde(skip)]
     pub(crate) after_hours: BTreeMap<QueueKey, ConversationId>,
+}
+
+impl DigestRecord for Team {
+    fn digest_hash<K: Serialize>(&self, seed: u64, key: &K) -> u64 {
+        // Every field, so that a new one cannot be left out of the digest unnoticed.
+        let Team {
+            spec,
+            pools,
+            average_handle_ms,
+            timer_version,
+            opening_timer_pending,
+            positions_pending,
+            calendar: _,
+            waiting: _,
+            after_hours: _,
+        } = self;
+        hash_record(
+            seed,
+            &(key, spec.hash(), pools, average_handle_ms, timer_version, opening_timer_pending, positions_pending),
+        )
+    }
+}
+
+impl DigestRecord for Agent {
+    fn digest_hash<K: Serialize>(&self, seed: u64, key: &K) -> u64 {
+        hash_record(seed, &(key, self))
+    }
+}
+
+impl DigestRecord for Contact {
+    fn digest_hash<K: Serialize>(&self, seed: u64, key: &K) -> u64 {
+        hash_record(seed, &(key, self))
+    }
+}
+
+impl DigestRecord for Conversation {
+    fn digest_hash<K: Serialize>(&self, seed: u64, key: &K) -> u64 {
+        hash_record(seed, &(key, self))
+    }
 }
 
 impl Team {

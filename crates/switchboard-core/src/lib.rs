@@ -65,6 +65,7 @@
 
 pub mod command;
 mod dedupe;
+mod digest;
 pub mod effect;
 mod entities;
 pub mod error;

@@ -20,6 +20,9 @@ use thiserror::Error;
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SWBS";
 /// Format version written by this build; bump it when the serialised layout changes.
 pub const SNAPSHOT_VERSION: u16 = 3;
+/// Version of what [`State::state_digest`] hashes: a new one changes every digest, so nodes
+/// of different versions report different digests for the same state.
+const DIGEST_VERSION: u16 = 2;
 
 /// What applying one entry produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +125,14 @@ impl State {
             _ => None,
         };
         let result = match input {
-            Input::Tick => Ok(()),
+            Input::Tick => {
+                // Idle workspaces get their digest backlog worked off here (a restored
+                // state's, say); busy ones at the end of their own entries.
+                for workspace in self.workspaces.values_mut() {
+                    workspace.settle_digest_if_due();
+                }
+                Ok(())
+            }
             Input::Event(event) => self.apply_event(event, &mut effects),
         };
         (Outcome { effects, timer_effects, result }, explanation)
@@ -163,6 +173,7 @@ impl State {
                     self.timer_faults = self.timer_faults.saturating_add(1);
                 }
                 workspace.schedule_position_updates(&mut cx);
+                workspace.settle_digest_if_due();
             }
         }
     }
@@ -202,6 +213,7 @@ impl State {
         };
         // Refused commands moved no queue; an internal fault may have, like a success.
         workspace.schedule_position_updates(&mut cx);
+        workspace.settle_digest_if_due();
         match &result {
             Ok(()) => workspace.remember(event_hash, now_ms),
             // A fault found mid-way may have changed the state already (identically on every
@@ -397,18 +409,48 @@ impl State {
         for workspace in state.workspaces.values_mut() {
             workspace.rebuild().map_err(SnapshotError::Invalid)?;
         }
+        state.timers.rebuild_digest();
         Ok(state)
     }
 
-    /// A digest of the whole state (XXH3-128 of the snapshot, hex). Two replicas that applied
-    /// the same log have the same digest.
+    /// A digest of the whole state (XXH3-128, hex). Two replicas that applied the same log
+    /// have the same digest, and so does a state restored from either's snapshot: it covers
+    /// every field a snapshot holds. Kept up to date as entries apply (see `digest.rs`), so
+    /// reading it costs O([`State::digest_backlog`]), not O(state).
     pub fn state_digest(&self) -> String {
-        Self::digest_of_snapshot(&self.snapshot())
+        #[derive(serde::Serialize)]
+        struct StateDigest<'a> {
+            version: u16,
+            now_ms: i64,
+            timers: (u64, u64, u64),
+            workspaces: Vec<crate::workspace::WorkspaceDigest<'a>>,
+        }
+        let summary = StateDigest {
+            version: DIGEST_VERSION,
+            now_ms: self.now_ms,
+            timers: self.timers.digest(),
+            workspaces: self.workspaces.values().map(Workspace::digest).collect(),
+        };
+        // Encoding to a Vec cannot fail for these types (see `snapshot`).
+        let bytes = postcard::to_allocvec(&summary).unwrap_or_default();
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes))
     }
 
-    /// The digest of a state from its [`State::snapshot`] bytes (what [`State::state_digest`]
-    /// returns for that state).
-    pub fn digest_of_snapshot(snapshot: &[u8]) -> String {
-        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(snapshot))
+    /// Entity records changed since the digest last hashed them: what reading
+    /// [`State::state_digest`] costs now. It stays under a few thousand per workspace while
+    /// entries apply; a restored state starts with every record in it and works it off a
+    /// few thousand records per entry.
+    pub fn digest_backlog(&self) -> usize {
+        self.workspaces.values().map(Workspace::digest_backlog).fold(0, usize::saturating_add)
+    }
+
+    /// Hashes every changed record now, emptying [`State::digest_backlog`]: O(backlog). The
+    /// state does this itself a few thousand records at a time; this is for callers that
+    /// want the whole backlog gone at a moment of their choosing (and for tests, which
+    /// otherwise never pass the threshold on small states).
+    pub fn settle_digest(&mut self) {
+        for workspace in self.workspaces.values_mut() {
+            workspace.settle_digest(usize::MAX);
+        }
     }
 }

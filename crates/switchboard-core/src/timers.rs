@@ -6,6 +6,7 @@
 //! configuration version) and is ignored if that situation has passed, which is cheaper than
 //! cancelling.
 
+use crate::digest::{SumHash, hash_record};
 use crate::effect::Effect;
 use crate::ids::{ConversationId, TeamId, WorkspaceId};
 use serde::{Deserialize, Serialize};
@@ -33,11 +34,26 @@ pub(crate) enum Timer {
 pub(crate) struct Timers {
     pending: BTreeMap<(i64, u64), (WorkspaceId, Timer)>,
     next_seq: u64,
+    /// The digest of `pending` (see `crate::digest`), kept as timers come and go.
+    #[serde(skip)]
+    sum: SumHash,
+}
+
+/// Seed of a pending timer's hash in the state digest.
+const TIMER_DIGEST_SEED: u64 = 0x7469_6d65_7273;
+
+fn timer_hash(key: (i64, u64), timer: &(WorkspaceId, Timer)) -> u64 {
+    hash_record(TIMER_DIGEST_SEED, &(key, timer))
 }
 
 impl Timers {
     pub(crate) fn schedule(&mut self, at_ms: i64, workspace: WorkspaceId, timer: Timer) {
-        self.pending.insert((at_ms, self.next_seq), (workspace, timer));
+        let key = (at_ms, self.next_seq);
+        let timer = (workspace, timer);
+        self.sum.add(timer_hash(key, &timer));
+        if let Some(replaced) = self.pending.insert(key, timer) {
+            self.sum.remove(timer_hash(key, &replaced));
+        }
         // Only orders timers due at the same millisecond; wrapping after 2^64 timers is harmless.
         self.next_seq = self.next_seq.wrapping_add(1);
     }
@@ -48,7 +64,23 @@ impl Timers {
         if entry.key().0 > now_ms {
             return None;
         }
-        Some(entry.remove())
+        let key = *entry.key();
+        let timer = entry.remove();
+        self.sum.remove(timer_hash(key, &timer));
+        Some(timer)
+    }
+
+    /// Recomputes the digest of the pending timers (after a restore).
+    pub(crate) fn rebuild_digest(&mut self) {
+        self.sum = SumHash::default();
+        for (key, timer) in &self.pending {
+            self.sum.add(timer_hash(*key, timer));
+        }
+    }
+
+    /// What the state digest covers of the timers: count, sequence and the sum of their hashes.
+    pub(crate) fn digest(&self) -> (u64, u64, u64) {
+        (self.pending.len() as u64, self.next_seq, self.sum.value())
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -46,7 +46,7 @@ impl Workspace {
         // Leave every team, then route the agent's open and waiting conversations again.
         let teams: Vec<TeamId> = agent.memberships.iter().map(|(team, _)| team.clone()).collect();
         for team_id in &teams {
-            let mut spec = self.team(team_id)?.spec.clone();
+            let mut spec = TeamSpec::clone(&self.team(team_id)?.spec);
             spec.members.retain(|member| member != agent_id);
             self.upsert_team(cx, spec)?;
         }
@@ -95,8 +95,8 @@ impl Workspace {
             }
         }
         let default_handle_ms = u64::from(spec.options.default_handle_time_s).saturating_mul(1000);
-        let team = self.teams.entry(team_id.clone()).or_insert_with(|| Team {
-            spec: spec.clone(),
+        let Some(team) = self.teams.get_or_insert_with(team_id.clone(), || Team {
+            spec: Hashed::new(spec.clone()),
             pools: vec![Pool::new(Requirement::default())],
             average_handle_ms: default_handle_ms,
             timer_version: 0,
@@ -105,9 +105,11 @@ impl Workspace {
             calendar: None,
             waiting: Default::default(),
             after_hours: BTreeMap::new(),
-        });
+        }) else {
+            return Err(ApplyError::missing("team", &team_id));
+        };
         let members = spec.members.clone();
-        team.spec = spec;
+        team.spec.set(spec);
         // Wrapping: versions are only compared for equality with the one a timer carries.
         team.timer_version = team.timer_version.wrapping_add(1);
         team.opening_timer_pending = false;

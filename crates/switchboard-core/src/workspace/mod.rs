@@ -11,6 +11,7 @@
 
 use crate::command::{OpenConversation, TransferTarget};
 use crate::dedupe::Dedupe;
+use crate::digest::{DIGEST_BACKLOG_MAX, DIGEST_SETTLE_CHUNK, DigestMap, Hashed};
 use crate::effect::{AssignReason, Effect, UnassignReason};
 use crate::entities::{Agent, Contact, Conversation, ConversationState, Placement, Team, Told};
 use crate::error::{ApplyError, Conflict};
@@ -20,7 +21,7 @@ use crate::limits::{
     AGENTS_PER_WORKSPACE_MAX, CONTACTS_PER_WORKSPACE_MAX, CONVERSATIONS_PER_WORKSPACE_MAX, KEYWORD_SCAN_BYTES_MAX,
     POSITION_ETA_CHANGE_MS_MIN, POSITION_UPDATES_PER_TEAM_MAX, TEAMS_PER_WORKSPACE_MAX,
 };
-use crate::map::{Map, sorted_keys};
+use crate::map::sorted_keys;
 use crate::model::{
     AgentSpec, AgentStatus, Channel, ContactSpec, CustomerKind, RoutingRule, RuleTarget, Strategy, TeamSpec,
     WorkspaceSettings,
@@ -89,15 +90,15 @@ pub(crate) struct Workspace {
     rng: SplitMix64,
     /// Next arrival sequence number.
     next_seq: u64,
-    #[serde(with = "crate::map::exact")]
-    agents: Map<AgentId, Agent>,
-    #[serde(with = "crate::map::exact")]
-    teams: Map<TeamId, Team>,
+    #[serde(with = "crate::digest::serde_digest_map")]
+    agents: DigestMap<AgentId, Agent>,
+    #[serde(with = "crate::digest::serde_digest_map")]
+    teams: DigestMap<TeamId, Team>,
     rules: Vec<RoutingRule>,
-    #[serde(with = "crate::map::exact")]
-    contacts: Map<ContactId, Contact>,
-    #[serde(with = "crate::map::exact")]
-    conversations: Map<ConversationId, Conversation>,
+    #[serde(with = "crate::digest::serde_digest_map")]
+    contacts: DigestMap<ContactId, Contact>,
+    #[serde(with = "crate::digest::serde_digest_map")]
+    conversations: DigestMap<ConversationId, Conversation>,
     pub(crate) dedupe: Dedupe,
     #[serde(skip)]
     compiled_rules: Vec<CompiledRule>,
@@ -105,6 +106,22 @@ pub(crate) struct Workspace {
     /// timer; always empty between entries.
     #[serde(skip)]
     moved_queues: Vec<TeamId>,
+}
+
+/// A workspace as the state digest sees it: its small fields whole, and each large collection
+/// as its length and the sum of its records' hashes (see `crate::digest`).
+#[derive(Serialize)]
+pub(crate) struct WorkspaceDigest<'a> {
+    id: &'a WorkspaceId,
+    settings: &'a WorkspaceSettings,
+    rng: &'a SplitMix64,
+    next_seq: u64,
+    rules: &'a [RoutingRule],
+    dedupe: (u64, u64),
+    agents: (u64, u64),
+    teams: (u64, u64),
+    contacts: (u64, u64),
+    conversations: (u64, u64),
 }
 
 /// `now_ms` plus `seconds`, saturating (durations are bounded by `limits`, timestamps too).
@@ -159,11 +176,11 @@ impl Workspace {
             id,
             settings,
             next_seq: 0,
-            agents: Map::default(),
-            teams: Map::default(),
+            agents: DigestMap::default(),
+            teams: DigestMap::default(),
             rules: Vec::new(),
-            contacts: Map::default(),
-            conversations: Map::default(),
+            contacts: DigestMap::default(),
+            conversations: DigestMap::default(),
             dedupe: Dedupe::default(),
             compiled_rules: Vec::new(),
             moved_queues: Vec::new(),
@@ -176,6 +193,49 @@ impl Workspace {
             let window_ms = i64::from(self.settings.dedupe_window_s).saturating_mul(1000);
             let max_events = self.settings.dedupe_max_events as usize;
             self.dedupe.insert(hash, now_ms, window_ms, max_events);
+        }
+    }
+
+    // ----- digest ----------------------------------------------------------------------------
+
+    /// Entity records changed since they were last hashed (see `crate::digest`).
+    pub(crate) fn digest_backlog(&self) -> usize {
+        self.agents
+            .backlog()
+            .saturating_add(self.teams.backlog())
+            .saturating_add(self.contacts.backlog())
+            .saturating_add(self.conversations.backlog())
+    }
+
+    /// At the end of an entry that touched the workspace: once the backlog has passed
+    /// [`DIGEST_BACKLOG_MAX`], hashes up to [`DIGEST_SETTLE_CHUNK`] of its records.
+    pub(crate) fn settle_digest_if_due(&mut self) {
+        if self.digest_backlog() > DIGEST_BACKLOG_MAX {
+            self.settle_digest(DIGEST_SETTLE_CHUNK);
+        }
+    }
+
+    /// Hashes up to `budget` changed records.
+    pub(crate) fn settle_digest(&mut self, mut budget: usize) {
+        budget = budget.saturating_sub(self.teams.settle(budget));
+        budget = budget.saturating_sub(self.agents.settle(budget));
+        budget = budget.saturating_sub(self.contacts.settle(budget));
+        self.conversations.settle(budget);
+    }
+
+    /// What the state digest covers of this workspace.
+    pub(crate) fn digest(&self) -> WorkspaceDigest<'_> {
+        WorkspaceDigest {
+            id: &self.id,
+            settings: &self.settings,
+            rng: &self.rng,
+            next_seq: self.next_seq,
+            rules: &self.rules,
+            dedupe: self.dedupe.digest(),
+            agents: self.agents.digest(),
+            teams: self.teams.digest(),
+            contacts: self.contacts.digest(),
+            conversations: self.conversations.digest(),
         }
     }
 

@@ -75,15 +75,17 @@ impl Workspace {
         if self.conversations.len() >= CONVERSATIONS_PER_WORKSPACE_MAX {
             return Err(ApplyError::Precondition(Conflict::ConversationsFull(self.id.clone())));
         }
-        let contact = self.contacts.entry(open.contact.clone()).or_insert_with(|| Contact {
+        let Some(contact) = self.contacts.get_or_insert_with(open.contact.clone(), || Contact {
             spec: ContactSpec { id: open.contact.clone(), tier: None, dedicated_agent: None },
             last_agent: None,
             conversations: 0,
-        });
+        }) else {
+            return Err(ApplyError::missing("contact", &open.contact));
+        };
         contact.conversations = contact.conversations.saturating_add(1);
         let seq = self.take_seq();
         let id = open.conversation.clone();
-        let (index, _) = self.conversations.insert_full(
+        let index = self.conversations.insert_full(
             id.clone(),
             Conversation {
                 contact: open.contact.clone(),

@@ -87,7 +87,7 @@ impl Workspace {
     }
 
     pub(crate) fn team_spec(&self, id: &TeamId) -> Option<&TeamSpec> {
-        self.teams.get(id).map(|team| &team.spec)
+        self.teams.get(id).map(|team| &*team.spec)
     }
 
     pub(crate) fn rules(&self) -> &[RoutingRule] {
