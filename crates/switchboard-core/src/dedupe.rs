@@ -31,8 +31,10 @@ impl Hasher for PassThroughHasher {
     }
 }
 
-/// Remembered event ids of one workspace.
+/// Remembered event ids of one workspace. Decoding rebuilds the set and the digest
+/// (`From<StoredDedupe>`), so a decoded value is whole however it was decoded.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "StoredDedupe")]
 pub(crate) struct Dedupe {
     order: VecDeque<(i64, u128)>,
     #[serde(skip)]
@@ -40,6 +42,20 @@ pub(crate) struct Dedupe {
     /// The digest of `order` (see `crate::digest`), kept as ids come and go.
     #[serde(skip)]
     sum: SumHash,
+}
+
+/// What a snapshot holds of [`Dedupe`]: the ids in arrival order.
+#[derive(Deserialize)]
+struct StoredDedupe {
+    order: VecDeque<(i64, u128)>,
+}
+
+impl From<StoredDedupe> for Dedupe {
+    fn from(StoredDedupe { order }: StoredDedupe) -> Self {
+        let mut dedupe = Dedupe { order, ..Dedupe::default() };
+        dedupe.rebuild();
+        dedupe
+    }
 }
 
 /// Seed of a remembered id's hash in the state digest.
@@ -91,7 +107,7 @@ impl Dedupe {
         true
     }
 
-    pub(crate) fn rebuild(&mut self) {
+    fn rebuild(&mut self) {
         self.seen = self.order.iter().map(|&(_, hash)| hash).collect();
         self.sum = SumHash::default();
         let mut previous = None;
@@ -104,10 +120,12 @@ impl Dedupe {
     /// What the state digest covers of the remembered ids, in order: their count and the sum of
     /// their shares.
     pub(crate) fn digest(&self) -> (u64, u64) {
-        (self.order.len() as u64, self.sum.value())
+        // Every field, so that a new one cannot be left out of the digest unnoticed (`seen` is
+        // the set of `order`).
+        let Dedupe { order, seen: _, sum } = self;
+        (order.len() as u64, sum.value())
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.order.len()
     }

@@ -12,10 +12,12 @@
 //! the record's position dirty (a bit test and, the first time, a push). The dirty records
 //! are hashed when the digest is read (without changing the map, so a reader needs only
 //! `&self`) and folded into the cached hashes by [`DigestMap::settle`], which the state runs
-//! during `apply` once a workspace's backlog passes [`DIGEST_BACKLOG_MAX`] — so the work is
-//! the same whoever asks, and a reader never meets more than a bounded backlog once the
-//! state has been applying for a while. A restored state starts with every record dirty and
-//! works the backlog off [`DIGEST_SETTLE_CHUNK`] records per entry.
+//! at the end of an entry — in a workspace the entry touched once its backlog passes
+//! [`DIGEST_BACKLOG_MAX`], and on every `Tick` in any workspace with a backlog — hashing at
+//! most [`DIGEST_SETTLE_CHUNK`] records per entry. So the work is the same whoever asks, and
+//! a reader meets about a second's worth of changes at most once the state has been applying
+//! for a while. A restored state starts with every record dirty and works the backlog off a
+//! chunk per entry.
 //!
 //! The caches are not part of the replicated state (a restored map recomputes them), so the
 //! digest is a function of the state alone: the same on every replica, across restarts and

@@ -3,6 +3,7 @@
 
 use crate::command::{Command, Event, Input, OpenConversation};
 use crate::dedupe::Dedupe;
+use crate::digest::{DIGEST_BACKLOG_MAX, DIGEST_SETTLE_CHUNK};
 use crate::effect::Effect;
 use crate::error::{ApplyError, Conflict, ErrorKind};
 use crate::ids::ContactId;
@@ -118,23 +119,17 @@ impl State {
     ) -> (Outcome, Option<crate::explain::Explanation>) {
         self.now_ms = self.next_time(at_ms);
         let mut effects = Vec::new();
-        self.fire_due_timers(&mut effects);
+        let fired_in = self.fire_due_timers(&mut effects);
         let timer_effects = effects.len();
         let explanation = match (input, explain) {
             (Input::Event(event), Some(conversation)) => self.explain_event(event, conversation),
             _ => None,
         };
         let result = match input {
-            Input::Tick => {
-                // Idle workspaces get their digest backlog worked off here (a restored
-                // state's, say); busy ones at the end of their own entries.
-                for workspace in self.workspaces.values_mut() {
-                    workspace.settle_digest_if_due();
-                }
-                Ok(())
-            }
+            Input::Tick => Ok(()),
             Input::Event(event) => self.apply_event(event, &mut effects),
         };
+        self.settle_digest_after(input, &fired_in);
         (Outcome { effects, timer_effects, result }, explanation)
     }
 
@@ -162,10 +157,13 @@ impl State {
         at_ms.max(self.now_ms).min(self.now_ms.saturating_add(CLOCK_STEP_MS_MAX))
     }
 
-    fn fire_due_timers(&mut self, effects: &mut Vec<Effect>) {
+    /// Fires the timers due by now; returns the workspaces they touched (each once per run
+    /// of consecutive timers).
+    fn fire_due_timers(&mut self, effects: &mut Vec<Effect>) -> Vec<WorkspaceId> {
+        let mut touched: Vec<WorkspaceId> = Vec::new();
         for _ in 0..TIMERS_PER_APPLY_MAX {
             let Some((workspace_id, timer)) = self.timers.pop_due(self.now_ms) else {
-                return;
+                break;
             };
             if let Some(workspace) = self.workspaces.get_mut(&workspace_id) {
                 let mut cx = Ctx { now_ms: self.now_ms, timers: &mut self.timers, effects };
@@ -173,7 +171,37 @@ impl State {
                     self.timer_faults = self.timer_faults.saturating_add(1);
                 }
                 workspace.schedule_position_updates(&mut cx);
-                workspace.settle_digest_if_due();
+                if touched.last() != Some(&workspace_id) {
+                    touched.push(workspace_id);
+                }
+            }
+        }
+        touched
+    }
+
+    /// Works off digest backlog at the end of an entry, hashing at most
+    /// [`DIGEST_SETTLE_CHUNK`] records whatever the entry did: in the workspaces the entry
+    /// touched once their backlog passes [`DIGEST_BACKLOG_MAX`], and on a `Tick` in every
+    /// workspace with any (so that idle and small workspaces, and a restored state, drain too).
+    fn settle_digest_after(&mut self, input: &Input, fired_in: &[WorkspaceId]) {
+        let mut budget = DIGEST_SETTLE_CHUNK;
+        let touched = match input {
+            Input::Event(event) => Some(&event.workspace),
+            Input::Tick => None,
+        };
+        for id in touched.into_iter().chain(fired_in) {
+            if let Some(workspace) = self.workspaces.get_mut(id)
+                && workspace.digest_backlog() > DIGEST_BACKLOG_MAX
+            {
+                budget = budget.saturating_sub(workspace.settle_digest(budget));
+            }
+        }
+        if matches!(input, Input::Tick) {
+            for workspace in self.workspaces.values_mut() {
+                if budget == 0 {
+                    break;
+                }
+                budget = budget.saturating_sub(workspace.settle_digest(budget));
             }
         }
     }
@@ -213,7 +241,6 @@ impl State {
         };
         // Refused commands moved no queue; an internal fault may have, like a success.
         workspace.schedule_position_updates(&mut cx);
-        workspace.settle_digest_if_due();
         match &result {
             Ok(()) => workspace.remember(event_hash, now_ms),
             // A fault found mid-way may have changed the state already (identically on every
@@ -409,7 +436,6 @@ impl State {
         for workspace in state.workspaces.values_mut() {
             workspace.rebuild().map_err(SnapshotError::Invalid)?;
         }
-        state.timers.rebuild_digest();
         Ok(state)
     }
 
@@ -425,11 +451,13 @@ impl State {
             timers: (u64, u64, u64),
             workspaces: Vec<crate::workspace::WorkspaceDigest<'a>>,
         }
+        // Every field, so that a new one cannot be left out of the digest unnoticed.
+        let State { now_ms, workspaces, timers, timer_faults: _ } = self;
         let summary = StateDigest {
             version: DIGEST_VERSION,
-            now_ms: self.now_ms,
-            timers: self.timers.digest(),
-            workspaces: self.workspaces.values().map(Workspace::digest).collect(),
+            now_ms: *now_ms,
+            timers: timers.digest(),
+            workspaces: workspaces.values().map(Workspace::digest).collect(),
         };
         // Encoding to a Vec cannot fail for these types (see `snapshot`).
         let bytes = postcard::to_allocvec(&summary).unwrap_or_default();
@@ -452,5 +480,69 @@ impl State {
         for workspace in self.workspaces.values_mut() {
             workspace.settle_digest(usize::MAX);
         }
+    }
+
+    /// How many records the state holds (entities, pending timers, remembered event ids): a
+    /// measure of its size that costs O(workspaces), for deciding how to read the whole of it.
+    pub fn record_count(&self) -> usize {
+        self.workspaces.values().map(Workspace::record_count).fold(self.timers.len(), usize::saturating_add)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+    use crate::model::{AgentSpec, WorkspaceSettings};
+
+    const NOW: i64 = 1_795_428_000_000;
+
+    fn event(workspace: &str, command: Command) -> Input {
+        Input::Event(Event { workspace: WorkspaceId::new(workspace), event_id: None, command })
+    }
+
+    /// A state of `workspaces` workspaces with `agents` agents each, restored from its
+    /// snapshot: every record is digest backlog.
+    fn restored(workspaces: usize, agents: usize) -> State {
+        let mut state = State::new();
+        for w in 0..workspaces {
+            let name = format!("w{w}");
+            let configure = event(&name, Command::ConfigureWorkspace(WorkspaceSettings::default()));
+            assert_eq!(state.apply(NOW, &configure).result, Ok(()));
+            for a in 0..agents {
+                let upsert = event(&name, Command::UpsertAgent(AgentSpec::new(format!("a{a}").as_str(), "A")));
+                assert_eq!(state.apply(NOW, &upsert).result, Ok(()));
+            }
+        }
+        State::restore(&state.snapshot()).expect("restores")
+    }
+
+    #[test]
+    fn a_tick_drains_small_workspaces_that_never_pass_the_threshold() {
+        let mut state = restored(3, 100);
+        assert_eq!(state.digest_backlog(), 300);
+        let digest = state.state_digest();
+        state.apply(NOW, &Input::Tick);
+        assert_eq!(state.digest_backlog(), 0, "three workspaces of 100 records each, under the threshold");
+        assert_eq!(state.state_digest(), digest, "settling changes the caches, not the digest");
+    }
+
+    #[test]
+    fn one_entry_hashes_at_most_one_chunk_of_a_restored_backlog() {
+        let records = DIGEST_SETTLE_CHUNK + DIGEST_SETTLE_CHUNK / 2;
+        // One workspace over the threshold: an event in it hashes one chunk, a tick the rest.
+        let mut state = restored(1, records);
+        assert_eq!(state.digest_backlog(), records);
+        let upsert = event("w0", Command::UpsertAgent(AgentSpec::new("a0", "B")));
+        assert_eq!(state.apply(NOW, &upsert).result, Ok(()));
+        assert_eq!(state.digest_backlog(), records - DIGEST_SETTLE_CHUNK);
+        state.apply(NOW, &Input::Tick);
+        assert_eq!(state.digest_backlog(), 0);
+        // Two workspaces under the threshold: a tick's one chunk spans both.
+        let mut state = restored(2, records / 2);
+        state.apply(NOW, &Input::Tick);
+        assert_eq!(state.digest_backlog(), records - DIGEST_SETTLE_CHUNK);
+        state.apply(NOW, &Input::Tick);
+        assert_eq!(state.digest_backlog(), 0);
     }
 }

@@ -29,14 +29,33 @@ pub(crate) enum Timer {
     Midnight { team: TeamId, version: u32 },
 }
 
-/// All pending timers, ordered by due time then creation order.
+/// All pending timers, ordered by due time then creation order. Decoding computes the
+/// digest (`From<StoredTimers>`), so a decoded value is whole however it was decoded.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "StoredTimers")]
 pub(crate) struct Timers {
     pending: BTreeMap<(i64, u64), (WorkspaceId, Timer)>,
     next_seq: u64,
     /// The digest of `pending` (see `crate::digest`), kept as timers come and go.
     #[serde(skip)]
     sum: SumHash,
+}
+
+/// What a snapshot holds of [`Timers`]: the same fields, in the same order.
+#[derive(Deserialize)]
+struct StoredTimers {
+    pending: BTreeMap<(i64, u64), (WorkspaceId, Timer)>,
+    next_seq: u64,
+}
+
+impl From<StoredTimers> for Timers {
+    fn from(StoredTimers { pending, next_seq }: StoredTimers) -> Self {
+        let mut sum = SumHash::default();
+        for (key, timer) in &pending {
+            sum.add(timer_hash(*key, timer));
+        }
+        Self { pending, next_seq, sum }
+    }
 }
 
 /// Seed of a pending timer's hash in the state digest.
@@ -70,17 +89,11 @@ impl Timers {
         Some(timer)
     }
 
-    /// Recomputes the digest of the pending timers (after a restore).
-    pub(crate) fn rebuild_digest(&mut self) {
-        self.sum = SumHash::default();
-        for (key, timer) in &self.pending {
-            self.sum.add(timer_hash(*key, timer));
-        }
-    }
-
     /// What the state digest covers of the timers: count, sequence and the sum of their hashes.
     pub(crate) fn digest(&self) -> (u64, u64, u64) {
-        (self.pending.len() as u64, self.next_seq, self.sum.value())
+        // Every field, so that a new one cannot be left out of the digest unnoticed.
+        let Timers { pending, next_seq, sum } = self;
+        (pending.len() as u64, *next_seq, sum.value())
     }
 
     pub(crate) fn len(&self) -> usize {

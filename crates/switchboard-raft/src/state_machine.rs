@@ -80,6 +80,10 @@ pub enum StateChange {
     },
 }
 
+/// Snapshot bytes per record of the state (see [`State::record_count`]), on the low side:
+/// about 77 for a conversation with its own contact in `make bench-core`.
+const RECORD_BYTES_ESTIMATE: usize = 64;
+
 /// Most changed records (see [`State::digest_backlog`]) a digest reads under the replica's
 /// read lock: about 4 ms of hashing on the benchmark machine.
 const DIGEST_BACKLOG_UNDER_LOCK: usize = 16_384;
@@ -144,7 +148,13 @@ impl Shared {
                 metrics::histogram!(crate::metrics::STATE_READ_PAUSE_SECONDS).record(started.elapsed().as_secs_f64());
             };
             let first = head(&replica);
-            if self.size_hint.load(Ordering::Relaxed) < self.fork_bytes_min.load(Ordering::Relaxed) {
+            // The last snapshot's size, or an estimate from the record count if the state has
+            // grown since (a node that has not built a snapshot yet has no size at all).
+            let size = self
+                .size_hint
+                .load(Ordering::Relaxed)
+                .max(replica.state.record_count().saturating_mul(RECORD_BYTES_ESTIMATE));
+            if size < self.fork_bytes_min.load(Ordering::Relaxed) {
                 let bytes = body(&replica);
                 paused();
                 return (first, bytes);

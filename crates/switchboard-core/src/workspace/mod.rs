@@ -11,7 +11,7 @@
 
 use crate::command::{OpenConversation, TransferTarget};
 use crate::dedupe::Dedupe;
-use crate::digest::{DIGEST_BACKLOG_MAX, DIGEST_SETTLE_CHUNK, DigestMap, Hashed};
+use crate::digest::{DigestMap, Hashed};
 use crate::effect::{AssignReason, Effect, UnassignReason};
 use crate::entities::{Agent, Contact, Conversation, ConversationState, Placement, Team, Told};
 use crate::error::{ApplyError, Conflict};
@@ -207,35 +207,50 @@ impl Workspace {
             .saturating_add(self.conversations.backlog())
     }
 
-    /// At the end of an entry that touched the workspace: once the backlog has passed
-    /// [`DIGEST_BACKLOG_MAX`], hashes up to [`DIGEST_SETTLE_CHUNK`] of its records.
-    pub(crate) fn settle_digest_if_due(&mut self) {
-        if self.digest_backlog() > DIGEST_BACKLOG_MAX {
-            self.settle_digest(DIGEST_SETTLE_CHUNK);
-        }
+    /// Hashes up to `budget` changed records; returns how many it hashed.
+    pub(crate) fn settle_digest(&mut self, budget: usize) -> usize {
+        let mut settled = self.teams.settle(budget);
+        settled = settled.saturating_add(self.agents.settle(budget.saturating_sub(settled)));
+        settled = settled.saturating_add(self.contacts.settle(budget.saturating_sub(settled)));
+        settled.saturating_add(self.conversations.settle(budget.saturating_sub(settled)))
     }
 
-    /// Hashes up to `budget` changed records.
-    pub(crate) fn settle_digest(&mut self, mut budget: usize) {
-        budget = budget.saturating_sub(self.teams.settle(budget));
-        budget = budget.saturating_sub(self.agents.settle(budget));
-        budget = budget.saturating_sub(self.contacts.settle(budget));
-        self.conversations.settle(budget);
+    /// Records the workspace holds (entities and remembered event ids).
+    pub(crate) fn record_count(&self) -> usize {
+        [self.agents.len(), self.teams.len(), self.contacts.len(), self.conversations.len(), self.dedupe.len()]
+            .into_iter()
+            .fold(0, usize::saturating_add)
     }
 
     /// What the state digest covers of this workspace.
     pub(crate) fn digest(&self) -> WorkspaceDigest<'_> {
+        // Every field, so that a new one cannot be left out of the digest unnoticed; the
+        // skipped ones are indexes rebuilt from the others.
+        let Workspace {
+            id,
+            settings,
+            rng,
+            next_seq,
+            agents,
+            teams,
+            rules,
+            contacts,
+            conversations,
+            dedupe,
+            compiled_rules: _,
+            moved_queues: _,
+        } = self;
         WorkspaceDigest {
-            id: &self.id,
-            settings: &self.settings,
-            rng: &self.rng,
-            next_seq: self.next_seq,
-            rules: &self.rules,
-            dedupe: self.dedupe.digest(),
-            agents: self.agents.digest(),
-            teams: self.teams.digest(),
-            contacts: self.contacts.digest(),
-            conversations: self.conversations.digest(),
+            id,
+            settings,
+            rng,
+            next_seq: *next_seq,
+            rules,
+            dedupe: dedupe.digest(),
+            agents: agents.digest(),
+            teams: teams.digest(),
+            contacts: contacts.digest(),
+            conversations: conversations.digest(),
         }
     }
 
@@ -329,7 +344,6 @@ impl Workspace {
             self.place(ix)?;
         }
         self.compile_rules()?;
-        self.dedupe.rebuild();
         Ok(())
     }
 

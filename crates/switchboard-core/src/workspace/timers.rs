@@ -80,12 +80,13 @@ impl Workspace {
                 // An agent's day is the day of their primary (first) team.
                 let members = t.spec.members.clone();
                 for member in &members {
-                    let Some(agent) = self.agents.get_mut(member) else {
+                    // Read first: a mutable borrow marks the agent changed for the digest.
+                    let resets = self.agents.get(member).is_some_and(|agent| {
+                        agent.received_today != 0 && agent.memberships.first().map(|(t, _)| t) == Some(&team)
+                    });
+                    let Some(agent) = self.agents.get_mut(member).filter(|_| resets) else {
                         continue;
                     };
-                    if agent.received_today == 0 || agent.memberships.first().map(|(t, _)| t) != Some(&team) {
-                        continue;
-                    }
                     agent.received_today = 0;
                     self.refresh_agent(member);
                     self.drain_agent(cx, member)?;
