@@ -45,12 +45,19 @@ pub const BATCH_EVENTS_MAX: usize = 1_000;
 pub const ACK_TIMEOUT_MAX: Duration = Duration::from_secs(3_600);
 
 /// A publish JetStream has not acknowledged yet: await it for the [`PublishAck`], or an error
-/// once the JetStream context's timeout (5 s by default) has passed **since the send**.
+/// once the JetStream context's timeout (5 s by default) has passed **since the send**, or as
+/// soon as the connection to NATS has been re-established since the send (then the ack is
+/// lost with the old connection, or the message was only buffered: publish it again with the
+/// same event id, which JetStream and the state machine both deduplicate).
 ///
 /// async-nats starts a `PublishAckFuture`'s timeout when it is awaited, not when it is sent:
 /// a window of publishes whose acks were lost together (NATS restarted under them), awaited
 /// one after another as pipelining does, took one full timeout each — 64 in flight, over five
 /// minutes before the last was found lost and sent again. Here they all expire together.
+///
+/// Likewise, acks swallowed by a NATS restart used to cost the whole timeout although the
+/// client had reconnected long before: an ack not there after [`RECONNECT_CHECK_INTERVAL`]
+/// also watches the connection's reconnect count.
 ///
 /// [`PublishAck`]: jetstream::publish::PublishAck
 #[derive(Debug)]
@@ -58,14 +65,30 @@ pub const ACK_TIMEOUT_MAX: Duration = Duration::from_secs(3_600);
 pub struct PendingAck {
     deadline: tokio::time::Instant,
     ack: jetstream::context::PublishAckFuture,
+    client: async_nats::Client,
+    /// The client's connect count before the send.
+    connects: u64,
+}
+
+/// How often an ack that has not come yet checks whether the client reconnected since its send.
+pub const RECONNECT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Successful connects of `client` so far (the first one included).
+fn connects(client: &async_nats::Client) -> u64 {
+    client.statistics().connects.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl PendingAck {
-    fn new(js: &jetstream::Context, ack: jetstream::context::PublishAckFuture) -> Self {
+    fn new(
+        js: &jetstream::Context,
+        ack: jetstream::context::PublishAckFuture,
+        client: &async_nats::Client,
+        connects: u64,
+    ) -> Self {
         use jetstream::context::traits::TimeoutProvider as _;
         // A connection's own request timeout may be anything: past an hour, an hour.
         let timeout = js.timeout().min(ACK_TIMEOUT_MAX);
-        Self { deadline: tokio::time::Instant::now() + timeout, ack }
+        Self { deadline: tokio::time::Instant::now() + timeout, ack, client: client.clone(), connects }
     }
 }
 
@@ -75,11 +98,25 @@ impl std::future::IntoFuture for PendingAck {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            match tokio::time::timeout_at(self.deadline, self.ack.into_future()).await {
-                Ok(acknowledged) => acknowledged.map_err(GatewayError::Publish),
-                Err(_) => Err(GatewayError::Publish(jetstream::context::PublishError::new(
-                    jetstream::context::PublishErrorKind::TimedOut,
-                ))),
+            let PendingAck { deadline, ack, client, connects: before } = self;
+            let mut ack = std::pin::pin!(tokio::time::timeout_at(deadline, ack.into_future()));
+            loop {
+                match tokio::time::timeout(RECONNECT_CHECK_INTERVAL, &mut ack).await {
+                    Ok(Ok(acknowledged)) => return acknowledged.map_err(GatewayError::Publish),
+                    Ok(Err(_)) => {
+                        return Err(GatewayError::Publish(jetstream::context::PublishError::new(
+                            jetstream::context::PublishErrorKind::TimedOut,
+                        )));
+                    }
+                    Err(_) if connects(&client) != before => {
+                        return Err(GatewayError::Publish(jetstream::context::PublishError::with_source(
+                            jetstream::context::PublishErrorKind::BrokenPipe,
+                            "the connection to NATS was re-established after the send, so its ack will not come: \
+                             publish the event again (same event id)",
+                        )));
+                    }
+                    Err(_) => {}
+                }
             }
         })
     }
@@ -279,8 +316,9 @@ impl Gateway {
     /// from the send: see [`PendingAck`]).
     pub async fn publish_pipelined(&self, event: &pb::GatewayEvent) -> Result<PendingAck, GatewayError> {
         let (subject, headers) = addressed(event)?;
+        let before = connects(&self.client);
         let ack = self.js.publish_with_headers(subject, headers, event.encode_to_vec().into()).await?;
-        Ok(PendingAck::new(&self.js, ack))
+        Ok(PendingAck::new(&self.js, ack, &self.client, before))
     }
 
     /// Publishes up to [`BATCH_EVENTS_MAX`] events as one JetStream atomic batch and waits
@@ -321,6 +359,7 @@ impl Gateway {
         let n = self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("{}.{n:x}", self.batch_nonce);
         let count = events.len();
+        let before = connects(&self.client);
         for (position, (event, (subject, mut headers))) in events.iter().zip(addressed).enumerate() {
             headers.insert("Nats-Batch-Id", id.as_str());
             headers.insert("Nats-Batch-Sequence", (position + 1).to_string().as_str());
@@ -328,7 +367,7 @@ impl Gateway {
             if position + 1 == count {
                 headers.insert("Nats-Batch-Commit", "1");
                 let ack = self.js.publish_with_headers(subject, headers, payload).await?;
-                return Ok(Some(PendingAck::new(&self.js, ack)));
+                return Ok(Some(PendingAck::new(&self.js, ack, &self.client, before)));
             }
             self.client.publish_with_headers(subject, headers, payload).await.map_err(jetstream_error)?;
         }

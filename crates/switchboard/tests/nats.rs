@@ -67,6 +67,27 @@ async fn acks_lost_together_expire_together_one_timeout_after_the_send() {
     assert!(took < timeout * in_flight / 2, "the lost acks took {took:?} to expire, one timeout each in turn");
 }
 
+/// An ack swallowed by a NATS restart fails as soon as the client has reconnected, not one
+/// ack timeout after the send, so the gateway publishes the event again at once.
+#[tokio::test]
+async fn an_ack_lost_to_a_nats_restart_fails_once_the_client_reconnects() {
+    let mut nats = NatsServer::start().await;
+    let timeout = Duration::from_secs(60);
+    let gateway = Gateway::connect(&nats.url()).await.expect("connect").with_ack_timeout(timeout).expect("in range");
+    // A subscriber that never answers: the message is delivered, no acknowledgement comes.
+    let _silent = gateway.client().subscribe("switchboard.events.acme").await.expect("subscribe");
+    let event = events::opened("restart-1", "acme", "c1", "+1", pb::Channel::Whatsapp);
+    let pending = gateway.publish_pipelined(&event).await.expect("sent");
+    gateway.client().flush().await.expect("flushed");
+    let restarted = Instant::now();
+    nats.restart().await;
+    let error = pending.await.expect_err("the ack was lost with the connection");
+    assert!(error.to_string().contains("re-established"), "{error}");
+    // Reconnecting takes well under a second here; the ack timeout is a minute.
+    let took = restarted.elapsed();
+    assert!(took < timeout / 4, "the lost ack took {took:?} to fail after the restart");
+}
+
 #[tokio::test]
 async fn an_ack_timeout_out_of_range_is_refused_naming_it() {
     let nats = NatsServer::start().await;
