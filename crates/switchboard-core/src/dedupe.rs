@@ -61,14 +61,15 @@ impl From<StoredDedupe> for Dedupe {
 /// Seed of a remembered id's hash in the state digest.
 const DEDUPE_DIGEST_SEED: u64 = 0x6465_6475_7065;
 
-/// An id's share of the digest: its own hash, and the hash of it with its predecessor, so the
-/// sum pins the order as well as the set.
+/// An id's share of the digest: its own hash, and the hash of it with its predecessor
+/// ([`pair_hash`]), so the sum pins the order as well as the set.
 fn entry_hash(previous: Option<(i64, u128)>, entry: (i64, u128)) -> u64 {
     let own = hash_record(DEDUPE_DIGEST_SEED, &entry);
-    match previous {
-        Some(previous) => own.wrapping_add(hash_record(DEDUPE_DIGEST_SEED, &(previous, entry))),
-        None => own,
-    }
+    previous.map_or(own, |previous| own.wrapping_add(pair_hash(previous, entry)))
+}
+
+fn pair_hash(previous: (i64, u128), entry: (i64, u128)) -> u64 {
+    hash_record(DEDUPE_DIGEST_SEED, &(previous, entry))
 }
 
 impl Dedupe {
@@ -93,8 +94,7 @@ impl Dedupe {
                 // The new front loses its predecessor: its share becomes its own hash alone.
                 self.sum.remove(entry_hash(None, (at, old)));
                 if let Some(&next) = self.order.front() {
-                    self.sum.remove(entry_hash(Some((at, old)), next));
-                    self.sum.add(entry_hash(None, next));
+                    self.sum.remove(pair_hash((at, old), next));
                 }
             } else {
                 break;

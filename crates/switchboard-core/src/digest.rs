@@ -54,13 +54,15 @@ pub(crate) fn hash_record<T: Serialize + ?Sized>(seed: u64, value: &T) -> u64 {
 /// A record of a [`DigestMap`]: how it hashes, with its key, into the map's digest. Most
 /// records hash their whole encoding; a record with a large part that rarely changes (a
 /// team's member list) hashes that part's cached hash instead (see [`Hashed`]).
-pub(crate) trait DigestRecord {
-    fn digest_hash<K: Serialize>(&self, seed: u64, key: &K) -> u64;
+pub(crate) trait DigestRecord: Serialize {
+    fn digest_hash<K: Serialize>(&self, seed: u64, key: &K) -> u64 {
+        hash_record(seed, &(key, self))
+    }
 }
 
 /// A value with its hash, computed when it is set (or restored) rather than whenever the
 /// record holding it is hashed. Serialises as the value alone; reads through `Deref`, and
-/// the only write is [`Hashed::set`], so the hash cannot go stale.
+/// the only way to make one is [`Hashed::new`], so the hash cannot go stale.
 #[derive(Clone, Debug)]
 pub(crate) struct Hashed<T> {
     value: T,
@@ -74,10 +76,6 @@ impl<T: Serialize> Hashed<T> {
     pub(crate) fn new(value: T) -> Self {
         let hash = hash_record(HASHED_SEED, &value);
         Self { value, hash }
-    }
-
-    pub(crate) fn set(&mut self, value: T) {
-        *self = Self::new(value);
     }
 
     /// The hash of the value's encoding.
@@ -169,7 +167,13 @@ impl<K: Hash + Eq + Serialize, V: DigestRecord> DigestMap<K, V> {
     /// A map holding `map`'s records, every one of them dirty (after a restore).
     pub(crate) fn from_map(map: Map<K, V>) -> Self {
         let len = map.len();
-        let mut tracked = Self { map, hashes: vec![0; len], ..Self::default() };
+        let mut tracked = Self {
+            map,
+            hashes: vec![0; len],
+            dirty: Vec::with_capacity(len),
+            marked: Vec::with_capacity(len.div_ceil(64)),
+            ..Self::default()
+        };
         for index in 0..len {
             tracked.mark(index);
         }
@@ -335,11 +339,7 @@ mod tests {
     use super::*;
     use crate::rng::SplitMix64;
 
-    impl DigestRecord for (u32, String) {
-        fn digest_hash<K: Serialize>(&self, seed: u64, key: &K) -> u64 {
-            hash_record(seed, &(key, self))
-        }
-    }
+    impl DigestRecord for (u32, String) {}
 
     /// The digest a map would have if every record were hashed afresh.
     fn from_scratch(map: &DigestMap<String, (u32, String)>) -> (u64, u64) {

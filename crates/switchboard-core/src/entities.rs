@@ -135,23 +135,11 @@ impl DigestRecord for Team {
     }
 }
 
-impl DigestRecord for Agent {
-    fn digest_hash<K: Serialize>(&self, seed: u64, key: &K) -> u64 {
-        hash_record(seed, &(key, self))
-    }
-}
+impl DigestRecord for Agent {}
 
-impl DigestRecord for Contact {
-    fn digest_hash<K: Serialize>(&self, seed: u64, key: &K) -> u64 {
-        hash_record(seed, &(key, self))
-    }
-}
+impl DigestRecord for Contact {}
 
-impl DigestRecord for Conversation {
-    fn digest_hash<K: Serialize>(&self, seed: u64, key: &K) -> u64 {
-        hash_record(seed, &(key, self))
-    }
-}
+impl DigestRecord for Conversation {}
 
 impl Team {
     /// Whether a move of this team's queue should set a position-update timer: updates are on

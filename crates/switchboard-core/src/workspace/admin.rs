@@ -95,21 +95,30 @@ impl Workspace {
             }
         }
         let default_handle_ms = u64::from(spec.options.default_handle_time_s).saturating_mul(1000);
-        let Some(team) = self.teams.get_or_insert_with(team_id.clone(), || Team {
-            spec: Hashed::new(spec.clone()),
-            pools: vec![Pool::new(Requirement::default())],
-            average_handle_ms: default_handle_ms,
-            timer_version: 0,
-            opening_timer_pending: false,
-            positions_pending: false,
-            calendar: None,
-            waiting: Default::default(),
-            after_hours: BTreeMap::new(),
-        }) else {
+        let members = spec.members.clone();
+        // Hashed once (up to `TEAM_MEMBERS_MAX` members), for a new team as for an old one.
+        let spec = Hashed::new(spec);
+        if let Some(team) = self.teams.get_mut(&team_id) {
+            team.spec = spec;
+        } else {
+            self.teams.insert(
+                team_id.clone(),
+                Team {
+                    spec,
+                    pools: vec![Pool::new(Requirement::default())],
+                    average_handle_ms: default_handle_ms,
+                    timer_version: 0,
+                    opening_timer_pending: false,
+                    positions_pending: false,
+                    calendar: None,
+                    waiting: Default::default(),
+                    after_hours: BTreeMap::new(),
+                },
+            );
+        }
+        let Some(team) = self.teams.get_mut(&team_id) else {
             return Err(ApplyError::missing("team", &team_id));
         };
-        let members = spec.members.clone();
-        team.spec.set(spec);
         // Wrapping: versions are only compared for equality with the one a timer carries.
         team.timer_version = team.timer_version.wrapping_add(1);
         team.opening_timer_pending = false;
