@@ -156,7 +156,7 @@ impl<K, V> std::ops::Deref for DigestMap<K, V> {
 
 impl<'a, K, V> IntoIterator for &'a DigestMap<K, V> {
     type Item = (&'a K, &'a V);
-    type IntoIter = indexmap::map::Iter<'a, K, V>;
+    type IntoIter = crate::map::Iter<'a, K, V>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.map.iter()
@@ -259,7 +259,7 @@ impl<K: Hash + Eq + Serialize, V: DigestRecord> DigestMap<K, V> {
     }
 
     /// Every value, mutably (marks every record).
-    pub(crate) fn values_mut(&mut self) -> indexmap::map::ValuesMut<'_, K, V> {
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         for index in 0..self.map.len() {
             self.mark(index);
         }
