@@ -310,26 +310,21 @@ impl<K: Hash + Eq + Serialize, V: DigestRecord> DigestMap<K, V> {
     }
 }
 
-/// Serde for a [`DigestMap`]: the map alone, deserialised with its exact length reserved
-/// (see [`crate::map::exact`]); the restored map starts with every record dirty.
-pub(crate) mod serde_digest_map {
-    use super::DigestMap;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::hash::Hash;
-
-    pub(crate) fn serialize<K: Serialize + Hash + Eq, V: Serialize, S: Serializer>(
-        map: &DigestMap<K, V>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        crate::map::exact::serialize(&map.map, serializer)
+/// A [`DigestMap`] serialises as its map alone (the caches are not part of the state).
+impl<K: Serialize, V: Serialize> Serialize for DigestMap<K, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        crate::map::exact::serialize(&self.map, serializer)
     }
+}
 
-    pub(crate) fn deserialize<'de, K, V, D>(deserializer: D) -> Result<DigestMap<K, V>, D::Error>
-    where
-        K: Eq + Hash + Deserialize<'de> + Serialize,
-        V: Deserialize<'de> + super::DigestRecord,
-        D: Deserializer<'de>,
-    {
+/// A restored [`DigestMap`] has its exact length reserved (see [`crate::map::exact`]) and
+/// starts with every record dirty.
+impl<'de, K, V> serde::Deserialize<'de> for DigestMap<K, V>
+where
+    K: Eq + Hash + serde::Deserialize<'de> + Serialize,
+    V: serde::Deserialize<'de> + DigestRecord,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         crate::map::exact::deserialize(deserializer).map(DigestMap::from_map)
     }
 }

@@ -20,7 +20,10 @@ use thiserror::Error;
 /// First bytes of every snapshot.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SWBS";
 /// Format version written by this build; bump it when the serialised layout changes.
-pub const SNAPSHOT_VERSION: u16 = 3;
+pub const SNAPSHOT_VERSION: u16 = 4;
+/// The oldest format version this build still reads (format 3 stores a workspace's contacts
+/// and conversations inline; see `workspace/stored.rs`).
+const SNAPSHOT_VERSION_MIN: u16 = 3;
 /// Version of what [`State::state_digest`] hashes: a new one changes every digest, so nodes
 /// of different versions report different digests for the same state.
 const DIGEST_VERSION: u16 = 2;
@@ -46,7 +49,7 @@ pub enum SnapshotError {
     BadMagic,
     /// Written by an incompatible version.
     #[error(
-        "snapshot format version {found} is not supported (this build reads {SNAPSHOT_VERSION}): {}",
+        "snapshot format version {found} is not supported (this build reads {SNAPSHOT_VERSION_MIN} to {SNAPSHOT_VERSION}): {}",
         version_hint(.found)
     )]
     UnsupportedVersion {
@@ -80,6 +83,22 @@ pub struct State {
     /// Internal faults met while firing timers (bugs); not part of the replicated state.
     #[serde(skip)]
     timer_faults: u64,
+}
+
+/// A state as format 3 stored it (its workspaces differ, see `workspace/stored.rs`).
+#[derive(Deserialize)]
+struct StateV3 {
+    now_ms: i64,
+    workspaces: BTreeMap<WorkspaceId, crate::workspace::WorkspaceFields>,
+    timers: Timers,
+}
+
+impl From<StateV3> for State {
+    fn from(stored: StateV3) -> Self {
+        let StateV3 { now_ms, workspaces, timers } = stored;
+        let workspaces = workspaces.into_iter().map(|(id, workspace)| (id, Workspace::from(workspace))).collect();
+        State { now_ms, workspaces, timers, timer_faults: 0 }
+    }
 }
 
 impl State {
@@ -429,10 +448,12 @@ impl State {
             return Err(SnapshotError::BadMagic);
         };
         let found = u16::from_le_bytes([low, high]);
-        if found != SNAPSHOT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion { found });
-        }
-        let mut state: State = postcard::from_bytes(payload).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let decoded = match found {
+            SNAPSHOT_VERSION => postcard::from_bytes(payload),
+            SNAPSHOT_VERSION_MIN => postcard::from_bytes::<StateV3>(payload).map(State::from),
+            _ => return Err(SnapshotError::UnsupportedVersion { found }),
+        };
+        let mut state = decoded.map_err(|e| SnapshotError::Decode(e.to_string()))?;
         for workspace in state.workspaces.values_mut() {
             workspace.rebuild().map_err(SnapshotError::Invalid)?;
         }

@@ -31,7 +31,7 @@ use crate::rng::SplitMix64;
 use crate::timers::{Ctx, Timer};
 use crate::validate::validate_rules;
 use crate::view::{AgentView, ContactView, ConversationView, QueuePosition, QueuedView};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 mod admin;
@@ -39,8 +39,11 @@ mod explain;
 mod lifecycle;
 mod queues;
 mod routing;
+mod stored;
 mod timers;
 mod views;
+
+pub(crate) use stored::WorkspaceFields;
 
 /// Weight of a new sample in the moving averages, as 1/`AVERAGE_WEIGHT`.
 const AVERAGE_WEIGHT: u64 = 8;
@@ -82,29 +85,23 @@ struct Route {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Ix(usize);
 
-/// One workspace's whole state.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// One workspace's whole state. Snapshots store it as `stored.rs` says.
+#[derive(Clone, Debug)]
 pub(crate) struct Workspace {
     pub(crate) id: WorkspaceId,
     pub(crate) settings: WorkspaceSettings,
     rng: SplitMix64,
     /// Next arrival sequence number.
     next_seq: u64,
-    #[serde(with = "crate::digest::serde_digest_map")]
     agents: DigestMap<AgentId, Agent>,
-    #[serde(with = "crate::digest::serde_digest_map")]
     teams: DigestMap<TeamId, Team>,
     rules: Vec<RoutingRule>,
-    #[serde(with = "crate::digest::serde_digest_map")]
     contacts: DigestMap<ContactId, Contact>,
-    #[serde(with = "crate::digest::serde_digest_map")]
     conversations: DigestMap<ConversationId, Conversation>,
     pub(crate) dedupe: Dedupe,
-    #[serde(skip)]
     compiled_rules: Vec<CompiledRule>,
     /// Teams whose queue moved during the entry being applied and that need a position-update
     /// timer; always empty between entries.
-    #[serde(skip)]
     moved_queues: Vec<TeamId>,
 }
 
