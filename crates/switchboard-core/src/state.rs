@@ -12,7 +12,7 @@ use crate::limits::{CLOCK_STEP_MS_MAX, TIMERS_PER_APPLY_MAX, TIMESTAMP_MS_MAX, W
 use crate::model::{AgentSpec, RoutingRule, TeamSpec, WorkspaceSettings};
 use crate::timers::{Ctx, Timers};
 use crate::view::{AgentView, ContactView, ConversationView, QueuedView};
-use crate::workspace::Workspace;
+use crate::workspace::{StoredWorkspace, Workspace};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -73,8 +73,9 @@ fn version_hint(found: &u16) -> &'static str {
     }
 }
 
-/// The assigner state machine.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// The assigner state machine. [`State::snapshot`] and [`State::restore`] are its
+/// persistent form (postcard only: the snapshot frames some maps in postcard's layout).
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct State {
     /// Latest entry time seen: time never goes backwards, whatever the entries say.
     now_ms: i64,
@@ -83,6 +84,26 @@ pub struct State {
     /// Internal faults met while firing timers (bugs); not part of the replicated state.
     #[serde(skip)]
     timer_faults: u64,
+}
+
+/// A state as format 4 stores it, each workspace's largest maps still encoded.
+#[derive(Deserialize)]
+struct StoredState<'a> {
+    now_ms: i64,
+    #[serde(borrow)]
+    workspaces: BTreeMap<WorkspaceId, StoredWorkspace<'a>>,
+    timers: Timers,
+}
+
+impl StoredState<'_> {
+    fn decode(self) -> Result<State, String> {
+        let StoredState { now_ms, workspaces, timers } = self;
+        let workspaces = workspaces
+            .into_iter()
+            .map(|(id, workspace)| workspace.decode().map(|workspace| (id, workspace)))
+            .collect::<Result<_, _>>()?;
+        Ok(State { now_ms, workspaces, timers, timer_faults: 0 })
+    }
 }
 
 /// A state as format 3 stored it (its workspaces differ, see `workspace/stored.rs`).
@@ -449,11 +470,16 @@ impl State {
         };
         let found = u16::from_le_bytes([low, high]);
         let decoded = match found {
-            SNAPSHOT_VERSION => postcard::from_bytes(payload),
-            SNAPSHOT_VERSION_MIN => postcard::from_bytes::<StateV3>(payload).map(State::from),
+            SNAPSHOT_VERSION => postcard::from_bytes::<StoredState<'_>>(payload)
+                .map_err(|e| SnapshotError::Decode(e.to_string()))?
+                .decode()
+                .map_err(SnapshotError::Decode)?,
+            SNAPSHOT_VERSION_MIN => postcard::from_bytes::<StateV3>(payload)
+                .map(State::from)
+                .map_err(|e| SnapshotError::Decode(e.to_string()))?,
             _ => return Err(SnapshotError::UnsupportedVersion { found }),
         };
-        let mut state = decoded.map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let mut state = decoded;
         for workspace in state.workspaces.values_mut() {
             workspace.rebuild().map_err(SnapshotError::Invalid)?;
         }

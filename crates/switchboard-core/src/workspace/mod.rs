@@ -43,7 +43,7 @@ mod stored;
 mod timers;
 mod views;
 
-pub(crate) use stored::WorkspaceFields;
+pub(crate) use stored::{StoredWorkspace, WorkspaceFields};
 
 /// Weight of a new sample in the moving averages, as 1/`AVERAGE_WEIGHT`.
 const AVERAGE_WEIGHT: u64 = 8;

@@ -14,7 +14,7 @@ use crate::entities::{Agent, Contact, Conversation, Team};
 use crate::ids::{AgentId, ContactId, ConversationId, TeamId, WorkspaceId};
 use crate::model::{RoutingRule, WorkspaceSettings};
 use crate::rng::SplitMix64;
-use serde::de::{Error as _, SeqAccess, Visitor};
+use serde::de::Visitor;
 use serde::ser::{Error as _, SerializeStruct, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -22,9 +22,6 @@ use std::fmt;
 /// Encoded bytes of contacts and conversations below which a workspace is decoded on one
 /// thread (starting one costs more than decoding a few thousand records).
 const PARALLEL_DECODE_BYTES_MIN: usize = 1 << 20;
-
-const FIELDS: &[&str] =
-    &["id", "settings", "rng", "next_seq", "agents", "teams", "rules", "contacts", "conversations", "dedupe"];
 
 /// A value written as postcard writes a byte string holding its encoding — the length as a
 /// varint, then the bytes — without building that encoding apart first (for a million
@@ -64,7 +61,7 @@ impl Serialize for Workspace {
             compiled_rules: _,
             moved_queues: _,
         } = self;
-        let mut fields = serializer.serialize_struct("Workspace", FIELDS.len())?;
+        let mut fields = serializer.serialize_struct("Workspace", 10)?;
         fields.serialize_field("id", id)?;
         fields.serialize_field("settings", settings)?;
         fields.serialize_field("rng", rng)?;
@@ -94,65 +91,60 @@ impl Blob<'_> {
     }
 }
 
-impl<'de> Deserialize<'de> for Blob<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Blob<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BlobVisitor;
+        struct BlobVisitor<'a>(std::marker::PhantomData<&'a ()>);
 
-        impl<'de> Visitor<'de> for BlobVisitor {
-            type Value = Blob<'de>;
+        impl<'de: 'a, 'a> Visitor<'de> for BlobVisitor<'a> {
+            type Value = Blob<'a>;
 
             fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
                 formatter.write_str("a byte string")
             }
 
-            fn visit_borrowed_bytes<E: serde::de::Error>(self, bytes: &'de [u8]) -> Result<Blob<'de>, E> {
+            fn visit_borrowed_bytes<E: serde::de::Error>(self, bytes: &'de [u8]) -> Result<Blob<'a>, E> {
                 Ok(Blob::Borrowed(bytes))
             }
 
-            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Blob<'de>, E> {
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Blob<'a>, E> {
                 Ok(Blob::Owned(bytes.to_vec()))
             }
 
-            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Blob<'de>, E> {
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Blob<'a>, E> {
                 Ok(Blob::Owned(bytes))
             }
         }
 
-        deserializer.deserialize_bytes(BlobVisitor)
+        deserializer.deserialize_bytes(BlobVisitor(std::marker::PhantomData))
     }
 }
 
-impl<'de> Deserialize<'de> for Workspace {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_struct("Workspace", FIELDS, WorkspaceVisitor)
-    }
+/// A workspace as format 4 stores it, its contacts and conversations still encoded: what
+/// `State::restore` reads before [`StoredWorkspace::decode`] decodes those two (outside serde,
+/// so that what went wrong reaches the operator: postcard keeps no custom error text).
+#[derive(Deserialize)]
+pub(crate) struct StoredWorkspace<'a> {
+    id: WorkspaceId,
+    settings: WorkspaceSettings,
+    rng: SplitMix64,
+    next_seq: u64,
+    agents: DigestMap<AgentId, Agent>,
+    teams: DigestMap<TeamId, Team>,
+    rules: Vec<RoutingRule>,
+    #[serde(borrow)]
+    contacts: Blob<'a>,
+    #[serde(borrow)]
+    conversations: Blob<'a>,
+    dedupe: Dedupe,
 }
 
-struct WorkspaceVisitor;
-
-impl<'de> Visitor<'de> for WorkspaceVisitor {
-    type Value = Workspace;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a workspace")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Workspace, A::Error> {
-        fn field<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(seq: &mut A, name: &str) -> Result<T, A::Error> {
-            seq.next_element()?.ok_or_else(|| A::Error::custom(format!("the workspace ends before its field {name}")))
-        }
-        let id: WorkspaceId = field(&mut seq, "id")?;
-        let settings: WorkspaceSettings = field(&mut seq, "settings")?;
-        let rng: SplitMix64 = field(&mut seq, "rng")?;
-        let next_seq: u64 = field(&mut seq, "next_seq")?;
-        let agents: DigestMap<AgentId, Agent> = field(&mut seq, "agents")?;
-        let teams: DigestMap<TeamId, Team> = field(&mut seq, "teams")?;
-        let rules: Vec<RoutingRule> = field(&mut seq, "rules")?;
-        let contacts: Blob<'de> = field(&mut seq, "contacts")?;
-        let conversations: Blob<'de> = field(&mut seq, "conversations")?;
-        let dedupe: Dedupe = field(&mut seq, "dedupe")?;
+impl StoredWorkspace<'_> {
+    /// The workspace, its contacts and conversations decoded (on two threads when large).
+    pub(crate) fn decode(self) -> Result<Workspace, String> {
+        let StoredWorkspace { id, settings, rng, next_seq, agents, teams, rules, contacts, conversations, dedupe } =
+            self;
         let (contacts, conversations) = decode_people(contacts.bytes(), conversations.bytes())
-            .map_err(|error| A::Error::custom(format!("workspace {id}: {error}")))?;
+            .map_err(|error| format!("workspace {id}: {error}"))?;
         Ok(Workspace::from(WorkspaceFields {
             id,
             settings,
@@ -260,5 +252,22 @@ mod tests {
             let blob: Blob<'_> = postcard::from_bytes(&framed).expect("decodes as a byte string");
             assert_eq!(blob.bytes(), encoding.as_slice());
         }
+    }
+
+    #[test]
+    fn a_map_that_does_not_decode_is_named_on_either_thread() {
+        let empty = [0u8];
+        let trailing = [0u8, 7];
+        let error = decode_people(&empty, &trailing).expect_err("trailing bytes are refused");
+        assert_eq!(error, "1 bytes follow its conversations");
+        // Says three entries, holds none.
+        let error = decode_people(&[3u8], &empty).expect_err("a short map is refused");
+        assert!(error.starts_with("its contacts do not decode: "), "{error}");
+        // Large enough for two threads: a varint that never ends, decoded on the helper.
+        let garbage = vec![0xffu8; PARALLEL_DECODE_BYTES_MIN];
+        let error = decode_people(&garbage, &empty).expect_err("garbage is refused");
+        assert!(error.starts_with("its contacts do not decode: "), "{error}");
+        let error = decode_people(&empty, &garbage).expect_err("garbage is refused");
+        assert!(error.starts_with("its conversations do not decode: "), "{error}");
     }
 }
