@@ -313,7 +313,7 @@ impl<K: Hash + Eq + Serialize, V: DigestRecord> DigestMap<K, V> {
 /// A [`DigestMap`] serialises as its map alone (the caches are not part of the state).
 impl<K: Serialize, V: Serialize> Serialize for DigestMap<K, V> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        crate::map::exact::serialize(&self.map, serializer)
+        self.map.serialize(serializer)
     }
 }
 

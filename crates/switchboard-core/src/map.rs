@@ -60,6 +60,11 @@ fn hash_at<K, V>(entries: &[Slot<K, V>], position: usize) -> u64 {
     entries.get(position).map_or(0, |slot| slot.hash)
 }
 
+/// Whether the entry an index slot points at has `key`: the index's equality test.
+fn holds<'a, K: Borrow<Q>, V, Q: Eq + ?Sized>(entries: &'a [Slot<K, V>], key: &'a Q) -> impl Fn(&usize) -> bool + 'a {
+    move |&position| entries.get(position).is_some_and(|slot| slot.key.borrow() == key)
+}
+
 impl<K, V> Map<K, V> {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
@@ -105,10 +110,7 @@ impl<K: Hash + Eq, V> Map<K, V> {
             // Most workspaces have a few teams, many one: no hashing for a map of one.
             [] => None,
             [only] => (only.key.borrow() == key).then_some(0),
-            _ => self
-                .index
-                .find(hash_of(key), |&position| entries.get(position).is_some_and(|slot| slot.key.borrow() == key))
-                .copied(),
+            _ => self.index.find(hash_of(key), holds(entries, key)).copied(),
         }
     }
 
@@ -133,11 +135,7 @@ impl<K: Hash + Eq, V> Map<K, V> {
     pub(crate) fn insert_full(&mut self, key: K, value: V) -> (usize, Option<V>) {
         let hash = hash_of(&key);
         let entries = &self.entries;
-        let found = self.index.entry(
-            hash,
-            |&position| entries.get(position).is_some_and(|slot| slot.key == key),
-            |&other| hash_at(entries, other),
-        );
+        let found = self.index.entry(hash, holds(entries, &key), |&other| hash_at(entries, other));
         let position = match found {
             hashbrown::hash_table::Entry::Occupied(occupied) => *occupied.get(),
             hashbrown::hash_table::Entry::Vacant(vacant) => {
@@ -161,10 +159,7 @@ impl<K: Hash + Eq, V> Map<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let entries = &self.entries;
-        let found = self
-            .index
-            .find_entry(hash_of(key), |&position| entries.get(position).is_some_and(|slot| slot.key.borrow() == key))
-            .ok()?;
+        let found = self.index.find_entry(hash_of(key), holds(entries, key)).ok()?;
         let (position, _) = found.remove();
         let last = self.entries.len().checked_sub(1)?;
         if position != last {
@@ -186,11 +181,7 @@ impl<K: Hash + Eq, V> Map<K, V> {
     fn from_slots(entries: Vec<Slot<K, V>>) -> Result<Self, usize> {
         let mut index = HashTable::with_capacity(entries.len());
         for (position, slot) in entries.iter().enumerate() {
-            match index.entry(
-                slot.hash,
-                |&other| entries.get(other).is_some_and(|o: &Slot<K, V>| o.key == slot.key),
-                |&other| hash_at(&entries, other),
-            ) {
+            match index.entry(slot.hash, holds(&entries, &slot.key), |&other| hash_at(&entries, other)) {
                 hashbrown::hash_table::Entry::Occupied(_) => return Err(position),
                 hashbrown::hash_table::Entry::Vacant(vacant) => {
                     vacant.insert(position);
@@ -256,20 +247,13 @@ pub(crate) fn sorted_keys<K: Ord + Clone, V>(map: &Map<K, V>) -> Vec<K> {
 pub(crate) mod exact {
     use super::{Map, Slot, hash_of};
     use serde::de::{Error, MapAccess, Visitor};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer};
     use std::fmt;
     use std::hash::Hash;
     use std::marker::PhantomData;
 
     /// Most entries reserved before any is read: a bound on what a corrupt length can cost.
     const RESERVE_MAX_ENTRIES: usize = 1 << 24;
-
-    pub(crate) fn serialize<K: Serialize, V: Serialize, S: Serializer>(
-        map: &Map<K, V>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        map.serialize(serializer)
-    }
 
     pub(crate) fn deserialize<'de, K, V, D>(deserializer: D) -> Result<Map<K, V>, D::Error>
     where

@@ -469,7 +469,7 @@ impl State {
             return Err(SnapshotError::BadMagic);
         };
         let found = u16::from_le_bytes([low, high]);
-        let decoded = match found {
+        let mut state = match found {
             SNAPSHOT_VERSION => postcard::from_bytes::<StoredState<'_>>(payload)
                 .map_err(|e| SnapshotError::Decode(e.to_string()))?
                 .decode()
@@ -479,7 +479,6 @@ impl State {
                 .map_err(|e| SnapshotError::Decode(e.to_string()))?,
             _ => return Err(SnapshotError::UnsupportedVersion { found }),
         };
-        let mut state = decoded;
         for workspace in state.workspaces.values_mut() {
             workspace.rebuild().map_err(SnapshotError::Invalid)?;
         }

@@ -77,7 +77,7 @@ impl Serialize for Workspace {
 }
 
 /// A byte string as the deserializer hands it: borrowed from the input where it can.
-enum Blob<'de> {
+pub(crate) enum Blob<'de> {
     Borrowed(&'de [u8]),
     Owned(Vec<u8>),
 }
@@ -122,41 +122,18 @@ impl<'de: 'a, 'a> Deserialize<'de> for Blob<'a> {
 /// A workspace as format 4 stores it, its contacts and conversations still encoded: what
 /// `State::restore` reads before [`StoredWorkspace::decode`] decodes those two (outside serde,
 /// so that what went wrong reaches the operator: postcard keeps no custom error text).
-#[derive(Deserialize)]
-pub(crate) struct StoredWorkspace<'a> {
-    id: WorkspaceId,
-    settings: WorkspaceSettings,
-    rng: SplitMix64,
-    next_seq: u64,
-    agents: DigestMap<AgentId, Agent>,
-    teams: DigestMap<TeamId, Team>,
-    rules: Vec<RoutingRule>,
-    #[serde(borrow)]
-    contacts: Blob<'a>,
-    #[serde(borrow)]
-    conversations: Blob<'a>,
-    dedupe: Dedupe,
-}
+pub(crate) type StoredWorkspace<'a> = WorkspaceFields<Blob<'a>, Blob<'a>>;
 
 impl StoredWorkspace<'_> {
     /// The workspace, its contacts and conversations decoded (on two threads when large).
     pub(crate) fn decode(self) -> Result<Workspace, String> {
-        let StoredWorkspace { id, settings, rng, next_seq, agents, teams, rules, contacts, conversations, dedupe } =
+        let WorkspaceFields { id, settings, rng, next_seq, agents, teams, rules, contacts, conversations, dedupe } =
             self;
         let (contacts, conversations) = decode_people(contacts.bytes(), conversations.bytes())
             .map_err(|error| format!("workspace {id}: {error}"))?;
-        Ok(Workspace::from(WorkspaceFields {
-            id,
-            settings,
-            rng,
-            next_seq,
-            agents,
-            teams,
-            rules,
-            contacts,
-            conversations,
-            dedupe,
-        }))
+        let fields =
+            WorkspaceFields { id, settings, rng, next_seq, agents, teams, rules, contacts, conversations, dedupe };
+        Ok(Workspace::from(fields))
     }
 }
 
@@ -194,10 +171,11 @@ where
     Ok(map)
 }
 
-/// A workspace's stored fields. Deserialised as derived, they read format 3, which wrote
-/// every map inline.
+/// A workspace's stored fields, its contacts and conversations as `C` and `V`: decoded maps
+/// (format 3, which wrote every map inline, reads as derived) or still-encoded [`Blob`]s
+/// (format 4, [`StoredWorkspace`]).
 #[derive(Deserialize)]
-pub(crate) struct WorkspaceFields {
+pub(crate) struct WorkspaceFields<C = DigestMap<ContactId, Contact>, V = DigestMap<ConversationId, Conversation>> {
     id: WorkspaceId,
     settings: WorkspaceSettings,
     rng: SplitMix64,
@@ -205,8 +183,8 @@ pub(crate) struct WorkspaceFields {
     agents: DigestMap<AgentId, Agent>,
     teams: DigestMap<TeamId, Team>,
     rules: Vec<RoutingRule>,
-    contacts: DigestMap<ContactId, Contact>,
-    conversations: DigestMap<ConversationId, Conversation>,
+    contacts: C,
+    conversations: V,
     dedupe: Dedupe,
 }
 
