@@ -4,8 +4,9 @@
 //! A channel gateway (WhatsApp, e-mail, ...) turns what its channel tells it into
 //! [`pb::GatewayEvent`]s with the builders in [`events`], publishes them with
 //! [`Gateway::publish`] (acknowledged once JetStream has stored the event; `Nats-Msg-Id` is the
-//! event id, so a retried publish is stored once) — or, at high rates, many at a time with
-//! [`Gateway::publish_batch`] (one JetStream atomic batch: one write on the server) — and acts
+//! event id, so a retried publish is stored once) — or, at high rates, through a [`Batcher`]
+//! ([`Gateway::batcher`]: events queue while earlier ones are being stored and go out together
+//! as one JetStream atomic batch, one write on the server) — and acts
 //! on effects from
 //! [`Gateway::effects`] — "Mary will answer you shortly", "you are number 4 in the queue",
 //! "we open at 9:00". Effects arrive in log order; ack each once acted upon.
@@ -26,6 +27,10 @@
 //! }
 //! # Ok(()) }
 //! ```
+
+mod batcher;
+
+pub use batcher::{BATCHES_IN_FLIGHT_MAX, Batcher, BatcherConfig, BatcherStats, QUEUE_EVENTS_MAX, Stored};
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;

@@ -15,7 +15,7 @@ use clap::Args;
 use futures::StreamExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
-use switchboard_client::gateway::{Gateway, PendingAck, events};
+use switchboard_client::gateway::{BatcherConfig, Gateway, PendingAck, events};
 use switchboard_client::{Client, pb};
 
 const CHANNELS: [pb::Channel; 8] = [
@@ -64,9 +64,9 @@ pub(crate) struct LoadgenArgs {
     /// Publishes in flight awaiting JetStream's ack.
     #[arg(long, default_value_t = 4096)]
     window: usize,
-    /// Publish events in JetStream atomic batches of up to this many (1 to 1,000; a batch also
-    /// goes out 2 ms after its first event), as a high-rate gateway does
-    /// (`Gateway::publish_batch`); 0 publishes one event at a time.
+    /// Publish events through a `Batcher`, as a high-rate gateway does: events queue while
+    /// earlier ones are being stored and go out together, in JetStream atomic batches of up to
+    /// this many (1 to 1,000); 0 publishes one event at a time.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1000))]
     batch: u16,
     /// Seconds to wait for outstanding effects after publishing.
@@ -214,9 +214,11 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     let mut decided: BTreeMap<String, Split> = BTreeMap::new();
     let mut stall = Stall::default();
     let mut acks = VecDeque::new();
-    let mut batch: Vec<pb::GatewayEvent> = Vec::new();
-    let mut batch_started = Instant::now();
-    let mut batch_acks = VecDeque::new();
+    let batcher = match args.batch {
+        0 => None,
+        n => Some(gateway.batcher(BatcherConfig { batch_events_max: usize::from(n), ..BatcherConfig::default() })?),
+    };
+    let mut stored = VecDeque::new();
     let mut active: VecDeque<(String, String, usize)> = VecDeque::new();
     let mut published = 0u64;
     let mut next_conversation = 0u64;
@@ -246,21 +248,24 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
         } else {
             events::closed(&event_id, &ws, &conversation)
         };
-        if args.batch == 0 {
+        if let Some(batcher) = &batcher {
+            // The batcher's queue is the flow control; the answers are checked as they come.
+            stored.push_back((batcher.publish(event.clone()).await?, event));
+            while let Some((answer, _)) = stored.front_mut() {
+                let Some(answer) = futures::FutureExt::now_or_never(answer) else { break };
+                if let Some((_, event)) = stored.pop_front()
+                    && answer.is_err()
+                {
+                    republish(&gateway, &event).await?;
+                }
+            }
+        } else {
             let ack = gateway.publish_pipelined(&event).await?;
             acks.push_back((ack, event));
             while acks.len() >= args.window {
                 if let Some((ack, event)) = acks.pop_front() {
                     confirm(&gateway, ack, &event).await?;
                 }
-            }
-        } else {
-            if batch.is_empty() {
-                batch_started = Instant::now();
-            }
-            batch.push(event);
-            if batch.len() >= usize::from(args.batch) || batch_started.elapsed() >= BATCH_LINGER {
-                send_batch(&gateway, &mut batch, &mut batch_acks).await?;
             }
         }
         published += 1;
@@ -274,9 +279,21 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     for (ack, event) in acks {
         confirm(&gateway, ack, &event).await?;
     }
-    send_batch(&gateway, &mut batch, &mut batch_acks).await?;
-    for (ack, events) in batch_acks {
-        confirm_batch(&gateway, ack, &events).await?;
+    for (answer, event) in stored {
+        if answer.await.is_err() {
+            republish(&gateway, &event).await?;
+        }
+    }
+    if let Some(batcher) = batcher {
+        let stats = batcher.stats();
+        eprintln!(
+            "loadgen: batcher sent {} atomic batches ({:.1} events each), {} events separately, {} again",
+            stats.atomic_batches,
+            stats.events_in_batches as f64 / stats.atomic_batches.max(1) as f64,
+            stats.separate_events,
+            stats.republished_events
+        );
+        batcher.close().await;
     }
     let publish_seconds = started.elapsed().as_secs_f64();
     let drain_until = Instant::now() + Duration::from_secs(args.drain);
@@ -344,50 +361,17 @@ pub(crate) async fn run(args: LoadgenArgs) -> Result<()> {
     Ok(())
 }
 
-/// A batch waits at most this long for more events.
-const BATCH_LINGER: Duration = Duration::from_millis(2);
-/// Atomic batches in flight at once (nats-server allows 50 per stream).
-const BATCHES_IN_FLIGHT: usize = 16;
-
-type BatchAcks = VecDeque<(Option<PendingAck>, Vec<pb::GatewayEvent>)>;
-
-/// Sends the events gathered as one atomic batch, keeping at most [`BATCHES_IN_FLIGHT`].
-async fn send_batch(gateway: &Gateway, batch: &mut Vec<pb::GatewayEvent>, acks: &mut BatchAcks) -> Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let events = std::mem::take(batch);
-    let ack = gateway.publish_batch_pipelined(&events).await?;
-    acks.push_back((ack, events));
-    while acks.len() > BATCHES_IN_FLIGHT {
-        if let Some((ack, events)) = acks.pop_front() {
-            confirm_batch(gateway, ack, &events).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Waits for JetStream to store a batch; publishes its events again one by one if it was not.
-async fn confirm_batch(gateway: &Gateway, ack: Option<PendingAck>, events: &[pb::GatewayEvent]) -> Result<()> {
-    let stored = match ack {
-        Some(ack) => ack.await.is_ok(),
-        None => true,
-    };
-    if !stored {
-        for event in events {
-            let retry = gateway.publish_pipelined(event).await?;
-            confirm(gateway, retry, event).await?;
-        }
-    }
-    Ok(())
-}
-
 /// Waits for JetStream to store `event`; publishes it again (same `Nats-Msg-Id`) if the ack
 /// did not come, as a gateway must.
 async fn confirm(gateway: &Gateway, ack: PendingAck, event: &pb::GatewayEvent) -> Result<()> {
     if ack.await.is_ok() {
         return Ok(());
     }
+    republish(gateway, event).await
+}
+
+/// Publishes `event` again (same `Nats-Msg-Id`) until JetStream stores it, as a gateway must.
+async fn republish(gateway: &Gateway, event: &pb::GatewayEvent) -> Result<()> {
     for _ in 0..20 {
         if gateway.publish(event).await.is_ok() {
             return Ok(());

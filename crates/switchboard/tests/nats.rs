@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use support::nats::NatsServer;
 use support::{TestCluster, setup_workspace};
-use switchboard_client::gateway::{Effects, Gateway, events};
+use switchboard_client::gateway::{BatcherConfig, Effects, Gateway, events};
 use switchboard_client::{Client, pb};
 use switchboard_nats::NatsConfig;
 use switchboard_server::ServerConfig;
@@ -97,6 +97,90 @@ async fn an_ack_timeout_out_of_range_is_refused_naming_it() {
         assert!(error.to_string().contains("ack_timeout"), "{error}");
     }
     assert!(Gateway::with_client(client).with_ack_timeout(Duration::from_secs(3_600)).is_ok());
+}
+
+/// The events stream as the cluster's leader makes it (file storage, atomic batches allowed),
+/// made here so that a gateway can be tested without a cluster.
+async fn events_stream(gateway: &Gateway) -> async_nats::jetstream::stream::Stream {
+    async_nats::jetstream::new(gateway.client().clone())
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "SWITCHBOARD".to_owned(),
+            subjects: vec!["switchboard.events.>".to_owned()],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            allow_atomic_publish: true,
+            ..Default::default()
+        })
+        .await
+        .expect("stream")
+}
+
+/// A batcher under a burst stores every event once, in the order published but for the batch
+/// JetStream refused (it held an event id already stored, and went again event by event), and
+/// sends the burst in batches, not one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batcher_stores_a_burst_once_in_order_in_batches_and_redoes_a_refused_batch() {
+    let nats = NatsServer::start().await;
+    let gateway = Gateway::connect(&nats.url()).await.expect("connect");
+    let mut stream = events_stream(&gateway).await;
+    let event =
+        |i: usize| events::opened(&format!("burst-{i:05}"), "acme", &format!("c{i}"), "+1", pb::Channel::Whatsapp);
+    let count = 3_000;
+    // Stored before the burst: the atomic batch that carries it again is refused whole.
+    gateway.publish(&event(1_500)).await.expect("stored");
+    let config = BatcherConfig { batch_events_max: 100, batches_in_flight: 2, queue_events_max: 256 };
+    let batcher = gateway.batcher(config).expect("in range");
+    let mut answers = Vec::new();
+    for i in 0..count {
+        answers.push(batcher.publish(event(i)).await.expect("queued"));
+    }
+    for (i, answer) in answers.into_iter().enumerate() {
+        answer.await.unwrap_or_else(|error| panic!("event {i} not stored: {error}"));
+    }
+    let stats = batcher.stats();
+    batcher.close().await;
+
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut ids = Vec::new();
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await.expect("message");
+        ids.push(message.headers.get("Nats-Msg-Id").expect("id").as_str().to_owned());
+    }
+    assert_eq!(ids.len(), count, "every event stored once, the one stored before included");
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), count, "an event id stored twice");
+    // In publish order but for the event stored first and the refused batch sent again after
+    // the batches already in flight: at most those two steps back.
+    let steps_back = ids.windows(2).filter(|pair| pair[1] < pair[0]).count();
+    assert!(steps_back <= 2, "stored out of order ({steps_back} steps back): {ids:?}");
+    assert!(
+        (1..=100).contains(&stats.republished_events),
+        "the refused batch goes again event by event, and only it: {stats:?}"
+    );
+    let mean = stats.events_in_batches as f64 / stats.atomic_batches.max(1) as f64;
+    assert!(mean > 8.0 && stats.separate_events < 1_000, "a burst goes out in batches: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_batcher_refuses_settings_out_of_range_and_bad_events_naming_them() {
+    let nats = NatsServer::start().await;
+    let gateway = Gateway::connect(&nats.url()).await.expect("connect");
+    let bad = [
+        (BatcherConfig { batch_events_max: 0, ..BatcherConfig::default() }, "batch_events_max"),
+        (BatcherConfig { batch_events_max: 1_001, ..BatcherConfig::default() }, "batch_events_max"),
+        (BatcherConfig { batches_in_flight: 17, ..BatcherConfig::default() }, "batches_in_flight"),
+        (BatcherConfig { queue_events_max: 0, ..BatcherConfig::default() }, "queue_events_max"),
+    ];
+    for (config, field) in bad {
+        let error = gateway.batcher(config).expect_err("refused");
+        assert!(error.to_string().contains(field), "{error}");
+    }
+    let batcher = gateway.batcher(BatcherConfig::default()).expect("in range");
+    let no_id = events::opened("", "acme", "c1", "+1", pb::Channel::Whatsapp);
+    let error = batcher.publish(no_id).await.expect_err("refused");
+    assert!(error.to_string().contains("event_id"), "{error}");
+    let bad_workspace = events::opened("e1", "acme.corp", "c1", "+1", pb::Channel::Whatsapp);
+    let error = batcher.publish(bad_workspace).await.expect_err("refused");
+    assert!(error.to_string().contains("workspace"), "{error}");
 }
 
 /// Publishes `events` with many in flight; retries those that fail one by one.
