@@ -61,12 +61,13 @@ pub(crate) struct LoadgenArgs {
     /// Agents per second going away and coming back (gRPC).
     #[arg(long, default_value_t = 1)]
     churn: u64,
-    /// Publishes in flight awaiting JetStream's ack.
+    /// Publishes in flight awaiting JetStream's ack (one at a time; not with `--batch`).
     #[arg(long, default_value_t = 4096)]
     window: usize,
     /// Publish events through a `Batcher`, as a high-rate gateway does: events queue while
-    /// earlier ones are being stored and go out together, in JetStream atomic batches of up to
-    /// this many (1 to 1,000); 0 publishes one event at a time.
+    /// earlier ones are being stored and go out together, up to this many at once (1 to 1,000;
+    /// up to 8 as separate publishes, more as one JetStream atomic batch; `--window` does not
+    /// apply); 0 publishes one event at a time.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1000))]
     batch: u16,
     /// Seconds to wait for outstanding effects after publishing.
