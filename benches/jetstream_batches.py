@@ -5,6 +5,9 @@ free port with a store in a temporary directory, makes a stream that allows atom
 and prints one line per case: one-message publishes one at a time, then atomic batches of 1,
 15 and 100 messages with 1, 4 and 16 batches in flight. Each line gives the batches and
 messages stored per second and the p50/p99 time from a batch's first message to its ack.
+Last, fast-ingest batches (ADR-50, `allow_batched`, nats-server 2.14+: each message stored as
+it arrives, the server acking every `flow` messages): messages per second and the time from a
+message's send to the flow ack that covers it.
 
     target/pyenv/bin/python benches/jetstream_batches.py
 
@@ -70,9 +73,58 @@ async def batches(nc, size: int, in_flight: int) -> None:
     )
 
 
+async def fast_ingest(nc, flow: int, count: int = 2_000) -> None:
+    """One fast-ingest batch of `count` messages, at most two flows unacknowledged."""
+    inbox = nc.new_inbox()
+    events: asyncio.Queue = asyncio.Queue()
+
+    async def received(message) -> None:
+        await events.put((time.perf_counter(), message.data))
+
+    await nc.subscribe(inbox, cb=received)
+    await nc.subscribe(inbox + ".>", cb=received)
+    sent: dict[int, float] = {}
+    took: list[float] = []
+    acked = 0
+
+    def drain() -> None:
+        nonlocal acked
+        while not events.empty():
+            at, data = events.get_nowait()
+            reply = json.loads(data)
+            if reply.get("type") == "ack":
+                took.extend((at - sent[k]) * 1000 for k in range(acked + 1, reply["seq"] + 1) if k in sent)
+                acked = max(acked, reply["seq"])
+            elif "type" in reply or "error" in reply:
+                sys.exit(f"fast batch failed: {reply}")
+
+    started = time.perf_counter()
+    for seq in range(1, count + 1):
+        operation = 0 if seq == 1 else 1  # start, append
+        sent[seq] = time.perf_counter()
+        reply = f"{inbox}.{flow}.fail.{seq}.{operation}.$FI"
+        await nc.publish("bench.f", PAYLOAD, reply=reply, headers={"Nats-Msg-Id": f"fast-{flow}-{seq}"})
+        while acked + 2 * flow <= seq:
+            if time.perf_counter() - started > 60:
+                sys.exit(f"fast batch stalled at {acked} of {seq}")
+            await asyncio.sleep(0)
+            drain()
+        drain()
+    await nc.publish("bench.f", b"", reply=f"{inbox}.{flow}.fail.{count + 1}.3.$FI")  # end of batch
+    while acked < count and time.perf_counter() - started < 60:
+        await asyncio.sleep(0.001)
+        drain()
+    seconds = time.perf_counter() - started
+    took.sort()
+    print(
+        f"jetstream fast_ingest: flow={flow} messages_per_s={count / seconds:.0f} "
+        f"p50_ms={percentile(took, 0.5):.2f} p99_ms={percentile(took, 0.99):.2f}"
+    )
+
+
 async def measure(url: str) -> None:
     nc = await nats.connect(url)
-    config = {"name": "BENCH", "subjects": ["bench.>"], "storage": "file", "allow_atomic": True}
+    config = {"name": "BENCH", "subjects": ["bench.>"], "storage": "file", "allow_atomic": True, "allow_batched": True}
     reply = await nc.request("$JS.API.STREAM.CREATE.BENCH", json.dumps(config).encode(), timeout=10)
     if b'"error"' in reply.data:
         sys.exit(f"stream not created: {reply.data!r}")
@@ -87,6 +139,8 @@ async def measure(url: str) -> None:
     for size in (1, 15, 100):
         for in_flight in (1, 4, 16):
             await batches(nc, size, in_flight)
+    for flow in (1, 10, 100):
+        await fast_ingest(nc, flow)
     await nc.close()
 
 

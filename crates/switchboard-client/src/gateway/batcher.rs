@@ -3,7 +3,7 @@
 //!
 //! nats-server stores a stream's atomic batches one after another, and with
 //! `sync_interval: always` each commit costs about 2.3 ms whatever its size (1 event or 100:
-//! 2.3–3.4 ms; measured, benches/README.md). A publisher that sends a batch every few
+//! 2.3–3.7 ms; measured, benches/README.md). A publisher that sends a batch every few
 //! milliseconds with many in flight therefore queues its small batches at the server: 16 in
 //! flight of 15 events each waited 33 ms for their acks. The [`Batcher`] instead sends only when
 //! one of a few slots is free, everything that queued meanwhile (up to
