@@ -1,12 +1,17 @@
 //! Load at scale while every node snapshots and `status` is polled: does either stall applies?
 //!
-//! A 3-node cluster in one process (real redb logs, loopback) is filled with 100,000 online
-//! agents in one least-open team and 1,000,000 open conversations (each with its own contact).
-//! Then the same open-loop load runs twice: first alone, then while each node in turn builds a
-//! snapshot (node 1 at 2 s, node 2 at 5 s, node 3 at 8 s: staggered, as `snapshot_every_entries`
-//! staggers them) and every node's `status` (which carries the state digest) is polled once a
+//! A 3-node cluster (real redb logs, loopback) is filled with 100,000 online agents in one
+//! least-open team and 1,000,000 open conversations (each with its own contact). Then the same
+//! open-loop load runs twice: first alone, then while each node in turn builds a snapshot
+//! (node 1 at 2 s, node 2 at 5 s, node 3 at 6 s: staggered, as `snapshot_every_entries`
+//! staggers them; each start is capped at half the run) and every node's `status` (which carries the state digest) is polled once a
 //! second. A write's latency is propose → applied on the leader. The figure to watch is the p99
 //! of the second run against the first.
+//!
+//! Each node runs in a process of its own (this binary started again with `BENCH_SCALE_CHILD`
+//! set, driven over its standard input and output), as deployed: a snapshot's fork then copies
+//! the page tables of one replica, not three. `BENCH_SCALE_PROCESSES=1` runs the three nodes in
+//! this process instead, as this benchmark did until 2026-12-05.
 //!
 //! `cargo bench -p switchboard-raft --bench scale` (or `make bench-scale`); `-- --test` runs a
 //! small smoke version. `BENCH_SCALE_FORK_MIN=<bytes>` sets `Tuning::fork_reads_bytes_min`
@@ -17,13 +22,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use support::{Cluster, WS, event};
 use switchboard_core::{
     AgentSpec, AgentStatus, Channel, Command, Input, OpenConversation, Strategy, TeamId, TeamSpec, WorkspaceSettings,
 };
-use switchboard_raft::{MAX_INPUTS_PER_PROPOSAL, RaftNode, Tuning};
+use switchboard_raft::{MAX_INPUTS_PER_PROPOSAL, NodeId, NodeInfo, RaftNode, RaftNodeConfig, Tuning};
 use tokio::time::Instant;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -144,15 +150,15 @@ async fn open_loop(node: Arc<RaftNode>, rate: u64, duration: Duration, run: &str
 }
 
 fn main() {
+    if let Ok(id) = std::env::var(CHILD_ENV) {
+        child::run(id.parse().expect("BENCH_SCALE_CHILD: a node id"));
+        return;
+    }
     let smoke = std::env::args().any(|a| a == "--test");
     let (agents, conversations) = if smoke { (1_000, 10_000) } else { (100_000, 1_000_000) };
     let rate: u64 = env("BENCH_SCALE_RATE", if smoke { 200 } else { 2_000 });
     let seconds: u64 = env("BENCH_SCALE_SECONDS", if smoke { 2 } else { 12 });
-    let fork_min = match std::env::var("BENCH_SCALE_FORK_MIN").as_deref() {
-        Ok("max") => usize::MAX,
-        Ok(n) => n.parse().expect("BENCH_SCALE_FORK_MIN: bytes or max"),
-        Err(_) => Tuning::default().fork_reads_bytes_min,
-    };
+    let fork_min = fork_min();
     // What runs beside the second load: `both` (the target's case), or one of them alone to
     // tell their costs apart.
     let beside = std::env::var("BENCH_SCALE_BACKGROUND").unwrap_or_else(|_| "both".to_owned());
@@ -162,78 +168,410 @@ fn main() {
         "status" => (false, true),
         other => panic!("BENCH_SCALE_BACKGROUND: both, snapshots or status, not {other:?}"),
     };
+    let processes: u64 = env("BENCH_SCALE_PROCESSES", 3);
+    assert!(processes == 1 || processes == 3, "BENCH_SCALE_PROCESSES: 1 or 3, not {processes}");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        // Snapshots only when this benchmark asks for them.
-        let tuning = Tuning { snapshot_every_entries: 1 << 40, fork_reads_bytes_min: fork_min, ..Tuning::default() };
-        let mut cluster = Cluster::start(3, tuning, None).await;
-        let leader = cluster.node(cluster.leader().await);
+        let nodes = if processes == 3 { Nodes::processes().await } else { Nodes::in_one_process().await };
+        let leader = nodes.leader().await;
         let started = Instant::now();
-        fill(&leader, agents, conversations).await;
+        nodes.fill(leader, agents, conversations).await;
         println!(
-            "scale fill: agents={agents} conversations={conversations} seconds={:.1}",
+            "scale fill: agents={agents} conversations={conversations} seconds={:.1} processes={processes}",
             started.elapsed().as_secs_f64()
         );
         // A first snapshot on every node, so that each knows its state's size (and the logs
         // are compacted): what a long-running cluster looks like.
-        let ids: Vec<u64> = cluster.running.keys().copied().collect();
+        let ids: Vec<u64> = vec![1, 2, 3];
         for id in &ids {
-            snapshot_and_wait(&cluster.node(*id)).await;
+            nodes.snapshot(*id).await;
         }
         let duration = Duration::from_secs(seconds);
 
-        let quiet = open_loop(Arc::clone(&leader), rate, duration, "quiet").await;
-        report("alone", rate, &quiet, fork_min);
+        let quiet = nodes.load(leader, rate, duration, "quiet").await;
+        report("alone", rate, &quiet, fork_min, processes);
 
+        let nodes = Arc::new(nodes);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut background = Vec::new();
-        for (k, id) in ids.iter().enumerate().filter(|_| snapshots) {
-            let node = cluster.node(*id);
+        for (k, id) in ids.iter().copied().enumerate().filter(|_| snapshots) {
+            let nodes = Arc::clone(&nodes);
             let delay = Duration::from_secs(2 + 3 * k as u64).min(duration / 2);
             background.push(tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let took = snapshot_and_wait(&node).await;
-                format!("node{}_snapshot_s={:.2}", node.id(), took.as_secs_f64())
+                let took = nodes.snapshot(id).await;
+                let leader = if id == leader { "(leader)" } else { "" };
+                format!("node{id}{leader}_snapshot_s={:.2}", took.as_secs_f64())
             }));
         }
-        let pollers: Vec<Arc<RaftNode>> = ids.iter().map(|id| cluster.node(*id)).collect();
         let poll_stop = Arc::clone(&stop);
+        let pollers = Arc::clone(&nodes);
         let poller = tokio::spawn(async move {
             let mut slowest = Duration::ZERO;
             let mut polls = 0u64;
             while polling && !poll_stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for node in &pollers {
-                    let node = Arc::clone(node);
-                    let asked = Instant::now();
-                    let status = tokio::task::spawn_blocking(move || node.status()).await.expect("status");
-                    assert_eq!(status.state_digest.len(), 32);
-                    slowest = slowest.max(asked.elapsed());
+                for id in [1, 2, 3] {
+                    slowest = slowest.max(pollers.status(id).await);
                     polls += 1;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             format!("status_polls={polls} slowest_status_s={:.2}", slowest.as_secs_f64())
         });
-        let busy = open_loop(Arc::clone(&leader), rate, duration, "busy").await;
+        let busy = nodes.load(leader, rate, duration, "busy").await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut notes = Vec::new();
         for task in background {
             notes.push(task.await.expect("snapshot"));
         }
         notes.push(poller.await.expect("poller"));
+        notes.push(nodes.resident().await);
         let run = match beside.as_str() {
             "both" => "snapshots+status",
             "snapshots" => "snapshots",
             _ => "status",
         };
-        report(run, rate, &busy, fork_min);
+        report(run, rate, &busy, fork_min, processes);
         println!("scale background: {}", notes.join(" "));
         println!("scale p99 ratio: {:.2} (target: at most 1.5)", percentile(&busy, 0.99) / percentile(&quiet, 0.99));
-        drop(leader);
-        for id in ids {
-            cluster.kill(id).await;
+        match Arc::try_unwrap(nodes) {
+            Ok(nodes) => nodes.stop().await,
+            Err(_) => panic!("a background task still holds the nodes"),
         }
     });
+}
+
+const CHILD_ENV: &str = "BENCH_SCALE_CHILD";
+const DIR_ENV: &str = "BENCH_SCALE_DIR";
+
+fn fork_min() -> usize {
+    match std::env::var("BENCH_SCALE_FORK_MIN").as_deref() {
+        Ok("max") => usize::MAX,
+        Ok(n) => n.parse().expect("BENCH_SCALE_FORK_MIN: bytes or max"),
+        Err(_) => Tuning::default().fork_reads_bytes_min,
+    }
+}
+
+/// Snapshots only when this benchmark asks for them.
+fn tuning() -> Tuning {
+    Tuning { snapshot_every_entries: 1 << 40, fork_reads_bytes_min: fork_min(), ..Tuning::default() }
+}
+
+/// The three replicas: in this process (`BENCH_SCALE_PROCESSES=1`, as before 2026-12-05), or
+/// one child process each (the default, as deployed: a fork copies one replica's pages).
+enum Nodes {
+    InOneProcess(support::Cluster),
+    Processes(BTreeMap<NodeId, child::Handle>, tempfile::TempDir),
+}
+
+impl Nodes {
+    async fn in_one_process() -> Self {
+        Nodes::InOneProcess(Cluster::start(3, tuning(), None).await)
+    }
+
+    /// Starts this binary three times as one node each, then initialises the cluster on node 1.
+    async fn processes() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut children = BTreeMap::new();
+        let mut members = Vec::new();
+        for id in 1..=3 {
+            let (handle, raft_addr) = child::Handle::spawn(id, &dir.path().join(format!("node-{id}"))).await;
+            members.push(format!("{id}={raft_addr}"));
+            children.insert(id, handle);
+        }
+        children[&1].ask(&format!("init {}", members.join(" "))).await;
+        Nodes::Processes(children, dir)
+    }
+
+    /// Waits until one node leads and every node agrees; returns its id.
+    async fn leader(&self) -> NodeId {
+        match self {
+            Nodes::InOneProcess(cluster) => cluster.leader().await,
+            Nodes::Processes(children, _) => {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let mut views = Vec::new();
+                    for handle in children.values() {
+                        views.push(handle.ask("leader").await);
+                    }
+                    // Each answers "<leader id or 0> <whether it leads>".
+                    let leading: Vec<NodeId> = children
+                        .keys()
+                        .zip(&views)
+                        .filter(|(_, view)| view.ends_with(" true"))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if let [id] = leading[..]
+                        && views.iter().all(|view| view.starts_with(&format!("{id} ")))
+                    {
+                        return id;
+                    }
+                    assert!(Instant::now() < deadline, "no stable leader within 30 s: {views:?}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    async fn fill(&self, leader: NodeId, agents: usize, conversations: usize) {
+        match self {
+            Nodes::InOneProcess(cluster) => fill(&cluster.node(leader), agents, conversations).await,
+            Nodes::Processes(children, _) => {
+                children[&leader].ask(&format!("fill {agents} {conversations}")).await;
+            }
+        }
+    }
+
+    /// Node `id` builds a snapshot; returns how long it took.
+    async fn snapshot(&self, id: NodeId) -> Duration {
+        match self {
+            Nodes::InOneProcess(cluster) => snapshot_and_wait(&cluster.node(id)).await,
+            Nodes::Processes(children, _) => seconds(&children[&id].ask("snapshot").await),
+        }
+    }
+
+    /// Node `id`'s `status` (with its state digest); returns how long it took to answer.
+    async fn status(&self, id: NodeId) -> Duration {
+        match self {
+            Nodes::InOneProcess(cluster) => status(cluster.node(id)).await,
+            Nodes::Processes(children, _) => seconds(&children[&id].ask("status").await),
+        }
+    }
+
+    /// The open-loop load on node `leader`; its latencies, sorted.
+    async fn load(&self, leader: NodeId, rate: u64, duration: Duration, run: &str) -> Vec<Duration> {
+        match self {
+            Nodes::InOneProcess(cluster) => open_loop(cluster.node(leader), rate, duration, run).await,
+            Nodes::Processes(children, _) => {
+                let answer = children[&leader].ask(&format!("load {rate} {} {run}", duration.as_secs_f64())).await;
+                let mut all: Vec<Duration> = answer
+                    .split(',')
+                    .filter(|micros| !micros.is_empty())
+                    .map(|micros| Duration::from_micros(micros.parse().expect("latency in µs")))
+                    .collect();
+                all.sort();
+                all
+            }
+        }
+    }
+
+    /// Resident memory of each process that holds replicas.
+    async fn resident(&self) -> String {
+        match self {
+            Nodes::InOneProcess(_) => format!("resident_gb={:.2}", child::resident_bytes() as f64 / 1e9),
+            Nodes::Processes(children, _) => {
+                let mut each = Vec::new();
+                for (id, handle) in children {
+                    each.push(format!("node{id}_resident_gb={}", handle.ask("resident").await));
+                }
+                each.join(" ")
+            }
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Nodes::InOneProcess(mut cluster) => {
+                for id in [1, 2, 3] {
+                    cluster.kill(id).await;
+                }
+            }
+            Nodes::Processes(children, _dir) => {
+                for (_, handle) in children {
+                    handle.stop().await;
+                }
+            }
+        }
+    }
+}
+
+fn seconds(answer: &str) -> Duration {
+    Duration::from_secs_f64(answer.parse().expect("seconds"))
+}
+
+async fn status(node: Arc<RaftNode>) -> Duration {
+    let asked = Instant::now();
+    let status = tokio::task::spawn_blocking(move || node.status()).await.expect("status");
+    assert_eq!(status.state_digest.len(), 32);
+    asked.elapsed()
+}
+
+/// One node in a process of its own, driven by its parent over stdin and stdout: each request
+/// is a line `<tag> <verb> <args…>`, each answer a line `<tag> <answer>`; requests run at once,
+/// concurrently. End of input stops the node.
+mod child {
+    use super::*;
+    use std::path::Path;
+    use std::process::Stdio;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::sync::oneshot;
+
+    /// The requests waiting for an answer, by tag; `None` once the node's output has ended
+    /// (every waiting request then fails at once instead of waiting forever).
+    type Waiting = Arc<Mutex<Option<BTreeMap<u64, oneshot::Sender<String>>>>>;
+
+    /// The parent's side: a running child and the requests waiting for its answers.
+    pub(super) struct Handle {
+        id: NodeId,
+        process: tokio::process::Child,
+        stdin: tokio::sync::Mutex<tokio::process::ChildStdin>,
+        waiting: Waiting,
+        next_tag: std::sync::atomic::AtomicU64,
+    }
+
+    impl Handle {
+        /// Starts node `id` with its files in `dir`; returns it with its Raft address.
+        pub(super) async fn spawn(id: NodeId, dir: &Path) -> (Self, String) {
+            let exe = std::env::current_exe().expect("this benchmark's path");
+            let mut process = tokio::process::Command::new(exe)
+                .args(std::env::args().skip(1))
+                .env(CHILD_ENV, id.to_string())
+                .env(DIR_ENV, dir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start a node process");
+            let stdin = process.stdin.take().expect("child stdin");
+            let mut lines = BufReader::new(process.stdout.take().expect("child stdout")).lines();
+            let ready = lines.next_line().await.expect("child stdout").expect("node process said nothing");
+            let raft_addr = ready.strip_prefix("ready ").expect("`ready <addr>`").to_owned();
+            let waiting: Waiting = Arc::new(Mutex::new(Some(BTreeMap::new())));
+            let answers = Arc::clone(&waiting);
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let (tag, answer) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                    let Ok(tag) = tag.parse::<u64>() else {
+                        eprintln!("scale: node {id} printed a line that answers nothing: {line:?}");
+                        continue;
+                    };
+                    let waiter = answers.lock().expect("waiting").as_mut().and_then(|waiting| waiting.remove(&tag));
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(answer.to_owned());
+                    }
+                }
+                // The node ended: whatever still waits gets no answer.
+                answers.lock().expect("waiting").take();
+            });
+            let handle = Handle {
+                id,
+                process,
+                stdin: tokio::sync::Mutex::new(stdin),
+                waiting,
+                next_tag: std::sync::atomic::AtomicU64::new(1),
+            };
+            (handle, raft_addr)
+        }
+
+        /// Sends one request and waits for its answer.
+        pub(super) async fn ask(&self, request: &str) -> String {
+            let tag = self.next_tag.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            match self.waiting.lock().expect("waiting").as_mut() {
+                Some(waiting) => waiting.insert(tag, tx),
+                None => panic!("node {} has ended; cannot ask {request:?}", self.id),
+            };
+            let mut stdin = self.stdin.lock().await;
+            stdin.write_all(format!("{tag} {request}\n").as_bytes()).await.expect("write to node process");
+            stdin.flush().await.expect("flush to node process");
+            drop(stdin);
+            rx.await.unwrap_or_else(|_| panic!("node {} ended without answering {request:?}", self.id))
+        }
+
+        /// Closes the node's input and waits for it to stop.
+        pub(super) async fn stop(self) {
+            let Handle { mut process, stdin, .. } = self;
+            drop(stdin);
+            let status = process.wait().await.expect("node process");
+            assert!(status.success(), "node process ended with {status}");
+        }
+    }
+
+    /// The child's side: starts node `id` and answers its parent until its input ends.
+    pub(super) fn run(id: NodeId) {
+        let dir = std::env::var(DIR_ENV).expect("BENCH_SCALE_DIR");
+        // A request that panics ends the process (and with it its output), so that the parent
+        // fails at once instead of waiting for an answer that will not come.
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            std::process::exit(101);
+        }));
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let mut config = RaftNodeConfig::new(id, dir, "127.0.0.1:0".parse().expect("addr"));
+            config.tuning = tuning();
+            let node = Arc::new(RaftNode::start(config).await.expect("start node"));
+            println!("ready {}", node.info().raft_addr);
+            // Standard input read on a thread of its own (tokio's needs a feature this crate
+            // does not otherwise use).
+            let (lines, mut requests) = tokio::sync::mpsc::unbounded_channel::<String>();
+            std::thread::spawn(move || {
+                for line in std::io::stdin().lines() {
+                    let Ok(line) = line else { break };
+                    if lines.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut running = tokio::task::JoinSet::new();
+            while let Some(line) = requests.recv().await {
+                let node = Arc::clone(&node);
+                running.spawn(async move {
+                    let (tag, request) = line.split_once(' ').expect("`<tag> <request>`");
+                    let answer = answer(&node, request).await;
+                    // One `println!` per answer: stdout's lock keeps lines whole.
+                    println!("{tag} {answer}");
+                });
+            }
+            running.shutdown().await;
+            node.shutdown().await;
+        });
+    }
+
+    async fn answer(node: &Arc<RaftNode>, request: &str) -> String {
+        let words: Vec<&str> = request.split(' ').collect();
+        match words[..] {
+            ["init", ref members @ ..] => {
+                let members = members
+                    .iter()
+                    .map(|member| {
+                        let (id, addr) = member.split_once('=').expect("`<id>=<addr>`");
+                        let info = NodeInfo { raft_addr: addr.to_owned(), api_addr: String::new() };
+                        (id.parse().expect("node id"), info)
+                    })
+                    .collect();
+                node.initialize(members).await.expect("initialise");
+                "ok".to_owned()
+            }
+            ["leader"] => {
+                format!("{} {}", node.members_status().leader.unwrap_or(0), node.is_leader())
+            }
+            ["fill", agents, conversations] => {
+                fill(node, agents.parse().expect("agents"), conversations.parse().expect("conversations")).await;
+                "ok".to_owned()
+            }
+            ["snapshot"] => format!("{}", snapshot_and_wait(node).await.as_secs_f64()),
+            ["status"] => format!("{}", status(Arc::clone(node)).await.as_secs_f64()),
+            ["load", rate, seconds, run] => {
+                let duration = Duration::from_secs_f64(seconds.parse().expect("seconds"));
+                let latencies = open_loop(Arc::clone(node), rate.parse().expect("rate"), duration, run).await;
+                let micros: Vec<String> = latencies.iter().map(|d| d.as_micros().to_string()).collect();
+                micros.join(",")
+            }
+            ["resident"] => format!("{:.2}", resident_bytes() as f64 / 1e9),
+            _ => panic!("node process: unknown request {request:?}"),
+        }
+    }
+
+    /// This process's resident memory (Linux `/proc/self/statm`, pages of 4 KiB), 0 elsewhere.
+    pub(super) fn resident_bytes() -> u64 {
+        std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|statm| statm.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()))
+            .map_or(0, |pages| pages * 4096)
+    }
 }
 
 /// Asks `node` for a snapshot and waits until its snapshot index moves; returns how long.
@@ -248,10 +586,10 @@ async fn snapshot_and_wait(node: &Arc<RaftNode>) -> Duration {
     asked.elapsed()
 }
 
-fn report(run: &str, rate: u64, latencies: &[Duration], fork_min: usize) {
+fn report(run: &str, rate: u64, latencies: &[Duration], fork_min: usize, processes: u64) {
     let fork = if fork_min == usize::MAX { "never".to_owned() } else { format!("{fork_min}") };
     println!(
-        "scale load: run={run} offered_per_s={rate} writes={} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2} fork_reads_bytes_min={fork} workspace={WS}",
+        "scale load: run={run} offered_per_s={rate} writes={} p50_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2} fork_reads_bytes_min={fork} processes={processes} workspace={WS}",
         latencies.len(),
         percentile(latencies, 0.50),
         percentile(latencies, 0.99),
