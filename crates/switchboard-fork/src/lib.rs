@@ -11,9 +11,10 @@
 //! This is the one crate of the workspace with `unsafe` code, kept to what `fork` needs. After
 //! `fork` in a multi-threaded process the child has only the calling thread, and any lock
 //! another thread held at that instant stays held forever in the child. So the work given to
-//! [`spawn`] must only read plain data and allocate: glibc's `malloc` is made safe across
-//! `fork` by glibc itself, but nothing that takes another lock (logging, metrics, stdout, the
-//! async runtime, a `Mutex`) may run in the child. The child ends with `_exit`, running no
+//! [`spawn`] must only read plain data, allocate and make plain system calls (writing a file
+//! with `std::fs` is fine: it takes no lock in the process): glibc's `malloc` is made safe
+//! across `fork` by glibc itself, but nothing that takes another lock (logging, metrics,
+//! stdout, the async runtime, a `Mutex`) may run in the child. The child ends with `_exit`, running no
 //! destructors and no exit handlers; it dies with its parent (`PR_SET_PDEATHSIG`). If it
 //! nevertheless hangs (a panic message waiting on the stderr lock), [`Child::wait`] kills it at
 //! its deadline and the caller falls back to reading under its lock.
@@ -56,7 +57,7 @@ pub struct Child {
 
 /// Forks a child that runs `work` over the memory image of this instant and sends back the
 /// bytes it returns; returns at once in the parent. `work` runs only in the child, and must
-/// only read and allocate (see the crate documentation).
+/// only read, allocate and make plain system calls (see the crate documentation).
 pub fn spawn<F: FnOnce() -> Vec<u8>>(work: F) -> Result<Child, ForkError> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
@@ -65,16 +66,19 @@ pub fn spawn<F: FnOnce() -> Vec<u8>>(work: F) -> Result<Child, ForkError> {
     }
     // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
     let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: getpid takes nothing and cannot fail.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: fork has no memory-safety preconditions of its own; what the child may do after
     // it (in a multi-threaded process) is restricted by `in_child`, which only runs `work`
-    // (reading and allocating, as this function's contract requires) and raw system calls.
+    // (reading, allocating and plain system calls, as this function's contract requires)
+    // and raw system calls of its own.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(sys("fork"));
     }
     if pid == 0 {
         drop(read_end);
-        in_child(work, write_end.as_raw_fd());
+        in_child(work, write_end.as_raw_fd(), parent);
     }
     drop(write_end);
     Ok(Child { pid, output: Some(std::fs::File::from(read_end)) })
@@ -84,9 +88,16 @@ pub fn spawn<F: FnOnce() -> Vec<u8>>(work: F) -> Result<Child, ForkError> {
 const CHILD_NICE: libc::c_int = 19;
 
 /// The child's side: runs `work`, writes its bytes to `fd`, and leaves with `_exit`.
-fn in_child<F: FnOnce() -> Vec<u8>>(work: F, fd: libc::c_int) -> ! {
+fn in_child<F: FnOnce() -> Vec<u8>>(work: F, fd: libc::c_int, parent: libc::pid_t) -> ! {
     // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number; no memory is passed.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // A parent that died between the fork and the line above sent no signal: leave, rather
+    // than do (and write) work nobody will collect.
+    // SAFETY: getppid takes nothing and cannot fail.
+    if unsafe { libc::getppid() } != parent {
+        // SAFETY: _exit ends the process at once; nothing of the parent's state is touched.
+        unsafe { libc::_exit(4) }
+    }
     // The read is background work: at the lowest CPU priority it runs on what the parent's
     // applies leave idle instead of taking a core from them (on a 2-core host, three nodes'
     // snapshots and digests at once would otherwise starve the replicas they copy).

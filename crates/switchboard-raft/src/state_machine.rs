@@ -48,7 +48,8 @@ pub(crate) const PREVIOUS_SNAPSHOT_FILE: &str = "snapshot.prev.bin";
 /// Applied entries the change feed holds for a slow subscriber before it gets `Lagged` (and
 /// re-reads: the Watch ring, the effect publisher from the outbox).
 pub(crate) const CHANGE_FEED_CAPACITY: usize = 4096;
-/// How long a forked read may take before it is killed and the read is done under the lock.
+/// How long a forked read may take (for a snapshot: encoding it and its paced write) before
+/// the child is killed and the read is done under the lock.
 const FORK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The applied state of one replica: the assigner plus what openraft needs to know about it.
@@ -108,6 +109,9 @@ pub(crate) struct Shared {
     /// The last state digest and the applied index it is for; its lock also makes concurrent
     /// callers wait for one computation rather than start several.
     digest: Mutex<(u64, String)>,
+    /// Held while `snapshot.bin` is replaced: a snapshot built in the background and one
+    /// installed from the leader may finish at the same time.
+    snapshot_files: Mutex<()>,
 }
 
 impl Shared {
@@ -139,8 +143,15 @@ impl Shared {
     /// Reads the whole replica consistently: `head` (cheap) under the read lock, and `body`
     /// (the whole state) under the lock too when the state is small, else in a forked child
     /// over the memory image taken under the lock, so that applies wait only for the fork. If
-    /// the child fails, both are read again under the lock.
-    fn read_whole<H>(&self, head: impl Fn(&Replica) -> H, body: impl Fn(&Replica) -> Vec<u8>) -> (H, Vec<u8>) {
+    /// the child fails, both are read again under the lock. `finish` then turns the body's
+    /// bytes into the result: in the child when there is one (so that, say, a snapshot file is
+    /// written there and only a few bytes come back), else after the lock is released.
+    fn read_whole<H>(
+        &self,
+        head: impl Fn(&Replica) -> H,
+        body: impl Fn(&Replica) -> Vec<u8>,
+        finish: impl Fn(Vec<u8>) -> Vec<u8>,
+    ) -> (H, Vec<u8>) {
         let (first, child) = {
             let replica = self.read();
             let started = std::time::Instant::now();
@@ -154,21 +165,27 @@ impl Shared {
                 .size_hint
                 .load(Ordering::Relaxed)
                 .max(replica.state.record_count().saturating_mul(RECORD_BYTES_ESTIMATE));
-            if size < self.fork_bytes_min.load(Ordering::Relaxed) {
-                let bytes = body(&replica);
-                paused();
-                return (first, bytes);
-            }
-            match switchboard_fork::spawn(|| body(&replica)) {
-                Ok(child) => {
+            let under_lock = if size < self.fork_bytes_min.load(Ordering::Relaxed) {
+                None
+            } else {
+                match switchboard_fork::spawn(|| finish(body(&replica))) {
+                    Ok(child) => Some(child),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot fork to read the state; reading it under the lock (applies wait)");
+                        None
+                    }
+                }
+            };
+            match under_lock {
+                Some(child) => {
                     paused();
                     (first, child)
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot fork to read the state; reading it under the lock (applies wait)");
+                None => {
                     let bytes = body(&replica);
                     paused();
-                    return (first, bytes);
+                    drop(replica);
+                    return (first, finish(bytes));
                 }
             }
         };
@@ -176,8 +193,11 @@ impl Shared {
             Ok(bytes) => (first, bytes),
             Err(error) => {
                 tracing::warn!(%error, "reading the state in a child failed; reading it under the lock (applies wait)");
-                let replica = self.read();
-                (head(&replica), body(&replica))
+                let (first, bytes) = {
+                    let replica = self.read();
+                    (head(&replica), body(&replica))
+                };
+                (first, finish(bytes))
             }
         }
     }
@@ -204,7 +224,8 @@ impl Shared {
                 return cached.clone();
             }
         }
-        let (index, digest) = self.read_whole(applied_index, |replica| replica.state.state_digest().into_bytes());
+        let (index, digest) =
+            self.read_whole(applied_index, |replica| replica.state.state_digest().into_bytes(), |bytes| bytes);
         *cached = (index, String::from_utf8_lossy(&digest).into_owned());
         cached.clone()
     }
@@ -341,14 +362,142 @@ fn keep_previous_snapshot(dir: &Path) {
     }
 }
 
+/// The start and end of the name of a snapshot being built (`snapshot.bin.<pid>-<n>.build`):
+/// one name per build, so that nothing else ever writes to it; left over by a crash, it is
+/// removed when the state machine opens.
+const BUILDING_PREFIX: &str = "snapshot.bin.";
+const BUILDING_SUFFIX: &str = ".build";
+
+/// What writing a snapshot being built came to. When the state is read in a forked child the
+/// child writes the file itself and sends back only this (a few bytes, not the file): the
+/// parent neither copies the file into its heap nor writes it. An error is carried as data
+/// (formatting an OS error's message in the child could take a lock).
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum SnapshotWritten {
+    /// Written and synced, this many bytes.
+    Written(u64),
+    /// The state could not be encoded.
+    NotEncoded,
+    /// Writing failed.
+    Failed {
+        /// The OS error number, if it was one.
+        os_error: Option<i32>,
+        /// Its kind (`std::io::ErrorKind`, debug-formatted).
+        kind: String,
+    },
+}
+
+impl SnapshotWritten {
+    /// The size written, or the error to report about `path`.
+    fn into_result(self, path: &Path) -> Result<u64, SnapshotFileError> {
+        match self {
+            SnapshotWritten::Written(bytes) => Ok(bytes),
+            SnapshotWritten::NotEncoded => Err(SnapshotFileError::Format("the state could not be encoded".to_owned())),
+            SnapshotWritten::Failed { os_error, kind } => {
+                let source = os_error.map_or_else(
+                    || std::io::Error::other(format!("writing failed ({kind})")),
+                    std::io::Error::from_raw_os_error,
+                );
+                Err(SnapshotFileError::Io { path: path.display().to_string(), source })
+            }
+        }
+    }
+}
+
+/// Writes `bytes` (an encoded replica, empty if it could not be encoded) to `path`, paced for
+/// the background; answers a [`SnapshotWritten`], encoded. Plain system calls and allocation
+/// only: it runs in the forked child when there is one.
+fn write_building_snapshot(bytes: &[u8], path: &Path) -> Vec<u8> {
+    let written = if bytes.is_empty() {
+        SnapshotWritten::NotEncoded
+    } else {
+        match write_synced(path, bytes, Pace::Background) {
+            Ok(()) => SnapshotWritten::Written(bytes.len() as u64),
+            Err(e) => SnapshotWritten::Failed { os_error: e.raw_os_error(), kind: format!("{:?}", e.kind()) },
+        }
+    };
+    postcard::to_allocvec(&written).unwrap_or_default()
+}
+
+/// Puts the snapshot built at `building` (covering `meta`) in place as `dir`'s current one,
+/// keeping the one before, unless a newer snapshot was installed meanwhile (then the built one
+/// is dropped: replacing it would leave a snapshot older than the log that remains). Answers
+/// whether it was put in place.
+fn put_built_snapshot_in_place(
+    files: &Mutex<()>,
+    dir: &Path,
+    building: &Path,
+    meta: &SnapshotMeta,
+) -> Result<bool, SnapshotFileError> {
+    let _files = files.lock().unwrap_or_else(PoisonError::into_inner);
+    let io = |source| SnapshotFileError::Io { path: dir.display().to_string(), source };
+    // An unreadable current file is replaced.
+    if let Ok(Some(current)) = read_snapshot_meta(&dir.join(SNAPSHOT_FILE))
+        && current.last_log_id > meta.last_log_id
+    {
+        let _ = std::fs::remove_file(building);
+        return Ok(false);
+    }
+    keep_previous_snapshot(dir);
+    std::fs::rename(building, dir.join(SNAPSHOT_FILE)).map_err(io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(true)
+}
+
+/// Removes snapshots left half-built in `dir` by a crash.
+fn remove_building_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(BUILDING_PREFIX) && name.ends_with(BUILDING_SUFFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// How much of a large file is written between two syncs. A snapshot at 1M conversations is
+/// about 160 MB; written in one go, its sync floods the disk's queue for hundreds of
+/// milliseconds, and the Raft log's own syncs on the same disk wait behind it (every write in
+/// flight stalls). Synced every MiB, at most a MiB of it is ever queued ahead of a log sync.
+const SYNC_EVERY_BYTES: usize = 1 << 20;
+
+/// How a file is written by [`write_synced`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pace {
+    /// As fast as the disk takes it: a snapshot received from the leader or restored, which
+    /// the node waits for.
+    Full,
+    /// A snapshot built in the background: after each [`SYNC_EVERY_BYTES`] written and synced
+    /// the writer rests [`BACKGROUND_REST_FACTOR`] times as long as that took, so it keeps the
+    /// disk busy at most a quarter of the time and the log's syncs rarely queue behind it.
+    Background,
+}
+
+/// See [`Pace::Background`].
+const BACKGROUND_REST_FACTOR: u32 = 3;
+
+/// Writes `bytes` to `path` (created or truncated) and syncs it, syncing every
+/// [`SYNC_EVERY_BYTES`] on the way. Plain system calls only: it may run in a forked child.
+fn write_synced(path: &Path, bytes: &[u8], pace: Pace) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    for chunk in bytes.chunks(SYNC_EVERY_BYTES) {
+        let started = std::time::Instant::now();
+        file.write_all(chunk)?;
+        if chunk.len() == SYNC_EVERY_BYTES {
+            file.sync_data()?;
+            if pace == Pace::Background {
+                std::thread::sleep(started.elapsed() * BACKGROUND_REST_FACTOR);
+            }
+        }
+    }
+    file.sync_all()
+}
+
 /// Writes `bytes` to `dir/name` so that a crash leaves either the old file or the new one.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
+    write_synced(&tmp, bytes, Pace::Full)?;
     std::fs::rename(&tmp, dir.join(name))?;
     std::fs::File::open(dir)?.sync_all()
 }
@@ -358,6 +507,7 @@ impl StateMachineStore {
     pub fn open(dir: &Path) -> Result<Self, SnapshotFileError> {
         let io = |source| SnapshotFileError::Io { path: dir.display().to_string(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
+        remove_building_snapshots(dir);
         let path = dir.join(SNAPSHOT_FILE);
         let mut size = 0;
         let replica = match std::fs::read(&path) {
@@ -387,6 +537,7 @@ impl StateMachineStore {
             size_hint: AtomicUsize::new(size),
             fork_bytes_min: AtomicUsize::new(usize::MAX),
             digest: Mutex::new((0, String::new())),
+            snapshot_files: Mutex::new(()),
         };
         Ok(Self { shared: Arc::new(shared), faults: None })
     }
@@ -443,6 +594,7 @@ impl Shared {
         let (meta, bytes) = self.read_whole(
             |replica| snapshot_meta_of(replica, "export"),
             |replica| encode_replica(replica, &snapshot_meta_of(replica, "export")),
+            |bytes| bytes,
         );
         if bytes.is_empty() {
             return Err(SnapshotFileError::Format("the state could not be encoded".to_owned()));
@@ -556,21 +708,37 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let started = std::time::Instant::now();
         let built = tokio::task::spawn_blocking(move || {
             let suffix = shared.snapshots_built.fetch_add(1, Ordering::Relaxed).to_string();
-            let (meta, bytes) = shared.read_whole(
+            let dir = shared.dir.clone();
+            let building =
+                dir.join(format!("{BUILDING_PREFIX}{}-{suffix}{BUILDING_SUFFIX}", std::process::id()));
+            let (meta, outcome) = shared.read_whole(
                 |replica| snapshot_meta_of(replica, &suffix),
                 |replica| encode_replica(replica, &snapshot_meta_of(replica, &suffix)),
+                |bytes| write_building_snapshot(&bytes, &building),
             );
-            if bytes.is_empty() {
-                let e = SnapshotFileError::Format("the state could not be encoded".to_owned());
-                return Err(snapshot_error(Some(&meta), &e));
-            }
-            shared.size_hint.store(bytes.len(), Ordering::Relaxed);
-            keep_previous_snapshot(&shared.dir);
-            write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            let written: Result<SnapshotWritten, _> = postcard::from_bytes(&outcome);
+            let size = written
+                .map_err(|e| SnapshotFileError::Format(format!("the snapshot writer's answer: {e}")))
+                .and_then(|written| written.into_result(&building))
+                .and_then(|size| {
+                    put_built_snapshot_in_place(&shared.snapshot_files, &dir, &building, &meta).map(|placed| {
+                        if !placed {
+                            tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot was installed while this one was built; it is dropped");
+                        }
+                        size
+                    })
+                })
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&building);
+                    snapshot_error(Some(&meta), &e)
+                })?;
+            shared.size_hint.store(usize::try_from(size).unwrap_or(usize::MAX), Ordering::Relaxed);
             let seconds = started.elapsed().as_secs_f64();
             metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS).record(seconds);
-            tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), seconds, "snapshot built");
-            Ok::<_, StorageError>(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+            tracing::info!(snapshot = %meta.snapshot_id, bytes = size, seconds, "snapshot built");
+            // openraft 0.9 keeps only the meta of a built snapshot; to send one it asks
+            // `get_current_snapshot`, which reads the file. So the file's bytes are not read back.
+            Ok::<_, StorageError>(Snapshot { meta, snapshot: Box::new(Cursor::new(Vec::new())) })
         })
         .await
         .map_err(|e| snapshot_error(None, &e))??;
@@ -740,8 +908,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 return Err(snapshot_error(Some(&meta), &e));
             }
             let state = State::restore(core).map_err(|e| snapshot_error(Some(&meta), &e))?;
-            keep_previous_snapshot(&shared.dir);
-            write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            {
+                let _files = shared.snapshot_files.lock().unwrap_or_else(PoisonError::into_inner);
+                keep_previous_snapshot(&shared.dir);
+                write_atomically(&shared.dir, SNAPSHOT_FILE, &bytes).map_err(|e| snapshot_error(Some(&meta), &e))?;
+            }
             shared.size_hint.store(bytes.len(), Ordering::Relaxed);
             let index = meta.last_log_id.map_or(0, |id| id.index);
             {
@@ -775,6 +946,79 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_file_is_written_whole_in_synced_chunks_at_either_pace() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Two and a half chunks, every byte telling its position apart.
+        let bytes: Vec<u8> = (0..SYNC_EVERY_BYTES * 5 / 2).map(|i| (i % 251) as u8).collect();
+        for pace in [Pace::Full, Pace::Background] {
+            let path = dir.path().join(format!("{pace:?}.bin"));
+            write_synced(&path, &bytes, pace).expect("written");
+            assert_eq!(std::fs::read(&path).expect("read"), bytes, "{pace:?}");
+        }
+        write_atomically(dir.path(), "big.bin", &bytes).expect("written");
+        assert_eq!(std::fs::read(dir.path().join("big.bin")).expect("read"), bytes);
+        assert!(!dir.path().join("big.bin.tmp").exists(), "the temporary file stayed");
+    }
+
+    /// A snapshot file whose metadata covers `index` (its body is not a state: only the
+    /// header is read here).
+    fn snapshot_at(index: u64) -> Vec<u8> {
+        let meta = SnapshotMeta {
+            last_log_id: Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            ..SnapshotMeta::default()
+        };
+        encode_snapshot(&meta, &ReplicaExtras::default(), format!("core at {index}").as_bytes()).expect("encodes")
+    }
+
+    fn meta_of(bytes: &[u8]) -> SnapshotMeta {
+        decode_snapshot(bytes).expect("a snapshot").0
+    }
+
+    #[test]
+    fn a_built_snapshot_replaces_an_older_one_keeping_it_but_never_a_newer_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = Mutex::new(());
+        let current = dir.path().join(SNAPSHOT_FILE);
+        let answer = |bytes: Vec<u8>| -> SnapshotWritten { postcard::from_bytes(&bytes).expect("an answer") };
+        let build = |index: u64| {
+            let building = dir.path().join(format!("{BUILDING_PREFIX}1-{index}{BUILDING_SUFFIX}"));
+            let bytes = snapshot_at(index);
+            assert_eq!(
+                answer(write_building_snapshot(&bytes, &building)),
+                SnapshotWritten::Written(bytes.len() as u64)
+            );
+            (building, meta_of(&bytes))
+        };
+        // The first one, then a newer one: the older is kept as the previous.
+        for index in [10, 20] {
+            let (building, meta) = build(index);
+            assert!(put_built_snapshot_in_place(&files, dir.path(), &building, &meta).expect("placed"));
+            assert!(!building.exists());
+        }
+        assert_eq!(std::fs::read(&current).expect("current"), snapshot_at(20));
+        assert_eq!(std::fs::read(dir.path().join(PREVIOUS_SNAPSHOT_FILE)).expect("previous"), snapshot_at(10));
+        // One built from an older state while a newer one was installed is dropped.
+        let (building, meta) = build(15);
+        assert!(!put_built_snapshot_in_place(&files, dir.path(), &building, &meta).expect("answered"));
+        assert!(!building.exists(), "the dropped snapshot's file stayed");
+        assert_eq!(std::fs::read(&current).expect("current"), snapshot_at(20));
+        assert_eq!(std::fs::read(dir.path().join(PREVIOUS_SNAPSHOT_FILE)).expect("previous"), snapshot_at(10));
+        // What could not be encoded or written says so, as data.
+        let nowhere = dir.path().join("no-such-dir").join("x.build");
+        assert_eq!(answer(write_building_snapshot(b"", &nowhere)), SnapshotWritten::NotEncoded);
+        let failed = answer(write_building_snapshot(b"bytes", &nowhere));
+        // 2: ENOENT on Linux.
+        assert_eq!(failed, SnapshotWritten::Failed { os_error: Some(2), kind: "NotFound".to_owned() });
+        let error = failed.into_result(&nowhere).expect_err("an error");
+        assert!(error.to_string().contains("no-such-dir"), "{error}");
+        // A half-built file left by a crash is removed when the state machine opens.
+        let (left, _) = build(30);
+        // (Opening then fails: these files carry no real state.)
+        let _ = StateMachineStore::open(dir.path());
+        assert!(!left.exists(), "a half-built snapshot survived opening");
+    }
 
     #[test]
     fn snapshot_header_round_trips_and_refuses_garbage() {
