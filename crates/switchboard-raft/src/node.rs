@@ -389,7 +389,7 @@ impl RaftNode {
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
         let (server_stop, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let router = tonic::transport::Server::builder().tcp_nodelay(true).add_service(service);
+            let router = tonic::transport::Server::builder().add_service(service);
             let stopped = async {
                 let _ = stop_rx.await;
             };
@@ -397,10 +397,7 @@ impl RaftNode {
                 Some(config) => {
                     router.serve_with_incoming_shutdown(switchboard_tls::incoming(listener, config), stopped).await
                 }
-                None => {
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                    router.serve_with_incoming_shutdown(incoming, stopped).await
-                }
+                None => router.serve_with_incoming_shutdown(switchboard_tls::plain_incoming(listener), stopped).await,
             };
             if let Err(error) = result {
                 tracing::error!(node = id, %error, "peer service stopped");

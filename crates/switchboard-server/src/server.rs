@@ -21,7 +21,6 @@ use switchboard_raft::RaftNode;
 use switchboard_tls::NodeTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 /// The public services, by full gRPC name (health and reflection report these).
@@ -241,7 +240,7 @@ pub async fn serve(
         );
     let served = match api_tls {
         Some(tls) => router.serve_with_incoming_shutdown(switchboard_tls::incoming(listener, tls), signal).await,
-        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal).await,
+        None => router.serve_with_incoming_shutdown(switchboard_tls::plain_incoming(listener), signal).await,
     };
     // Also when the server failed: the background tasks stop, and are waited for, so that the
     // caller can rely on nothing of this server running once `serve` returns.
