@@ -12,12 +12,14 @@
 //! `fork` in a multi-threaded process the child has only the calling thread, and any lock
 //! another thread held at that instant stays held forever in the child. So the work given to
 //! [`spawn`] must only read plain data, allocate and make plain system calls (writing a file
-//! with `std::fs` is fine: it takes no lock in the process): glibc's `malloc` is made safe
-//! across `fork` by glibc itself, but nothing that takes another lock (logging, metrics,
-//! stdout, the async runtime, a `Mutex`) may run in the child. The child ends with `_exit`, running no
-//! destructors and no exit handlers; it dies with its parent (`PR_SET_PDEATHSIG`). If it
-//! nevertheless hangs (a panic message waiting on the stderr lock), [`Child::wait`] kills it at
-//! its deadline and the caller falls back to reading under its lock.
+//! with `std::fs` is fine: it takes no lock in the process; formatting an OS error's message
+//! is not, glibc's `strerror` takes a locale lock): glibc's `malloc` is made safe across
+//! `fork` by glibc itself, but nothing that takes another lock (logging, metrics, stdout, the
+//! async runtime, a `Mutex`) may run in the child. The child ends with `_exit`, running no
+//! destructors and no exit handlers; it dies with its parent (`PR_SET_PDEATHSIG`, and a child
+//! whose parent died before that took effect leaves at once). If it nevertheless hangs (a
+//! panic message waiting on the stderr lock), [`Child::wait`] kills it at its deadline and the
+//! caller falls back to reading under its lock.
 
 use std::io::Read as _;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};

@@ -716,22 +716,19 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 |replica| encode_replica(replica, &snapshot_meta_of(replica, &suffix)),
                 |bytes| write_building_snapshot(&bytes, &building),
             );
-            let written: Result<SnapshotWritten, _> = postcard::from_bytes(&outcome);
-            let size = written
-                .map_err(|e| SnapshotFileError::Format(format!("the snapshot writer's answer: {e}")))
-                .and_then(|written| written.into_result(&building))
-                .and_then(|size| {
-                    put_built_snapshot_in_place(&shared.snapshot_files, &dir, &building, &meta).map(|placed| {
-                        if !placed {
-                            tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot was installed while this one was built; it is dropped");
-                        }
-                        size
-                    })
-                })
-                .map_err(|e| {
-                    let _ = std::fs::remove_file(&building);
-                    snapshot_error(Some(&meta), &e)
-                })?;
+            let placed = || -> Result<u64, SnapshotFileError> {
+                let written: SnapshotWritten = postcard::from_bytes(&outcome)
+                    .map_err(|e| SnapshotFileError::Format(format!("the snapshot writer's answer: {e}")))?;
+                let size = written.into_result(&building)?;
+                if !put_built_snapshot_in_place(&shared.snapshot_files, &dir, &building, &meta)? {
+                    tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot was installed while this one was built; it is dropped");
+                }
+                Ok(size)
+            };
+            let size = placed().map_err(|e| {
+                let _ = std::fs::remove_file(&building);
+                snapshot_error(Some(&meta), &e)
+            })?;
             shared.size_hint.store(usize::try_from(size).unwrap_or(usize::MAX), Ordering::Relaxed);
             let seconds = started.elapsed().as_secs_f64();
             metrics::histogram!(crate::metrics::SNAPSHOT_SECONDS).record(seconds);
