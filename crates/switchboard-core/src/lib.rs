@@ -39,8 +39,9 @@
 //! - `workspace/`: one tenant's agents, teams, rules, contacts, conversations, and every
 //!   routing and lifecycle rule (`admin`, `routing`, `queues`, `lifecycle`, `timers`, `views`).
 //! - `pool.rs`: per-team, per-requirement eligibility indexes for the five strategies.
-//! - `line.rs`, `fenwick.rs`: the order-statistic treap (queue positions) and Fenwick tree
+//! - `line.rs`, `fenwick.rs`: the counted B+ tree (queue positions) and Fenwick tree
 //!   (weighted draws) that keep decisions O(log n).
+//! - `map.rs`, `probe.rs`: the insertion-ordered entity map and its hash index.
 //! - `hours.rs`: business hours and local midnights in IANA timezones (compiled-in tzdb).
 //! - `timers.rs`, `dedupe.rs`, `rng.rs`: timers, event-id dedupe, the SplitMix64 PRNG.
 //! - [`explain`]: why a new conversation goes where it goes ([`State::explain_open`]).
@@ -78,6 +79,7 @@ mod line;
 mod map;
 pub mod model;
 mod pool;
+mod probe;
 pub mod rng;
 mod state;
 mod timers;

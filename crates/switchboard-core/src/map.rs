@@ -13,9 +13,10 @@
 //! first fills the entry vector (a sequential write) and only then builds the hash index over
 //! it, in one pass whose working set (8 bytes per entry) stays in cache. Inserting entry by
 //! entry interleaves a random probe of the index with each write of a new entry, and at a
-//! million entries most of those probes missed the cache.
+//! million entries most of those probes missed the cache. The index is a [`Probe`]: one line
+//! of it per lookup, where a `hashbrown` table read two.
 
-use hashbrown::HashTable;
+use crate::probe::{Probe, Probed};
 use rustc_hash::FxBuildHasher;
 use serde::{Serialize, Serializer};
 use std::borrow::Borrow;
@@ -36,12 +37,12 @@ struct Slot<K, V> {
 pub(crate) struct Map<K, V> {
     entries: Vec<Slot<K, V>>,
     /// Positions in `entries`, by the hash of their key.
-    index: HashTable<usize>,
+    index: Probe,
 }
 
 impl<K, V> Default for Map<K, V> {
     fn default() -> Self {
-        Self { entries: Vec::new(), index: HashTable::new() }
+        Self { entries: Vec::new(), index: Probe::default() }
     }
 }
 
@@ -55,14 +56,9 @@ fn hash_of<Q: Hash + ?Sized>(key: &Q) -> u64 {
     FxBuildHasher.hash_one(key)
 }
 
-/// The hash of the entry at `position` (what the index needs when it grows).
-fn hash_at<K, V>(entries: &[Slot<K, V>], position: usize) -> u64 {
-    entries.get(position).map_or(0, |slot| slot.hash)
-}
-
-/// Whether the entry an index slot points at has `key`: the index's equality test.
-fn holds<'a, K: Borrow<Q>, V, Q: Eq + ?Sized>(entries: &'a [Slot<K, V>], key: &'a Q) -> impl Fn(&usize) -> bool + 'a {
-    move |&position| entries.get(position).is_some_and(|slot| slot.key.borrow() == key)
+/// Whether the entry at a position the index offers has `key`: the index's equality test.
+fn holds<'a, K: Borrow<Q>, V, Q: Eq + ?Sized>(entries: &'a [Slot<K, V>], key: &'a Q) -> impl Fn(usize) -> bool + 'a {
+    move |position| entries.get(position).is_some_and(|slot| slot.key.borrow() == key)
 }
 
 impl<K, V> Map<K, V> {
@@ -110,7 +106,7 @@ impl<K: Hash + Eq, V> Map<K, V> {
             // Most workspaces have a few teams, many one: no hashing for a map of one.
             [] => None,
             [only] => (only.key.borrow() == key).then_some(0),
-            _ => self.index.find(hash_of(key), holds(entries, key)).copied(),
+            _ => self.index.find(hash_of(key), holds(entries, key)),
         }
     }
 
@@ -131,23 +127,24 @@ impl<K: Hash + Eq, V> Map<K, V> {
     }
 
     /// Inserts `key` at the end, or replaces the value of its entry where it is; returns the
-    /// entry's position and the value replaced.
+    /// entry's position and the value replaced. A map holds at most [`POSITIONS_MAX`] entries
+    /// (every map of the state is bounded far below by `limits`); past that, nothing is
+    /// inserted.
+    ///
+    /// [`POSITIONS_MAX`]: crate::probe::POSITIONS_MAX
     pub(crate) fn insert_full(&mut self, key: K, value: V) -> (usize, Option<V>) {
         let hash = hash_of(&key);
-        let entries = &self.entries;
-        let found = self.index.entry(hash, holds(entries, &key), |&other| hash_at(entries, other));
-        let position = match found {
-            hashbrown::hash_table::Entry::Occupied(occupied) => *occupied.get(),
-            hashbrown::hash_table::Entry::Vacant(vacant) => {
-                let position = entries.len();
-                vacant.insert(position);
+        let position = self.entries.len();
+        match self.index.find_or_insert(hash, position, holds(&self.entries, &key)) {
+            Probed::Found(found) => match self.entries.get_mut(found) {
+                Some(slot) => (found, Some(std::mem::replace(&mut slot.value, value))),
+                None => (found, None),
+            },
+            Probed::Inserted => {
                 self.entries.push(Slot { hash, key, value });
-                return (position, None);
+                (position, None)
             }
-        };
-        match self.entries.get_mut(position) {
-            Some(slot) => (position, Some(std::mem::replace(&mut slot.value, value))),
-            None => (position, None),
+            Probed::Refused => (position, None),
         }
     }
 
@@ -158,19 +155,16 @@ impl<K: Hash + Eq, V> Map<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let entries = &self.entries;
-        let found = self.index.find_entry(hash_of(key), holds(entries, key)).ok()?;
-        let (position, _) = found.remove();
+        let position = self.index.remove(hash_of(key), holds(&self.entries, key))?;
         let last = self.entries.len().checked_sub(1)?;
-        if position != last {
-            // The last entry moves into `position`: repoint its index slot.
-            let moved_hash = hash_at(&self.entries, last);
-            if let Some(slot) = self.index.find_mut(moved_hash, |&other| other == last) {
-                *slot = position;
-            }
-        }
         if position > last {
             return None;
+        }
+        if position != last
+            && let Some(moved) = self.entries.get(last)
+        {
+            // The last entry moves into `position`: repoint its index cell.
+            self.index.repoint(moved.hash, last, position);
         }
         let slot = self.entries.swap_remove(position);
         Some((position, slot.key, slot.value))
@@ -179,13 +173,10 @@ impl<K: Hash + Eq, V> Map<K, V> {
     /// A map of `entries` in their order, or the first key that appears twice. Fills nothing
     /// but the index: the entries are already where they belong.
     fn from_slots(entries: Vec<Slot<K, V>>) -> Result<Self, usize> {
-        let mut index = HashTable::with_capacity(entries.len());
+        let mut index = Probe::with_capacity(entries.len());
         for (position, slot) in entries.iter().enumerate() {
-            match index.entry(slot.hash, holds(&entries, &slot.key), |&other| hash_at(&entries, other)) {
-                hashbrown::hash_table::Entry::Occupied(_) => return Err(position),
-                hashbrown::hash_table::Entry::Vacant(vacant) => {
-                    vacant.insert(position);
-                }
+            if index.find_or_insert(slot.hash, position, holds(&entries, &slot.key)) != Probed::Inserted {
+                return Err(position);
             }
         }
         Ok(Self { entries, index })

@@ -12,7 +12,6 @@
 
 use crate::fenwick::Fenwick;
 use crate::ids::{AgentId, ConversationId, Language, Skill};
-use crate::line::LineKey;
 use crate::model::{AgentSpec, Channel, Strategy};
 use crate::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
@@ -35,7 +34,7 @@ impl Requirement {
 }
 
 /// Order of a waiting line: higher priority first, then arrival.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) struct QueueKey {
     /// `255 - priority`, so that ascending order serves the highest priority first.
     pub(crate) priority_rank: u8,
@@ -49,15 +48,13 @@ impl QueueKey {
     }
 }
 
-impl LineKey for QueueKey {
-    fn heap_priority(&self) -> u64 {
-        // SplitMix64's finaliser: a bijective mix of the unique sequence number.
-        SplitMix64::from_seed(self.seq ^ (u64::from(self.priority_rank) << 56)).next_u64()
-    }
-}
-
 /// Sort key of the least-open strategy: fewest open, then idle longest, then id.
 pub(crate) type LeastOpenKey = (u32, i64, AgentId, u32);
+
+/// Whether `strategy` picks by walking eligible positions in order (and so keeps them in a set).
+fn walks_in_order(strategy: Strategy) -> bool {
+    matches!(strategy, Strategy::RoundRobin | Strategy::Ordered)
+}
 
 /// What one member currently contributes to a pool's index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,8 +85,12 @@ pub(crate) struct Pool {
     strategy: Option<Strategy>,
     #[serde(skip)]
     slots: Vec<Option<Slot>>,
+    /// Eligible member positions, for the strategies that walk them in order (round-robin,
+    /// ordered); the others index their members their own way and only count them.
     #[serde(skip)]
     eligible: BTreeSet<u32>,
+    #[serde(skip)]
+    eligible_count: u32,
     #[serde(skip)]
     least_open: BTreeSet<LeastOpenKey>,
     #[serde(skip)]
@@ -114,6 +115,7 @@ impl Pool {
             strategy: None,
             slots: Vec::new(),
             eligible: BTreeSet::new(),
+            eligible_count: 0,
             least_open: BTreeSet::new(),
             weights: Fenwick::default(),
             serving: 0,
@@ -127,6 +129,7 @@ impl Pool {
         self.strategy = Some(strategy);
         self.slots = vec![None; members];
         self.eligible.clear();
+        self.eligible_count = 0;
         self.least_open.clear();
         self.weights = Fenwick::with_len(if strategy == Strategy::Weighted { members } else { 0 });
         self.serving = 0;
@@ -162,7 +165,10 @@ impl Pool {
         }
         if let Some(old) = current.take() {
             if old.eligible {
-                self.eligible.remove(&position);
+                self.eligible_count = self.eligible_count.saturating_sub(1);
+                if walks_in_order(strategy) {
+                    self.eligible.remove(&position);
+                }
             }
             if let Some(key) = old.least_open {
                 self.least_open.remove(&key);
@@ -176,7 +182,10 @@ impl Pool {
         }
         let Some(slot) = new else { return };
         if slot.eligible {
-            self.eligible.insert(position);
+            self.eligible_count = self.eligible_count.saturating_add(1);
+            if walks_in_order(strategy) {
+                self.eligible.insert(position);
+            }
         }
         if let Some(key) = &slot.least_open {
             self.least_open.insert(key.clone());
@@ -194,7 +203,7 @@ impl Pool {
 
     /// Whether any member could take a conversation now (channel limits aside).
     pub(crate) fn has_eligible(&self) -> bool {
-        self.strategy() != Strategy::Manual && !self.eligible.is_empty()
+        self.strategy() != Strategy::Manual && self.eligible_count > 0
     }
 
     /// Chooses a member position by the strategy among eligible members that `accept`s.
@@ -264,14 +273,55 @@ impl Pool {
         self.queued
     }
 
+    /// The key of each channel's queue head, with its channel, in channel order.
+    pub(crate) fn head_keys(&self) -> impl Iterator<Item = (QueueKey, Channel)> + '_ {
+        self.queues
+            .iter()
+            .zip(Channel::ALL)
+            .filter_map(|(queue, channel)| queue.first_key_value().map(|(key, _)| (*key, channel)))
+    }
+
+    /// The conversation at the head of one channel's queue.
+    pub(crate) fn head(&self, channel: Channel) -> Option<&ConversationId> {
+        self.queues.get(channel.index()).and_then(|queue| queue.first_key_value()).map(|(_, id)| id)
+    }
+
     /// The head of each channel's queue, best first.
     pub(crate) fn heads(&self) -> Vec<(QueueKey, ConversationId)> {
-        let mut heads: Vec<(QueueKey, ConversationId)> = self
-            .queues
-            .iter()
-            .filter_map(|queue| queue.first_key_value().map(|(key, id)| (*key, id.clone())))
-            .collect();
+        let mut heads: Vec<(QueueKey, ConversationId)> =
+            self.head_keys().filter_map(|(key, channel)| self.head(channel).map(|id| (key, id.clone()))).collect();
         heads.sort_unstable_by_key(|(key, _)| *key);
         heads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(id: &AgentId, eligible: bool) -> Option<MemberFacts<'_>> {
+        Some(MemberFacts { id, eligible, serving: true, open: 0, last_assigned_ms: 0, daily_limit: 10 })
+    }
+
+    #[test]
+    fn a_pool_has_eligible_members_exactly_while_one_is_eligible_whatever_its_strategy() {
+        let ids = [AgentId::new("a"), AgentId::new("b")];
+        for strategy in [Strategy::RoundRobin, Strategy::LeastOpen, Strategy::Weighted, Strategy::Ordered] {
+            let mut pool = Pool::new(Requirement::default());
+            pool.reset_index(strategy, 2);
+            assert!(!pool.has_eligible(), "{strategy:?}: nobody yet");
+            pool.refresh(0, facts(&ids[0], true));
+            pool.refresh(1, facts(&ids[1], true));
+            pool.refresh(0, facts(&ids[0], true));
+            assert!(pool.has_eligible(), "{strategy:?}: two eligible");
+            pool.refresh(0, facts(&ids[0], false));
+            assert!(pool.has_eligible(), "{strategy:?}: one left");
+            pool.refresh(1, None);
+            assert!(!pool.has_eligible(), "{strategy:?}: one ineligible, one out of the pool");
+            let mut rng = SplitMix64::from_seed(1);
+            assert_eq!(pool.pick(None, &mut rng, |_| true), None, "{strategy:?}: nobody to pick");
+            pool.refresh(1, facts(&ids[1], true));
+            assert_eq!(pool.pick(None, &mut rng, |_| true), Some(1), "{strategy:?}: the eligible one");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! their new position when a queue moves (coalesced per team, once per interval).
 
 use super::*;
+use crate::pool::QueueKey;
 
 impl Workspace {
     pub(super) fn set_placement(&mut self, ix: Ix, placement: Placement) -> Result<(), ApplyError> {
@@ -259,24 +260,39 @@ impl Workspace {
     /// Each step looks at the channel heads of the given pools only: O(pools × channels), the
     /// pools being those of one agent's few teams or of one team.
     pub(super) fn drain_pools(&mut self, cx: &mut Ctx<'_>, pools: &[(TeamId, u32)]) -> Result<(), ApplyError> {
+        // Candidates are (head key, which of `pools`, channel): no id is copied until one is
+        // tried, and the list is reused by every step of the drain.
+        let mut candidates: Vec<(QueueKey, usize, Channel)> = Vec::new();
         loop {
-            let mut candidates = Vec::new();
-            for (team_id, pool_index) in pools {
+            candidates.clear();
+            for (at, (team_id, pool_index)) in pools.iter().enumerate() {
                 let Some(pool) = self.teams.get(team_id).and_then(|t| t.pools.get(*pool_index as usize)) else {
                     continue;
                 };
                 if pool.queued() == 0 || !pool.has_eligible() {
                     continue;
                 }
-                candidates.extend(pool.heads().into_iter().map(|(key, id)| (key, team_id.clone(), *pool_index, id)));
+                candidates.extend(pool.head_keys().map(|(key, channel)| (key, at, channel)));
             }
+            // Sequence numbers are unique in the workspace: the order is total.
             candidates.sort_unstable_by_key(|candidate| candidate.0);
             let mut placed = false;
-            for (_, team_id, pool_index, id) in candidates {
+            for &(_, at, channel) in &candidates {
+                let Some((team_id, pool_index)) = pools.get(at) else {
+                    continue;
+                };
+                let head = self
+                    .teams
+                    .get(team_id)
+                    .and_then(|t| t.pools.get(*pool_index as usize))
+                    .and_then(|p| p.head(channel));
+                let Some(id) = head.cloned() else {
+                    continue;
+                };
                 let ix = self.ix_known(&id)?;
-                if let Some(agent) = self.pick(&team_id, pool_index, ix, None)? {
+                if let Some(agent) = self.pick(team_id, *pool_index, ix, None)? {
                     self.unplace(ix)?;
-                    let strategy = self.team(&team_id)?.spec.strategy;
+                    let strategy = self.team(team_id)?.spec.strategy;
                     self.assign(cx, ix, &agent, AssignReason::Strategy(strategy))?;
                     placed = true;
                     break;
