@@ -14,7 +14,11 @@
 //!
 //! Removal takes entries out and frees nodes that become empty, without merging half-empty
 //! siblings: a queue drains at one end and fills at the other, so emptied nodes go away
-//! whole, and depth never exceeds that of the largest line the tree has held.
+//! whole. A full node splits in halves, except at the tail of the whole line, where it stays
+//! full and the new node starts with the one arrival: a line that grows at its back fills its
+//! leaves. So every node but those on the tail path is at least half full when made, and the
+//! depth grows at worst by one level per eightfold of the inserts the line has seen (the
+//! root shrinks again when it is left with one child).
 
 /// Entries per leaf and children per inner node.
 const FANOUT: usize = 16;
@@ -22,8 +26,9 @@ const FANOUT: usize = 16;
 const NIL: u32 = u32::MAX;
 
 /// Deepest a tree can grow: a root split adds a level only when the root holds `FANOUT`
-/// children, so 12 levels would take 16^12 entries, far past any `u32` count.
-const HEIGHT_MAX: usize = 12;
+/// children made by splits of at least half a node, so 32 levels would take some 8^32
+/// inserts, out of reach of any log.
+const HEIGHT_MAX: usize = 32;
 
 /// The inner nodes on the way down to a leaf, each with the child taken.
 type Path = [(u32, usize); HEIGHT_MAX];
@@ -174,6 +179,10 @@ impl<K: Ord + Copy + Default, V: Clone + Default> Line<K, V> {
         }
         let Some((path, depth, leaf)) = self.descend(&key) else { return };
         let Some((at, false)) = self.leaf_slot(leaf, &key) else { return };
+        // Whether the leaf is the line's last: every inner node on the way took its last child.
+        let tail = path.get(..depth).unwrap_or(&[]).iter().all(|&(inner, child)| {
+            matches!(self.node(inner), Some(Node::Inner { len, .. }) if usize::from(*len) == child.saturating_add(1))
+        });
         for &(inner, child) in path.get(..depth).unwrap_or(&[]) {
             if let Some(Node::Inner { counts, .. }) = self.node_mut(inner)
                 && let Some(count) = counts.get_mut(child)
@@ -183,10 +192,10 @@ impl<K: Ord + Copy + Default, V: Clone + Default> Line<K, V> {
         }
         self.len = self.len.saturating_add(1);
         // Put it in the leaf; a full leaf first splits, and the split may climb.
-        let Some(mut carry) = self.insert_in_leaf(leaf, at, key, value) else { return };
+        let Some(mut carry) = self.insert_in_leaf(leaf, at, key, value, tail) else { return };
         for level in (0..depth).rev() {
             let Some(&(inner, child)) = path.get(level) else { return };
-            match self.insert_child(inner, child.saturating_add(1), carry) {
+            match self.insert_child(inner, child.saturating_add(1), carry, tail) {
                 Some(next) => carry = next,
                 None => return,
             }
@@ -208,17 +217,16 @@ impl<K: Ord + Copy + Default, V: Clone + Default> Line<K, V> {
     }
 
     /// Inserts into a leaf at `at`; when the leaf was full, splits it and returns the new
-    /// right half as `(separator, node, count)` for the parent.
-    fn insert_in_leaf(&mut self, leaf: u32, at: usize, key: K, value: V) -> Option<(K, u32, u32)> {
+    /// right half as `(separator, node, count)` for the parent. `tail`: the leaf is the last.
+    fn insert_in_leaf(&mut self, leaf: u32, at: usize, key: K, value: V, tail: bool) -> Option<(K, u32, u32)> {
         let Some(Node::Leaf { len, keys, values }) = self.node_mut(leaf) else { return None };
         if (*len as usize) < FANOUT {
             put(len, keys, values, at, key, value);
             return None;
         }
-        // Full: keep the lower half here, move the upper half to a new leaf. A leaf split by
-        // an arrival at its very end (a queue's tail) keeps all but one, so a line that only
-        // grows at the back fills its leaves instead of leaving them half empty.
-        let keep = if at == FANOUT { FANOUT } else { FANOUT / 2 };
+        // Full: keep the lower half here, move the upper half to a new leaf; at the line's
+        // tail, keep it all and start the new leaf with the arrival (see the module's notes).
+        let keep = if tail && at == FANOUT { FANOUT } else { FANOUT / 2 };
         let mut right_keys = [K::default(); FANOUT];
         let mut right_values: [V; FANOUT] = std::array::from_fn(|_| V::default());
         let moved = FANOUT.saturating_sub(keep);
@@ -249,6 +257,7 @@ impl<K: Ord + Copy + Default, V: Clone + Default> Line<K, V> {
         inner: u32,
         at: usize,
         (separator, child, count): (K, u32, u32),
+        tail: bool,
     ) -> Option<(K, u32, u32)> {
         let Some(Node::Inner { len, keys, children, counts }) = self.node_mut(inner) else { return None };
         // The child before `at` lost `count` entries to the new one.
@@ -279,7 +288,7 @@ impl<K: Ord + Copy + Default, V: Clone + Default> Line<K, V> {
             };
             (*all_keys.get_mut(i)?, *all_children.get_mut(i)?, *all_counts.get_mut(i)?) = entry;
         }
-        let keep = if at == FANOUT { FANOUT } else { FANOUT.div_ceil(2) };
+        let keep = if tail && at == FANOUT { FANOUT } else { FANOUT.div_ceil(2) };
         *len = keep as u8;
         keys.get_mut(..keep)?.copy_from_slice(all_keys.get(..keep)?);
         children.get_mut(..keep)?.copy_from_slice(all_children.get(..keep)?);
@@ -335,8 +344,9 @@ impl<K: Ord + Copy + Default, V: Clone + Default> Line<K, V> {
             self.release(gone);
         }
         if self.len == 0 {
-            self.nodes.clear();
-            self.free.clear();
+            // An empty line gives its memory back (an agent's own line is usually empty).
+            self.nodes = Vec::new();
+            self.free = Vec::new();
             self.root = NIL;
             self.height = 0;
         } else {
@@ -388,7 +398,8 @@ impl<K: Ord + Copy + Default, V: Clone + Default> Line<K, V> {
         }
         // Descend to the leaf of the `offset`-th entry, remembering each inner node and the
         // child taken, so that the walk can go on to the following leaves.
-        let mut stack: Vec<(u32, usize)> = Vec::with_capacity(usize::from(self.height));
+        let mut stack: Path = [(NIL, 0usize); HEIGHT_MAX];
+        let mut depth = 0usize;
         let mut skip = offset;
         let mut at = self.root;
         while let Some(Node::Inner { len, children, counts, .. }) = self.node(at) {
@@ -397,8 +408,9 @@ impl<K: Ord + Copy + Default, V: Clone + Default> Line<K, V> {
                 skip = skip.saturating_sub(counts.get(child).map_or(0, |&c| c as usize));
                 child = child.saturating_add(1);
             }
-            stack.push((at, child));
-            let Some(&next) = children.get(child) else { return out };
+            let (Some(slot), Some(&next)) = (stack.get_mut(depth), children.get(child)) else { return out };
+            *slot = (at, child);
+            depth = depth.saturating_add(1);
             at = next;
         }
         loop {
@@ -415,18 +427,23 @@ impl<K: Ord + Copy + Default, V: Clone + Default> Line<K, V> {
             skip = 0;
             // The next leaf: up to the nearest ancestor with a child to the right, then down
             // its leftmost path.
-            let next = loop {
-                let Some((inner, child)) = stack.pop() else { return out };
+            loop {
+                let Some(above) = depth.checked_sub(1) else { return out };
+                depth = above;
+                let Some(&mut (inner, ref mut child)) = stack.get_mut(depth) else { return out };
                 if let Some(Node::Inner { len, children, .. }) = self.node(inner)
                     && child.saturating_add(1) < *len as usize
                 {
-                    stack.push((inner, child.saturating_add(1)));
-                    break children.get(child.saturating_add(1)).copied().unwrap_or(NIL);
+                    *child = child.saturating_add(1);
+                    at = children.get(*child).copied().unwrap_or(NIL);
+                    depth = depth.saturating_add(1);
+                    break;
                 }
-            };
-            at = next;
+            }
             while let Some(Node::Inner { children, .. }) = self.node(at) {
-                stack.push((at, 0));
+                let Some(slot) = stack.get_mut(depth) else { return out };
+                *slot = (at, 0);
+                depth = depth.saturating_add(1);
                 at = children[0];
             }
         }
@@ -502,6 +519,37 @@ mod tests {
             }
             check_shape(&line);
         }
+    }
+
+    #[test]
+    fn arrivals_just_before_the_tail_split_nodes_in_halves_and_keep_the_tree_small() {
+        // Full leaves, then one key far above them, then keys descending towards it: each
+        // lands at the end of the last full leaf before the tail. Kept full there, every
+        // insert would make a leaf (and an inner node) of one entry.
+        let mut line: Line<u32, u32> = Line::default();
+        for key in 0..=255 {
+            line.insert(key, key);
+        }
+        line.insert(1_000_000, 0);
+        for key in (980_000..1_000_000).rev() {
+            line.insert(key, key);
+        }
+        check_shape(&line);
+        let live = line.nodes.len() - line.free.len();
+        assert!(live <= line.len() / 4, "{live} nodes for {} entries", line.len());
+        assert!(line.height <= 4, "height {}", line.height);
+        // A line that only grows at its back fills its leaves.
+        let mut queue: Line<u32, u32> = Line::default();
+        for key in 0..16_000 {
+            queue.insert(key, key);
+        }
+        let leaves = queue.nodes.iter().filter(|node| matches!(node, Node::Leaf { .. })).count();
+        assert_eq!(leaves, 1_000, "16,000 arrivals at the back fill 1,000 leaves");
+        assert!(Line::<u32, u32>::default().page(0, 10).is_empty());
+        for key in 0..16_000 {
+            queue.remove(&key);
+        }
+        assert_eq!(queue.nodes.capacity(), 0, "an emptied line gives its memory back");
     }
 
     #[test]

@@ -65,7 +65,9 @@ impl Probe {
     /// An index with room for `positions` without growing.
     pub(crate) fn with_capacity(positions: usize) -> Self {
         let mut probe = Self::default();
-        probe.resize(cells_for(positions));
+        if positions > 0 {
+            probe.resize(cells_for(positions.min(POSITIONS_MAX.saturating_add(1))));
+        }
         probe
     }
 
@@ -109,31 +111,38 @@ impl Probe {
     }
 
     /// Stores `position` under `hash` unless a position for which `is` holds is stored
-    /// there already: one probe for both the lookup and the insert.
+    /// there already: one probe for both the lookup and the insert. The table grows only
+    /// when a position is stored.
     pub(crate) fn find_or_insert(&mut self, hash: u64, position: usize, mut is: impl FnMut(usize) -> bool) -> Probed {
         if position > POSITIONS_MAX {
             return Probed::Refused;
         }
-        if self.len.saturating_add(1).saturating_mul(4) > self.cells.len().saturating_mul(3) {
-            self.resize(cells_for(self.len.saturating_add(1)).max(self.cells.len().saturating_mul(2)));
-        }
         let fragment = fragment_of(hash);
         let mask = self.mask();
         let mut at = self.home(fragment);
+        let mut empty = None;
         for _ in 0..self.cells.len() {
-            let Some(current) = self.cells.get_mut(at) else { break };
-            if *current == 0 {
-                *current = cell(fragment, position);
-                self.len = self.len.saturating_add(1);
-                return Probed::Inserted;
+            let Some(&current) = self.cells.get(at) else { break };
+            if current == 0 {
+                empty = Some(at);
+                break;
             }
-            if cell_fragment(*current) == fragment && is(cell_position(*current)) {
-                return Probed::Found(cell_position(*current));
+            if cell_fragment(current) == fragment && is(cell_position(current)) {
+                return Probed::Found(cell_position(current));
             }
             at = at.wrapping_add(1) & mask;
         }
-        // Unreachable: the table was grown to keep a quarter of its cells empty.
-        Probed::Refused
+        let new = cell(fragment, position);
+        let grow = self.len.saturating_add(1).saturating_mul(4) > self.cells.len().saturating_mul(3);
+        match (empty, self.cells.get_mut(at)) {
+            (Some(_), Some(slot)) if !grow => *slot = new,
+            _ => {
+                self.resize(cells_for(self.len.saturating_add(1)).max(self.cells.len().saturating_mul(2)));
+                self.place(new);
+            }
+        }
+        self.len = self.len.saturating_add(1);
+        Probed::Inserted
     }
 
     /// Puts `new` in the first empty cell from its home (room is guaranteed by the caller).
@@ -273,15 +282,21 @@ mod tests {
 
     #[test]
     fn a_table_grows_to_keep_a_quarter_free_finds_what_it_holds_and_refuses_positions_past_the_limit() {
+        assert!(Probe::with_capacity(0).cells.is_empty(), "an empty map allocates nothing");
         let mut probe = Probe::with_capacity(12);
         assert_eq!(probe.cells.len(), 16);
-        for position in 0..13 {
+        for position in 0..12 {
             assert_eq!(probe.find_or_insert(position as u64 * 0x1_0000_0001, position, |_| false), Probed::Inserted);
         }
+        assert_eq!(probe.find_or_insert(5 * 0x1_0000_0001, 99, |p| p == 5), Probed::Found(5), "a stored key is found");
+        assert_eq!(probe.cells.len(), 16, "finding a key at three quarters full does not grow the table");
+        assert_eq!(probe.find_or_insert(12 * 0x1_0000_0001, 12, |_| false), Probed::Inserted);
         assert_eq!(probe.cells.len(), 32, "the 13th position would fill more than three quarters of 16");
         assert_eq!(probe.find_or_insert(1, POSITIONS_MAX + 1, |_| false), Probed::Refused);
-        assert_eq!(probe.find_or_insert(5 * 0x1_0000_0001, 99, |p| p == 5), Probed::Found(5), "a stored key is found");
         assert_eq!(probe.len, 13);
+        for position in 0..13 {
+            assert_eq!(probe.find(position as u64 * 0x1_0000_0001, |p| p == position), Some(position));
+        }
         assert_eq!(Probe::default().find(0, |_| true), None);
     }
 }

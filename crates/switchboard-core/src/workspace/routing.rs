@@ -358,7 +358,7 @@ impl Workspace {
             expected_response_ms: self.expected_response_ms(agent, &team),
             team,
             agent: agent_id.clone(),
-            agent_name: agent.spec.display_name.as_str().into(),
+            agent_name: agent.spec.display_name.clone(),
             reason,
         });
         Ok(())

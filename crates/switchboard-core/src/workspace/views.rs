@@ -71,7 +71,7 @@ impl Workspace {
         let agent = self.agents.get(id)?;
         Some(AgentView {
             id: id.clone(),
-            display_name: agent.spec.display_name.clone(),
+            display_name: agent.spec.display_name.to_string(),
             status: agent.status,
             open: agent.open_count(),
             max_open: agent.spec.max_open,

@@ -120,7 +120,7 @@ pub fn agent_from_pb(agent: pb::Agent) -> Result<AgentSpec, ConvertError> {
     }
     Ok(AgentSpec {
         id: required_id(agent.id, "agent.id")?,
-        display_name: agent.display_name,
+        display_name: agent.display_name.into(),
         skills: skills_from_pb(agent.skills, "agent.skills")?,
         languages: ids_from_pb(agent.languages, "agent.languages")?,
         max_open: agent.max_open,
@@ -133,7 +133,7 @@ pub fn agent_from_pb(agent: pb::Agent) -> Result<AgentSpec, ConvertError> {
 pub(crate) fn agent_to_pb(spec: &AgentSpec) -> pb::Agent {
     pb::Agent {
         id: spec.id.to_string(),
-        display_name: spec.display_name.clone(),
+        display_name: spec.display_name.to_string(),
         skills: spec.skills.iter().map(|(skill, level)| (skill.to_string(), u32::from(*level))).collect(),
         languages: spec.languages.iter().map(ToString::to_string).collect(),
         max_open: spec.max_open,
