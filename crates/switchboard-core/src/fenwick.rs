@@ -1,21 +1,33 @@
-//! A Fenwick (binary indexed) tree of non-negative integer weights.
+//! Integer weights with O(log n) update, total and search: the weighted strategy's draw.
 //!
 //! Used by the weighted strategy: each team member has a slot whose weight is its daily
 //! limit while it is eligible and zero otherwise. Setting a weight, reading the total and
-//! finding the slot that owns a random point are all O(log n), so a draw never scans the team.
+//! finding the slot that owns a random point never scan the team.
+//!
+//! Slots are grouped in blocks of [`BLOCK`]; a Fenwick (binary indexed) tree holds the block
+//! sums, and a search descends it to a block and then walks that block's weights. A Fenwick
+//! tree over every slot of a 100,000-member team was 17 dependent loads per draw, the lower
+//! ones scattered over 800 KB and each a cache miss; the tree over 1,563 blocks is 12.5 KB and
+//! stays in cache, and a block's 64 weights are 512 consecutive bytes.
 
-/// Prefix sums over `u64` weights with O(log n) update and search.
+/// Slots per block.
+const BLOCK: usize = 64;
+
+/// Weights by slot, with their block sums in a Fenwick tree.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Fenwick {
-    /// 1-based implicit tree: `tree[i]` holds the sum of `(i - lowbit(i), i]`.
+    /// 1-based implicit tree over blocks: `tree[i]` holds the sum of blocks `(i - lowbit(i), i]`.
     tree: Vec<u64>,
-    /// Current weight of each slot, so that `set` can apply the difference.
+    /// Current weight of each slot; block `b` is slots `b * BLOCK ..`.
     weights: Vec<u64>,
+    /// Sum of every weight.
+    total: u64,
 }
 
 impl Fenwick {
     pub(crate) fn with_len(len: usize) -> Self {
-        Self { tree: vec![0; len.saturating_add(1)], weights: vec![0; len] }
+        let blocks = len.div_ceil(BLOCK);
+        Self { tree: vec![0; blocks.saturating_add(1)], weights: vec![0; len], total: 0 }
     }
 
     #[cfg(test)]
@@ -32,7 +44,8 @@ impl Fenwick {
         if old == weight {
             return;
         }
-        let mut i = index.saturating_add(1);
+        self.total = self.total.wrapping_add(weight).wrapping_sub(old);
+        let mut i = (index / BLOCK).saturating_add(1);
         while let Some(node) = self.tree.get_mut(i) {
             *node = node.wrapping_add(weight).wrapping_sub(old);
             i = i.saturating_add(i & i.wrapping_neg());
@@ -47,33 +60,38 @@ impl Fenwick {
     }
 
     pub(crate) fn total(&self) -> u64 {
-        let mut i = self.weights.len();
-        let mut sum = 0u64;
-        while i > 0 {
-            sum = sum.wrapping_add(self.tree.get(i).copied().unwrap_or(0));
-            i &= i.wrapping_sub(1);
-        }
-        sum
+        self.total
     }
 
-    /// The slot owning `point` in `0..total()`.
+    /// The slot owning `point` in `0..total()`: the first whose weight, added to all before
+    /// it, passes `point`. (The number of slots for a point past the total.)
     pub(crate) fn find(&self, point: u64) -> usize {
-        let n = self.weights.len();
-        let mut position = 0usize;
+        // The block: the most whole blocks from the start whose sum stays at or below `point`.
+        let blocks = self.tree.len().saturating_sub(1);
+        let mut block = 0usize;
         let mut remaining = point;
-        let mut step = n.checked_ilog2().and_then(|log| 1usize.checked_shl(log)).unwrap_or(0);
+        let mut step = blocks.checked_ilog2().and_then(|log| 1usize.checked_shl(log)).unwrap_or(0);
         while step > 0 {
-            let next = position.saturating_add(step);
-            if let Some(&weight) = self.tree.get(next)
-                && next <= n
-                && weight <= remaining
+            let next = block.saturating_add(step);
+            if let Some(&sum) = self.tree.get(next)
+                && next <= blocks
+                && sum <= remaining
             {
-                position = next;
-                remaining = remaining.saturating_sub(weight);
+                block = next;
+                remaining = remaining.saturating_sub(sum);
             }
             step >>= 1;
         }
-        position
+        // Then the slot within it.
+        let start = block.saturating_mul(BLOCK);
+        let end = start.saturating_add(BLOCK).min(self.weights.len());
+        for (offset, &weight) in self.weights.get(start..end).unwrap_or(&[]).iter().enumerate() {
+            if remaining < weight {
+                return start.saturating_add(offset);
+            }
+            remaining = remaining.saturating_sub(weight);
+        }
+        self.weights.len()
     }
 }
 
@@ -98,5 +116,34 @@ mod tests {
         assert_eq!(tree.find(100), 4);
         assert_eq!(tree.get(2), 0);
         assert_eq!(tree.len(), 5);
+    }
+
+    #[test]
+    fn find_agrees_with_a_scan_of_prefix_sums_across_blocks() {
+        let mut rng = crate::rng::SplitMix64::from_seed(3);
+        for len in [1usize, 63, 64, 65, 1_000] {
+            let mut tree = Fenwick::with_len(len);
+            let mut model = vec![0u64; len];
+            for step in 0..3_000 {
+                let index = (rng.next_u64() % len as u64) as usize;
+                // Many zeros: an ineligible member weighs nothing.
+                let weight = if rng.next_u64().is_multiple_of(3) { 0 } else { rng.next_u64() % 1_000 };
+                tree.set(index, weight);
+                model[index] = weight;
+                let total: u64 = model.iter().sum();
+                assert_eq!(tree.total(), total, "len {len} step {step}");
+                for point in [0, total / 3, total.saturating_sub(1), total, rng.next_u64() % (total + 1)] {
+                    let mut before = 0;
+                    let expected = model
+                        .iter()
+                        .position(|&w| {
+                            before += w;
+                            before > point
+                        })
+                        .unwrap_or(len);
+                    assert_eq!(tree.find(point), expected, "len {len} step {step} point {point}");
+                }
+            }
+        }
     }
 }
