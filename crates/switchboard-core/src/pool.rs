@@ -288,8 +288,11 @@ impl Pool {
 
     /// The head of each channel's queue, best first.
     pub(crate) fn heads(&self) -> Vec<(QueueKey, ConversationId)> {
-        let mut heads: Vec<(QueueKey, ConversationId)> =
-            self.head_keys().filter_map(|(key, channel)| self.head(channel).map(|id| (key, id.clone()))).collect();
+        let mut heads: Vec<(QueueKey, ConversationId)> = self
+            .queues
+            .iter()
+            .filter_map(|queue| queue.first_key_value().map(|(key, id)| (*key, id.clone())))
+            .collect();
         heads.sort_unstable_by_key(|(key, _)| *key);
         heads
     }

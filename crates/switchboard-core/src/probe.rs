@@ -81,61 +81,50 @@ impl Probe {
         fragment.checked_shr(self.shift).unwrap_or(0) as usize
     }
 
-    /// The cell holding the position for which `is` holds, among those whose fragment
-    /// matches `hash`'s.
-    fn find_cell(&self, hash: u64, mut is: impl FnMut(usize) -> bool) -> Option<usize> {
-        if self.len == 0 {
-            return None;
-        }
+    /// Walks the run of cells from `hash`'s home: `Ok` with the cell holding the position for
+    /// which `is` holds (among those whose fragment matches), else `Err` with the empty cell
+    /// that ended the walk (`None` for a table without cells).
+    fn probe(&self, hash: u64, mut is: impl FnMut(usize) -> bool) -> Result<usize, Option<usize>> {
         let fragment = fragment_of(hash);
         let mask = self.mask();
         let mut at = self.home(fragment);
-        // The table is never full, so an empty cell ends every probe; the bound is for a
-        // table that could not be (a cell of every length), never reached.
+        // The table is never full, so an empty cell ends every walk; the bound is for a table
+        // that could not be (a cell of every length), never reached.
         for _ in 0..self.cells.len() {
-            let current = *self.cells.get(at)?;
+            let Some(&current) = self.cells.get(at) else { break };
             if current == 0 {
-                return None;
+                return Err(Some(at));
             }
             if cell_fragment(current) == fragment && is(cell_position(current)) {
-                return Some(at);
+                return Ok(at);
             }
             at = at.wrapping_add(1) & mask;
         }
-        None
+        Err(None)
     }
 
     /// The position for which `is` holds, among those stored under `hash`.
     pub(crate) fn find(&self, hash: u64, is: impl FnMut(usize) -> bool) -> Option<usize> {
-        self.find_cell(hash, is).and_then(|at| self.cells.get(at)).map(|&current| cell_position(current))
+        self.probe(hash, is).ok().and_then(|at| self.cells.get(at)).map(|&current| cell_position(current))
     }
 
     /// Stores `position` under `hash` unless a position for which `is` holds is stored
-    /// there already: one probe for both the lookup and the insert. The table grows only
+    /// there already: one walk for both the lookup and the insert. The table grows only
     /// when a position is stored.
-    pub(crate) fn find_or_insert(&mut self, hash: u64, position: usize, mut is: impl FnMut(usize) -> bool) -> Probed {
+    pub(crate) fn find_or_insert(&mut self, hash: u64, position: usize, is: impl FnMut(usize) -> bool) -> Probed {
         if position > POSITIONS_MAX {
             return Probed::Refused;
         }
-        let fragment = fragment_of(hash);
-        let mask = self.mask();
-        let mut at = self.home(fragment);
-        let mut empty = None;
-        for _ in 0..self.cells.len() {
-            let Some(&current) = self.cells.get(at) else { break };
-            if current == 0 {
-                empty = Some(at);
-                break;
+        let empty = match self.probe(hash, is) {
+            Ok(at) => {
+                return self.cells.get(at).map_or(Probed::Refused, |&current| Probed::Found(cell_position(current)));
             }
-            if cell_fragment(current) == fragment && is(cell_position(current)) {
-                return Probed::Found(cell_position(current));
-            }
-            at = at.wrapping_add(1) & mask;
-        }
-        let new = cell(fragment, position);
+            Err(empty) => empty,
+        };
+        let new = cell(fragment_of(hash), position);
         let grow = self.len.saturating_add(1).saturating_mul(4) > self.cells.len().saturating_mul(3);
-        match (empty, self.cells.get_mut(at)) {
-            (Some(_), Some(slot)) if !grow => *slot = new,
+        match empty.and_then(|at| self.cells.get_mut(at)) {
+            Some(slot) if !grow => *slot = new,
             _ => {
                 self.resize(cells_for(self.len.saturating_add(1)).max(self.cells.len().saturating_mul(2)));
                 self.place(new);
@@ -171,7 +160,7 @@ impl Probe {
 
     /// Removes the position for which `is` holds under `hash`; returns it.
     pub(crate) fn remove(&mut self, hash: u64, is: impl FnMut(usize) -> bool) -> Option<usize> {
-        let at = self.find_cell(hash, is)?;
+        let at = self.probe(hash, is).ok()?;
         let removed = cell_position(*self.cells.get(at)?);
         // Backward shift: pull each following cell of the run back into the hole when its
         // home lets it, so that no probe meets an empty cell before the cell it looks for.
@@ -204,7 +193,7 @@ impl Probe {
         if to > POSITIONS_MAX {
             return;
         }
-        if let Some(at) = self.find_cell(hash, |position| position == from)
+        if let Ok(at) = self.probe(hash, |position| position == from)
             && let Some(slot) = self.cells.get_mut(at)
         {
             *slot = cell(cell_fragment(*slot), to);

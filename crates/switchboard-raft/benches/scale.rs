@@ -5,8 +5,8 @@
 //! open-loop load runs twice: first alone, then while each node in turn builds a snapshot
 //! (node 1 at 2 s, node 2 at 5 s, node 3 at 6 s: staggered, as `snapshot_every_entries`
 //! staggers them; each start is capped at half the run) and every node's `status` (which
-//! carries the state digest) is polled once a second. A write's latency is propose → applied on the leader. The figure to watch is the p99
-//! of the second run against the first.
+//! carries the state digest) is polled once a second. A write's latency is propose → applied
+//! on the leader. The figure to watch is the p99 of the second run against the first.
 //!
 //! Each node runs in a process of its own (this binary started again with `BENCH_SCALE_CHILD`
 //! set, driven over its standard input and output), as deployed: a snapshot's fork then copies
