@@ -85,7 +85,11 @@ async fn dev_reports_a_dead_node_and_keeps_serving_with_the_others() {
     // One node dies: dev says which and how, and keeps the other two.
     kill(&pids[0]);
     let report = output.line_with("dev: node1 exited").await;
-    assert!(report.contains("signal: 9") && report.contains("2 of 3 node(s) still running"), "{report}");
+    assert!(
+        report.contains("signal: 9") && report.contains("2 of 3 node(s) still running"),
+        "{report}\noutput so far:\n{}",
+        output.seen.join("\n")
+    );
     assert!(dev.try_wait().expect("try_wait").is_none(), "dev must keep running:\n{}", output.seen.join("\n"));
     // The two survivors still form a quorum and commit writes.
     let survivors = [format!("127.0.0.1:{}", base + 2), format!("127.0.0.1:{}", base + 3)];
@@ -104,7 +108,11 @@ async fn dev_reports_a_dead_node_and_keeps_serving_with_the_others() {
     // A second death leaves no quorum, which dev says; the last one ends dev with an error.
     kill(&pids[1]);
     let report = output.line_with("dev: node2 exited").await;
-    assert!(report.contains("1 of 3 node(s) still running") && report.contains("no quorum"), "{report}");
+    assert!(
+        report.contains("1 of 3 node(s) still running") && report.contains("no quorum"),
+        "{report}\noutput so far:\n{}",
+        output.seen.join("\n")
+    );
     kill(&pids[2]);
     output.line_with("dev: node3 exited").await;
     let status = tokio::time::timeout(Duration::from_secs(60), dev.wait()).await.expect("dev exits").expect("wait");

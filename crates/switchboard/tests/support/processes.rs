@@ -14,10 +14,16 @@ fn free_port() -> u16 {
 
 /// A base port whose nine ports `switchboard dev --nodes 3` uses (API base+i, Raft base+100+i,
 /// metrics base+2000+i) are free right now.
+///
+/// The range stays below Linux's ephemeral ports (32768 and up by default): those are handed to
+/// the outgoing connections of every test running beside this one, and one taken between this
+/// check and the node's bind made a dev node exit at start (CI, 2026-12-05).
 pub fn free_base_port() -> u16 {
-    let start = 20_000 + (std::process::id() % 2_000) as u16 * 10;
-    (0..1_000u16)
-        .map(|step| start.wrapping_add(step * 7) % 40_000 + 10_000)
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 20_000; // the highest port used is below 30_000 + 2_003 < 32_768
+    let start = (std::process::id() % 2_000) * 10;
+    (0..2_000u32)
+        .map(|step| (LOW + (start + step * 7) % SPAN) as u16)
         .find(|base| {
             [1, 2, 3, 101, 102, 103, 2001, 2002, 2003]
                 .iter()
