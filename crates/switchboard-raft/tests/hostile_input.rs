@@ -80,7 +80,7 @@ fn large_write(writer: usize, write: usize, inputs: usize, message_bytes: usize)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_of_large_writes_keep_the_cluster_committing_without_elections() {
     init_tracing();
-    let cluster = Cluster::start(3, test_tuning(), None).await;
+    let cluster = Cluster::start(3, support::steady_tuning(), None).await;
     let leader_id = cluster.leader().await;
     let leader = cluster.node(leader_id);
     leader.propose(workspace_setup()).await.expect("setup commits");

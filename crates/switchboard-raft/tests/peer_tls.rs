@@ -8,7 +8,7 @@ use openraft::Vote;
 use openraft::raft::VoteRequest;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{Cluster, open, test_tuning, workspace_setup, write_until_acknowledged};
+use support::{Cluster, open, steady_tuning, workspace_setup, write_until_acknowledged};
 use switchboard_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use switchboard_raft::network::{PEER_ID_METADATA_KEY, encode};
 use switchboard_tls::pki::{Issued, Pki};
@@ -57,7 +57,7 @@ async fn send_vote(
 async fn only_a_peer_with_its_own_certificate_gets_a_raft_message_through() {
     support::init_tracing();
     let pki = Arc::new(Pki::new("test cluster CA").expect("CA"));
-    let cluster = Cluster::start_with(3, test_tuning(), None, Some(Arc::clone(&pki))).await;
+    let cluster = Cluster::start_with(3, steady_tuning(), None, Some(Arc::clone(&pki))).await;
     let nodes: Vec<_> = cluster.running.values().cloned().collect();
     let mut next = 0;
     for input in workspace_setup() {

@@ -100,7 +100,7 @@ async fn every_rpc_answers_each_role_as_the_table_says() {
     ];
     let specs: Vec<CredentialSpec> = tokens.iter().map(|(_, spec)| spec.clone()).collect();
     let auth = Arc::new(Authenticator::new(Credentials::from_specs(&specs).expect("valid tokens")));
-    let mut cluster = TestCluster::start_with(3, ServerConfig { auth: Some(auth), ..ServerConfig::default() }).await;
+    let mut cluster = TestCluster::start_with(3, ServerConfig { auth: Some(auth), ..support::unsupervised() }).await;
     let secret = |id: &str| tokens.iter().find(|(_, spec)| spec.id == id).map(|(token, _)| token.clone());
     cluster.token = secret("ops");
 
@@ -479,7 +479,10 @@ async fn tokens_made_by_ctl_work_on_a_real_node_and_sighup_revokes_one() {
     // A file that no longer parses changes nothing.
     std::fs::write(&path, "this is not TOML [").expect("rewrite");
     nodes.signal(0, "HUP").await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !nodes.log(0).contains("tokens not reloaded") {
+        assert!(tokio::time::Instant::now() < deadline, "the refusal is not logged:\n{}", nodes.log(0));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     as_token(&operator).status(pb::StatusRequest {}).await.expect("the old tokens stay");
-    assert!(nodes.log(0).contains("tokens not reloaded"), "{}", nodes.log(0));
 }

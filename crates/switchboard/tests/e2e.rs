@@ -71,14 +71,14 @@ async fn apply_route_and_watch_on_every_node() {
         assert!(ok, "{out}");
     }
 
-    // A Watch on every node, filtered by workspace.
+    // A Watch on every node, filtered by workspace, from what is applied now: nothing published
+    // below can be missed, however late a stream subscribes.
+    let from_index = cluster.applied_index().await;
     let mut watches = Vec::new();
     for i in 0..3 {
         let client = cluster.client_of(i).await;
-        watches.push(client.watch(pb::WatchRequest { workspace: "acme".into(), ..Default::default() }));
+        watches.push(client.watch(pb::WatchRequest { workspace: "acme".into(), from_index, ..Default::default() }));
     }
-    // Let the streams subscribe before publishing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Conversations published through a follower.
     let follower = cluster.follower().await;
@@ -260,8 +260,8 @@ async fn clients_survive_a_killed_leader() {
     let mut order: Vec<String> = vec![cluster.api_addrs[leader].clone()];
     order.extend(cluster.api_addrs.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, a)| a.clone()));
     let client = switchboard_client::Client::connect(order).await.expect("client");
-    let mut watch = client.watch(pb::WatchRequest { workspace: "ha".into(), ..Default::default() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let from_index = cluster.applied_index().await;
+    let mut watch = client.watch(pb::WatchRequest { workspace: "ha".into(), from_index, ..Default::default() });
 
     let total = 200;
     let writer = {
@@ -389,7 +389,7 @@ async fn requests_over_the_size_limit_are_refused_by_every_service() {
     // Smaller than tonic's own default (4 MiB), so that a service left without the configured
     // limit would accept the requests below.
     const LIMIT: usize = 256 * 1024;
-    let config = ServerConfig { max_request_bytes: LIMIT, ..ServerConfig::default() };
+    let config = ServerConfig { max_request_bytes: LIMIT, ..support::unsupervised() };
     let cluster = TestCluster::start_with(1, config).await;
     let client = cluster.client().await;
     setup_workspace(&client, "big", pb::Strategy::RoundRobin, 1, 10).await;

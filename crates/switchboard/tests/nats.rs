@@ -10,7 +10,6 @@ use support::{TestCluster, setup_workspace};
 use switchboard_client::gateway::{BatcherConfig, Effects, Gateway, events};
 use switchboard_client::{Client, pb};
 use switchboard_nats::NatsConfig;
-use switchboard_server::ServerConfig;
 use tokio::time::Instant;
 
 /// A cluster of `count` nodes consuming from and publishing to `nats`.
@@ -21,7 +20,7 @@ async fn cluster(count: usize, nats: &NatsServer) -> TestCluster {
         redelivery_backoff: vec![Duration::from_secs(5), Duration::from_secs(10)],
         ..NatsConfig::default()
     };
-    TestCluster::start_with_nats(count, ServerConfig::default(), Some(config)).await
+    TestCluster::start_with_nats(count, support::unsupervised(), Some(config)).await
 }
 
 /// Publishes until JetStream stores it, across NATS restarts (the event id makes retries safe).

@@ -12,7 +12,6 @@ use support::{TestCluster, setup_workspace};
 use switchboard_client::gateway::{Gateway, NatsAuth, NatsSecurity, events};
 use switchboard_client::pb;
 use switchboard_nats::NatsConfig;
-use switchboard_server::ServerConfig;
 
 fn user(name: &str, password: &str, inbox: Option<&str>) -> NatsSecurity {
     NatsSecurity {
@@ -47,7 +46,7 @@ async fn a_gateway_reaches_only_its_own_workspace_through_nats() {
         security: user("switchboard-node", "CHANGE-ME-node", None),
         ..NatsConfig::default()
     };
-    let cluster = TestCluster::start_with_nats(1, ServerConfig::default(), Some(node)).await;
+    let cluster = TestCluster::start_with_nats(1, support::unsupervised(), Some(node)).await;
     let client = cluster.client().await;
     for workspace in ["acme", "beta"] {
         setup_workspace(&client, workspace, pb::Strategy::RoundRobin, 2, 10).await;

@@ -190,12 +190,18 @@ async fn a_node_starting_while_another_leads_never_touches_the_consumer() {
         let leader = nodes.leader().await;
         // The new leader's consumer (it recreates it once, on taking over).
         let mut before = consumer_info().await;
-        for _ in 0..100 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
             let term = before.config.metadata.get("switchboard-leader-term").cloned().unwrap_or_default();
             let status = client.status_of(leader).await.expect("status");
             if term == status.term.to_string() {
                 break;
             }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: node {leader} leads in term {} but the consumer is of term {term:?}",
+                status.term
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
             before = consumer_info().await;
         }
@@ -238,7 +244,7 @@ async fn a_watch_older_than_the_ring_is_served_from_the_outbox_and_out_of_range_
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr").port()
     });
-    let config = ServerConfig { watch_retained_effects: 5, watch_backlog_max_effects: 5, ..ServerConfig::default() };
+    let config = ServerConfig { watch_retained_effects: 5, watch_backlog_max_effects: 5, ..support::unsupervised() };
     let nats = NatsConfig { url: unreachable, ..NatsConfig::default() };
     let cluster = support::TestCluster::start_with_nats(1, config, Some(nats)).await;
     let client = cluster.client().await;
@@ -273,7 +279,7 @@ async fn a_watch_older_than_the_ring_is_served_from_the_outbox_and_out_of_range_
 
     // Without NATS the leader releases the outbox about once a second: then the same Watch
     // is OUT_OF_RANGE, naming where it could start.
-    let config = ServerConfig { watch_retained_effects: 5, watch_backlog_max_effects: 5, ..ServerConfig::default() };
+    let config = ServerConfig { watch_retained_effects: 5, watch_backlog_max_effects: 5, ..support::unsupervised() };
     let cluster = support::TestCluster::start_with(1, config).await;
     let client = cluster.client().await;
     support::setup_workspace(&client, "acme", pb::Strategy::RoundRobin, 2, 1_000).await;

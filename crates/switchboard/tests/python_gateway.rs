@@ -12,7 +12,6 @@ use support::TestCluster;
 use support::nats::NatsServer;
 use support::python::{python, repo_root};
 use switchboard_nats::NatsConfig;
-use switchboard_server::ServerConfig;
 
 /// Serves this process's metrics on a free port. The three nodes run in this process and share
 /// its one recorder, so this single endpoint sums them, as scraping each node would.
@@ -29,7 +28,7 @@ async fn a_python_gateway_written_from_the_readme_and_the_protos_works_over_nats
     let metrics = serve_metrics();
     let nats = NatsServer::start().await;
     let config = NatsConfig { url: nats.url(), ack_wait: Duration::from_secs(5), ..NatsConfig::default() };
-    let cluster = TestCluster::start_with_nats(3, ServerConfig::default(), Some(config)).await;
+    let cluster = TestCluster::start_with_nats(3, support::unsupervised(), Some(config)).await;
     let script = repo_root().join("tests/python/gateway_scenario.py");
     // Through a follower first: its writes are forwarded to the leader.
     let follower = cluster.follower().await;

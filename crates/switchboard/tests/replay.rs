@@ -11,7 +11,6 @@ use support::nats::NatsServer;
 use switchboard_client::gateway::{Gateway, events};
 use switchboard_client::pb;
 use switchboard_nats::NatsConfig;
-use switchboard_server::ServerConfig;
 use tokio::time::Instant;
 
 const WORKSPACE: &str = "replayed";
@@ -99,7 +98,7 @@ async fn a_replay_with_the_live_configuration_makes_the_clusters_assignments_in_
     support::init_logging();
     let nats = NatsServer::start().await;
     let config = NatsConfig { url: nats.url(), ..NatsConfig::default() };
-    let cluster = TestCluster::start_with_nats(3, ServerConfig::default(), Some(config)).await;
+    let cluster = TestCluster::start_with_nats(3, support::unsupervised(), Some(config)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("live.yaml");
     std::fs::write(&file, CONFIG).expect("write");

@@ -89,7 +89,7 @@ async fn a_watch_that_never_reads_is_cut_off_while_writes_commit_and_a_reading_w
     const BACKLOG_MAX_EFFECTS: usize = 500;
     const BATCHES: usize = 30;
     const PER_BATCH: usize = 50;
-    let config = ServerConfig { watch_backlog_max_effects: BACKLOG_MAX_EFFECTS, ..ServerConfig::default() };
+    let config = ServerConfig { watch_backlog_max_effects: BACKLOG_MAX_EFFECTS, ..support::unsupervised() };
     let cluster = TestCluster::start_with(1, config).await;
     let client = cluster.client().await;
     setup_wide_workspace(&client, "wb").await;
@@ -100,7 +100,8 @@ async fn a_watch_that_never_reads_is_cut_off_while_writes_commit_and_a_reading_w
         .await
         .expect("the stalled watch opens")
         .into_inner();
-    let mut reading = client.watch(watch_request("wb", 0));
+    // From what is applied now, so that it misses no batch however late it subscribes.
+    let mut reading = client.watch(watch_request("wb", cluster.applied_index().await));
 
     // 1,500 assignments of about 3 KiB each: several times what the transport buffers for the
     // stalled stream (64 KiB client window, 400 KiB server send buffer), and three times the
@@ -157,7 +158,7 @@ async fn a_watch_that_never_reads_is_cut_off_while_writes_commit_and_a_reading_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_streams_beyond_the_limit_are_refused_and_a_closed_stream_frees_its_place() {
-    let config = ServerConfig { watch_streams_max: 2, ..ServerConfig::default() };
+    let config = ServerConfig { watch_streams_max: 2, ..support::unsupervised() };
     let cluster = TestCluster::start_with(1, config).await;
     let client = cluster.client().await;
     support::setup_workspace(&client, "wl", pb::Strategy::RoundRobin, 1, 10).await;

@@ -38,6 +38,13 @@ pub fn test_tuning() -> Tuning {
     }
 }
 
+/// As [`test_tuning`], with elections that take 1.5–3 s to call: for the tests that assert
+/// that something did not cause an election, so that a loaded CI machine's stall of a few
+/// hundred milliseconds (which would miss heartbeats for longer than 300 ms) does not either.
+pub fn steady_tuning() -> Tuning {
+    Tuning { election_timeout: (Duration::from_millis(1_500), Duration::from_millis(3_000)), ..test_tuning() }
+}
+
 pub struct Cluster {
     pub dir: TempDir,
     pub running: BTreeMap<NodeId, Arc<RaftNode>>,

@@ -13,9 +13,20 @@ use std::time::Duration;
 use switchboard_client::{Client, pb};
 use switchboard_nats::NatsConfig;
 use switchboard_raft::{NodeInfo, RaftNode, RaftNodeConfig, Tuning};
-use switchboard_server::ServerConfig;
+use switchboard_server::{PresenceConfig, ServerConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// The nodes' configuration for tests that are not about presence: heartbeat supervision off,
+/// as `NodeProcesses` and `switchboard dev` have it. With the default (30 s), every agent a test
+/// brings online would go offline 30 s later in a slow run, and conversations would then queue
+/// instead of being assigned. The presence tests set supervision themselves.
+pub fn unsupervised() -> ServerConfig {
+    ServerConfig {
+        presence: PresenceConfig { heartbeat_timeout: Duration::ZERO, ..PresenceConfig::default() },
+        ..ServerConfig::default()
+    }
+}
 
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
@@ -101,7 +112,7 @@ async fn start_node(
 
 impl TestCluster {
     pub async fn start(count: usize) -> Self {
-        Self::start_with(count, ServerConfig::default()).await
+        Self::start_with(count, unsupervised()).await
     }
 
     pub async fn start_with(count: usize, config: ServerConfig) -> Self {
@@ -154,6 +165,13 @@ impl TestCluster {
     pub async fn client(&self) -> Client {
         let config = switchboard_client::ClientConfig { token: self.token.clone(), ..Default::default() };
         Client::with_config(self.api_addrs.clone(), config).expect("client")
+    }
+
+    /// The leader's applied index: a Watch from it sees everything written after this call,
+    /// however late its stream subscribes (one from 0, "from now", can miss the first writes).
+    pub async fn applied_index(&self) -> u64 {
+        let leader = self.leader().await;
+        self.client().await.status_of(leader).await.expect("the leader's status").applied_index
     }
 
     /// A client of one node only, that tries no other.

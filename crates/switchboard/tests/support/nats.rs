@@ -75,7 +75,8 @@ impl NatsServer {
                 )
             });
         self.child = Some(child);
-        for _ in 0..200 {
+        // Up to 30 s: a restart first recovers its JetStream store, on a disk other tests share.
+        for _ in 0..1_200 {
             // A TCP connection: a server with accounts refuses anonymous NATS clients.
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
                 return;
