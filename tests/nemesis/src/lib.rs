@@ -67,6 +67,22 @@ impl Report {
         )
     }
 
+    /// The verdict line, every finding and the final digests, a line each.
+    pub fn text(&self, seed: u64) -> String {
+        let mut text = self.line(seed);
+        text.push('\n');
+        for line in self.recovery_lines() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        for finding in &self.verdict.findings {
+            text.push_str(finding);
+            text.push('\n');
+        }
+        text.push_str(&format!("digests: {:?}\n", self.digests));
+        text
+    }
+
     /// Whether the run is clean.
     pub fn clean(&self) -> bool {
         self.verdict.clean() && self.digests_equal
@@ -134,6 +150,15 @@ pub async fn run(options: &Options) -> Result<Report> {
         None => temp.path().to_owned(),
     };
     let report = run_in(options, &dir).await;
+    // The verdict beside the logs, whole: a failed test's output may be lost or cut, the files
+    // stay (`make nemesis` keeps them too).
+    let verdict = match &report {
+        Ok(report) => report.text(options.seed),
+        Err(error) => format!("nemesis: seed={} did not finish: {error:#}\n", options.seed),
+    };
+    if let Err(error) = std::fs::write(dir.join("verdict.txt"), verdict) {
+        eprintln!("nemesis: cannot write {}: {error}", dir.join("verdict.txt").display());
+    }
     if !matches!(&report, Ok(r) if r.clean()) && options.dir.is_none() {
         // Keep the logs of a failed run.
         let kept = temp.keep();
