@@ -208,8 +208,10 @@ impl Cursor {
 /// The outbox from the cursor on. Effects the outbox can no longer serve (confirmed stored, or
 /// dropped over its bound) but the stream does not hold are a gap: logged, counted, skipped —
 /// unless the stream's last effect aged out (`expired`), when the confirmed index is where the
-/// stream stood.
-fn outbox_from(node: &RaftNode, cursor: &mut Cursor, expired: bool) -> VecDeque<AppliedEntry> {
+/// stream stood. `None` when this node found a gap but no longer leads in `term`: a node deposed
+/// a moment ago compares its outbox with a stream that the new leader has been extending, and
+/// the entries in between are not lost; only the leader reports a gap (and so pages).
+async fn outbox_from(node: &RaftNode, term: u64, cursor: &mut Cursor, expired: bool) -> Option<VecDeque<AppliedEntry>> {
     let backlog = node.outbox_from(cursor.next_index);
     if backlog.served_after > cursor.sent.0 {
         if expired {
@@ -217,6 +219,9 @@ fn outbox_from(node: &RaftNode, cursor: &mut Cursor, expired: bool) -> VecDeque<
                 through = backlog.served_after,
                 "{EFFECTS_STREAM}'s last effect aged out; resuming after it"
             );
+        } else if !node.still_leads(term).await {
+            tracing::info!(term, "no longer the leader: not publishing effects");
+            return None;
         } else {
             tracing::error!(
                 after = cursor.sent.0,
@@ -229,7 +234,17 @@ fn outbox_from(node: &RaftNode, cursor: &mut Cursor, expired: bool) -> VecDeque<
         cursor.sent = (backlog.served_after, u32::MAX);
         cursor.next_index = backlog.served_after + 1;
     }
-    backlog.entries.into()
+    Some(backlog.entries.into())
+}
+
+/// Ends a session whose node installed a snapshot. A node installs one only from a leader of a
+/// later term, so this node no longer leads `term`, whatever its leadership signal still says
+/// for a moment; the new leader publishes from the stream's last effect. Reading the outbox
+/// again here (as a session that fell behind does) would compare it with where this session
+/// stood, not with the stream the new leader has been extending, and report the entries in
+/// between as lost: a false `SwitchboardEffectsUnpublished` page (seen twice in one nemesis run).
+fn deposed(term: u64) {
+    tracing::info!(term, "a snapshot from a later leader replaced the state: no longer publishing effects");
 }
 
 async fn session(
@@ -257,7 +272,9 @@ async fn session(
         acks: VecDeque::new(),
         stored_through: last.0.saturating_sub(1),
     };
-    let mut pending = outbox_from(node, &mut cursor, found.is_none());
+    let Some(mut pending) = outbox_from(node, term, &mut cursor, found.is_none()).await else {
+        return Ok(());
+    };
     tracing::info!(
         term,
         after_index = last.0,
@@ -280,8 +297,15 @@ async fn session(
                         pending.push_back(entry);
                         continue;
                     }
-                    Ok(StateChange::SnapshotInstalled { .. }) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                        pending = outbox_from(node, &mut cursor, false);
+                    Ok(StateChange::SnapshotInstalled { .. }) => {
+                        deposed(term);
+                        return Ok(());
+                    }
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                        let Some(backlog) = outbox_from(node, term, &mut cursor, false).await else {
+                            return Ok(());
+                        };
+                        pending = backlog;
                         continue;
                     }
                     Err(broadcast::error::TryRecvError::Closed) => return Ok(()),
@@ -297,10 +321,17 @@ async fn session(
                 tokio::select! {
                     received = receiver.recv() => match received {
                         Ok(StateChange::Entry(entry)) => entry,
-                        // A snapshot replaced the state (not while leading), or this publisher fell
-                        // behind the live feed: the outbox has everything not yet confirmed.
-                        Ok(StateChange::SnapshotInstalled { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                            pending = outbox_from(node, &mut cursor, false);
+                        Ok(StateChange::SnapshotInstalled { .. }) => {
+                        deposed(term);
+                        return Ok(());
+                    }
+                        // This publisher fell behind the live feed: the outbox has everything not
+                        // yet confirmed.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let Some(backlog) = outbox_from(node, term, &mut cursor, false).await else {
+                            return Ok(());
+                        };
+                        pending = backlog;
                             continue;
                         }
                         Err(broadcast::error::RecvError::Closed) => return Ok(()),

@@ -688,6 +688,17 @@ impl RaftNode {
         self.inner.confirmed_leader_term()
     }
 
+    /// Whether this node still leads in `term`, as a quorum answers now (`ensure_linearizable`,
+    /// within the request timeout). [`RaftNode::confirmed_leader_term`] is this node's own
+    /// signal, which may lag a moment behind its deposition; ask this before acting on a
+    /// conclusion that only a leader may draw.
+    pub async fn still_leads(&self, term: u64) -> bool {
+        let confirmed = tokio::time::timeout(self.inner.tuning.request_timeout, self.inner.raft.ensure_linearizable())
+            .await
+            .is_ok_and(|answer| answer.is_ok());
+        confirmed && self.inner.raft.metrics().borrow().current_term == term
+    }
+
     /// Waits until this node is the confirmed leader (see [`RaftNode::confirmed_leader_term`])
     /// and returns the term, or returns `None` once `stop` turns true.
     pub async fn until_confirmed_leader(&self, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<u64> {

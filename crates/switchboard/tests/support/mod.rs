@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_client::{Client, pb};
 use switchboard_nats::NatsConfig;
-use switchboard_raft::{NodeInfo, RaftNode, RaftNodeConfig, Tuning};
+use switchboard_raft::{FaultPlan, NodeInfo, RaftNode, RaftNodeConfig, Tuning};
 use switchboard_server::{PresenceConfig, ServerConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -45,6 +45,20 @@ pub struct TestNode {
     server: JoinHandle<()>,
 }
 
+/// The Raft side of a test cluster's nodes: their tuning, and a fault plan for tests that cut
+/// nodes off.
+#[derive(Clone)]
+pub struct RaftOptions {
+    pub tuning: Tuning,
+    pub faults: Option<Arc<dyn FaultPlan>>,
+}
+
+impl Default for RaftOptions {
+    fn default() -> Self {
+        Self { tuning: Tuning { tick_interval: Duration::from_millis(500), ..Tuning::default() }, faults: None }
+    }
+}
+
 pub struct TestCluster {
     pub nodes: Vec<Option<TestNode>>,
     pub api_addrs: Vec<String>,
@@ -54,6 +68,7 @@ pub struct TestCluster {
     raft_addrs: Vec<String>,
     config: ServerConfig,
     nats: Option<NatsConfig>,
+    raft: RaftOptions,
     dir: tempfile::TempDir,
 }
 
@@ -65,6 +80,7 @@ async fn start_node(
     api_listen: &str,
     config: &ServerConfig,
     nats: &Option<NatsConfig>,
+    raft: &RaftOptions,
 ) -> (TestNode, String) {
     // A node killed a moment ago may not have released its port yet (its server task is
     // aborted, not awaited).
@@ -81,7 +97,8 @@ async fn start_node(
     let api_addr = listener.local_addr().expect("api addr").to_string();
     let mut raft_config = RaftNodeConfig::new(id, dir.join(format!("node{id}")), raft_listen.parse().expect("addr"));
     raft_config.api_addr = api_addr.clone();
-    raft_config.tuning = Tuning { tick_interval: Duration::from_millis(500), ..Tuning::default() };
+    raft_config.tuning = raft.tuning.clone();
+    raft_config.faults = raft.faults.clone();
     let node = Arc::new(RaftNode::start(raft_config).await.expect("node starts"));
     let (stop, stopped) = oneshot::channel();
     let server = tokio::spawn({
@@ -121,6 +138,16 @@ impl TestCluster {
 
     /// A cluster whose nodes run NATS ingest and egress with `nats` (`None`: gRPC only).
     pub async fn start_with_nats(count: usize, config: ServerConfig, nats: Option<NatsConfig>) -> Self {
+        Self::start_with_raft(count, config, nats, RaftOptions::default()).await
+    }
+
+    /// As [`Self::start_with_nats`], with the Raft options `raft`.
+    pub async fn start_with_raft(
+        count: usize,
+        config: ServerConfig,
+        nats: Option<NatsConfig>,
+        raft: RaftOptions,
+    ) -> Self {
         init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
@@ -129,7 +156,8 @@ impl TestCluster {
         let mut members = BTreeMap::new();
         for i in 0..count {
             let id = i as u64 + 1;
-            let (node, api_addr) = start_node(dir.path(), id, "127.0.0.1:0", "127.0.0.1:0", &config, &nats).await;
+            let (node, api_addr) =
+                start_node(dir.path(), id, "127.0.0.1:0", "127.0.0.1:0", &config, &nats, &raft).await;
             members.insert(id, NodeInfo::new(node.node.info().raft_addr.clone(), api_addr.clone()));
             raft_addrs.push(node.node.info().raft_addr.clone());
             nodes.push(Some(node));
@@ -138,7 +166,7 @@ impl TestCluster {
         let first = nodes[0].as_ref().expect("node 1");
         first.node.initialize(members).await.expect("cluster initialises");
         first.node.wait_for_leader(Duration::from_secs(10)).await.expect("a leader is elected");
-        let cluster = Self { nodes, api_addrs, token: None, raft_addrs, config, nats, dir };
+        let cluster = Self { nodes, api_addrs, token: None, raft_addrs, config, nats, raft, dir };
         // Every node knows the leader before tests begin.
         for node in cluster.nodes.iter().flatten() {
             node.node.wait_for_leader(Duration::from_secs(10)).await.expect("every node knows the leader");
@@ -156,6 +184,7 @@ impl TestCluster {
             &self.api_addrs[index],
             &self.config,
             &self.nats,
+            &self.raft,
         )
         .await;
         self.nodes[index] = Some(node);
