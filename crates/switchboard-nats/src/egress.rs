@@ -237,14 +237,20 @@ async fn outbox_from(node: &RaftNode, term: u64, cursor: &mut Cursor, expired: b
     Some(backlog.entries.into())
 }
 
-/// Ends a session whose node installed a snapshot. A node installs one only from a leader of a
-/// later term, so this node no longer leads `term`, whatever its leadership signal still says
-/// for a moment; the new leader publishes from the stream's last effect. Reading the outbox
-/// again here (as a session that fell behind does) would compare it with where this session
-/// stood, not with the stream the new leader has been extending, and report the entries in
-/// between as lost: a false `SwitchboardEffectsUnpublished` page (seen twice in one nemesis run).
-fn deposed(term: u64) {
-    tracing::info!(term, "a snapshot from a later leader replaced the state: no longer publishing effects");
+/// The backlog after a change the live feed could not deliver entry by entry; `None` ends the
+/// session. A node that `installed` a snapshot no longer leads `term`, whatever its leadership
+/// signal still says for a moment (only a follower of a later leader installs one), and the new
+/// leader publishes from the stream's last effect: reading the outbox here would compare it with
+/// where this session stood, not with the stream the new leader has been extending, and report
+/// the entries in between as lost (a false `SwitchboardEffectsUnpublished` page, seen twice in
+/// one nemesis run). Otherwise this publisher fell behind the feed, and the outbox has
+/// everything not yet confirmed.
+async fn catch_up(node: &RaftNode, term: u64, cursor: &mut Cursor, installed: bool) -> Option<VecDeque<AppliedEntry>> {
+    if installed {
+        tracing::info!(term, "a snapshot from a later leader replaced the state: no longer publishing effects");
+        return None;
+    }
+    outbox_from(node, term, cursor, false).await
 }
 
 async fn session(
@@ -297,12 +303,9 @@ async fn session(
                         pending.push_back(entry);
                         continue;
                     }
-                    Ok(StateChange::SnapshotInstalled { .. }) => {
-                        deposed(term);
-                        return Ok(());
-                    }
-                    Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                        let Some(backlog) = outbox_from(node, term, &mut cursor, false).await else {
+                    change @ (Ok(StateChange::SnapshotInstalled { .. })
+                    | Err(broadcast::error::TryRecvError::Lagged(_))) => {
+                        let Some(backlog) = catch_up(node, term, &mut cursor, change.is_ok()).await else {
                             return Ok(());
                         };
                         pending = backlog;
@@ -321,17 +324,13 @@ async fn session(
                 tokio::select! {
                     received = receiver.recv() => match received {
                         Ok(StateChange::Entry(entry)) => entry,
-                        Ok(StateChange::SnapshotInstalled { .. }) => {
-                        deposed(term);
-                        return Ok(());
-                    }
-                        // This publisher fell behind the live feed: the outbox has everything not
-                        // yet confirmed.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let Some(backlog) = outbox_from(node, term, &mut cursor, false).await else {
-                            return Ok(());
-                        };
-                        pending = backlog;
+                        // A snapshot replaced the state, or this publisher fell behind the feed.
+                        change @ (Ok(StateChange::SnapshotInstalled { .. })
+                        | Err(broadcast::error::RecvError::Lagged(_))) => {
+                            let Some(backlog) = catch_up(node, term, &mut cursor, change.is_ok()).await else {
+                                return Ok(());
+                            };
+                            pending = backlog;
                             continue;
                         }
                         Err(broadcast::error::RecvError::Closed) => return Ok(()),
