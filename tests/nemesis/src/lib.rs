@@ -221,14 +221,41 @@ async fn run_in(options: &Options, dir: &std::path::Path) -> Result<Report> {
             eprintln!("nemesis: node {} exited on its own ({status}):\n{}", i + 1, cluster.log_tail(i, 20));
         }
     }
-    Ok(Report {
+    let report = Report {
         verdict,
         faults: nemesis.faults,
         recoveries: nemesis.recoveries.clone(),
         digests_equal,
         digests,
         dir: dir.to_owned(),
-    })
+    };
+    if !report.clean() {
+        // Beside the logs, so that a finding can be traced to the requests behind it.
+        let path = dir.join("history.txt");
+        if let Err(error) = std::fs::write(&path, history_text(&ops)) {
+            eprintln!("nemesis: cannot write {}: {error}", path.display());
+        }
+    }
+    Ok(report)
+}
+
+/// The history, one request per line in completion order: when it was sent and answered (ms
+/// since the start), which client, what it asked and what it was told.
+fn history_text(ops: &[history::Op]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for op in ops {
+        let _ = writeln!(
+            text,
+            "{} {} {} {:?} => {:?}",
+            op.invoked.as_millis(),
+            op.completed.as_millis(),
+            op.process,
+            op.request,
+            op.outcome
+        );
+    }
+    text
 }
 
 /// Waits until the assigner's consumer has nothing pending or unacknowledged: every stored
