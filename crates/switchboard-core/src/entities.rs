@@ -29,7 +29,7 @@ pub(crate) struct Agent {
     pub(crate) memberships: Vec<(TeamId, u32)>,
     /// Open (assigned) conversations.
     #[serde(skip)]
-    pub(crate) open: BTreeSet<ConversationId>,
+    pub(crate) open: OpenSet,
     #[serde(skip)]
     pub(crate) open_by_channel: [u32; Channel::ALL.len()],
     /// Conversations waiting for this agent in particular.
@@ -46,7 +46,7 @@ impl Agent {
             last_assigned_ms: i64::MIN,
             average_response_ms: None,
             memberships: Vec::new(),
-            open: BTreeSet::new(),
+            open: OpenSet::default(),
             open_by_channel: [0; Channel::ALL.len()],
             personal: Line::default(),
         }
@@ -83,6 +83,114 @@ impl Agent {
         {
             *count = count.saturating_sub(1);
         }
+    }
+}
+
+/// Conversations an [`OpenSet`] keeps in the agent's record before it moves them to a B-tree.
+pub(crate) const OPEN_INLINE: usize = 4;
+
+/// An agent's open conversations, in id order. Up to [`OPEN_INLINE`] live in the agent's record
+/// itself, so an assignment or a close touches no memory beyond it. Chat agents hold a handful
+/// of conversations at a time, and at 100,000 agents a B-tree node of each agent's own cost a
+/// cache miss on every assignment and every close. An agent who holds more has them in a
+/// B-tree, as before, until it holds none again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OpenSet {
+    /// In id order, every `Some` before every `None`.
+    Inline([Option<ConversationId>; OPEN_INLINE]),
+    /// More than fit inline (at some point since the set was last empty).
+    Tree(BTreeSet<ConversationId>),
+}
+
+impl Default for OpenSet {
+    fn default() -> Self {
+        Self::Inline([const { None }; OPEN_INLINE])
+    }
+}
+
+impl OpenSet {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Inline(ids) => ids.iter().take_while(|id| id.is_some()).count(),
+            Self::Tree(tree) => tree.len(),
+        }
+    }
+
+    pub(crate) fn contains(&self, id: &ConversationId) -> bool {
+        match self {
+            Self::Inline(ids) => ids.iter().flatten().any(|held| held == id),
+            Self::Tree(tree) => tree.contains(id),
+        }
+    }
+
+    /// The conversations in id order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ConversationId> {
+        let (inline, tree) = match self {
+            Self::Inline(ids) => (Some(ids.iter().flatten()), None),
+            Self::Tree(tree) => (None, Some(tree.iter())),
+        };
+        inline.into_iter().flatten().chain(tree.into_iter().flatten())
+    }
+
+    /// Adds `id`; false if it was there already.
+    pub(crate) fn insert(&mut self, id: ConversationId) -> bool {
+        let ids = match self {
+            Self::Tree(tree) => return tree.insert(id),
+            Self::Inline(ids) => ids,
+        };
+        let len = ids.iter().take_while(|held| held.is_some()).count();
+        let mut at = len;
+        for (index, held) in ids.iter().flatten().enumerate() {
+            if *held == id {
+                return false;
+            }
+            if *held > id {
+                at = index;
+                break;
+            }
+        }
+        if len == OPEN_INLINE {
+            let mut tree: BTreeSet<ConversationId> = ids.iter_mut().filter_map(Option::take).collect();
+            tree.insert(id);
+            *self = Self::Tree(tree);
+            return true;
+        }
+        // `ids[len]` is free: shift `at..len` one place right and put `id` at `at`.
+        if let Some(window) = ids.get_mut(at..=len) {
+            window.rotate_right(1);
+        }
+        if let Some(free) = ids.get_mut(at) {
+            *free = Some(id);
+        }
+        true
+    }
+
+    /// Removes `id`; false if it was not there.
+    pub(crate) fn remove(&mut self, id: &ConversationId) -> bool {
+        match self {
+            Self::Tree(tree) => {
+                let removed = tree.remove(id);
+                if tree.is_empty() {
+                    *self = Self::default();
+                }
+                removed
+            }
+            Self::Inline(ids) => {
+                let Some(at) = ids.iter().position(|held| held.as_ref() == Some(id)) else { return false };
+                // Take it out and close the gap, keeping every `Some` first.
+                if let Some(rest) = ids.get_mut(at..) {
+                    rest.rotate_left(1);
+                    if let Some(last) = rest.last_mut() {
+                        *last = None;
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
     }
 }
 
@@ -237,5 +345,76 @@ pub(crate) struct Told {
 impl Conversation {
     pub(crate) fn queue_key(&self) -> QueueKey {
         QueueKey::new(self.priority, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u8),
+        Remove(u8),
+        Clear,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Few ids, so that sets fill past the inline capacity and empty again.
+        prop_oneof![
+            6 => (0u8..10).prop_map(Op::Insert),
+            5 => (0u8..10).prop_map(Op::Remove),
+            1 => Just(Op::Clear),
+        ]
+    }
+
+    fn id(n: u8) -> ConversationId {
+        ConversationId::new(format!("c{n}"))
+    }
+
+    proptest! {
+        /// An open set answers as a `BTreeSet` does, whichever form it is in.
+        #[test]
+        fn an_open_set_behaves_as_an_ordered_set(ops in proptest::collection::vec(op(), 1..200)) {
+            let mut set = OpenSet::default();
+            let mut model = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Insert(n) => prop_assert_eq!(set.insert(id(n)), model.insert(id(n))),
+                    Op::Remove(n) => prop_assert_eq!(set.remove(&id(n)), model.remove(&id(n))),
+                    Op::Clear => {
+                        set.clear();
+                        model.clear();
+                    }
+                }
+                prop_assert_eq!(set.iter().collect::<Vec<_>>(), model.iter().collect::<Vec<_>>());
+                prop_assert_eq!(set.len(), model.len());
+                for n in 0..10 {
+                    prop_assert_eq!(set.contains(&id(n)), model.contains(&id(n)));
+                }
+                match &set {
+                    OpenSet::Inline(ids) => {
+                        let held = ids.iter().take_while(|held| held.is_some()).count();
+                        prop_assert!(ids.iter().skip(held).all(Option::is_none), "a gap inline: {:?}", ids);
+                    }
+                    OpenSet::Tree(tree) => prop_assert!(!tree.is_empty(), "an empty tree is kept"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_open_set_moves_to_a_tree_past_its_inline_capacity_and_back_once_empty() {
+        let mut set = OpenSet::default();
+        for n in (0..=OPEN_INLINE as u8).rev() {
+            assert!(set.insert(id(n)));
+            let inline = matches!(set, OpenSet::Inline(_));
+            assert_eq!(inline, usize::from(n) > 0, "after {} inserts", OPEN_INLINE + 1 - usize::from(n));
+        }
+        for n in 0..=OPEN_INLINE as u8 {
+            assert!(set.remove(&id(n)));
+        }
+        assert_eq!(set, OpenSet::default());
     }
 }
