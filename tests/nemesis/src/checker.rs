@@ -209,7 +209,13 @@ impl Bounds {
         }
         let low = self.completed.iter().take_while(|(at, _)| *at < op.invoked).map(|(_, i)| *i).max().unwrap_or(0);
         let high = if op.ok() {
-            self.invoked.iter().filter(|(at, _)| *at > op.completed).map(|(_, i)| *i).min().unwrap_or(u64::MAX)
+            // Answered before that request was sent, so in an earlier entry than its.
+            self.invoked
+                .iter()
+                .filter(|(at, _)| *at > op.completed)
+                .map(|(_, i)| i.saturating_sub(1))
+                .min()
+                .unwrap_or(u64::MAX)
         } else {
             // An unanswered write may apply at any later time.
             u64::MAX
@@ -240,13 +246,16 @@ impl Capacity {
         Self { writes }
     }
 
-    /// The largest `max_open` that `agent` may have had when entry `index` applied.
+    /// The largest `max_open` that `agent` may have had when an automatic assignment of entry
+    /// `index` was made. A write in that same entry may have applied after the input that made
+    /// the assignment (an entry holds many inputs, and a write's answer names only its entry),
+    /// so it only may have applied; it surely had from the next entry on.
     fn allowed(&self, agent: &str, index: u64) -> u32 {
         let Some(writes) = self.writes.get(agent) else { return 0 };
         let mut allowed = None::<u32>;
         let mut maybe = 0u32;
         for (low, high, definite, value) in writes {
-            if *definite && *high <= index {
+            if *definite && *high < index {
                 allowed = Some(*value);
             } else if *low <= index {
                 maybe = maybe.max(*value);
@@ -1009,5 +1018,42 @@ mod tests {
         let ops = vec![op(max_open("a1", 1), 0, 10, at(1)), op(max_open("a1", 3), 100, 200, at(8))];
         let capacity = Capacity::new(&ops, &Bounds::new(&ops));
         assert_eq!((capacity.allowed("a1", 7), capacity.allowed("a1", 8)), (1, 3));
+    }
+
+    #[test]
+    fn a_max_open_lowered_in_the_entry_of_an_assignment_may_have_applied_after_it() {
+        // Seen in a nemesis run (seed 1796461463): a05 going online and its max_open lowered
+        // from 4 to 2, both held up by a fault, committed together in entry 2980. Going online
+        // came first in the entry and took two queued conversations (4 held), and only then
+        // was max_open lowered: right, but the checker held the lower limit against them.
+        let ops = vec![
+            op(max_open("a1", 4), 0, 10, at(1)),
+            op(online("a1"), 20, 300, at(8)),
+            op(max_open("a1", 2), 30, 310, at(8)),
+        ];
+        let capacity = Capacity::new(&ops, &Bounds::new(&ops));
+        assert_eq!(capacity.allowed("a1", 8), 4, "the lower limit may have come after");
+        assert_eq!(capacity.allowed("a1", 9), 2, "in force from the next entry");
+        // c1..c3 queued while a1 was away, then all taken as it came online.
+        let entries = vec![
+            (3, "c1-open", queued("c1")),
+            (4, "c2-open", queued("c2")),
+            (5, "c3-open", queued("c3")),
+            (8, "online-a1", status("a1", pb::AgentStatus::Online)),
+            (8, "online-a1", assigned("c1", "a1", pb::AssignReason::Strategy)),
+            (8, "online-a1", assigned("c2", "a1", pb::AssignReason::Strategy)),
+            (8, "online-a1", assigned("c3", "a1", pb::AssignReason::Strategy)),
+        ];
+        let mut ops = ops;
+        for conversation in ["c1", "c2", "c3"] {
+            ops.push(op(open(conversation, 0), 40, 50, acked()));
+        }
+        let finals = finals_of(&[
+            ("c1", pb::ConversationState::Assigned, "a1"),
+            ("c2", pb::ConversationState::Assigned, "a1"),
+            ("c3", pb::ConversationState::Assigned, "a1"),
+        ]);
+        let v = verdict(&ops, &entries, &finals);
+        assert!(v.clean(), "{:?}", v.findings);
     }
 }
