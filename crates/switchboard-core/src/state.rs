@@ -450,14 +450,28 @@ impl State {
     /// source-of-truth fields (indexes are rebuilt on restore).
     pub fn snapshot(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(1024);
-        bytes.extend_from_slice(SNAPSHOT_MAGIC);
-        bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         // Writing to a Vec cannot fail, and every field serialises: an error here would be a
         // bug in a serde derive. The header alone then still restores to "not decodable".
-        if postcard::to_io(self, &mut bytes).is_err() {
+        if self.snapshot_into(&mut bytes).is_err() {
             bytes.truncate(SNAPSHOT_MAGIC.len().saturating_add(2));
         }
         bytes
+    }
+
+    /// Writes what [`State::snapshot`] returns to `out` as it is encoded, a few bytes at a
+    /// time (give it a buffered writer), without holding the whole encoding in memory. An
+    /// error is `out`'s own (the first one), or (never expected) the encoder's; `out` then
+    /// holds a prefix.
+    pub fn snapshot_into<W: std::io::Write>(&self, out: W) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut out = FirstError { out, error: None };
+        let written = out
+            .write_all(SNAPSHOT_MAGIC)
+            .and_then(|()| out.write_all(&SNAPSHOT_VERSION.to_le_bytes()))
+            .and_then(|()| postcard::to_io(self, &mut out).map(drop).map_err(|e| std::io::Error::other(e.to_string())));
+        // The encoder reports a failed write as a full buffer, and the writer above keeps only
+        // the kind: the error to pass on is the one the wrapped writer gave.
+        written.map_err(|error| out.error.take().unwrap_or(error))
     }
 
     /// Restores a state written by [`State::snapshot`].
@@ -535,6 +549,36 @@ impl State {
     }
 }
 
+/// A writer that keeps the first error of the one it wraps, for [`State::snapshot_into`].
+struct FirstError<W> {
+    out: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W> FirstError<W> {
+    fn keep(&mut self, error: std::io::Error) -> std::io::Error {
+        let kind = error.kind();
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+        kind.into()
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for FirstError<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.out.write(bytes).map_err(|e| self.keep(e))
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(bytes).map_err(|e| self.keep(e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush().map_err(|e| self.keep(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,5 +634,41 @@ mod tests {
         assert_eq!(state.digest_backlog(), records - DIGEST_SETTLE_CHUNK);
         state.apply(NOW, &Input::Tick);
         assert_eq!(state.digest_backlog(), 0);
+    }
+
+    /// Takes `room` bytes, then fails every write with "no space left on device".
+    struct FullDisk {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl std::io::Write for FullDisk {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let n = bytes.len().min(self.room - self.taken.len());
+            if n == 0 && !bytes.is_empty() {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            self.taken.extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_streamed_snapshot_is_the_snapshot_and_a_failed_write_is_reported_as_it_was() {
+        let state = restored(2, 50);
+        let whole = state.snapshot();
+        let mut streamed = Vec::new();
+        state.snapshot_into(&mut streamed).expect("a Vec takes it all");
+        assert_eq!(streamed, whole);
+        for room in [0, 3, 100, whole.len() - 1] {
+            let mut disk = FullDisk { taken: Vec::new(), room };
+            let error = state.snapshot_into(&mut disk).expect_err("the disk fills up");
+            assert_eq!(error.raw_os_error(), Some(28), "room {room}: {error}");
+            assert_eq!(disk.taken[..], whole[..room]);
+        }
     }
 }

@@ -123,13 +123,11 @@ impl Outbox {
         Ok(self.entries.get(start).cloned())
     }
 
-    /// The form kept in a snapshot.
-    pub(crate) fn to_stored(&self) -> StoredOutbox {
-        StoredOutbox {
-            confirmed: self.confirmed,
-            dropped_through: self.dropped_through,
-            entries: self.entries.iter().map(|e| (e.index, e.at_ms, e.outcomes.as_ref().clone())).collect(),
-        }
+    /// The form kept in a snapshot, borrowed: it encodes as a [`StoredOutbox`] does, without
+    /// a copy of the effects (up to [`OUTBOX_EFFECTS_MAX`] of them when the effects cannot be
+    /// published).
+    pub(crate) fn stored(&self) -> StoredOutboxRef<'_> {
+        StoredOutboxRef { confirmed: self.confirmed, dropped_through: self.dropped_through, entries: &self.entries }
     }
 
     /// Back from a snapshot.
@@ -151,6 +149,21 @@ pub(crate) struct StoredOutbox {
     confirmed: u64,
     dropped_through: u64,
     entries: Vec<(u64, i64, Vec<InputOutcome>)>,
+}
+
+/// A [`StoredOutbox`] to encode, borrowed from the outbox (see [`Outbox::stored`]); the
+/// fields, in the same order, encode the same.
+#[derive(Serialize)]
+pub(crate) struct StoredOutboxRef<'a> {
+    confirmed: u64,
+    dropped_through: u64,
+    #[serde(serialize_with = "entries_as_stored")]
+    entries: &'a VecDeque<AppliedEntry>,
+}
+
+/// Each entry as the tuple [`StoredOutbox`] holds: index, time, outcomes.
+fn entries_as_stored<S: serde::Serializer>(entries: &&VecDeque<AppliedEntry>, out: S) -> Result<S::Ok, S::Error> {
+    out.collect_seq(entries.iter().map(|entry| (entry.index, entry.at_ms, entry.outcomes.as_slice())))
 }
 
 #[cfg(test)]
@@ -193,8 +206,9 @@ mod tests {
         outbox.confirm(2);
         outbox.push(3, 12, &outcomes(1));
         assert_eq!(indexes(&outbox.from_index(0)), [4]);
+        outbox.push(5, 14, &outcomes(2));
         let restored = Outbox::from_stored(
-            postcard::from_bytes(&postcard::to_allocvec(&outbox.to_stored()).expect("encodes")).expect("decodes"),
+            postcard::from_bytes(&postcard::to_allocvec(&outbox.stored()).expect("encodes")).expect("decodes"),
         );
         assert_eq!(restored, outbox);
     }

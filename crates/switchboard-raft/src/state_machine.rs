@@ -22,7 +22,7 @@
 
 use crate::FaultPlan;
 use crate::audit::{AuditRecord, AuditTrail};
-use crate::outbox::{Outbox, StoredOutbox};
+use crate::outbox::{Outbox, StoredOutbox, StoredOutboxRef};
 use crate::types::{
     Applied, AppliedEntry, Entry, InputOutcome, LogId, Rejection, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
@@ -152,6 +152,18 @@ impl Shared {
         body: impl Fn(&Replica) -> Vec<u8>,
         finish: impl Fn(Vec<u8>) -> Vec<u8>,
     ) -> (H, Vec<u8>) {
+        self.read_whole_streaming(head, &body, &finish, |replica| finish(body(replica)))
+    }
+
+    /// [`Shared::read_whole`], with what a forked child runs given on its own: `in_child`
+    /// answers what `finish(body(replica))` would, without holding all of the body at once.
+    fn read_whole_streaming<H>(
+        &self,
+        head: impl Fn(&Replica) -> H,
+        body: impl Fn(&Replica) -> Vec<u8>,
+        finish: impl Fn(Vec<u8>) -> Vec<u8>,
+        in_child: impl Fn(&Replica) -> Vec<u8>,
+    ) -> (H, Vec<u8>) {
         let (first, child) = {
             let replica = self.read();
             let started = std::time::Instant::now();
@@ -168,7 +180,7 @@ impl Shared {
             let under_lock = if size < self.fork_bytes_min.load(Ordering::Relaxed) {
                 None
             } else {
-                match switchboard_fork::spawn(|| finish(body(&replica))) {
+                match switchboard_fork::spawn(|| in_child(&replica)) {
                     Ok(child) => Some(child),
                     Err(error) => {
                         tracing::warn!(%error, "cannot fork to read the state; reading it under the lock (applies wait)");
@@ -263,23 +275,41 @@ pub(crate) struct ReplicaExtras {
     audit: AuditTrail,
 }
 
-/// Encodes a snapshot file from its metadata, outbox and audit trail, and the core snapshot
-/// bytes.
-fn encode_snapshot(meta: &SnapshotMeta, outbox: &ReplicaExtras, core: &[u8]) -> Result<Vec<u8>, SnapshotFileError> {
+/// [`ReplicaExtras`] to encode, borrowed from a replica: the same fields in the same order,
+/// so the same bytes, without a copy of the outbox's effects.
+#[derive(serde::Serialize)]
+struct ReplicaExtrasRef<'a> {
+    outbox: StoredOutboxRef<'a>,
+    audit: &'a AuditTrail,
+}
+
+/// Encodes a snapshot file from its metadata, outbox and audit trail ([`ReplicaExtras`], or
+/// borrowed), and the core snapshot bytes.
+fn encode_snapshot(
+    meta: &SnapshotMeta,
+    extras: &impl serde::Serialize,
+    core: &[u8],
+) -> Result<Vec<u8>, SnapshotFileError> {
+    let extras = postcard::to_allocvec(extras).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
+    let mut out = snapshot_head(meta, extras.len(), extras.len() + core.len())?;
+    out.extend_from_slice(&extras);
+    out.extend_from_slice(core);
+    Ok(out)
+}
+
+/// A snapshot file up to its outbox, which is `outbox_bytes` long, with room for `more`
+/// bytes after it.
+fn snapshot_head(meta: &SnapshotMeta, outbox_bytes: usize, more: usize) -> Result<Vec<u8>, SnapshotFileError> {
     let meta_bytes = postcard::to_allocvec(meta).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
     let meta_len =
         u32::try_from(meta_bytes.len()).map_err(|_| SnapshotFileError::Format("metadata too large".into()))?;
-    let outbox_bytes = postcard::to_allocvec(outbox).map_err(|e| SnapshotFileError::Format(e.to_string()))?;
-    let outbox_len =
-        u32::try_from(outbox_bytes.len()).map_err(|_| SnapshotFileError::Format("outbox too large".into()))?;
-    let mut out = Vec::with_capacity(14 + meta_bytes.len() + outbox_bytes.len() + core.len());
+    let outbox_len = u32::try_from(outbox_bytes).map_err(|_| SnapshotFileError::Format("outbox too large".into()))?;
+    let mut out = Vec::with_capacity(14 + meta_bytes.len() + more);
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_FORMAT.to_le_bytes());
     out.extend_from_slice(&meta_len.to_le_bytes());
     out.extend_from_slice(&meta_bytes);
     out.extend_from_slice(&outbox_len.to_le_bytes());
-    out.extend_from_slice(&outbox_bytes);
-    out.extend_from_slice(core);
     Ok(out)
 }
 
@@ -388,6 +418,10 @@ enum SnapshotWritten {
 }
 
 impl SnapshotWritten {
+    fn failed(error: &std::io::Error) -> Self {
+        SnapshotWritten::Failed { os_error: error.raw_os_error(), kind: format!("{:?}", error.kind()) }
+    }
+
     /// The size written, or the error to report about `path`.
     fn into_result(self, path: &Path) -> Result<u64, SnapshotFileError> {
         match self {
@@ -408,14 +442,18 @@ impl SnapshotWritten {
 /// the background; answers a [`SnapshotWritten`], encoded. Plain system calls and allocation
 /// only: it runs in the forked child when there is one.
 fn write_building_snapshot(bytes: &[u8], path: &Path) -> Vec<u8> {
-    let written = if bytes.is_empty() {
+    answer(if bytes.is_empty() {
         SnapshotWritten::NotEncoded
     } else {
         match write_synced(path, bytes, Pace::Background) {
             Ok(()) => SnapshotWritten::Written(bytes.len() as u64),
-            Err(e) => SnapshotWritten::Failed { os_error: e.raw_os_error(), kind: format!("{:?}", e.kind()) },
+            Err(e) => SnapshotWritten::failed(&e),
         }
-    };
+    })
+}
+
+/// What a snapshot writer sends back: [`SnapshotWritten`], encoded.
+fn answer(written: SnapshotWritten) -> Vec<u8> {
     postcard::to_allocvec(&written).unwrap_or_default()
 }
 
@@ -480,18 +518,90 @@ const BACKGROUND_REST_FACTOR: u32 = 3;
 /// Writes `bytes` to `path` (created or truncated) and syncs it, syncing every
 /// [`SYNC_EVERY_BYTES`] on the way. Plain system calls only: it may run in a forked child.
 fn write_synced(path: &Path, bytes: &[u8], pace: Pace) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(path)?;
-    for chunk in bytes.chunks(SYNC_EVERY_BYTES) {
-        let started = std::time::Instant::now();
-        file.write_all(chunk)?;
-        if chunk.len() == SYNC_EVERY_BYTES {
-            file.sync_data()?;
-            if pace == Pace::Background {
-                std::thread::sleep(started.elapsed() * BACKGROUND_REST_FACTOR);
-            }
-        }
+    let mut file = SyncedFile::create(path, pace)?;
+    file.write_all(bytes).map_err(|e| file.first_error(e))?;
+    file.finish().map(drop)
+}
+
+/// A file written in pieces of [`SYNC_EVERY_BYTES`], each written and synced before the next
+/// (and at [`Pace::Background`], followed by a rest); [`SyncedFile::finish`] writes what is
+/// left and syncs the whole file. Plain system calls only: it may run in a forked child.
+struct SyncedFile {
+    file: std::fs::File,
+    /// What is not written yet: less than a piece.
+    piece: Vec<u8>,
+    pace: Pace,
+    written: u64,
+    /// The first write error. [`Write::write`] answers only its kind, as an encoder would
+    /// drop it anyway; [`SyncedFile::first_error`] gives it back whole.
+    error: Option<std::io::Error>,
+}
+
+impl SyncedFile {
+    fn create(path: &Path, pace: Pace) -> std::io::Result<Self> {
+        let file = std::fs::File::create(path)?;
+        Ok(Self { file, piece: Vec::with_capacity(SYNC_EVERY_BYTES), pace, written: 0, error: None })
     }
-    file.sync_all()
+
+    /// Writes and syncs one piece, then rests if in the background.
+    fn put(file: &mut std::fs::File, piece: &[u8], pace: Pace) -> std::io::Result<()> {
+        let started = std::time::Instant::now();
+        file.write_all(piece)?;
+        file.sync_data()?;
+        if pace == Pace::Background {
+            std::thread::sleep(started.elapsed() * BACKGROUND_REST_FACTOR);
+        }
+        Ok(())
+    }
+
+    /// The first error a write met, else `error` (from whatever wrote through this file).
+    fn first_error(&mut self, error: std::io::Error) -> std::io::Error {
+        self.error.take().unwrap_or(error)
+    }
+
+    /// Writes the rest and syncs the file: the bytes written in all.
+    fn finish(mut self) -> std::io::Result<u64> {
+        self.file.write_all(&self.piece)?;
+        self.written += self.piece.len() as u64;
+        self.file.sync_all()?;
+        Ok(self.written)
+    }
+}
+
+impl Write for SyncedFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.take(bytes).map_err(|error| {
+            let kind = error.kind();
+            self.error.get_or_insert(error);
+            kind.into()
+        })
+    }
+
+    /// Pieces are synced as they fill; [`SyncedFile::finish`] writes the last one.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SyncedFile {
+    /// [`Write::write`]: buffers up to a piece, and writes a piece once it is full.
+    fn take(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        // A whole piece given at once goes out without a copy.
+        if self.piece.is_empty() && bytes.len() >= SYNC_EVERY_BYTES {
+            let whole = bytes.get(..SYNC_EVERY_BYTES).unwrap_or(bytes);
+            Self::put(&mut self.file, whole, self.pace)?;
+            self.written += whole.len() as u64;
+            return Ok(whole.len());
+        }
+        let taken = bytes.len().min(SYNC_EVERY_BYTES - self.piece.len());
+        self.piece.extend_from_slice(bytes.get(..taken).unwrap_or(bytes));
+        if self.piece.len() == SYNC_EVERY_BYTES {
+            Self::put(&mut self.file, &self.piece, self.pace)?;
+            self.written += self.piece.len() as u64;
+            self.piece.clear();
+        }
+        Ok(taken)
+    }
 }
 
 /// Writes `bytes` to `dir/name` so that a crash leaves either the old file or the new one.
@@ -619,8 +729,39 @@ fn snapshot_meta_of(replica: &Replica, suffix: &str) -> SnapshotMeta {
 /// The snapshot file of `replica` under `meta`; empty if it cannot be encoded (a state over
 /// 4 GiB of metadata or outbox).
 fn encode_replica(replica: &Replica, meta: &SnapshotMeta) -> Vec<u8> {
-    let extras = ReplicaExtras { outbox: replica.outbox.to_stored(), audit: replica.audit.clone() };
-    encode_snapshot(meta, &extras, &replica.state.snapshot()).unwrap_or_default()
+    encode_snapshot(meta, &extras_of(replica), &replica.state.snapshot()).unwrap_or_default()
+}
+
+fn extras_of(replica: &Replica) -> ReplicaExtrasRef<'_> {
+    ReplicaExtrasRef { outbox: replica.outbox.stored(), audit: &replica.audit }
+}
+
+/// Writes the snapshot file of `replica` under `meta` to `path` as it is encoded, in the
+/// background's pace, and answers a [`SnapshotWritten`], encoded: the same file as
+/// [`encode_replica`] then [`write_building_snapshot`], but what the forked child of a build
+/// runs, so that it never holds the whole encoding (160 MB at a million conversations).
+/// Allocating and filling that much in the child slowed the node it was forked from: the
+/// writes that took over 6 ms were as many while a child encoded as right after the fork.
+fn write_replica_snapshot(replica: &Replica, meta: &SnapshotMeta, path: &Path) -> Vec<u8> {
+    // The outbox's length comes before it: counted first (an encoding that stores nothing),
+    // then encoded into the file.
+    let extras = extras_of(replica);
+    let size = postcard::serialize_with_flavor(&extras, postcard::ser_flavors::Size::default());
+    let Some(head) = size.ok().and_then(|size| snapshot_head(meta, size, 0).ok()) else {
+        return answer(SnapshotWritten::NotEncoded);
+    };
+    let mut file = match SyncedFile::create(path, Pace::Background) {
+        Ok(file) => file,
+        Err(e) => return answer(SnapshotWritten::failed(&e)),
+    };
+    let written = file
+        .write_all(&head)
+        .and_then(|()| postcard::to_io(&extras, &mut file).map(drop).map_err(|e| std::io::Error::other(e.to_string())))
+        .and_then(|()| replica.state.snapshot_into(&mut file));
+    answer(match written.map_err(|e| file.first_error(e)).and_then(|()| file.finish()) {
+        Ok(bytes) => SnapshotWritten::Written(bytes),
+        Err(e) => SnapshotWritten::failed(&e),
+    })
 }
 
 /// Why [`restore_snapshot`] refused.
@@ -711,10 +852,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let dir = shared.dir.clone();
             let building =
                 dir.join(format!("{BUILDING_PREFIX}{}-{suffix}{BUILDING_SUFFIX}", std::process::id()));
-            let (meta, outcome) = shared.read_whole(
+            let (meta, outcome) = shared.read_whole_streaming(
                 |replica| snapshot_meta_of(replica, &suffix),
                 |replica| encode_replica(replica, &snapshot_meta_of(replica, &suffix)),
                 |bytes| write_building_snapshot(&bytes, &building),
+                |replica| write_replica_snapshot(replica, &snapshot_meta_of(replica, &suffix), &building),
             );
             let placed = || -> Result<u64, SnapshotFileError> {
                 let written: SnapshotWritten = postcard::from_bytes(&outcome)
@@ -957,6 +1099,101 @@ mod tests {
         write_atomically(dir.path(), "big.bin", &bytes).expect("written");
         assert_eq!(std::fs::read(dir.path().join("big.bin")).expect("read"), bytes);
         assert!(!dir.path().join("big.bin.tmp").exists(), "the temporary file stayed");
+    }
+
+    #[test]
+    fn a_file_written_in_pieces_of_any_size_is_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bytes: Vec<u8> = (0..SYNC_EVERY_BYTES * 3 + 5).map(|i| (i % 253) as u8).collect();
+        // Small writes that cross the piece boundaries, one piece given whole when nothing is
+        // buffered, one larger than a piece while something is.
+        let sizes = [1, 7, SYNC_EVERY_BYTES - 8, SYNC_EVERY_BYTES, 3, SYNC_EVERY_BYTES + 1, usize::MAX];
+        for pace in [Pace::Full, Pace::Background] {
+            let path = dir.path().join(format!("{pace:?}.bin"));
+            let mut file = SyncedFile::create(&path, pace).expect("created");
+            let mut rest = &bytes[..];
+            for size in sizes {
+                let (piece, after) = rest.split_at(size.min(rest.len()));
+                file.write_all(piece).expect("written");
+                rest = after;
+            }
+            assert_eq!(file.finish().expect("finished"), bytes.len() as u64, "{pace:?}");
+            assert_eq!(std::fs::read(&path).expect("read"), bytes, "{pace:?}");
+        }
+        // A full disk (28: ENOSPC), through an encoder that reports any write error as its own.
+        let mut full = SyncedFile::create(Path::new("/dev/full"), Pace::Full).expect("opened");
+        let encoded = postcard::to_io(&bytes, &mut full).map(drop).map_err(|e| std::io::Error::other(e.to_string()));
+        let error = encoded.map_err(|e| full.first_error(e)).expect_err("the disk is full");
+        assert_eq!(error.raw_os_error(), Some(28), "{error}");
+    }
+
+    /// A replica with agents, conversations, an outbox and an audit record.
+    fn replica() -> Replica {
+        use switchboard_core::{
+            AgentSpec, AgentStatus, Command, Event, EventId, OpenConversation, Strategy, TeamId, TeamSpec,
+            WorkspaceSettings,
+        };
+        let event = |id: &str, command| {
+            Input::Event(Event { workspace: "acme".into(), event_id: Some(EventId::new(id)), command })
+        };
+        let mut state = State::new();
+        let mut outbox = Outbox::default();
+        let mut inputs = vec![event("ws", Command::ConfigureWorkspace(WorkspaceSettings::default()))];
+        for a in 0..20 {
+            inputs.push(event(&format!("a{a}"), Command::UpsertAgent(AgentSpec::new(format!("a{a}").as_str(), "A"))));
+            let online =
+                Command::SetAgentStatus { agent: format!("a{a}").as_str().into(), status: AgentStatus::Online };
+            inputs.push(event(&format!("on{a}"), online));
+        }
+        let members: Vec<String> = (0..20).map(|a| format!("a{a}")).collect();
+        let members: Vec<&str> = members.iter().map(String::as_str).collect();
+        inputs.push(event("team", Command::UpsertTeam(TeamSpec::new("support", Strategy::LeastOpen, &members))));
+        let settings = WorkspaceSettings { default_team: Some(TeamId::new("support")), ..WorkspaceSettings::default() };
+        inputs.push(event("default", Command::ConfigureWorkspace(settings)));
+        for c in 0..50 {
+            let open = OpenConversation::new(format!("c{c}"), format!("k{c}"), switchboard_core::Channel::WhatsApp);
+            inputs.push(event(&format!("open{c}"), Command::OpenConversation(open)));
+        }
+        for (index, input) in inputs.iter().enumerate() {
+            let outcome = InputOutcome::new(input, state.apply(1_795_428_000_000 + index as i64, input));
+            outbox.push(index as u64 + 1, 0, &Arc::new(vec![outcome]));
+        }
+        assert!(outbox.effects() > 50, "the opens had effects");
+        let mut audit = AuditTrail::default();
+        audit.push(AuditRecord {
+            index: 1,
+            at_ms: 1,
+            workspace: "acme".into(),
+            actor: crate::audit::Actor { role: "admin".into(), credential: "adm".into() },
+            action: "ConfigureWorkspace".into(),
+            outcome: "ok".into(),
+        });
+        let last_applied = Some(openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), inputs.len() as u64));
+        Replica { state, last_applied, last_membership: StoredMembership::default(), outbox, audit }
+    }
+
+    #[test]
+    fn a_snapshot_written_as_it_is_encoded_is_the_encoded_snapshot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let replica = replica();
+        let meta = snapshot_meta_of(&replica, "test");
+        let whole = encode_replica(&replica, &meta);
+        let path = dir.path().join("streamed.build");
+        let answer: SnapshotWritten =
+            postcard::from_bytes(&write_replica_snapshot(&replica, &meta, &path)).expect("an answer");
+        assert_eq!(answer, SnapshotWritten::Written(whole.len() as u64));
+        assert_eq!(std::fs::read(&path).expect("read"), whole);
+        let (decoded, _, core) = decode_snapshot(&whole).expect("decodes");
+        assert_eq!(decoded, meta);
+        assert_eq!(State::restore(core).expect("restores").state_digest(), replica.state.state_digest());
+        // A file that cannot be created is an error with its number.
+        let nowhere = dir.path().join("no-such-dir").join("x.build");
+        let answer: SnapshotWritten =
+            postcard::from_bytes(&write_replica_snapshot(&replica, &meta, &nowhere)).expect("an answer");
+        assert_eq!(answer, SnapshotWritten::Failed { os_error: Some(2), kind: "NotFound".to_owned() });
+        let answer: SnapshotWritten =
+            postcard::from_bytes(&write_replica_snapshot(&replica, &meta, Path::new("/dev/full"))).expect("an answer");
+        assert_eq!(answer, SnapshotWritten::Failed { os_error: Some(28), kind: "StorageFull".to_owned() });
     }
 
     /// A snapshot file whose metadata covers `index` (its body is not a state: only the
