@@ -664,6 +664,9 @@ mod tests {
         let mut streamed = Vec::new();
         state.snapshot_into(&mut streamed).expect("a Vec takes it all");
         assert_eq!(streamed, whole);
+        // `snapshot` is built on `snapshot_into`, so the line above cannot tell them apart: what
+        // was streamed must also restore to the same state.
+        assert_eq!(State::restore(&streamed).expect("restores").state_digest(), state.state_digest());
         for room in [0, 3, 100, whole.len() - 1] {
             let mut disk = FullDisk { taken: Vec::new(), room };
             let error = state.snapshot_into(&mut disk).expect_err("the disk fills up");
